@@ -1,0 +1,393 @@
+"""A real, single-machine Slurm cluster for jupyter-asgard's tests and demos.
+
+Everything the tests need from Asgard is here, for real: munged, slurmctld and
+two slurmd compute nodes (``gpu01``, ``gpu02``), each in its own network
+namespace with its own address, two emulated GPUs per node (GRES), a ``gpu``
+and a ``debug`` partition, and a stand-in for the Pyxis SPANK plugin compiled
+from ``pyxis_standin.c``.  Only Pyxis/Enroot themselves are simulated: they
+cannot be installed on a test machine.
+
+The cluster keeps all of its state below one directory and records its
+processes and network objects in ``state.json`` there, so a cluster started
+by ``python -m tests.cluster up`` in one process can be stopped by
+``python -m tests.cluster down`` in another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from string import Template
+
+HERE = Path(__file__).resolve().parent
+NODES = ("gpu01", "gpu02")
+GPUS_PER_NODE = 2
+REQUIRED_COMMANDS = ("munged", "slurmctld", "slurmd", "srun", "sinfo", "gcc", "ip", "nsenter")
+SPANK_HEADER = Path("/usr/include/slurm/spank.h")
+INSTALL_HINT = (
+    "install Debian's packages with `apt-get install slurm-wlm munge libslurm-dev "
+    "gcc iproute2 util-linux` and run as root (the cluster creates network namespaces)"
+)
+
+
+class ClusterUnavailable(RuntimeError):
+    """This machine cannot run the test cluster; the message says how to fix it."""
+
+
+@dataclass
+class ClusterState:
+    """What a running cluster consists of, persisted so another process can stop it."""
+
+    root: str
+    slot: int
+    pids: dict[str, int] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+
+
+def check_prerequisites() -> None:
+    """Raise ClusterUnavailable naming what is missing."""
+    if os.geteuid() != 0:
+        raise ClusterUnavailable(f"the test cluster needs root: {INSTALL_HINT}")
+    missing = [cmd for cmd in REQUIRED_COMMANDS if shutil.which(cmd) is None]
+    if not SPANK_HEADER.exists():
+        missing.append(str(SPANK_HEADER))
+    if missing:
+        raise ClusterUnavailable(f"missing {', '.join(missing)}: {INSTALL_HINT}")
+
+
+def _run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
+
+
+def _free_slot() -> int:
+    """A slot number whose bridge, namespaces and ports no other cluster uses."""
+    taken = set(_run("ip", "-o", "link", "show").stdout.split())
+    for slot in range(1, 60):
+        if f"asgbr{slot}:" not in taken and not Path(f"/run/netns/asg{slot}-{NODES[0]}").exists():
+            return slot
+    raise ClusterUnavailable("no free cluster slot: stop old clusters with `python -m tests.cluster down`")
+
+
+class LocalCluster:
+    """One test cluster: call start(), use env and the data paths, call stop()."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="asgard-cluster-"))
+        self.state = ClusterState(root=str(self.root), slot=0)
+
+    # --- paths a test or demo uses -------------------------------------------------
+
+    @property
+    def slurm_conf(self) -> Path:
+        return self.root / "etc" / "slurm.conf"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Variables that point Slurm's client commands at this cluster."""
+        return {"SLURM_CONF": str(self.slurm_conf)}
+
+    @property
+    def images_dir(self) -> Path:
+        """Stands in for Asgard's /enroot."""
+        return self.root / "enroot"
+
+    @property
+    def netscratch(self) -> Path:
+        """Stands in for Asgard's /netscratch."""
+        return self.root / "netscratch"
+
+    @property
+    def datasets(self) -> Path:
+        """Stands in for Asgard's /ds."""
+        return self.root / "ds"
+
+    @property
+    def registry_dir(self) -> Path:
+        """Registry images the Pyxis stand-in can 'pull' (REGISTRY/IMAGE:TAG files)."""
+        return self.root / "registry"
+
+    @property
+    def records_dir(self) -> Path:
+        """Where the Pyxis stand-in writes one JSON record per container step."""
+        return self.root / "pyxis-records"
+
+    @property
+    def controller_addr(self) -> str:
+        return f"10.213.{self.state.slot}.1"
+
+    def node_addr(self, node: str) -> str:
+        return f"10.213.{self.state.slot}.{11 + NODES.index(node)}"
+
+    def pytorch_image(self) -> Path:
+        return self.images_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
+
+    def log(self, name: str) -> str:
+        """The tail of a daemon's log, for error messages."""
+        path = self.root / "log" / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
+
+    # --- life cycle -------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> "LocalCluster":
+        """Bring the cluster up; on any failure tear down what was started."""
+        check_prerequisites()
+        try:
+            self.state.slot = _free_slot()
+            self._make_tree()
+            self._compile_plugin()
+            self._make_network()
+            self._write_configs()
+            self._start_daemons()
+            self._wait_for_nodes(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Kill every process, namespace and link of the cluster and delete its files."""
+        for ns in self.state.namespaces:
+            _kill_namespace_processes(ns)
+        for name, pid in reversed(list(self.state.pids.items())):
+            _terminate(pid)
+        for ns in self.state.namespaces:
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        for link in self.state.links:
+            subprocess.run(["ip", "link", "delete", link], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.state = ClusterState(root=str(self.root), slot=self.state.slot)
+
+    def save_state(self) -> None:
+        (self.root / "state.json").write_text(json.dumps(asdict(self.state)))
+
+    @classmethod
+    def attach(cls, root: Path | str) -> "LocalCluster":
+        """A handle on a cluster another process started at root."""
+        cluster = cls(root)
+        cluster.state = ClusterState(**json.loads((Path(root) / "state.json").read_text()))
+        return cluster
+
+    # --- steps of start() -------------------------------------------------------
+
+    def _make_tree(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        for sub in ("etc", "log", "run", "state", "build", "dev", "munge", "workspace",
+                    *(f"state/slurmd-{node}" for node in NODES)):
+            (self.root / sub).mkdir(exist_ok=True)
+        (self.root / "munge").chmod(0o700)
+        for directory in (self.records_dir, self.netscratch):
+            directory.mkdir(exist_ok=True)
+            directory.chmod(0o1777)
+        self._make_images()
+        self._make_data()
+        for index in range(GPUS_PER_NODE):
+            device = self.root / "dev" / f"nvidia{index}"
+            if not device.exists():
+                os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+
+    def _make_images(self) -> None:
+        """Stand-in images: text files with the image's ENV and WORKDIR, like a Dockerfile.
+
+        The PyTorch image's PATH leads to this interpreter, which has ipykernel;
+        the bare image's leads to a venv without it, as a real image without
+        Jupyter would.
+        """
+        self.images_dir.mkdir(exist_ok=True)
+        python_bin = Path(sys.executable).parent
+        system_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        pytorch = f"ENV PATH={python_bin}:{system_path}\nENV PYTHONUNBUFFERED=1\nWORKDIR {self.root / 'workspace'}\n"
+        self.pytorch_image().write_text(pytorch)
+        (self.images_dir / "nvidia+pytorch+24.05-py3.sqsh").write_text(pytorch)
+        bare_venv = self.root / "bare-python"
+        if not bare_venv.exists():
+            _run(sys.executable, "-m", "venv", "--without-pip", str(bare_venv))
+        (self.images_dir / "ubuntu_22.04.sqsh").write_text(f"ENV PATH={bare_venv / 'bin'}:{system_path}\n")
+        registry_image = self.registry_dir / "nvcr.io" / "nvidia" / "pytorch:24.05-py3"
+        registry_image.parent.mkdir(parents=True, exist_ok=True)
+        registry_image.write_text(pytorch)
+
+    def _make_data(self) -> None:
+        user_dir = self.netscratch / _user()
+        user_dir.mkdir(exist_ok=True)
+        (user_dir / "hello.txt").write_text("hello from netscratch\n")
+        self.datasets.mkdir(exist_ok=True)
+        (self.datasets / "iris.csv").write_text(
+            "sepal_length,sepal_width,petal_length,petal_width,species\n"
+            "5.1,3.5,1.4,0.2,setosa\n7.0,3.2,4.7,1.4,versicolor\n6.3,3.3,6.0,2.5,virginica\n"
+        )
+
+    def _compile_plugin(self) -> None:
+        source = HERE / "pyxis_standin.c"
+        output = self.root / "build" / "pyxis_standin.so"
+        result = subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(output), str(source)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise ClusterUnavailable(f"compiling {source.name} failed:\n{result.stderr}")
+
+    def _make_network(self) -> None:
+        """A bridge on the host (the controller's address) and one namespace per node."""
+        slot = self.state.slot
+        bridge = f"asgbr{slot}"
+        _run("ip", "link", "add", bridge, "type", "bridge")
+        self.state.links.append(bridge)
+        self.save_state()
+        _run("ip", "addr", "add", f"{self.controller_addr}/24", "dev", bridge)
+        _run("ip", "link", "set", bridge, "up")
+        for node in NODES:
+            namespace, host_end = f"asg{slot}-{node}", f"va{slot}{node}"
+            _run("ip", "netns", "add", namespace)
+            self.state.namespaces.append(namespace)
+            self.save_state()
+            _run("ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+            _run("ip", "link", "set", host_end, "master", bridge, "up")
+            _run("ip", "-n", namespace, "addr", "add", f"{self.node_addr(node)}/24", "dev", "eth0")
+            _run("ip", "-n", namespace, "link", "set", "eth0", "up")
+            _run("ip", "-n", namespace, "link", "set", "lo", "up")
+
+    def _write_configs(self) -> None:
+        slot = self.state.slot
+        node_lines = "\n".join(f"NodeName={node} NodeAddr={self.node_addr(node)}" for node in NODES)
+        values = {
+            "root": self.root,
+            "controller_host": socket.gethostname().split(".")[0],
+            "controller_addr": self.controller_addr,
+            "slurmctld_port": 16800 + 10 * slot,
+            "slurmd_port": 16801 + 10 * slot,
+            "munge_socket": self.root / "munge" / "munge.socket",
+            "node_lines": node_lines,
+            "all_nodes": ",".join(NODES),
+            "debug_node": NODES[-1],
+        }
+        template = Template((HERE / "slurm.conf.template").read_text())
+        self.slurm_conf.write_text(template.substitute(values))
+        gres = "\n".join(
+            f"NodeName={node} Name=gpu Type=h100 File={self.root}/dev/nvidia[0-{GPUS_PER_NODE - 1}]" for node in NODES
+        )
+        (self.root / "etc" / "gres.conf").write_text(gres + "\n")
+        plugin = self.root / "build" / "pyxis_standin.so"
+        (self.root / "etc" / "plugstack.conf").write_text(
+            f"required {plugin} record_dir={self.records_dir} registry_dir={self.registry_dir}\n"
+        )
+
+    def _start_daemons(self) -> None:
+        munge_dir = self.root / "munge"
+        (munge_dir / "munge.key").write_bytes(os.urandom(1024))
+        (munge_dir / "munge.key").chmod(0o400)
+        self._spawn(
+            "munged",
+            ["munged", "-F", "--force", f"--socket={munge_dir / 'munge.socket'}",
+             f"--key-file={munge_dir / 'munge.key'}", f"--pid-file={munge_dir / 'munged.pid'}",
+             f"--seed-file={munge_dir / 'munged.seed'}", f"--log-file={self.root / 'log' / 'munged.log'}"],
+        )
+        _wait_for(lambda: (munge_dir / "munge.socket").exists(), 10, "munged did not start", lambda: self.log("munged"))
+        self._spawn("slurmctld", ["slurmctld", "-D", "-c", "-f", str(self.slurm_conf)])
+        for node in NODES:
+            self._spawn(
+                f"slurmd-{node}",
+                ["nsenter", f"--net=/run/netns/asg{self.state.slot}-{node}",
+                 "slurmd", "-D", "-N", node, "-f", str(self.slurm_conf)],
+            )
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.root / "log" / f"{name}.stdout", "ab")
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **self.env},
+        )
+        log.close()
+        self.state.pids[name] = process.pid
+        self.save_state()
+
+    def _wait_for_nodes(self, timeout: float) -> None:
+        def idle() -> bool:
+            result = subprocess.run(
+                ["sinfo", "-h", "-N", "-p", "gpu", "-o", "%N %T"],
+                capture_output=True, text=True, env={**os.environ, **self.env},
+            )
+            states = dict(line.split() for line in result.stdout.splitlines() if line.strip())
+            return all(states.get(node) == "idle" for node in NODES)
+
+        logs = lambda: "\n".join(f"--- {name}:\n{self.log(name)}" for name in ("slurmctld", *(f"slurmd-{n}" for n in NODES)))
+        _wait_for(idle, timeout, "nodes did not become idle", logs)
+
+
+def _user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _wait_for(predicate, timeout: float, what: str, logs) -> None:
+    """Poll predicate; on timeout raise with the daemons' logs (a callable, read only then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise ClusterUnavailable(f"{what} within {timeout:.0f}s; logs:\n{logs()}")
+
+
+def _kill_namespace_processes(namespace: str) -> None:
+    """slurmstepd and the tasks it starts live in the node's namespace, not under our pids."""
+    for _ in range(50):
+        result = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+        pids = [int(pid) for pid in result.stdout.split()]
+        if not pids:
+            return
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _terminate(pid: int) -> None:
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    _signal(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    _reap(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _status(pid)
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
