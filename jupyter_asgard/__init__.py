@@ -1,0 +1,3 @@
+"""jupyter-asgard: Jupyter kernels on Slurm GPU nodes inside Pyxis containers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,125 @@
+"""The kernel's Slurm allocation: requested once, waited for in the queue, kept across restarts.
+
+The allocation is its own job (``salloc --no-shell``) and the kernel only a
+step in it, so a restart relaunches the step without a second trip through
+the queue, and cancelling the allocation is the one act that frees the GPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .errors import KernelStartError
+from .launch_config import LaunchConfig
+from .monitor import SlurmMonitor
+from .slurm_client import SlurmClient
+from .slurm_commands import JobInfo, parse_salloc_line, salloc_argv
+
+ENDED_STATES = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+                "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT"}
+HINTS = {
+    "invalid partition": "choose one of the partitions `sinfo -s` lists, or leave partition empty for the default",
+    "unable to contact slurm controller": "Slurm's controller is not reachable from this host; try again "
+                                          "later or ask your cluster admins",
+    "requested node configuration is not available": "no node has what was asked for (GPU type or count, "
+                                                     "memory, CPUs); ask for less",
+    "time limit": "ask for a shorter time, within the partition's limit (`sinfo -s`)",
+    "invalid account": "use an account you belong to (`sacctmgr show assoc user=$USER`)",
+    "invalid qos": "use a QOS your account may use",
+    "invalid generic resource": "check the GPU type: `sinfo -o '%P %G'` lists them",
+}
+
+
+def hint_for(message: str) -> str:
+    lower = message.lower()
+    return next((hint for needle, hint in HINTS.items() if needle in lower), "")
+
+
+class Allocation:
+    """One salloc job; its id, node and state are what the UI shows while the kernel waits."""
+
+    def __init__(self, client: SlurmClient, monitor: SlurmMonitor, log: logging.Logger, kernel_id: str) -> None:
+        self.client = client
+        self.monitor = monitor
+        self.log = log
+        self.kernel_id = kernel_id
+        self.job_id = ""
+        self.node = ""
+        self.info: JobInfo | None = None
+        self._salloc: asyncio.subprocess.Process | None = None
+
+    @property
+    def job_name(self) -> str:
+        return f"jupyter-asgard-{self.kernel_id}"
+
+    async def request(self, config: LaunchConfig, comment: str, queue_timeout: float, env: dict[str, str]) -> None:
+        """Submit and wait until Slurm grants the allocation; cancel it on any failure or timeout."""
+        argv = salloc_argv(config, self.job_name, comment, salloc=self.client.command("salloc"))
+        self.log.info("Kernel %s: requesting a Slurm allocation: %s", self.kernel_id, " ".join(argv))
+        self.client.calls["salloc"] += 1
+        self._salloc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        try:
+            await asyncio.wait_for(self._read_salloc(), queue_timeout)
+        except asyncio.TimeoutError:
+            reason = self.info.reason if self.info else "unknown"
+            await self.cancel()
+            raise KernelStartError(
+                f"the kernel's Slurm job waited {queue_timeout:.0f}s in the queue (reason: {reason}) and was "
+                "cancelled",
+                "ask for fewer GPUs or another partition, or raise PyxisProvisioner.queue_timeout",
+            ) from None
+        except BaseException:
+            await self.cancel()
+            raise
+        await self.monitor.refresh()
+        self.info = self.monitor.job(self.job_id) or self.info
+        self.node = self.info.nodes if self.info else ""
+        self.log.info("Kernel %s: Slurm job %s running on %s", self.kernel_id, self.job_id, self.node)
+
+    async def _read_salloc(self) -> None:
+        assert self._salloc is not None and self._salloc.stderr is not None
+        errors = []
+        async for raw in self._salloc.stderr:
+            event = parse_salloc_line(raw.decode(errors="replace"))
+            if event.kind in ("pending", "granted") and not self.job_id:
+                self.job_id = event.job_id
+                self.monitor.watch(self.job_id, self._on_change)
+            if event.kind == "pending":
+                self.log.info("Kernel %s: Slurm job %s is waiting in the queue", self.kernel_id, self.job_id)
+            elif event.kind == "error":
+                errors.append(event.message)
+            if event.kind == "granted":
+                break
+        else:
+            await self._salloc.wait()
+            message = "; ".join(errors) or f"salloc exited with status {self._salloc.returncode}"
+            raise KernelStartError(f"Slurm refused the kernel's allocation: {message}", hint_for(message))
+        await self._salloc.wait()
+
+    def _on_change(self, info: JobInfo | None) -> None:
+        self.info = info
+        if info is not None and info.state == "PENDING":
+            self.log.info("Kernel %s: Slurm job %s pending (%s)", self.kernel_id, self.job_id, info.reason)
+
+    def ended(self) -> str:
+        """The final state if the allocation is over (cancelled, time limit, ...), else ""."""
+        if self.info is None:
+            return ""
+        return self.info.state if self.info.state in ENDED_STATES else ""
+
+    async def cancel(self) -> None:
+        """Release the allocation (or withdraw the request); safe to call twice."""
+        if self._salloc is not None and self._salloc.returncode is None:
+            self._salloc.terminate()
+        if self.job_id:
+            job_id, self.job_id = self.job_id, ""
+            self.log.info("Kernel %s: cancelling Slurm job %s", self.kernel_id, job_id)
+            await self.client.scancel(job_id)
+            self.monitor.unwatch(job_id)
+        if self._salloc is not None:
+            await self._salloc.wait()
+            self._salloc = None

@@ -1,0 +1,52 @@
+"""The environment srun passes into the kernel's container.
+
+srun exports its whole environment to the task, so whatever the Jupyter
+server runs with would reach the kernel: its virtualenv on PATH, its
+PYTHONPATH, its Jupyter settings, a Slurm job of its own.  None of that
+belongs in a container with its own Python.  What the kernelspec asks for
+does, and must win over the image's values (Pyxis lets the image win unless
+a name is listed in ``--container-env``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+DROPPED = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONUSERBASE",
+                     "VIRTUAL_ENV", "VIRTUAL_ENV_PROMPT", "IPYTHONDIR", "MPLBACKEND", "LD_PRELOAD"})
+DROPPED_PREFIXES = ("JUPYTER", "JPY_", "CONDA_", "PYXIS_CONTAINER_", "SLURM_", "SRUN_", "SALLOC_", "SBATCH_",
+                    "ASGARD_", "PIXI_", "UV_")
+KEPT = frozenset({"SLURM_CONF"})  # srun itself needs it to find the cluster
+
+
+def server_prefixes(environ: Mapping[str, str]) -> list[str]:
+    """Directories of the server's own Python installation(s): their PATH entries must not leak."""
+    prefixes = {sys.prefix, sys.exec_prefix}
+    prefixes.update(environ[name] for name in ("VIRTUAL_ENV", "CONDA_PREFIX") if environ.get(name))
+    return sorted(os.path.normpath(prefix) for prefix in prefixes)
+
+
+def clean_path(path: str, prefixes: list[str]) -> str:
+    def inside(entry: str) -> bool:
+        entry = os.path.normpath(entry)
+        return any(entry == prefix or entry.startswith(prefix + os.sep) for prefix in prefixes)
+
+    return os.pathsep.join(entry for entry in path.split(os.pathsep) if entry and not inside(entry))
+
+
+def step_environment(
+    server_env: Mapping[str, str], kernelspec_env: Mapping[str, str], asgard: Mapping[str, str]
+) -> dict[str, str]:
+    """srun's environment: the server's, cleaned, plus the kernelspec's and the bootstrap's ASGARD_* values."""
+    env = {
+        name: value
+        for name, value in server_env.items()
+        if name in KEPT or (name not in DROPPED and not name.startswith(DROPPED_PREFIXES))
+    }
+    if "PATH" in env:
+        env["PATH"] = clean_path(env["PATH"], server_prefixes(server_env))
+    env.update(kernelspec_env)
+    env.update(asgard)
+    return env

@@ -1,0 +1,159 @@
+"""The kernel's srun step: launch, handshake, readiness, signals, output.
+
+srun's stdout carries the bootstrap's one-line handshake (address and ports
+chosen on the node) and then the kernel's own output, which goes to the
+server log.  A start counts only when the kernel answers on its heartbeat
+port from here: srun's exit status alone is not a reliable verdict on every
+Slurm version, and an answer also proves the node is reachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from .bootstrap import FAILURE, HANDSHAKE
+from .errors import KernelStartError
+from .slurm_client import SlurmClient, SlurmError
+
+OUTPUT_HINTS = {
+    "No module named ipykernel": "the image has no ipykernel: choose an image with Jupyter (NGC PyTorch has it), "
+                                 "or pip install ipykernel in a writable named container",
+    "was not found in the container": "the kernelspec's argv[0] must be a program inside the image (e.g. python3)",
+    "couldn't chdir": "the workdir must exist inside the container: mount it, or pick another workdir",
+    "failed to import docker image": "check the image URI (docker://REGISTRY#IMAGE:TAG) and your enroot "
+                                     "registry credentials",
+    "mount": "check the mounts: every source must exist on the compute node",
+    "No such file or directory": "check the image path and the mount sources: they must exist on the compute node",
+    "Invalid generic resource": "check the GPU type (`sinfo -o '%P %G'` lists them)",
+}
+
+
+def summarize(lines: list[str]) -> tuple[str, str]:
+    """The lines that explain a failed step, and a hint for them."""
+    important = [line for line in lines if "pyxis" in line or FAILURE in line] or \
+        [line for line in lines if "error" in line.lower()] or lines[-5:]
+    text = "\n".join(line.replace(FAILURE, "") for line in important[-8:])
+    hint = next((hint for needle, hint in OUTPUT_HINTS.items() if needle in "\n".join(lines)), "")
+    return text, hint
+
+
+class KernelStep:
+    """One run of the kernel: an srun process inside the allocation."""
+
+    def __init__(self, client: SlurmClient, log: logging.Logger, kernel_id: str, job_id: str) -> None:
+        self.client = client
+        self.log = log
+        self.kernel_id = kernel_id
+        self.job_id = job_id
+        self.process: asyncio.subprocess.Process | None = None
+        self.handshake: dict[str, Any] = {}
+        self.output: deque[str] = deque(maxlen=200)
+        self._handshake: asyncio.Future | None = None
+        self._readers: list[asyncio.Task] = []
+
+    @property
+    def step_id(self) -> str:
+        return str(self.handshake.get("step", ""))
+
+    async def start(self, argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+        """Run srun and wait for the bootstrap's handshake; raise KernelStartError with srun's words otherwise."""
+        self.client.calls["srun"] += 1
+        self._handshake = asyncio.get_running_loop().create_future()
+        self.process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        self._readers = [asyncio.ensure_future(self._read(self.process.stdout, handshake=True)),
+                         asyncio.ensure_future(self._read(self.process.stderr, handshake=False))]
+        exited = asyncio.ensure_future(self._wait_output_done())
+        done, _ = await asyncio.wait({self._handshake, exited}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        if self._handshake.done():
+            self.handshake = self._handshake.result()
+            return self.handshake
+        raise self._failure("the kernel's container did not start" if done else
+                            f"the kernel's container did not start within {timeout:.0f}s")
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Until the kernel echoes on its heartbeat port, or the step ends."""
+        context = zmq.asyncio.Context.instance()
+        socket = context.socket(zmq.REQ)
+        socket.linger = 0
+        socket.connect(f"tcp://{self.handshake['ip']}:{self.handshake['hb_port']}")
+        try:
+            await socket.send(b"ping")
+            deadline = asyncio.get_running_loop().time() + timeout
+            while asyncio.get_running_loop().time() < deadline:
+                if await socket.poll(200):
+                    await socket.recv()
+                    return
+                if self.poll() is not None:
+                    await self._drain()
+                    raise self._failure("the kernel exited while starting")
+        finally:
+            socket.close()
+        raise self._failure(
+            f"the kernel on {self.handshake.get('node')} did not answer at {self.handshake['ip']} within "
+            f"{timeout:.0f}s (is the node's address reachable from this host?)"
+        )
+
+    def poll(self) -> int | None:
+        """None while srun runs, else its exit status."""
+        return None if self.process is None else self.process.returncode
+
+    async def wait(self) -> int | None:
+        if self.process is None:
+            return None
+        status = await self.process.wait()
+        await self._drain()
+        return status
+
+    async def signal(self, name: str) -> None:
+        """Deliver a signal to the kernel through Slurm; srun's own interrupt handling would kill the step."""
+        if self.poll() is None and self.step_id:
+            await self.client.scancel(self.job_id, self.step_id, name)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """End the step and wait for srun; kill srun itself only if Slurm cannot be reached."""
+        if self.process is None:
+            return
+        if self.poll() is None:
+            try:
+                await self.signal("KILL")
+            except SlurmError as error:
+                self.log.warning("Kernel %s: %s", self.kernel_id, error)
+            try:
+                await asyncio.wait_for(self.process.wait(), grace)
+            except asyncio.TimeoutError:
+                self.process.kill()
+        await self.wait()
+
+    async def _read(self, stream: asyncio.StreamReader | None, handshake: bool) -> None:
+        assert stream is not None
+        async for raw in stream:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if handshake and line.startswith(HANDSHAKE) and self._handshake and not self._handshake.done():
+                self._handshake.set_result(json.loads(line[len(HANDSHAKE):]))
+                continue
+            self.output.append(line)
+            self.log.info("[kernel %s] %s", self.kernel_id, line)
+
+    async def _wait_output_done(self) -> None:
+        await asyncio.gather(*self._readers)
+        assert self.process is not None
+        await self.process.wait()
+
+    async def _drain(self) -> None:
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+    def _failure(self, what: str) -> KernelStartError:
+        text, hint = summarize(list(self.output))
+        return KernelStartError(what, hint, text)

@@ -1,0 +1,285 @@
+"""The launch configuration of an Asgard kernel: one model for the provisioner, the REST API and the panel.
+
+A kernelspec's ``metadata.kernel_provisioner.config``, a site's traitlets
+configuration, a REST request and the widget panel all describe the same
+thing: which image, mounts and workdir the container gets and which Slurm
+resources the allocation asks for.  This module is the single place where
+that description is parsed, expanded and checked, so the three can never
+disagree about what is valid.  It is pure: no Slurm, no filesystem.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .mounts import Mount, MountError, parse_mount
+
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+GPU_SPEC = re.compile(r"^(?:(?P<type>[A-Za-z0-9_-]+):)?(?P<count>\d+)$")
+MEMORY = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
+TIME = re.compile(r"^(?:UNLIMITED|INFINITE|\d+(?::\d{1,2}){0,2}|\d+-\d{1,2}(?::\d{1,2}){0,2})$", re.IGNORECASE)
+CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_.-]+(?::(?:auto|create|exec|no_exec))?$")
+IMAGE_URI = re.compile(
+    r"^(?:(?:docker|dockerd|podman)://)?(?:[^@#\s/]+@)?(?:[^#\s/]+#)?[a-z0-9][a-z0-9._/-]*(?::[\w][\w.-]{0,127})?"
+    r"(?:@sha256:[0-9a-f]{64})?$"
+)
+VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+MAX_VALUE_LENGTH = 4096
+MAX_LIST_LENGTH = 64
+# Options the provisioner sets itself: given again through *_args they would conflict.
+RESERVED_ARGS = ("--jobid", "--no-shell", "--container-", "--pty", "--job-name", "-J", "--export", "--chdir", "-D")
+
+
+class LaunchConfigError(ValueError):
+    """Everything wrong with a launch configuration, one readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _help(text: str, **schema: Any) -> dict[str, Any]:
+    return {"help": text, "schema": schema}
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Where and how an Asgard kernel runs. Field names are the kernelspec config keys."""
+
+    image: str = field(default="", metadata=_help(
+        "Container image: a squashfs file (/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh) or an enroot URI "
+        "(docker://nvcr.io#nvidia/pytorch:24.05-py3).", type="string", minLength=1))
+    mounts: tuple[str, ...] = field(default=(), metadata=_help(
+        "Bind mounts SRC:DST[:FLAGS], flags joined by '+' (ro, rprivate, ...).", type="array",
+        items={"type": "string"}))
+    workdir: str = field(default="", metadata=_help(
+        "Working directory inside the container; default: the directory Jupyter starts the kernel in.",
+        type="string"))
+    container_name: str = field(default="", metadata=_help(
+        "Named container NAME[:auto|create|exec|no_exec]: what you install there survives restarts; "
+        "default: a name derived from the kernelspec and image.", type="string"))
+    container_writable: bool | None = field(default=None, metadata=_help(
+        "Make the container filesystem writable (needed for pip install into the image).",
+        type=["boolean", "null"]))
+    container_remap_root: bool | None = field(default=None, metadata=_help(
+        "Appear as root inside the container (no real privileges).", type=["boolean", "null"]))
+    container_mount_home: bool | None = field(default=None, metadata=_help(
+        "Bind-mount your home directory (the site may already do so).", type=["boolean", "null"]))
+    container_env: tuple[str, ...] = field(default=(), metadata=_help(
+        "Variables whose value from the kernelspec or host wins over the image's.", type="array",
+        items={"type": "string"}))
+    partition: str = field(default="", metadata=_help("Slurm partition.", type="string"))
+    gpus: str = field(default="", metadata=_help(
+        "GPUs: a count (1) or TYPE:COUNT (h100:2).", type=["string", "integer"]))
+    cpus_per_task: int = field(default=0, metadata=_help(
+        "CPU cores for the kernel (0: Slurm's default).", type="integer", minimum=0))
+    mem: str = field(default="", metadata=_help("Memory, e.g. 32G (empty: Slurm's default).", type="string"))
+    time: str = field(default="", metadata=_help(
+        "Time limit of the allocation, e.g. 8:00:00 or 1-00:00:00.", type="string"))
+    account: str = field(default="", metadata=_help("Slurm account.", type="string"))
+    qos: str = field(default="", metadata=_help("Slurm QOS.", type="string"))
+    reservation: str = field(default="", metadata=_help("Slurm reservation.", type="string"))
+    constraint: str = field(default="", metadata=_help("Node features (--constraint).", type="string"))
+    srun_args: tuple[str, ...] = field(default=(), metadata=_help(
+        "Extra srun options for the kernel step.", type="array", items={"type": "string"}))
+    salloc_args: tuple[str, ...] = field(default=(), metadata=_help(
+        "Extra salloc options for the allocation.", type="array", items={"type": "string"}))
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def parsed_mounts(self) -> list[Mount]:
+        return [parse_mount(entry) for entry in self.mounts]
+
+    def gpu_request(self) -> tuple[str, int]:
+        """(type or "", count) of the GPU request."""
+        match = GPU_SPEC.match(self.gpus) if self.gpus else None
+        return (match["type"] or "", int(match["count"])) if match else ("", 0)
+
+    def image_is_file(self) -> bool:
+        """Pyxis's rule: a value starting with '/' or '.' is a squashfs path, anything else a registry image."""
+        return self.image.startswith(("/", "."))
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> "LaunchConfig":
+        """Coerce, expand ($USER, $HOME, ${VAR}, ~) and check values; raise LaunchConfigError listing every problem."""
+        environ = default_environ() if environ is None else environ
+        problems = [f"unknown setting {key!r} (known: {', '.join(cls.keys())})" for key in values if key not in
+                    cls.keys()]
+        coerced: dict[str, Any] = {}
+        for spec in fields(cls):
+            if spec.name in values and values[spec.name] is not None:
+                try:
+                    coerced[spec.name] = _coerce(spec.name, values[spec.name], spec.default)
+                except ValueError as error:
+                    problems.append(str(error))
+        for key in ("image", "workdir"):
+            if key in coerced:
+                coerced[key] = _expand(key, coerced[key], environ, problems)
+        if "mounts" in coerced:
+            coerced["mounts"] = tuple(_expand("mounts", entry, environ, problems) for entry in coerced["mounts"])
+        config = cls(**coerced)
+        problems.extend(config.problems())
+        if problems:
+            raise LaunchConfigError(problems)
+        return config
+
+    def problems(self) -> list[str]:
+        """What Slurm or Pyxis would refuse, found before anything is submitted."""
+        found = _image_problems(self.image)
+        for entry in self.mounts:
+            try:
+                parse_mount(entry)
+            except MountError as error:
+                found.append(str(error))
+        if self.workdir and not self.workdir.startswith("/"):
+            found.append(f"workdir {self.workdir!r} must be an absolute path inside the container")
+        if self.container_name and not CONTAINER_NAME.match(self.container_name):
+            found.append(f"container_name {self.container_name!r}: use letters, digits, '.', '_', '-' and "
+                         "optionally :auto, :create, :exec or :no_exec")
+        found += [f"container_env: {name!r} is not a variable name" for name in self.container_env
+                  if not ENV_NAME.match(name)]
+        for key in ("partition", "account", "qos", "reservation"):
+            value = getattr(self, key)
+            if value and not SLURM_NAME.match(value):
+                found.append(f"{key} {value!r} is not a valid Slurm name (letters, digits, '_', '.', '-')")
+        if self.constraint and (self.constraint.startswith("-") or any(c.isspace() for c in self.constraint)):
+            found.append(f"constraint {self.constraint!r} must be a feature expression without spaces")
+        if self.gpus and not GPU_SPEC.match(self.gpus):
+            found.append(f"gpus {self.gpus!r}: write a count (2) or TYPE:COUNT (h100:2)")
+        if self.mem and not MEMORY.match(self.mem):
+            found.append(f"mem {self.mem!r}: write a size such as 16G or 32000M")
+        if self.time and not TIME.match(self.time):
+            found.append(f"time {self.time!r}: write minutes, HH:MM:SS or D-HH:MM:SS")
+        found += _extra_args_problems("srun_args", self.srun_args) + _extra_args_problems("salloc_args",
+                                                                                          self.salloc_args)
+        return found
+
+
+def default_environ() -> dict[str, str]:
+    """The server's environment, with USER and HOME filled in where a service manager left them out."""
+    return {"USER": getpass.getuser(), "HOME": os.path.expanduser("~"), **os.environ}
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON schema of the launch configuration, for the REST API and the panel."""
+    properties = {}
+    for spec in fields(LaunchConfig):
+        properties[spec.name] = {**spec.metadata["schema"], "description": spec.metadata["help"]}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Asgard kernel launch configuration",
+        "type": "object",
+        "properties": properties,
+        "required": ["image"],
+        "additionalProperties": False,
+    }
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, tuple):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key} must be a list of strings")
+        if len(value) > MAX_LIST_LENGTH:
+            raise ValueError(f"{key} has {len(value)} entries; at most {MAX_LIST_LENGTH} are allowed")
+        return tuple(_text(key, item) for item in value)
+    if isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+            raise ValueError(f"{key} must be a whole number, not {value!r}")
+        return int(value)
+    if default is None:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, not {value!r}")
+        return value
+    if key == "gpus" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _text(key, value)
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be text, not {value!r}")
+    if len(value) > MAX_VALUE_LENGTH:
+        raise ValueError(f"{key} is {len(value)} characters long; at most {MAX_VALUE_LENGTH} are allowed")
+    if any(ord(char) < 32 for char in value):
+        raise ValueError(f"{key} contains a control character (newline, tab, ...)")
+    return value.strip()
+
+
+def _expand(key: str, value: str, environ: Mapping[str, str], problems: list[str]) -> str:
+    """Expand ~, $NAME and ${NAME}; an unknown variable is a problem, not silently kept."""
+
+    def replace(match: re.Match) -> str:
+        name = match["braced"] or match["plain"]
+        if name not in environ:
+            problems.append(f"{key}: ${name} is not set on the Jupyter server")
+            return match[0]
+        return environ[name]
+
+    if (value == "~" or value.startswith("~/")) and "HOME" in environ:
+        value = environ["HOME"] + value[1:]
+    return VARIABLE.sub(replace, value)
+
+
+def _image_problems(image: str) -> list[str]:
+    if not image:
+        return ["image is required: a squashfs file such as /enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh "
+                "or an enroot URI such as docker://nvcr.io#nvidia/pytorch:24.05-py3"]
+    if image.startswith(("/", ".")):
+        return []
+    if image.endswith(".sqsh"):
+        return [f"image {image!r} looks like a squashfs file but Pyxis would pull it from a registry: "
+                "give its absolute path (starting with '/')"]
+    if not IMAGE_URI.match(image):
+        return [f"image {image!r} is neither a path nor an enroot URI like docker://nvcr.io#nvidia/pytorch:24.05-py3"]
+    return []
+
+
+def _extra_args_problems(key: str, args: tuple[str, ...]) -> list[str]:
+    problems = []
+    for arg in args:
+        if not arg.startswith("-"):
+            problems.append(f"{key}: {arg!r} is not an option; write each as --name or --name=value")
+        elif arg.split("=")[0] in RESERVED_ARGS or arg.startswith("--container-"):
+            problems.append(f"{key}: {arg.split('=')[0]} is set by jupyter-asgard; use the matching setting instead")
+    return problems
+
+
+def policy_problems(config: LaunchConfig, max_gpus: int, allowed_partitions: list[str] | tuple[str, ...] = ()
+                    ) -> list[str]:
+    """The site's limits, checked before anything is submitted."""
+    problems = []
+    gpu_type, count = config.gpu_request()
+    if count > max_gpus:
+        problems.append(f"gpus: {count} GPUs requested but this site allows at most {max_gpus} per kernel; "
+                        f"ask for {max_gpus} or fewer")
+    if allowed_partitions and config.partition and config.partition not in allowed_partitions:
+        problems.append(f"partition {config.partition!r} is not offered for kernels; "
+                        f"choose one of {', '.join(allowed_partitions)}")
+    return problems
+
+
+def path_problems(config: LaunchConfig, exists: Callable[[str], bool]) -> list[str]:
+    """Paths that do not exist where the server can see them (Asgard's /enroot and /netscratch are shared).
+
+    Found here, a typo costs seconds; found by Pyxis on the node, it costs a wait in the queue.
+    """
+    problems = []
+    if config.image_is_file() and not exists(config.image):
+        problems.append(f"image {config.image} does not exist on the Jupyter server's host: check "
+                        "the path (images are .sqsh files, e.g. in /enroot)")
+    for mount in config.parsed_mounts():
+        if mount.source.startswith("/") and not exists(mount.source):
+            problems.append(f"mount source {mount.source} does not exist: create it or fix the mount "
+                            f"{mount.render()}")
+    return problems

@@ -1,0 +1,94 @@
+"""One Slurm monitor per process: a single squeue call per interval for every kernel job.
+
+Each provisioner watching its own job would put load on slurmctld that grows
+with the number of kernels; on a busy cluster that is how a notebook server
+becomes the site's noisiest client.  Provisioners (and the REST API) read job
+state from here instead, and the number of Slurm calls per interval stays one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from traitlets import Float, Instance
+from traitlets.config import SingletonConfigurable
+
+from .slurm_client import SlurmClient, SlurmError
+from .slurm_commands import JobInfo
+
+Listener = Callable[[JobInfo | None], None]
+
+
+class SlurmMonitor(SingletonConfigurable):
+    """Background poller of the jobs this process cares about."""
+
+    poll_interval = Float(5.0, help="Seconds between two squeue calls for all watched jobs.").tag(config=True)
+    client = Instance(SlurmClient, args=())
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.jobs: dict[str, JobInfo | None] = {}
+        self.listeners: dict[str, list[Listener]] = {}
+        self.reachable = True
+        self.last_error = ""
+        self._task: asyncio.Task | None = None
+        self._refreshing: asyncio.Future | None = None
+
+    def watch(self, job_id: str, listener: Listener | None = None) -> None:
+        """Follow job_id from now on; listener gets each change of its JobInfo (None once Slurm forgot it)."""
+        self.jobs.setdefault(job_id, None)
+        if listener:
+            self.listeners.setdefault(job_id, []).append(listener)
+        self._ensure_running()
+
+    def unwatch(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)
+        self.listeners.pop(job_id, None)
+
+    def job(self, job_id: str) -> JobInfo | None:
+        return self.jobs.get(job_id)
+
+    async def refresh(self) -> None:
+        """Ask Slurm now; concurrent callers share one squeue call."""
+        if self._refreshing is not None and not self._refreshing.done():
+            await asyncio.shield(self._refreshing)
+            return
+        self._refreshing = asyncio.ensure_future(self._query())
+        await asyncio.shield(self._refreshing)
+
+    async def _query(self) -> None:
+        ids = list(self.jobs)
+        if not ids:
+            return
+        try:
+            answer = await self.client.squeue(ids)
+        except SlurmError as error:
+            if self.reachable:
+                self.log.warning("Slurm unreachable: %s", error)
+            self.reachable, self.last_error = False, str(error)
+            return
+        if not self.reachable:
+            self.log.info("Slurm reachable again")
+        self.reachable, self.last_error = True, ""
+        for job_id in ids:
+            if job_id in self.jobs:
+                self._update(job_id, answer.get(job_id))
+
+    def _update(self, job_id: str, info: JobInfo | None) -> None:
+        if self.jobs.get(job_id) == info:
+            return
+        self.jobs[job_id] = info
+        for listener in list(self.listeners.get(job_id, [])):
+            listener(info)
+
+    def _ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self.jobs:
+            await self.refresh()
+            await asyncio.sleep(self.poll_interval)
+        self._task = None

@@ -1,0 +1,296 @@
+"""PyxisProvisioner: a Jupyter kernel in a Pyxis container on a Slurm GPU node.
+
+Life cycle (jupyter_client calls these in order, see local_provisioner.py):
+pre_launch checks the launch configuration before anything is submitted;
+launch_kernel gets the allocation (once; restarts reuse it), runs the kernel
+as an srun step with Pyxis's options and returns the connection info the
+node reported; poll/wait/send_signal/kill/terminate act on the step;
+cleanup releases the allocation unless the kernel is restarting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+from pathlib import Path
+from dataclasses import fields
+from typing import Any
+
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from traitlets import Any as AnyTrait
+from traitlets import Bool, Float, HasTraits, Int, List, Unicode
+from traitlets.config import Configurable
+
+from . import bootstrap
+from .allocation import Allocation
+from .errors import KernelStartError
+from .kernel_env import step_environment
+from .launch_config import LaunchConfig, LaunchConfigError, path_problems, policy_problems
+from .monitor import SlurmMonitor
+from .kernel_step import KernelStep
+from .mounts import Mount
+from .slurm_client import SlurmClient, SlurmError, SlurmNotFound
+from .slurm_commands import container_options, srun_argv
+
+BOOTSTRAP_SOURCE = Path(bootstrap.__file__).read_text()
+PORT_NAMES = bootstrap.PORT_NAMES
+
+
+def _launch_traits() -> dict[str, AnyTrait]:
+    """One configurable trait per launch setting: site config sets defaults, kernelspec config overrides.
+
+    Declared loosely (Any) so that a wrong value reaches LaunchConfig.parse,
+    which explains it, instead of failing in traitlets with a type error.
+    """
+    traits = {}
+    for spec in fields(LaunchConfig):
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        traits[spec.name] = AnyTrait(default, allow_none=True, help=spec.metadata["help"]).tag(config=True)
+    return traits
+
+
+LaunchSettings = type("LaunchSettings", (HasTraits,), _launch_traits())
+
+
+def _signal_name(signum: int) -> str:
+    return signal.Signals(signum).name.removeprefix("SIG")
+
+
+class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[misc, valid-type]
+    """Runs the kernelspec's argv inside a Pyxis container, as a step of a Slurm allocation of its own."""
+
+    max_gpus = Int(8, help="Most GPUs one kernel may ask for.").tag(config=True)
+    allowed_partitions = List(Unicode(), help="Partitions kernels may use (empty: any).").tag(config=True)
+    queue_timeout = Float(3600.0, help="Seconds a kernel's job may wait in the queue before it is cancelled."
+                          ).tag(config=True)
+    start_timeout = Float(120.0, help="Seconds from the allocation's start until the kernel answers "
+                          "(container start included: large images take a while to unpack).").tag(config=True)
+    check_paths = Bool(True, help="Check image and mount paths on the Jupyter server's host before submitting "
+                       "(right where login and compute nodes share /enroot and /netscratch).").tag(config=True)
+    mount_workdir = Bool(True, help="Mount the workdir at the same path when no mount covers it, as the "
+                         "site's srun example does.").tag(config=True)
+    container_name_template = Unicode(
+        "jupyter-{kernel_name}-{image_hash}",
+        help="Default --container-name: keyed to the kernelspec and image so restarts and later kernels reuse "
+        "the container (and what was installed in it) without leaving one per kernel on the node. Fields: "
+        "kernel_name, image_hash, user, job_id.",
+    ).tag(config=True)
+    bootstrap_python = Unicode("python3", help="The image's Python (3.8+) that runs the bootstrap."
+                               ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        known = set(self.class_trait_names())
+        self.unknown_settings = sorted(set(kwargs) - known)
+        super().__init__(**{name: value for name, value in kwargs.items() if name in known})
+        self.client = SlurmClient()
+        self.monitor = SlurmMonitor.instance(parent=self.parent if isinstance(self.parent, Configurable) else None)
+        self.allocation: Allocation | None = None
+        self.step: KernelStep | None = None
+        self.launch: LaunchConfig | None = None
+        self.launch_dir = ""
+        self._ports: dict[str, int] = {}
+        self._shutting_down = False
+
+    # --- what the UI reads ---------------------------------------------------------
+
+    @property
+    def job_id(self) -> str:
+        return self.allocation.job_id if self.allocation else ""
+
+    @property
+    def job_state(self) -> str:
+        info = self.allocation.info if self.allocation else None
+        return info.state if info else ""
+
+    @property
+    def pending_reason(self) -> str:
+        info = self.allocation.info if self.allocation else None
+        return info.reason if info and info.state == "PENDING" else ""
+
+    # --- life cycle ----------------------------------------------------------------
+
+    @property
+    def has_process(self) -> bool:
+        return self.step is not None
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Check everything that can be checked before Slurm is asked for anything."""
+        self._shutting_down = False
+        self.launch_dir = str(kwargs.get("cwd") or os.getcwd())
+        self.launch = await self._checked_config()
+        kwargs = await super().pre_launch(**kwargs)
+        cmd = list(self.kernel_spec.argv) + list(kwargs.pop("extra_arguments", []))
+        return {**kwargs, "cmd": cmd}
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+        assert self.launch is not None
+        env = dict(kwargs.get("env") or os.environ)
+        try:
+            if self.allocation is None:
+                await self._allocate(env)
+            elif self.allocation.ended():
+                raise KernelStartError(
+                    f"the kernel's Slurm job {self.allocation.job_id} has ended ({self.allocation.ended()})",
+                    "start a new kernel (Kernel > Shut Down, then pick the kernel again)")
+            return await self._start_step(cmd, env)
+        except BaseException as error:
+            await self._release()
+            if self._shutting_down and not isinstance(error, asyncio.CancelledError):
+                raise KernelStartError("the kernel was shut down before it started") from error
+            raise
+
+    async def post_launch(self, **kwargs: Any) -> None:
+        pass
+
+    async def poll(self) -> int | None:
+        return self.step.poll() if self.step else 0
+
+    async def wait(self) -> int | None:
+        return await self.step.wait() if self.step else None
+
+    async def send_signal(self, signum: int) -> None:
+        if self.step and signum:
+            await self.step.signal(_signal_name(signum))
+
+    async def kill(self, restart: bool = False) -> None:
+        if self.step:
+            await self.step.stop()
+
+    async def terminate(self, restart: bool = False) -> None:
+        if self.step:
+            await self.step.signal("TERM")
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """After the step: on restart keep the allocation (and the container), else release both."""
+        if self.step:
+            await self.step.stop()
+            self.step = None
+        if not restart:
+            self._shutting_down = True
+            await self._release()
+
+    def resolve_path(self, path: str) -> str | None:
+        """Paths in tracebacks are container paths; those under the workdir are the same on this host."""
+        candidate = Path(path).expanduser()
+        if not candidate.is_absolute():
+            candidate = Path(self._workdir()) / candidate
+        return candidate.as_posix() if candidate.exists() else None
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info = await super().get_provisioner_info()
+        info.update(job_id=self.job_id, node=self.allocation.node if self.allocation else "", ports=self._ports)
+        return info
+
+    # --- steps of a launch -----------------------------------------------------------
+
+    async def _checked_config(self) -> LaunchConfig:
+        values = {name: getattr(self, name) for name in LaunchConfig.keys()}
+        problems = [f"unknown setting {name!r} in the kernelspec (known: {', '.join(LaunchConfig.keys())})"
+                    for name in self.unknown_settings]
+        try:
+            config = LaunchConfig.parse(values)
+        except LaunchConfigError as error:
+            raise KernelStartError(
+                f"the kernelspec {self._kernel_name()!r} is not valid: " + "; ".join(problems + error.problems),
+                "fix it in the Asgard panel or in its kernel.json") from None
+        problems += policy_problems(config, self.max_gpus, self.allowed_partitions)
+        if self.check_paths:
+            problems += await asyncio.to_thread(path_problems, config, os.path.exists)
+        try:
+            self.client.command("srun"), self.client.command("salloc")
+        except SlurmNotFound as error:
+            problems.append(str(error))
+        if problems:
+            raise KernelStartError("; ".join(problems), "fix the kernel's settings in the Asgard panel or kernel.json")
+        return config
+
+    async def _allocate(self, env: dict[str, str]) -> None:
+        assert self.launch is not None
+        self.allocation = Allocation(self.client, self.monitor, self.log, self.kernel_id)
+        comment = f"jupyter-asgard:{socket.gethostname()}:{os.getpid()}"
+        salloc_env = step_environment(env, {}, {})
+        await self.allocation.request(self.launch, comment, self.queue_timeout, salloc_env)
+
+    async def _start_step(self, cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+        assert self.launch is not None and self.allocation is not None
+        session = self.parent.session
+        address = await self.client.node_address(self.allocation.node)
+        kernelspec_env = {name: env[name] for name in self.kernel_spec.env if name in env}
+        step_env = step_environment(env, kernelspec_env, {
+            "ASGARD_KERNEL_KEY": session.key.decode(),
+            "ASGARD_SIGNATURE_SCHEME": session.signature_scheme,
+            "ASGARD_KERNEL_ADDRESS": address,
+            "ASGARD_KERNEL_PORTS": json.dumps(self._ports),
+            "ASGARD_KERNEL_NAME": self._kernel_name(),
+        })
+        argv = srun_argv(
+            self.launch, self.allocation.job_id,
+            container_options(self.launch, self._mounts(), self._workdir(), self._container_name(),
+                              self._container_env(kernelspec_env)),
+            [self.bootstrap_python, "-c", BOOTSTRAP_SOURCE, *cmd],
+            srun=self.client.command("srun"),
+        )
+        self.log.info("Kernel %s: starting in Slurm job %s on %s", self.kernel_id, self.allocation.job_id,
+                      self.allocation.node)
+        self.step = KernelStep(self.client, self.log, self.kernel_id, self.allocation.job_id)
+        handshake = await self.step.start(argv, step_env, self.start_timeout)
+        await self.step.wait_ready(self.start_timeout)
+        self._ports = {name: int(handshake[name]) for name in PORT_NAMES}
+        self.connection_info = {
+            "ip": handshake["ip"], "transport": "tcp", **self._ports, "key": session.key,
+            "signature_scheme": session.signature_scheme, "kernel_name": self._kernel_name(),
+        }
+        return self.connection_info
+
+    async def _release(self) -> None:
+        """Stop the step and cancel the allocation; never raises, so a failed start leaves no job behind."""
+        try:
+            if self.step:
+                await self.step.stop()
+        finally:
+            self.step = None
+            if self.allocation:
+                try:
+                    await self.allocation.cancel()
+                except SlurmError as error:
+                    self.log.error("Kernel %s: could not cancel Slurm job %s: %s", self.kernel_id,
+                                   self.allocation.job_id, error)
+                self.allocation = None
+
+    # --- derived settings ---------------------------------------------------------------
+
+    def _kernel_name(self) -> str:
+        return getattr(self.parent, "kernel_name", "") or "asgard"
+
+    def _workdir(self) -> str:
+        assert self.launch is not None
+        return self.launch.workdir or self.launch_dir
+
+    def _mounts(self) -> list[Mount]:
+        assert self.launch is not None
+        mounts = self.launch.parsed_mounts()
+        workdir = self._workdir()
+        if self.mount_workdir and not self.launch.workdir and not any(m.covers(workdir) for m in mounts):
+            mounts.append(Mount(workdir, workdir))
+        return mounts
+
+    def _container_name(self) -> str:
+        assert self.launch is not None and self.allocation is not None
+        if self.launch.container_name:
+            return self.launch.container_name
+        name = self.container_name_template.format(
+            kernel_name=self._kernel_name(), user=getpass.getuser(), job_id=self.allocation.job_id,
+            image_hash=hashlib.sha256(self.launch.image.encode()).hexdigest()[:8],
+        )
+        return re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+
+    def _container_env(self, kernelspec_env: dict[str, str]) -> list[str]:
+        """Names whose value must win over the image's: the kernelspec's env and container_env."""
+        assert self.launch is not None
+        return list(dict.fromkeys([*self.launch.container_env, *kernelspec_env]))

@@ -1,0 +1,93 @@
+"""The one small async client through which jupyter-asgard talks to Slurm.
+
+Every Slurm command runs here as an asyncio subprocess with an argument list
+(never a shell) and a timeout, so the Jupyter server's event loop never
+blocks on a slow controller.  It counts its calls so tests and benchmarks can
+see how much load the server puts on slurmctld.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+
+from .slurm_commands import JobInfo, parse_squeue, scancel_argv, squeue_argv
+
+SLURM_COMMANDS = ("salloc", "srun", "squeue", "scancel", "sinfo", "scontrol")
+
+
+class SlurmError(RuntimeError):
+    """A Slurm command failed; the message carries Slurm's own words."""
+
+
+class SlurmNotFound(SlurmError):
+    """Slurm's client commands are not on this host's PATH."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class SlurmClient:
+    """Runs Slurm's client commands; one instance per process is enough."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self.calls: Counter[str] = Counter()
+
+    @staticmethod
+    def command(name: str) -> str:
+        """Absolute path of a Slurm client command, or SlurmNotFound saying how to get it."""
+        path = shutil.which(name)
+        if path is None:
+            raise SlurmNotFound(
+                f"`{name}` was not found on PATH ({os.environ.get('PATH', '')}): jupyter-asgard runs Slurm's "
+                "client commands on the Jupyter server's host; load your site's Slurm module or install "
+                "Slurm's client tools there"
+            )
+        return path
+
+    async def run(self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None
+                  ) -> CommandResult:
+        argv = [self.command(argv[0]), *argv[1:]]
+        self.calls[os.path.basename(argv[0])] += 1
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(), timeout or self.timeout)
+        except asyncio.TimeoutError:
+            process.kill()
+            await process.wait()
+            raise SlurmError(f"`{' '.join(argv)}` did not answer within {timeout or self.timeout:.0f}s") from None
+        return CommandResult(process.returncode or 0, stdout.decode(errors="replace"),
+                             stderr.decode(errors="replace"))
+
+    async def squeue(self, job_ids: list[str]) -> dict[str, JobInfo]:
+        """State of the given jobs; jobs Slurm no longer knows are absent from the answer."""
+        if not job_ids:
+            return {}
+        result = await self.run(squeue_argv(job_ids))
+        if result.returncode != 0 and "Invalid job id" not in result.stderr:
+            raise SlurmError(result.stderr.strip() or f"squeue exited with {result.returncode}")
+        return parse_squeue(result.stdout)
+
+    async def scancel(self, job_id: str, step: str | None = None, signal: str | None = None) -> None:
+        result = await self.run(scancel_argv(job_id, step, signal))
+        if result.returncode != 0:
+            raise SlurmError(result.stderr.strip() or f"scancel exited with {result.returncode}")
+
+    async def node_address(self, node: str) -> str:
+        """The address Slurm itself reaches the node at (NodeAddr), where the kernel must listen."""
+        result = await self.run(["sinfo", "--noheader", "--Node", f"--nodes={node}", "--format=%o"])
+        addresses = result.stdout.split()
+        if result.returncode != 0 or not addresses:
+            raise SlurmError(result.stderr.strip() or f"Slurm knows no address for node {node}")
+        return addresses[0]

@@ -1,0 +1,148 @@
+"""Slurm command lines as data: rendering and parsing, no processes.
+
+Keeping these pure (as dask-jobqueue keeps its job scripts) means every flag
+the provisioner passes to ``salloc``/``srun`` can be unit-tested and shown to a
+user (the panel's preview) without a cluster.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .launch_config import LaunchConfig
+from .mounts import Mount, render_mounts
+
+# squeue --Format columns, each followed by "|" (":|" = no width limit, "|" after the value).
+SQUEUE_FIELDS = {
+    "job_id": "JobID",
+    "name": "Name",
+    "state": "State",
+    "reason": "Reason",
+    "nodes": "NodeList",
+    "tres_per_job": "tres-per-job",
+    "tres_per_node": "tres-per-node",
+    "start_time": "StartTime",
+    "time_limit": "TimeLimit",
+    "time_left": "TimeLeft",
+    "partition": "Partition",
+    "comment": "Comment",
+}
+_SALLOC_LINE = re.compile(
+    r"^salloc: (?:(?P<granted>Granted job allocation) (?P<granted_id>\d+)"
+    r"|(?P<pending>Pending job allocation) (?P<pending_id>\d+)"
+    r"|error: (?P<error>.*))"
+)
+
+
+@dataclass(frozen=True)
+class SallocEvent:
+    """What one line of salloc's stderr says about the allocation."""
+
+    kind: str  # "granted", "pending", "error" or "info"
+    job_id: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job as squeue reports it."""
+
+    job_id: str
+    name: str = ""
+    state: str = ""
+    reason: str = ""
+    nodes: str = ""
+    tres_per_job: str = ""
+    tres_per_node: str = ""
+    start_time: str = ""
+    time_limit: str = ""
+    time_left: str = ""
+    partition: str = ""
+    comment: str = ""
+
+
+def salloc_argv(config: LaunchConfig, job_name: str, comment: str, salloc: str = "salloc") -> list[str]:
+    """The allocation that holds the kernel's GPUs across restarts; it runs nothing itself."""
+    argv = [salloc, "--no-shell", f"--job-name={job_name}", "--nodes=1", "--ntasks=1", f"--comment={comment}"]
+    options = {
+        "--partition": config.partition,
+        "--gpus": config.gpus,
+        "--cpus-per-task": str(config.cpus_per_task) if config.cpus_per_task else "",
+        "--mem": config.mem,
+        "--time": config.time,
+        "--account": config.account,
+        "--qos": config.qos,
+        "--reservation": config.reservation,
+        "--constraint": config.constraint,
+    }
+    argv += [f"{option}={value}" for option, value in options.items() if value]
+    return argv + list(config.salloc_args)
+
+
+def container_options(
+    config: LaunchConfig, mounts: list[Mount], workdir: str, container_name: str, env_names: list[str]
+) -> list[str]:
+    """Pyxis's srun options for the kernel's container."""
+    options = [f"--container-image={config.image}"]
+    if mounts:
+        options.append(f"--container-mounts={render_mounts(mounts)}")
+    options.append(f"--container-workdir={workdir}")
+    if container_name:
+        options.append(f"--container-name={container_name}")
+    flags = {
+        "writable": (config.container_writable, "--container-writable", "--container-readonly"),
+        "remap_root": (config.container_remap_root, "--container-remap-root", "--no-container-remap-root"),
+        "mount_home": (config.container_mount_home, "--container-mount-home", "--no-container-mount-home"),
+    }
+    options += [on if value else off for value, on, off in flags.values() if value is not None]
+    if env_names:
+        options.append(f"--container-env={','.join(env_names)}")
+    return options
+
+
+def srun_argv(
+    config: LaunchConfig, job_id: str, container: list[str], command: list[str], srun: str = "srun"
+) -> list[str]:
+    """The kernel step inside the allocation: relaunched alone on restart."""
+    argv = [srun, f"--jobid={job_id}", "--job-name=jupyter-kernel", "--nodes=1", "--ntasks=1", "--overlap",
+            "--kill-on-bad-exit=1", "--input=none"]
+    if config.cpus_per_task:
+        argv.append(f"--cpus-per-task={config.cpus_per_task}")
+    return argv + container + list(config.srun_args) + command
+
+
+def scancel_argv(job_id: str, step: str | None = None, signal: str | None = None, scancel: str = "scancel") -> list[str]:
+    target = f"{job_id}.{step}" if step is not None else job_id
+    argv = [scancel, "--quiet"]
+    if signal:
+        argv.append(f"--signal={signal}")
+    return argv + [target]
+
+
+def squeue_argv(job_ids: list[str], squeue: str = "squeue") -> list[str]:
+    """One call for all watched jobs, finished ones included (Slurm keeps them for MinJobAge)."""
+    columns = ",".join(f"{column}:|" for column in SQUEUE_FIELDS.values())
+    return [squeue, "--noheader", "--states=all", f"--jobs={','.join(job_ids)}", f"--Format={columns}"]
+
+
+def parse_salloc_line(line: str) -> SallocEvent:
+    match = _SALLOC_LINE.match(line.strip())
+    if not match:
+        return SallocEvent("info", message=line.strip())
+    if match["granted"]:
+        return SallocEvent("granted", match["granted_id"])
+    if match["pending"]:
+        return SallocEvent("pending", match["pending_id"])
+    return SallocEvent("error", message=match["error"].strip())
+
+
+def parse_squeue(output: str) -> dict[str, JobInfo]:
+    jobs = {}
+    for line in output.splitlines():
+        values = [value.strip() for value in line.split("|")]
+        if len(values) < len(SQUEUE_FIELDS):
+            continue
+        job = JobInfo(**dict(zip(SQUEUE_FIELDS, values)))
+        jobs[job.job_id] = job
+    return jobs
