@@ -77,7 +77,11 @@ class Allocation:
             raise
         await self.monitor.refresh()
         self.info = self.monitor.job(self.job_id) or self.info
-        self.node = self.info.nodes if self.info else ""
+        if self.info is None or not self.info.nodes:
+            await self.cancel()
+            raise KernelStartError(f"Slurm granted job {self.job_id} but squeue does not show its node",
+                                   "Slurm may be overloaded; try again in a minute")
+        self.node = self.info.nodes
         self.log.info("Kernel %s: Slurm job %s running on %s", self.kernel_id, self.job_id, self.node)
 
     async def _read_salloc(self) -> None:

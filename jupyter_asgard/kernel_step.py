@@ -37,8 +37,7 @@ OUTPUT_HINTS = {
 
 def summarize(lines: list[str]) -> tuple[str, str]:
     """The lines that explain a failed step, and a hint for them."""
-    important = [line for line in lines if "pyxis" in line or FAILURE in line] or \
-        [line for line in lines if "error" in line.lower()] or lines[-5:]
+    important = [line for line in lines if "pyxis" in line or FAILURE in line] or lines[-8:]
     text = "\n".join(line.replace(FAILURE, "") for line in important[-8:])
     hint = next((hint for needle, hint in OUTPUT_HINTS.items() if needle in "\n".join(lines)), "")
     return text, hint
@@ -147,12 +146,14 @@ class KernelStep:
             self.log.info("[kernel %s] %s", self.kernel_id, line)
 
     async def _wait_output_done(self) -> None:
-        await asyncio.gather(*self._readers)
+        await self._drain()
         assert self.process is not None
         await self.process.wait()
 
     async def _drain(self) -> None:
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        """Until srun's output is read to the end (asyncio.wait: cancelling the waiter spares the readers)."""
+        if self._readers:
+            await asyncio.wait(self._readers)
 
     def _failure(self, what: str) -> KernelStartError:
         text, hint = summarize(list(self.output))

@@ -34,6 +34,7 @@ class SlurmMonitor(SingletonConfigurable):
         self.last_error = ""
         self._task: asyncio.Task | None = None
         self._refreshing: asyncio.Future | None = None
+        self._refreshing_ids: set[str] = set()
 
     def watch(self, job_id: str, listener: Listener | None = None) -> None:
         """Follow job_id from now on; listener gets each change of its JobInfo (None once Slurm forgot it)."""
@@ -50,15 +51,17 @@ class SlurmMonitor(SingletonConfigurable):
         return self.jobs.get(job_id)
 
     async def refresh(self) -> None:
-        """Ask Slurm now; concurrent callers share one squeue call."""
-        if self._refreshing is not None and not self._refreshing.done():
+        """Ask Slurm now about every watched job; concurrent callers share a call that covers their jobs."""
+        while self._refreshing is not None and not self._refreshing.done():
+            covered = set(self.jobs) <= self._refreshing_ids
             await asyncio.shield(self._refreshing)
-            return
-        self._refreshing = asyncio.ensure_future(self._query())
+            if covered:
+                return
+        self._refreshing_ids = set(self.jobs)
+        self._refreshing = asyncio.ensure_future(self._query(list(self.jobs)))
         await asyncio.shield(self._refreshing)
 
-    async def _query(self) -> None:
-        ids = list(self.jobs)
+    async def _query(self, ids: list[str]) -> None:
         if not ids:
             return
         try:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
+from jupyter_asgard.monitor import SlurmMonitor
 from tests.cluster import ClusterUnavailable, LocalCluster, check_prerequisites
+from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
 
 
 def _require_cluster_prerequisites() -> None:
@@ -42,3 +45,31 @@ def slurm_cluster() -> Iterator[LocalCluster]:
 def fresh_cluster_prerequisites() -> None:
     """For tests that start clusters of their own."""
     _require_cluster_prerequisites()
+
+
+@pytest.fixture(scope="session")
+def kernelspecs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelSpecs]:
+    """A JUPYTER_PATH entry holding Asgard kernelspecs made for the test cluster."""
+    jupyter_dir = tmp_path_factory.mktemp("jupyter-path")
+    saved = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = str(jupyter_dir)
+    SlurmMonitor.instance().poll_interval = 0.5
+    specs = KernelSpecs(jupyter_dir / "kernels", slurm_cluster)
+    specs.make("asgard-test")
+    try:
+        yield specs
+    finally:
+        if saved is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = saved
+
+
+@pytest.fixture
+def no_kernel_jobs_left(slurm_cluster: LocalCluster) -> Iterator[None]:
+    """Fails a test that leaves an Asgard job in the queue, and cancels it so the next test starts clean."""
+    yield
+    left = wait_until_no_kernel_jobs()
+    if left:
+        subprocess.run(["scancel", *(line.split()[0] for line in left)], capture_output=True)
+        pytest.fail(f"jobs left in the queue: {left}")

@@ -1,0 +1,172 @@
+"""The Pyxis provisioner on the real test cluster, driven by real Jupyter clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tests.cluster import NODES, LocalCluster
+from tests.kernels import KernelSpecs, execute, kernel_jobs, records, shutdown, start, wait_until_no_kernel_jobs
+
+pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
+
+PROBE = """
+import json, os
+from ipykernel import get_connection_info
+print(json.dumps({
+    "node": os.environ.get("SLURMD_NODENAME"),
+    "job": os.environ.get("SLURM_JOB_ID"),
+    "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    "cwd": os.getcwd(),
+    "ip": json.loads(get_connection_info())["ip"],
+    "record": os.environ.get("PYXIS_STANDIN_RECORD"),
+    "leaked": sorted(k for k in os.environ if k.startswith(("JUPYTER", "VIRTUAL_ENV", "ASGARD_", "PYTHONPATH"))),
+}))
+"""
+
+
+def notebook_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "project"
+    directory.mkdir()
+    return directory
+
+
+def test_notebook_runs_on_a_gpu_node_in_its_container(
+    slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    workdir = notebook_dir(tmp_path)
+    scratch_file = slurm_cluster.netscratch / "root" / "hello.txt"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(PROBE),
+        nbformat.v4.new_code_cell(f"print(open({str(scratch_file)!r}).read().strip())"),
+    ])
+    client = NotebookClient(nb, kernel_name="asgard-test", timeout=60, resources={"metadata": {"path": str(workdir)}})
+    client.execute()
+    probe = json.loads(nb.cells[0].outputs[0]["text"])
+    assert probe["node"] in NODES
+    assert probe["ip"] == slurm_cluster.node_addr(probe["node"]) != slurm_cluster.controller_addr
+    assert probe["gpus"] in {"0", "1"}
+    assert probe["cwd"] == str(workdir)
+    assert probe["leaked"] == []
+    assert nb.cells[1].outputs[0]["text"].strip() == "hello from netscratch"
+    record = json.loads(Path(probe["record"]).read_text())
+    mounts = {mount["target"]: mount["flags"] for mount in record["mounts"]}
+    assert mounts[str(slurm_cluster.datasets)] == ["ro"]
+    assert record["image"] == str(slurm_cluster.pytorch_image())
+    assert record["workdir"] == str(workdir)
+
+
+async def test_message_interrupt_stops_a_long_cell_and_the_kernel_lives_on(
+    kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    await _check_interrupt("asgard-test", tmp_path)
+
+
+async def test_signal_interrupt_reaches_the_kernel_through_slurm(kernelspecs: KernelSpecs, tmp_path: Path) -> None:
+    await _check_interrupt(kernelspecs.make("asgard-signal", interrupt_mode="signal"), tmp_path)
+
+
+async def _check_interrupt(kernel_name: str, tmp_path: Path) -> None:
+    km = await start(kernel_name, tmp_path)
+    client = km.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=30)
+        msg_id = client.execute("import time; time.sleep(60)")
+        while (await client.get_iopub_msg(timeout=10))["content"].get("execution_state") != "busy":
+            pass
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await km.interrupt_kernel()
+        reply = await client.get_shell_msg(timeout=10)
+        elapsed = time.monotonic() - started
+        assert reply["parent_header"]["msg_id"] == msg_id
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert elapsed < 2, f"interrupt took {elapsed:.1f}s"
+        after = await client.execute_interactive("print(6 * 7)", timeout=10)
+        assert after["content"]["status"] == "ok"
+        assert await km.is_alive()
+    finally:
+        client.stop_channels()
+        await shutdown(km)
+
+
+async def test_restart_keeps_the_allocation_container_and_connection(
+    slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    km = await start("asgard-test", tmp_path)
+    try:
+        job_id = km.provisioner.job_id
+        before = dict(km.get_connection_info())
+        client = km.client()
+        client.start_channels()
+        await client.wait_for_ready(timeout=30)
+        await client.execute_interactive("x = 1", timeout=10)
+        await km.restart_kernel()
+        # The same client and channels, never reconnected, talk to the new kernel.
+        await client.wait_for_ready(timeout=30)
+        reply = await client.execute_interactive("print('x' in globals())", timeout=30)
+        assert reply["content"]["status"] == "ok"
+        client.stop_channels()
+        after = dict(km.get_connection_info())
+        assert km.provisioner.job_id == job_id
+        assert {k: after[k] for k in ("ip", "shell_port", "iopub_port", "hb_port", "key")} == \
+               {k: before[k] for k in ("ip", "shell_port", "iopub_port", "hb_port", "key")}
+        steps = records(slurm_cluster, job_id)
+        assert len(steps) == 2
+        assert steps[0]["container_name"] == steps[1]["container_name"] != ""
+        assert steps[1]["container_reused"] is True
+    finally:
+        await shutdown(km)
+    assert wait_until_no_kernel_jobs() == []
+
+
+async def test_shutdown_empties_the_queue_and_the_key_never_shows(
+    slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    km = await start("asgard-test", tmp_path)
+    try:
+        key = km.session.key.decode()
+        job_id = km.provisioner.job_id
+        assert (await execute(km, "print('up')"))["stdout"].strip() == "up"
+        processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        job = subprocess.run(["scontrol", "-d", "show", "job", job_id], capture_output=True, text=True).stdout
+        steps = subprocess.run(["scontrol", "show", "step", job_id], capture_output=True, text=True).stdout
+        assert job_id in job
+        for text in (processes, job, steps, *(json.dumps(r) for r in records(slurm_cluster, job_id))):
+            assert key not in text
+    finally:
+        await km.shutdown_kernel()
+    assert wait_until_no_kernel_jobs() == []
+
+
+async def test_two_kernels_started_at_once_on_one_node(kernelspecs: KernelSpecs, tmp_path: Path) -> None:
+    name = kernelspecs.make("asgard-gpu01", salloc_args=["--nodelist=gpu01"])
+    kms = await asyncio.gather(start(name, tmp_path), start(name, tmp_path))
+    try:
+        replies = await asyncio.gather(*(execute(km, PROBE) for km in kms))
+        probes = [json.loads(reply["stdout"]) for reply in replies]
+        assert [probe["node"] for probe in probes] == ["gpu01", "gpu01"]
+        assert probes[0]["job"] != probes[1]["job"]
+    finally:
+        await asyncio.gather(*(shutdown(km) for km in kms))
+
+
+async def test_kernel_output_reaches_the_server_log_with_the_kernel_id(
+    kernelspecs: KernelSpecs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    km = await start("asgard-test", tmp_path)
+    try:
+        await execute(km, "import sys; print('to the log', file=sys.__stderr__, flush=True)")
+        await asyncio.sleep(0.5)
+    finally:
+        await shutdown(km)
+    assert f"[kernel {km.kernel_id}] to the log" in caplog.text
