@@ -1,0 +1,149 @@
+"""``jupyter asgard``: install Asgard kernelspecs with a site's settings and list the installed ones.
+
+Jupyter runs ``jupyter-asgard`` for ``jupyter asgard``.  Each subcommand is
+one entry in COMMANDS (help, arguments, handler), so adding one does not
+touch the parsing and error handling below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from jupyter_client.kernelspec import KernelSpecManager
+
+from .kernelspecs import (
+    DEFAULT_KERNEL,
+    KernelspecError,
+    SiteOverrides,
+    bundled_kernelspec_dir,
+    install_kernelspec,
+    installed_kernelspecs,
+    load_kernelspec,
+    provisioner_config,
+)
+
+PROG = "jupyter asgard"
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """Bad input, reported as one line instead of argparse's usage dump, so it is seen."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _gpus(value: str) -> int | str:
+    """A plain count is stored as a number, like the bundled spec; TYPE:COUNT stays text."""
+    return int(value) if value.isdigit() else value
+
+
+def _install_arguments(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="install for the current user (the default)")
+    where.add_argument("--sys-prefix", action="store_true", help="install into this Python environment")
+    where.add_argument("--prefix", metavar="P", help="install into P/share/jupyter/kernels")
+    parser.add_argument("--image-dir", metavar="DIR", help="directory holding the image's squashfs file")
+    parser.add_argument("--image", metavar="PATH_OR_URI", help="squashfs file or enroot URI of the container image")
+    parser.add_argument("--partition", metavar="P", help="Slurm partition for the kernel's allocation")
+    parser.add_argument("--mount", metavar="SRC:DST[:FLAGS]", action="append", dest="mounts",
+                        help="bind mount (repeatable; replaces the default mounts); single-quote '$USER' so it is "
+                        "expanded at kernel start")
+    parser.add_argument("--gpus", metavar="N", type=_gpus, help="GPUs per kernel: N or TYPE:N")
+    parser.add_argument("--name", default=DEFAULT_KERNEL, help=f"kernelspec name (default: {DEFAULT_KERNEL})")
+    parser.add_argument("--display-name", metavar="TEXT", help="name shown in JupyterLab's launcher")
+
+
+def _install(args: argparse.Namespace) -> int:
+    overrides = SiteOverrides(
+        image=args.image or "",
+        image_dir=args.image_dir or "",
+        partition=args.partition or "",
+        mounts=tuple(args.mounts) if args.mounts else None,
+        gpus=args.gpus,
+        display_name=args.display_name or "",
+    )
+    prefix = sys.prefix if args.sys_prefix else args.prefix
+    manager = KernelSpecManager()
+    destination = install_kernelspec(bundled_kernelspec_dir(), args.name, overrides, user=prefix is None,
+                                     prefix=prefix, manager=manager)
+    spec = load_kernelspec(destination)
+    config = provisioner_config(spec) or {}
+    print(f"Installed kernelspec {destination.name!r} in {destination}")
+    for key in ("image", "mounts", "partition", "gpus"):
+        print(f"  {key + ':':<11}{_show(config.get(key))}")
+    if str(destination.parent) not in manager.kernel_dirs:
+        print(f"Jupyter does not search {destination.parent} yet: set JUPYTER_PATH={destination.parent.parent}")
+    print(f"In JupyterLab, pick \"{spec['display_name']}\" in the Launcher or with Kernel > Change Kernel; "
+          "its first start waits for a Slurm allocation.")
+    return 0
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(value) or "(none)"
+    return str(value) if value else "(Slurm default)"
+
+
+def _list_kernelspecs(args: argparse.Namespace) -> int:
+    rows = [(name, spec.get("display_name", ""), (provisioner_config(spec) or {}).get("image", ""))
+            for name, spec in installed_kernelspecs()]
+    if not rows:
+        print(f"No installed kernelspec uses pyxis-provisioner; add one with: {PROG} install")
+        return 0
+    table = [("NAME", "DISPLAY NAME", "IMAGE"), *rows]
+    widths = [max(len(row[column]) for row in table) for column in range(2)]
+    for name, display_name, image in table:
+        print(f"{name:<{widths[0]}}  {display_name:<{widths[1]}}  {image}")
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "install": Command("install the Asgard PyTorch kernelspec with this site's settings", _install_arguments,
+                       _install),
+    "kernelspecs": Command("list installed kernelspecs that run in Pyxis containers on Slurm",
+                           lambda parser: None, _list_kernelspecs),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Jupyter kernels on Asgard's Slurm GPU nodes, in Pyxis containers.")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        command.add_arguments(subcommands.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def _fail(message: str, status: int) -> int:
+    print(message, file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        return _fail(str(error), USAGE_ERROR)
+    try:
+        return COMMANDS[args.command].run(args)
+    except KernelspecError as error:
+        return _fail(f"{PROG} {args.command}: error: {error}", USAGE_ERROR)
+    except OSError as error:
+        return _fail(f"{PROG} {args.command}: error: {error}", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
