@@ -158,6 +158,7 @@ def test_a_second_cluster_starts_beside_the_first_and_teardown_leaves_nothing(
         time.sleep(0.2)
     assert _namespace_runs(state.namespaces[0], "sleep"), "the job never started on gpu01"
     cluster.stop()
+    sleeper.kill()  # srun, a client on this host, would retry the vanished controller for minutes
     sleeper.wait(timeout=30)
     assert _leftovers(Path(state.root), state.namespaces, state.links, list(state.pids.values())) == []
 
