@@ -1,0 +1,101 @@
+"""Kernels that wait in the Slurm queue: state and reason while pending, start when GPUs free, cancel on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jupyter_asgard.errors import KernelStartError
+from tests.cluster import NODES, LocalCluster
+from tests.kernels import KernelSpecs, execute, kernel_jobs, shutdown, start
+
+pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
+
+
+@pytest.fixture
+def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
+    """Every GPU of the cluster held by another user's job; yields their job ids."""
+    jobs = []
+    for node in NODES:
+        result = subprocess.run(["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"],
+                                capture_output=True, text=True, timeout=30)
+        jobs.append(result.stderr.split()[-1])
+    yield jobs
+    subprocess.run(["scancel", *jobs], capture_output=True)
+
+
+async def wait_for_state(km, state: str, timeout: float = 20) -> None:
+    for _ in range(int(timeout / 0.1)):
+        if km.provisioner is not None and km.provisioner.job_state == state:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"kernel job never reached {state}")
+
+
+def pending_kernel(kernel_name: str, cwd: Path):
+    """Start a kernel in the background; return its manager-to-be and the start task."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    km = AsyncKernelManager(kernel_name=kernel_name)
+    return km, asyncio.ensure_future(km.start_kernel(cwd=str(cwd)))
+
+
+async def test_a_queued_kernel_shows_why_and_starts_when_gpus_free(
+    kernelspecs: KernelSpecs, gpus_taken: list[str], tmp_path: Path
+) -> None:
+    km, starting = pending_kernel("asgard-test", tmp_path)
+    try:
+        await wait_for_state(km, "PENDING")
+        for _ in range(50):
+            if km.provisioner.pending_reason == "Resources":
+                break
+            await asyncio.sleep(0.1)
+        assert km.provisioner.pending_reason == "Resources"
+        assert km.provisioner.job_id in " ".join(kernel_jobs())
+        await asyncio.sleep(3)  # longer than a local kernel takes: the start is still waiting, not failed
+        assert not starting.done()
+        subprocess.run(["scancel", gpus_taken[0]], check=True)
+        await asyncio.wait_for(starting, 60)
+        assert km.provisioner.job_state == "RUNNING"
+        assert (await execute(km, "print('queued, then ran')"))["stdout"].strip() == "queued, then ran"
+    finally:
+        starting.cancel()
+        await shutdown(km)
+
+
+async def test_abandoning_a_queued_start_cancels_the_job(
+    kernelspecs: KernelSpecs, gpus_taken: list[str], tmp_path: Path
+) -> None:
+    """What nbclient and papermill do on Ctrl-C while the kernel waits: the start is cancelled."""
+    km, starting = pending_kernel("asgard-test", tmp_path)
+    await wait_for_state(km, "PENDING")
+    job_id = km.provisioner.job_id
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    assert not [line for line in kernel_jobs() if line.startswith(f"{job_id} ")]
+
+
+async def test_cleanup_while_queued_cancels_the_job(kernelspecs: KernelSpecs, gpus_taken: list[str],
+                                                    tmp_path: Path) -> None:
+    """The provisioner's part of a shutdown during the queue wait; the start then fails with a clear reason."""
+    km, starting = pending_kernel("asgard-test", tmp_path)
+    await wait_for_state(km, "PENDING")
+    await km.provisioner.cleanup(restart=False)
+    with pytest.raises(KernelStartError, match="shut down before it started"):
+        await asyncio.wait_for(starting, 30)
+    assert kernel_jobs() == []
+
+
+async def test_queue_timeout_cancels_the_job_and_says_why(
+    kernelspecs: KernelSpecs, gpus_taken: list[str], tmp_path: Path
+) -> None:
+    name = kernelspecs.make("asgard-impatient", queue_timeout=3)
+    with pytest.raises(KernelStartError) as failure:
+        await start(name, tmp_path)
+    assert "waited 3s in the queue (reason: Resources)" in str(failure.value)
+    assert "queue_timeout" in str(failure.value)
