@@ -22,8 +22,12 @@ KEPT = frozenset({"SLURM_CONF"})  # srun itself needs it to find the cluster
 
 
 def server_prefixes(environ: Mapping[str, str]) -> list[str]:
-    """Directories of the server's own Python installation(s): their PATH entries must not leak."""
-    prefixes = {sys.prefix, sys.exec_prefix}
+    """The server's private Python environments (virtualenv, conda): their PATH entries must not leak.
+
+    A system Python (sys.prefix == sys.base_prefix, e.g. /usr) is no private
+    environment: stripping it would take /usr/bin off PATH.
+    """
+    prefixes = {sys.prefix} if sys.prefix != sys.base_prefix else set()
     prefixes.update(environ[name] for name in ("VIRTUAL_ENV", "CONDA_PREFIX") if environ.get(name))
     return sorted(os.path.normpath(prefix) for prefix in prefixes)
 

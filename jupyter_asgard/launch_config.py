@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -26,14 +27,18 @@ MEMORY = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
 TIME = re.compile(r"^(?:UNLIMITED|INFINITE|\d+(?::\d{1,2}){0,2}|\d+-\d{1,2}(?::\d{1,2}){0,2})$", re.IGNORECASE)
 CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_.-]+(?::(?:auto|create|exec|no_exec))?$")
 IMAGE_URI = re.compile(
-    r"^(?:(?:docker|dockerd|podman)://)?(?:[^@#\s/]+@)?(?:[^#\s/]+#)?[a-z0-9][a-z0-9._/-]*(?::[\w][\w.-]{0,127})?"
-    r"(?:@sha256:[0-9a-f]{64})?$"
+    r"^(?:(?:docker|dockerd|podman)://)?(?:[^@#\s/]+@)?(?:[^#\s/]+#)?"  # scheme, USER@, REGISTRY#
+    r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?/)?"  # enroot 4's REGISTRY[:PORT]/ form
+    r"[a-z0-9][a-z0-9._/-]*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
 VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
 MAX_VALUE_LENGTH = 4096
 MAX_LIST_LENGTH = 64
 # Options the provisioner sets itself: given again through *_args they would conflict.
-RESERVED_ARGS = ("--jobid", "--no-shell", "--container-", "--pty", "--job-name", "-J", "--export", "--chdir", "-D")
+RESERVED_LONG = frozenset({"--jobid", "--no-shell", "--pty", "--job-name", "--export", "--chdir", "--comment",
+                           "--nodes", "--ntasks"})
+RESERVED_SHORT = frozenset({"-J", "-D", "-N", "-n"})
+MAX_COUNT = 1_000_000
 
 
 class LaunchConfigError(ValueError):
@@ -194,16 +199,29 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ValueError(f"{key} has {len(value)} entries; at most {MAX_LIST_LENGTH} are allowed")
         return tuple(_text(key, item) for item in value)
     if isinstance(default, int) and not isinstance(default, bool):
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
-            raise ValueError(f"{key} must be a whole number, not {value!r}")
-        return int(value)
+        return _count(key, value)
     if default is None:
         if not isinstance(value, bool):
             raise ValueError(f"{key} must be true or false, not {value!r}")
         return value
-    if key == "gpus" and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+    if key == "gpus" and not isinstance(value, str):
+        try:
+            return str(_count(key, value))
+        except ValueError:
+            raise ValueError(f"gpus must be a count (2) or TYPE:COUNT (h100:2), not {value!r}") from None
     return _text(key, value)
+
+
+def _count(key: str, value: Any) -> int:
+    """A whole number from JSON (4, 4.0) or text ("4"), in a sane range."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,7}\s*", value, re.ASCII):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        shown = repr(value) if not isinstance(value, int) or abs(value) < MAX_COUNT * 10 else "a huge number"
+        raise ValueError(f"{key} must be a whole number from 0 to {MAX_COUNT}, not {shown}")
+    return value
 
 
 def _text(key: str, value: Any) -> str:
@@ -211,9 +229,13 @@ def _text(key: str, value: Any) -> str:
         raise ValueError(f"{key} must be text, not {value!r}")
     if len(value) > MAX_VALUE_LENGTH:
         raise ValueError(f"{key} is {len(value)} characters long; at most {MAX_VALUE_LENGTH} are allowed")
-    if any(ord(char) < 32 for char in value):
+    if _has_control_character(value):
         raise ValueError(f"{key} contains a control character (newline, tab, ...)")
     return value.strip()
+
+
+def _has_control_character(value: str) -> bool:
+    return any(unicodedata.category(char) == "Cc" for char in value)
 
 
 def _expand(key: str, value: str, environ: Mapping[str, str], problems: list[str]) -> str:
@@ -223,6 +245,9 @@ def _expand(key: str, value: str, environ: Mapping[str, str], problems: list[str
         name = match["braced"] or match["plain"]
         if name not in environ:
             problems.append(f"{key}: ${name} is not set on the Jupyter server")
+            return match[0]
+        if _has_control_character(environ[name]) or len(environ[name]) > MAX_VALUE_LENGTH:
+            problems.append(f"{key}: ${name} has a value that cannot be used in a path")
             return match[0]
         return environ[name]
 
@@ -248,10 +273,11 @@ def _image_problems(image: str) -> list[str]:
 def _extra_args_problems(key: str, args: tuple[str, ...]) -> list[str]:
     problems = []
     for arg in args:
+        option = arg.split("=")[0] if arg.startswith("--") else arg[:2]
         if not arg.startswith("-"):
             problems.append(f"{key}: {arg!r} is not an option; write each as --name or --name=value")
-        elif arg.split("=")[0] in RESERVED_ARGS or arg.startswith("--container-"):
-            problems.append(f"{key}: {arg.split('=')[0]} is set by jupyter-asgard; use the matching setting instead")
+        elif option in RESERVED_LONG or option in RESERVED_SHORT or option.startswith("--container-"):
+            problems.append(f"{key}: {option} is set by jupyter-asgard; use the matching setting instead")
     return problems
 
 

@@ -47,7 +47,7 @@ class Mount:
 def parse_mount(entry: str) -> Mount:
     """Parse one ``SRC[:DST[:FLAGS]]`` entry, with flags split by '+' (or ',' as enroot writes them)."""
     entry = entry.strip()
-    parts = entry.split(":")
+    parts = [part.strip() for part in entry.split(":")]
     if not entry or len(parts) > 3 or any(part == "" for part in parts[:2]):
         raise MountError(f"invalid mount {entry!r}: write SOURCE:DESTINATION[:FLAGS], e.g. /netscratch/me:/data:ro")
     source = parts[0]

@@ -170,3 +170,41 @@ async def test_kernel_output_reaches_the_server_log_with_the_kernel_id(
     finally:
         await shutdown(km)
     assert f"[kernel {km.kernel_id}] to the log" in caplog.text
+
+
+async def test_kernelspec_env_wins_in_the_container_and_server_env_stays_out(
+    kernelspecs: KernelSpecs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {"PYTHONPATH": "/server/lib", "VIRTUAL_ENV": "/server/venv", "JUPYTER_CONFIG_DIR": "/srv",
+                        "PYXIS_CONTAINER_IMAGE": "/wrong.sqsh", "SLURM_JOB_ID": "999999"}.items():
+        monkeypatch.setenv(name, value)
+    # The stand-in image sets PYTHONUNBUFFERED=1; the kernelspec's value must win, as Pyxis allows via --container-env.
+    name = kernelspecs.make("asgard-env", env={"PYTHONUNBUFFERED": "from-kernelspec", "MY_SETTING": "42"})
+    km = await start(name, tmp_path)
+    try:
+        code = ("import os, json; print(json.dumps({k: os.environ.get(k) for k in ['PYTHONUNBUFFERED', "
+                "'MY_SETTING', 'PYTHONPATH', 'VIRTUAL_ENV', 'JUPYTER_CONFIG_DIR', 'PYXIS_CONTAINER_IMAGE']}), "
+                "os.environ['SLURM_JOB_ID'])")
+        values, job = (await execute(km, code))["stdout"].rsplit(" ", 1)
+        assert json.loads(values) == {"PYTHONUNBUFFERED": "from-kernelspec", "MY_SETTING": "42", "PYTHONPATH": None,
+                                      "VIRTUAL_ENV": None, "JUPYTER_CONFIG_DIR": None, "PYXIS_CONTAINER_IMAGE": None}
+        assert job.strip() == km.provisioner.job_id
+    finally:
+        await shutdown(km)
+
+
+@pytest.mark.parametrize("tool", ["nbconvert", "papermill"])
+def test_command_line_notebook_runners(kernelspecs: KernelSpecs, tmp_path: Path, tool: str) -> None:
+    notebook = tmp_path / "run.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os; print('ran on', os.environ['SLURMD_NODENAME'])")]), notebook)
+    output = tmp_path / "out.ipynb"
+    if tool == "nbconvert":
+        argv = ["jupyter", "nbconvert", "--to", "notebook", "--execute", "--ExecutePreprocessor.kernel_name=asgard-test",
+                f"--output={output}", str(notebook)]
+    else:
+        argv = ["papermill", "-k", "asgard-test", str(notebook), str(output)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = nbformat.read(output, as_version=4).cells[0].outputs[0]["text"]
+    assert text.split() in (["ran", "on", node] for node in NODES)
