@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from .errors import KernelStartError
 from .launch_config import LaunchConfig
@@ -45,7 +46,6 @@ class Allocation:
         self.log = log
         self.kernel_id = kernel_id
         self.job_id = ""
-        self.node = ""
         self.info: JobInfo | None = None
         self._salloc: asyncio.subprocess.Process | None = None
 
@@ -75,14 +75,9 @@ class Allocation:
         except BaseException:
             await self.cancel()
             raise
-        await self.monitor.refresh()
-        self.info = self.monitor.job(self.job_id) or self.info
-        if self.info is None or not self.info.nodes:
-            await self.cancel()
-            raise KernelStartError(f"Slurm granted job {self.job_id} but squeue does not show its node",
-                                   "Slurm may be overloaded; try again in a minute")
-        self.node = self.info.nodes
-        self.log.info("Kernel %s: Slurm job %s running on %s", self.kernel_id, self.job_id, self.node)
+        # Granted: the monitor's next poll fills in node and times; the kernel's handshake names the node sooner.
+        self.info = replace(self.info or JobInfo(self.job_id), state="RUNNING", reason="None")
+        self.log.info("Kernel %s: Slurm job %s granted", self.kernel_id, self.job_id)
 
     async def _read_salloc(self) -> None:
         assert self._salloc is not None and self._salloc.stderr is not None

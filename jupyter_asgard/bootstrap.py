@@ -78,15 +78,32 @@ def run_kernel(argv, env):
             continue
 
 
+def node_address():
+    """This node's address on the route back to the host srun runs on, where the Jupyter server is.
+
+    Slurm tells the step that host's address; the local end of a (connectionless)
+    UDP socket aimed at it is the interface the server can reach, also on nodes
+    with several networks.
+    """
+    peer = os.environ.get("SLURM_LAUNCH_NODE_IPADDR") or os.environ.get("SLURM_SRUN_COMM_HOST")
+    try:
+        if not peer:
+            return socket.gethostbyname(socket.gethostname())
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.connect((peer, 9))
+            return probe.getsockname()[0]
+        finally:
+            probe.close()
+    except OSError as error:
+        fail("cannot find this node's address towards {}: {}".format(peer or "the network", error))
+
+
 def main():
     key = os.environ.get("ASGARD_KERNEL_KEY")
     if not key:
         fail("no session key in the environment (ASGARD_KERNEL_KEY); the kernel must be started by jupyter-asgard")
-    name = os.environ.get("ASGARD_KERNEL_ADDRESS") or socket.gethostname()
-    try:
-        ip = socket.gethostbyname(name)
-    except OSError as error:
-        fail("cannot resolve this node's address {!r}: {}".format(name, error))
+    ip = node_address()
     argv = sys.argv[1:]
     if not argv or shutil.which(argv[0]) is None:
         fail("{!r} was not found in the container (PATH={}): the image needs it to run the kernel".format(

@@ -86,6 +86,7 @@ class KernelStep:
         context = zmq.asyncio.Context.instance()
         socket = context.socket(zmq.REQ)
         socket.linger = 0
+        socket.setsockopt(zmq.RECONNECT_IVL, 10)  # the kernel binds moments from now: retry fast
         socket.connect(f"tcp://{self.handshake['ip']}:{self.handshake['hb_port']}")
         try:
             await socket.send(b"ping")

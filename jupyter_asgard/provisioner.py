@@ -94,6 +94,7 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         self.step: KernelStep | None = None
         self.launch: LaunchConfig | None = None
         self.launch_dir = ""
+        self.node = ""
         self._ports: dict[str, int] = {}
         self._shutting_down = False
 
@@ -184,7 +185,7 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
-        info.update(job_id=self.job_id, node=self.allocation.node if self.allocation else "", ports=self._ports)
+        info.update(job_id=self.job_id, node=self.node, ports=self._ports)
         return info
 
     # --- steps of a launch -----------------------------------------------------------
@@ -220,12 +221,10 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
     async def _start_step(self, cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
         assert self.launch is not None and self.allocation is not None
         session = self.parent.session
-        address = await self.client.node_address(self.allocation.node)
         kernelspec_env = {name: env[name] for name in self.kernel_spec.env if name in env}
         step_env = step_environment(env, kernelspec_env, {
             "ASGARD_KERNEL_KEY": session.key.decode(),
             "ASGARD_SIGNATURE_SCHEME": session.signature_scheme,
-            "ASGARD_KERNEL_ADDRESS": address,
             "ASGARD_KERNEL_PORTS": json.dumps(self._ports),
             "ASGARD_KERNEL_NAME": self._kernel_name(),
         })
@@ -233,14 +232,15 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
             self.launch, self.allocation.job_id,
             container_options(self.launch, self._mounts(), self._workdir(), self._container_name(),
                               self._container_env(kernelspec_env)),
-            [self.bootstrap_python, "-c", BOOTSTRAP_SOURCE, *cmd],
+            [self.bootstrap_python, "-I", "-S", "-c", BOOTSTRAP_SOURCE, *cmd],
             srun=self.client.command("srun"),
         )
-        self.log.info("Kernel %s: starting in Slurm job %s on %s", self.kernel_id, self.allocation.job_id,
-                      self.allocation.node)
+        self.log.info("Kernel %s: starting in Slurm job %s", self.kernel_id, self.allocation.job_id)
         self.step = KernelStep(self.client, self.log, self.kernel_id, self.allocation.job_id)
         handshake = await self.step.start(argv, step_env, self.start_timeout)
+        self.node = handshake["node"]
         await self.step.wait_ready(self.start_timeout)
+        self.log.info("Kernel %s: running on %s (%s)", self.kernel_id, self.node, handshake["ip"])
         self._ports = {name: int(handshake[name]) for name in PORT_NAMES}
         self.connection_info = {
             "ip": handshake["ip"], "transport": "tcp", **self._ports, "key": session.key,

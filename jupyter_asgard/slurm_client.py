@@ -83,11 +83,3 @@ class SlurmClient:
         result = await self.run(scancel_argv(job_id, step, signal))
         if result.returncode != 0:
             raise SlurmError(result.stderr.strip() or f"scancel exited with {result.returncode}")
-
-    async def node_address(self, node: str) -> str:
-        """The address Slurm itself reaches the node at (NodeAddr), where the kernel must listen."""
-        result = await self.run(["sinfo", "--noheader", "--Node", f"--nodes={node}", "--format=%o"])
-        addresses = result.stdout.split()
-        if result.returncode != 0 or not addresses:
-            raise SlurmError(result.stderr.strip() or f"Slurm knows no address for node {node}")
-        return addresses[0]
