@@ -12,6 +12,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from jupyter_asgard.errors import KernelStartError
 from tests.cluster import NODES, LocalCluster
 from tests.kernels import KernelSpecs, execute, kernel_jobs, records, shutdown, start, wait_until_no_kernel_jobs
 
@@ -208,3 +209,31 @@ def test_command_line_notebook_runners(kernelspecs: KernelSpecs, tmp_path: Path,
     assert result.returncode == 0, result.stderr
     text = nbformat.read(output, as_version=4).cells[0].outputs[0]["text"]
     assert text.split() in (["ran", "on", node] for node in NODES)
+
+
+async def test_site_configuration_sets_defaults_and_limits_that_kernelspecs_override(
+    kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets.config import Config
+
+    site = Config({"PyxisProvisioner": {"partition": "debug", "max_gpus": 1}})
+    km = AsyncKernelManager(kernel_name="asgard-test", config=site)
+    await km.start_kernel(cwd=str(tmp_path))
+    try:
+        partition = subprocess.run(["squeue", "-h", "-j", km.provisioner.job_id, "-o", "%P"], capture_output=True,
+                                   text=True).stdout.strip()
+        assert partition == "debug"
+    finally:
+        await shutdown(km)
+    too_many = AsyncKernelManager(kernel_name=kernelspecs.make("asgard-2gpu", gpus=2), config=site)
+    with pytest.raises(KernelStartError, match="2 GPUs requested but this site allows at most 1"):
+        await too_many.start_kernel(cwd=str(tmp_path))
+    override = AsyncKernelManager(kernel_name=kernelspecs.make("asgard-gpu-partition", partition="gpu"), config=site)
+    await override.start_kernel(cwd=str(tmp_path))
+    try:
+        partition = subprocess.run(["squeue", "-h", "-j", override.provisioner.job_id, "-o", "%P"],
+                                   capture_output=True, text=True).stdout.strip()
+        assert partition == "gpu"
+    finally:
+        await shutdown(override)
