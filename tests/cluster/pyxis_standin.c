@@ -138,20 +138,27 @@ static char *xstrdup(const char *s)
 	return p;
 }
 
+static char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+static char *xvasprintf(const char *fmt, va_list ap)
+{
+	char *s = NULL;
+
+	if (vasprintf(&s, fmt, ap) < 0) {
+		slurm_error("pyxis: could not allocate memory");
+		abort();
+	}
+	return s;
+}
+
 static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *xasprintf(const char *fmt, ...)
 {
 	va_list ap;
-	char *s = NULL;
-	int ret;
+	char *s;
 
 	va_start(ap, fmt);
-	ret = vasprintf(&s, fmt, ap);
+	s = xvasprintf(fmt, ap);
 	va_end(ap);
-	if (ret < 0) {
-		slurm_error("pyxis: could not allocate memory");
-		abort();
-	}
 	return s;
 }
 
@@ -216,17 +223,12 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((forma
 static void sb_printf(struct sbuf *b, const char *fmt, ...)
 {
 	va_list ap;
-	char *s = NULL;
-	int ret;
+	char *s;
 
 	va_start(ap, fmt);
-	ret = vasprintf(&s, fmt, ap);
+	s = xvasprintf(fmt, ap);
 	va_end(ap);
-	if (ret < 0) {
-		slurm_error("pyxis: could not allocate memory");
-		abort();
-	}
-	sb_putn(b, s, (size_t)ret);
+	sb_puts(b, s);
 	free(s);
 }
 
