@@ -15,10 +15,8 @@ from .errors import KernelStartError
 from .launch_config import LaunchConfig
 from .monitor import SlurmMonitor
 from .slurm_client import SlurmClient
-from .slurm_commands import JobInfo, parse_salloc_line, salloc_argv
+from .slurm_commands import ENDED_STATES, JobInfo, parse_salloc_line, salloc_argv
 
-ENDED_STATES = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
-                "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT"}
 HINTS = {
     "invalid partition": "choose one of the partitions `sinfo -s` lists, or leave partition empty for the default",
     "unable to contact slurm controller": "Slurm's controller is not reachable from this host; try again "
@@ -28,7 +26,7 @@ HINTS = {
     "time limit": "ask for a shorter time, within the partition's limit (`sinfo -s`)",
     "invalid account": "use an account you belong to (`sacctmgr show assoc user=$USER`)",
     "invalid qos": "use a QOS your account may use",
-    "invalid generic resource": "check the GPU type: `sinfo -o '%P %G'` lists them",
+    "invalid generic resource": "check the GPU type: `sinfo --Format=PartitionName,Gres` lists them",
 }
 
 

@@ -1,9 +1,16 @@
-"""Errors a user can cause, worded for where they see them (JupyterLab's kernel error dialog)."""
+"""Errors a user can cause, worded for where they see them (JupyterLab's kernel error dialog).
+
+KernelStartError is a tornado HTTPError because jupyter_server shows an
+HTTPError's message to the browser and replaces any other exception with
+"Unhandled error": a subclass is the one way the reason reaches the user.
+"""
 
 from __future__ import annotations
 
+from tornado.web import HTTPError
 
-class KernelStartError(RuntimeError):
+
+class KernelStartError(HTTPError):
     """The kernel could not start: what went wrong, in Slurm's or Pyxis's words, and what to do."""
 
     def __init__(self, message: str, hint: str = "", details: str = "") -> None:
@@ -15,4 +22,8 @@ class KernelStartError(RuntimeError):
             text += f".\nHow to fix: {hint}"
         if details:
             text += f"\n{details}"
-        super().__init__(text)
+        self.text = text
+        super().__init__(500, log_message=text, reason="Asgard kernel did not start")
+
+    def __str__(self) -> str:
+        return self.text

@@ -31,7 +31,7 @@ OUTPUT_HINTS = {
                                      "registry credentials",
     "mount": "check the mounts: every source must exist on the compute node",
     "No such file or directory": "check the image path and the mount sources: they must exist on the compute node",
-    "Invalid generic resource": "check the GPU type (`sinfo -o '%P %G'` lists them)",
+    "Invalid generic resource": "check the GPU type (`sinfo --Format=PartitionName,Gres` lists them)",
 }
 
 

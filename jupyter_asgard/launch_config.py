@@ -118,6 +118,16 @@ class LaunchConfig:
     @classmethod
     def parse(cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> "LaunchConfig":
         """Coerce, expand ($USER, $HOME, ${VAR}, ~) and check values; raise LaunchConfigError listing every problem."""
+        config, problems = cls.check(values, environ)
+        if problems:
+            raise LaunchConfigError(problems)
+        return config
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+              ) -> tuple["LaunchConfig", list[str]]:
+        """Like parse, but returns the problems beside a config of the usable values, so that callers
+        can go on checking (paths, partitions) and report everything at once."""
         environ = default_environ() if environ is None else environ
         problems = [f"unknown setting {key!r} (known: {', '.join(cls.keys())})" for key in values if key not in
                     cls.keys()]
@@ -130,14 +140,12 @@ class LaunchConfig:
                     problems.append(str(error))
         for key in ("image", "workdir"):
             if key in coerced:
-                coerced[key] = _expand(key, coerced[key], environ, problems)
+                coerced[key] = expand_variables(key, coerced[key], environ, problems)
         if "mounts" in coerced:
-            coerced["mounts"] = tuple(_expand("mounts", entry, environ, problems) for entry in coerced["mounts"])
+            coerced["mounts"] = tuple(expand_variables("mounts", entry, environ, problems)
+                                      for entry in coerced["mounts"])
         config = cls(**coerced)
-        problems.extend(config.problems())
-        if problems:
-            raise LaunchConfigError(problems)
-        return config
+        return config, problems + config.problems()
 
     def problems(self) -> list[str]:
         """What Slurm or Pyxis would refuse, found before anything is submitted."""
@@ -238,7 +246,7 @@ def _has_control_character(value: str) -> bool:
     return any(unicodedata.category(char) == "Cc" for char in value)
 
 
-def _expand(key: str, value: str, environ: Mapping[str, str], problems: list[str]) -> str:
+def expand_variables(key: str, value: str, environ: Mapping[str, str], problems: list[str]) -> str:
     """Expand ~, $NAME and ${NAME}; an unknown variable is a problem, not silently kept."""
 
     def replace(match: re.Match) -> str:
@@ -304,8 +312,18 @@ def path_problems(config: LaunchConfig, exists: Callable[[str], bool]) -> list[s
     if config.image_is_file() and not exists(config.image):
         problems.append(f"image {config.image} does not exist on the Jupyter server's host: check "
                         "the path (images are .sqsh files, e.g. in /enroot)")
-    for mount in config.parsed_mounts():
+    for mount in _valid_mounts(config.mounts):
         if mount.source.startswith("/") and not exists(mount.source):
             problems.append(f"mount source {mount.source} does not exist: create it or fix the mount "
                             f"{mount.render()}")
     return problems
+
+
+def _valid_mounts(entries: tuple[str, ...]) -> list[Mount]:
+    mounts = []
+    for entry in entries:
+        try:
+            mounts.append(parse_mount(entry))
+        except MountError:
+            continue  # reported by LaunchConfig.problems()
+    return mounts

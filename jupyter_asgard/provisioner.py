@@ -58,6 +58,19 @@ def _launch_traits() -> dict[str, AnyTrait]:
 LaunchSettings = type("LaunchSettings", (HasTraits,), _launch_traits())
 
 
+# The Asgard kernels of this process by kernel id, from their first launch until cleanup: jupyter_server
+# lists a kernel only once it has started, but a kernel waiting in the queue is the one users ask about.
+_live: dict[str, "PyxisProvisioner"] = {}
+
+
+def live_provisioners() -> list["PyxisProvisioner"]:
+    return list(_live.values())
+
+
+def live_provisioner(kernel_id: str) -> "PyxisProvisioner | None":
+    return _live.get(kernel_id)
+
+
 def _signal_name(signum: int) -> str:
     return signal.Signals(signum).name.removeprefix("SIG")
 
@@ -125,6 +138,7 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         self._shutting_down = False
         self.launch_dir = str(kwargs.get("cwd") or os.getcwd())
         self.launch = await self._checked_config()
+        _live[self.kernel_id] = self
         kwargs = await super().pre_launch(**kwargs)
         cmd = list(self.kernel_spec.argv) + list(kwargs.pop("extra_arguments", []))
         return {**kwargs, "cmd": cmd}
@@ -250,6 +264,7 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
 
     async def _release(self) -> None:
         """Stop the step and cancel the allocation; never raises, so a failed start leaves no job behind."""
+        _live.pop(self.kernel_id, None)
         try:
             if self.step:
                 await self.step.stop()

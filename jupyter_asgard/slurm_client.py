@@ -14,7 +14,16 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass
 
-from .slurm_commands import JobInfo, parse_squeue, scancel_argv, squeue_argv
+from .slurm_commands import (
+    JobInfo,
+    parse_queue_positions,
+    parse_sacct,
+    parse_squeue,
+    queue_order_argv,
+    sacct_argv,
+    scancel_argv,
+    squeue_argv,
+)
 
 SLURM_COMMANDS = ("salloc", "srun", "squeue", "scancel", "sinfo", "scontrol")
 
@@ -83,3 +92,15 @@ class SlurmClient:
         result = await self.run(scancel_argv(job_id, step, signal))
         if result.returncode != 0:
             raise SlurmError(result.stderr.strip() or f"scancel exited with {result.returncode}")
+
+    async def sacct(self, job_ids: list[str]) -> dict[str, JobInfo]:
+        result = await self.run(sacct_argv(job_ids))
+        if result.returncode != 0:
+            raise SlurmError(result.stderr.strip() or f"sacct exited with {result.returncode}")
+        return parse_sacct(result.stdout)
+
+    async def queue_positions(self, job_ids: list[str]) -> dict[str, int]:
+        result = await self.run(queue_order_argv())
+        if result.returncode != 0:
+            raise SlurmError(result.stderr.strip() or f"squeue exited with {result.returncode}")
+        return parse_queue_positions(result.stdout, job_ids)

@@ -28,6 +28,8 @@ SQUEUE_FIELDS = {
     "partition": "Partition",
     "comment": "Comment",
 }
+ENDED_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+                          "DEADLINE", "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT"})
 _SALLOC_LINE = re.compile(
     r"^salloc: (?:(?P<granted>Granted job allocation) (?P<granted_id>\d+)"
     r"|(?P<pending>Pending job allocation) (?P<pending_id>\d+)"
@@ -146,3 +148,57 @@ def parse_squeue(output: str) -> dict[str, JobInfo]:
         job = JobInfo(**dict(zip(SQUEUE_FIELDS, values)))
         jobs[job.job_id] = job
     return jobs
+
+
+def sacct_argv(job_ids: list[str], sacct: str = "sacct") -> list[str]:
+    """Final states of jobs squeue has forgotten (needs Slurm accounting; asked once per job)."""
+    return [sacct, "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(job_ids)}",
+            "--format=JobID,State,ExitCode"]
+
+
+def parse_sacct(output: str) -> dict[str, JobInfo]:
+    jobs = {}
+    for line in output.splitlines():
+        fields = line.split("|")
+        if len(fields) >= 2 and fields[0].isdigit():
+            # sacct says "CANCELLED by 1000"; the state is the first word.
+            jobs[fields[0]] = JobInfo(fields[0], state=fields[1].split()[0] if fields[1] else "")
+    return jobs
+
+
+def queue_order_argv(squeue: str = "squeue") -> list[str]:
+    """All pending jobs, highest priority first: where a waiting kernel stands in its partition's queue."""
+    return [squeue, "--noheader", "--states=PENDING", "--sort=-p,i", "--Format=JobID:|,Partition:|"]
+
+
+def parse_queue_positions(output: str, job_ids: list[str]) -> dict[str, int]:
+    """For each of job_ids that is pending: how many jobs wait ahead of it in its partition."""
+    ahead: dict[str, int] = {}
+    positions = {}
+    for line in output.splitlines():
+        fields = [field.strip() for field in line.split("|")]
+        if len(fields) < 2:
+            continue
+        job_id, partition = fields[0], fields[1]
+        if job_id in job_ids:
+            positions[job_id] = ahead.get(partition, 0)
+        ahead[partition] = ahead.get(partition, 0) + 1
+    return positions
+
+
+def duration_seconds(text: str) -> int | None:
+    """Slurm's [D-]HH:MM:SS / MM:SS / MM durations in seconds; None for UNLIMITED, INVALID, N/A."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not match:
+        return None
+    days, first, second, third = match.groups()
+    parts = [int(first)] + [int(part) for part in (second, third) if part is not None]
+    if days is not None:
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 3:
+        hours, minutes, seconds = parts
+    elif len(parts) == 2:
+        hours, minutes, seconds = 0, parts[0], parts[1]
+    else:
+        hours, minutes, seconds = 0, parts[0], 0
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds

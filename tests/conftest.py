@@ -11,6 +11,7 @@ import pytest
 from jupyter_asgard.monitor import SlurmMonitor
 from tests.cluster import ClusterUnavailable, LocalCluster, check_prerequisites
 from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
+from tests.server import JupyterServer
 
 
 def _require_cluster_prerequisites() -> None:
@@ -73,3 +74,25 @@ def no_kernel_jobs_left(slurm_cluster: LocalCluster) -> Iterator[None]:
     if left:
         subprocess.run(["scancel", *(line.split()[0] for line in left)], capture_output=True)
         pytest.fail(f"jobs left in the queue: {left}")
+
+
+@pytest.fixture(scope="session")
+def jupyter_server(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+    """A real `jupyter server` with the jupyter_asgard extension, configured for the test cluster."""
+    home = tmp_path_factory.mktemp("server")
+    config = home / "jupyter_server_config.py"
+    config.write_text(
+        "c.SlurmMonitor.poll_interval = 0.5\n"
+        f"c.AsgardExtension.image_dirs = [{str(slurm_cluster.images_dir)!r}, '/no/such/image/dir']\n"
+        "c.AsgardExtension.registry_images = ['docker://nvcr.io#nvidia/pytorch:24.05-py3']\n"
+        "c.AsgardExtension.resources_cache_seconds = 0.5\n"
+    )
+    (home / "root").mkdir()
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    server = JupyterServer(home / "root", home / "server.log", extra_args=[f"--config={config}"])
+    server.start(env)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,212 @@
+"""REST API under /asgard/api/: authenticated and authorized like jupyter_server's own APIs.
+
+Every refusal is JSON with a "message" a user can act on (and "problems",
+one per line, where there are several), so the panel and the front end can
+show it as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+
+from .kernel_jobs import kernel_job, kernel_jobs
+from .kernelspec_store import KernelspecStore, KernelspecStoreError
+from .launch_config import json_schema
+from .provisioner import live_provisioner
+from .slurm_client import SlurmError
+
+API = "/asgard/api"
+MAX_BODY = 64 * 1024
+
+
+class AsgardHandler(ExtensionHandlerMixin, APIHandler):
+    """Shared plumbing: the extension app, JSON bodies, JSON refusals."""
+
+    auth_resource = "kernelspecs"
+
+    @property
+    def asgard(self) -> Any:
+        return self.extensionapp
+
+    def json_body(self) -> dict[str, Any]:
+        if len(self.request.body) > MAX_BODY:
+            raise web.HTTPError(413, f"the request body is over {MAX_BODY // 1024} KiB")
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError as error:
+            raise web.HTTPError(400, f"the request body is not JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return body
+
+    def store(self) -> KernelspecStore:
+        return KernelspecStore(self.kernel_spec_manager)
+
+    def refuse(self, status: int, message: str, problems: list[str] | None = None) -> None:
+        self.set_status(status)
+        self.finish({"message": message, "problems": problems or [message]})
+
+    def unreachable(self, error: SlurmError) -> None:
+        self.refuse(503, f"Slurm is unreachable from the Jupyter server: {error}")
+
+
+class ImagesHandler(AsgardHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(await self.asgard.images())
+
+
+class ResourcesHandler(AsgardHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        try:
+            self.finish(await self.asgard.resources())
+        except SlurmError as error:
+            self.unreachable(error)
+
+
+class ConfigHandler(AsgardHandler):
+    """The launch configuration's schema, the site's defaults and limits: what the panel starts from."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        site = self.asgard.site_provisioner()
+        defaults = {key: getattr(site, key) for key in json_schema()["properties"]}
+        self.finish({"schema": json_schema(), "defaults": defaults,
+                     "limits": {"max_gpus": site.max_gpus, "allowed_partitions": list(site.allowed_partitions)}})
+
+
+class ValidateHandler(AsgardHandler):
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        config, problems = await self.asgard.validate(self.json_body())
+        if problems:
+            self.refuse(400, "the launch configuration has problems: " + "; ".join(problems), problems)
+        else:
+            self.finish({"valid": True, "config": config.to_json(), "problems": []})
+
+
+class KernelsHandler(AsgardHandler):
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        rows = kernel_jobs(self.asgard.monitor)
+        paths = await self._notebook_paths()
+        for row in rows:
+            row["path"] = paths.get(row["kernel_id"], "")
+        self.finish({"kernels": rows, "slurm_reachable": self.asgard.monitor.reachable,
+                     "slurm_error": self.asgard.monitor.last_error})
+
+    async def _notebook_paths(self) -> dict[str, str]:
+        sessions = await self.session_manager.list_sessions()
+        return {session["kernel"]["id"]: session.get("path", "") for session in sessions if session.get("kernel")}
+
+
+class KernelHandler(AsgardHandler):
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        row = self._row(kernel_id)
+        self.finish(row)
+
+    @web.authenticated
+    @authorized
+    async def delete(self, kernel_id: str) -> None:
+        """Shut the kernel down and release its allocation, also while it waits in the queue."""
+        self._row(kernel_id)
+        await self.asgard.withdraw_queued(kernel_id)
+        if kernel_id in self.kernel_manager:
+            await self.kernel_manager.shutdown_kernel(kernel_id)
+        self.set_status(204)
+        self.finish()
+
+    def _row(self, kernel_id: str) -> dict[str, Any]:
+        provisioner = live_provisioner(kernel_id)
+        if provisioner is None:
+            raise web.HTTPError(404, f"no Asgard kernel {kernel_id!r} runs on this server")
+        return kernel_job(provisioner, self.asgard.monitor)
+
+
+class MonitorHandler(AsgardHandler):
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(self.asgard.monitor.stats())
+
+
+class KernelspecsHandler(AsgardHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish({"kernelspecs": await asyncio.to_thread(self.store().list)})
+
+
+class KernelspecHandler(AsgardHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, name: str) -> None:
+        await self._answer(self.store().read, name)
+
+    @web.authenticated
+    @authorized
+    async def put(self, name: str) -> None:
+        body = self.json_body()
+        config, problems = await self.asgard.validate(body.get("config", {}))
+        if problems:
+            self.refuse(400, "the kernel's settings have problems: " + "; ".join(problems), problems)
+            return
+        display_name = body.get("display_name") or name
+        if not isinstance(display_name, str):
+            self.refuse(400, "display_name must be text")
+            return
+        await self._answer(self.store().write, name, display_name, body.get("config", {}))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, name: str) -> None:
+        try:
+            await asyncio.to_thread(self.store().delete, name)
+        except KernelspecStoreError as error:
+            self.refuse(error.status, str(error))
+            return
+        self.set_status(204)
+        self.finish()
+
+    async def _answer(self, operation: Any, *args: Any) -> None:
+        try:
+            self.finish(await asyncio.to_thread(operation, *args))
+        except KernelspecStoreError as error:
+            self.refuse(error.status, str(error))
+
+
+def handlers() -> list[tuple[str, type]]:
+    name = r"(?P<name>[^/]+)"
+    kernel_id = r"(?P<kernel_id>[^/]+)"
+    return [
+        (f"{API}/images", ImagesHandler),
+        (f"{API}/resources", ResourcesHandler),
+        (f"{API}/config", ConfigHandler),
+        (f"{API}/validate", ValidateHandler),
+        (f"{API}/kernels", KernelsHandler),
+        (f"{API}/kernels/{kernel_id}", KernelHandler),
+        (f"{API}/monitor", MonitorHandler),
+        (f"{API}/kernelspecs", KernelspecsHandler),
+        (f"{API}/kernelspecs/{name}", KernelspecHandler),
+    ]

@@ -1,0 +1,59 @@
+"""Where every Asgard kernel of a process stands in Slurm: the rows of the kernel job table.
+
+The REST API, `jupyter asgard status` and the JupyterLab front end all show
+this one table; the data comes from the provisioners and the shared Slurm
+monitor, never from a Slurm call per kernel.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .monitor import SlurmMonitor
+from .provisioner import PyxisProvisioner, live_provisioners
+from .slurm_commands import JobInfo, duration_seconds
+
+_GPU_TRES = re.compile(r"gpu[:/=](?:(?P<type>[A-Za-z0-9_-]+)[:=])?(?P<count>\d+)")
+
+
+def gpus_of(info: JobInfo | None, provisioner: PyxisProvisioner) -> dict[str, Any]:
+    """GPU count and type: what Slurm reports for the job, else what the kernel asked for."""
+    match = _GPU_TRES.search(info.tres_per_job or info.tres_per_node) if info else None
+    if match:
+        return {"count": int(match["count"]), "type": match["type"] or ""}
+    gpu_type, count = provisioner.launch.gpu_request() if provisioner.launch else ("", 0)
+    return {"count": count, "type": gpu_type}
+
+
+def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str, Any]:
+    """One kernel's row, from its provisioner (and its kernel manager, the provisioner's parent)."""
+    km = provisioner.parent
+    job_id = provisioner.job_id
+    info = (monitor.job(job_id) if job_id else None) or (provisioner.allocation.info if provisioner.allocation
+                                                          else None)
+    state = info.state if info else ("SUBMITTING" if provisioner.launch else "")
+    return {
+        "kernel_id": provisioner.kernel_id,
+        "kernel_name": getattr(km, "kernel_name", ""),
+        "display_name": getattr(provisioner.kernel_spec, "display_name", ""),
+        "execution_state": getattr(km, "execution_state", "starting"),
+        "job_id": job_id,
+        "state": state,
+        "reason": info.reason if info and state == "PENDING" else "",
+        "queue_position": monitor.positions.get(job_id),
+        "node": provisioner.node or (info.nodes if info else ""),
+        "gpus": gpus_of(info, provisioner),
+        "partition": info.partition if info else (provisioner.launch.partition if provisioner.launch else ""),
+        "start_time": info.start_time if info and state != "PENDING" else "",
+        "time_limit": info.time_limit if info else "",
+        "time_left": info.time_left if info else "",
+        "time_left_seconds": duration_seconds(info.time_left) if info else None,
+        "image": provisioner.launch.image if provisioner.launch else provisioner.image,
+        "slurm_reachable": monitor.reachable,
+    }
+
+
+def kernel_jobs(monitor: SlurmMonitor) -> list[dict[str, Any]]:
+    """Rows for every Asgard kernel of this process, those waiting in the queue included."""
+    return [kernel_job(provisioner, monitor) for provisioner in live_provisioners()]

@@ -1,0 +1,104 @@
+"""A real Jupyter server (or JupyterLab) in its own process, for tests that go through HTTP like a browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+
+    @property
+    def message(self) -> str:
+        return self.body.get("message", "") if isinstance(self.body, dict) else ""
+
+
+class JupyterServer:
+    """`jupyter server` or `jupyter lab` on 127.0.0.1 with a token; stop() ends it and its kernels."""
+
+    def __init__(self, root_dir: Path, log_path: Path, app: str = "server", extra_args: list[str] | None = None
+                 ) -> None:
+        self.root_dir = root_dir
+        self.log_path = log_path
+        self.app = app
+        self.extra_args = extra_args or []
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, env: dict[str, str] | None = None, timeout: float = 60) -> "JupyterServer":
+        argv = [sys.executable, "-m", "jupyter", self.app, "--no-browser", "--allow-root", f"--port={self.port}",
+                "--ip=127.0.0.1", f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root_dir}",
+                "--ServerApp.port_retries=0", *self.extra_args]
+        self.env = env or dict(os.environ)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyter {self.app} exited:\n{self.log()}")
+            try:
+                if self.request("GET", "/api/status").status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"jupyter {self.app} did not answer within {timeout}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
+
+    def request(self, method: str, path: str, body: Any = None, token: str | None = "", timeout: float = 120
+                ) -> Response:
+        """One HTTP request; token "" means the server's token, None means no credentials at all."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if token is not None:
+            request.add_header("Authorization", f"token {token or self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return Response(answer.status, _decode(answer.read()))
+        except urllib.error.HTTPError as error:
+            return Response(error.code, _decode(error.read()))
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return raw.decode(errors="replace")

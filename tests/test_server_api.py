@@ -1,0 +1,255 @@
+"""The jupyter_asgard REST API on a real Jupyter server, with kernels on the real test cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.cluster import NODES, LocalCluster
+from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
+from tests.server import JupyterServer, Response
+
+pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
+
+ENDPOINTS = [("GET", "/asgard/api/images"), ("GET", "/asgard/api/resources"), ("GET", "/asgard/api/config"),
+             ("POST", "/asgard/api/validate"), ("GET", "/asgard/api/kernels"), ("GET", "/asgard/api/monitor"),
+             ("DELETE", "/asgard/api/kernels/0000"), ("GET", "/asgard/api/kernelspecs"),
+             ("GET", "/asgard/api/kernelspecs/x"), ("PUT", "/asgard/api/kernelspecs/x"),
+             ("DELETE", "/asgard/api/kernelspecs/x")]
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+def test_no_credentials_no_answer(jupyter_server: JupyterServer, method: str, path: str, token: str | None) -> None:
+    body = {} if method in ("POST", "PUT") else None
+    response = jupyter_server.request(method, path, body, token=token)
+    assert response.status in (401, 403)
+    assert "image" not in str(response.body) and "kernels" not in str(response.body)
+
+
+def test_images_are_found_and_named_from_their_files(jupyter_server: JupyterServer,
+                                                      slurm_cluster: LocalCluster) -> None:
+    answer = jupyter_server.request("GET", "/asgard/api/images")
+    assert answer.status == 200
+    by_path = {image["path"]: image for image in answer.body["images"] if image["path"]}
+    pytorch = by_path[str(slurm_cluster.pytorch_image())]
+    assert (pytorch["registry"], pytorch["repository"], pytorch["tag"]) == ("nvcr.io", "nvidia/pytorch", "23.12-py3")
+    assert pytorch["display"] == "nvcr.io/nvidia/pytorch:23.12-py3"
+    assert pytorch["size"] == slurm_cluster.pytorch_image().stat().st_size
+    enroot_named = by_path[str(slurm_cluster.images_dir / "nvidia+pytorch+24.05-py3.sqsh")]
+    assert (enroot_named["repository"], enroot_named["tag"]) == ("nvidia/pytorch", "24.05-py3")
+    registry = [image for image in answer.body["images"] if image["kind"] == "registry"]
+    assert [image["uri"] for image in registry] == ["docker://nvcr.io#nvidia/pytorch:24.05-py3"]
+    assert any("/no/such/image/dir" in note for note in answer.body["notes"])
+
+
+def test_resources_list_partitions_and_free_gpus(jupyter_server: JupyterServer) -> None:
+    holder = subprocess.run(["salloc", "--no-shell", "--gpus=1", "--nodelist=gpu01", "-J", "holder"],
+                            capture_output=True, text=True, timeout=30).stderr.split()[-1]
+    try:
+        time.sleep(0.6)  # past the resources cache
+        answer = jupyter_server.request("GET", "/asgard/api/resources")
+    finally:
+        subprocess.run(["scancel", holder])
+    assert answer.status == 200
+    partitions = {partition["name"]: partition for partition in answer.body["partitions"]}
+    assert partitions["gpu"]["default"] is True and partitions["debug"]["default"] is False
+    assert partitions["gpu"]["gpus"] == {"h100": {"total": 4, "free": 3}}
+    assert partitions["debug"]["gpus"] == {"h100": {"total": 2, "free": 2}}
+    assert partitions["debug"]["time_limit"] == "30:00"
+    assert sorted(node["name"] for node in partitions["gpu"]["nodes"]) == list(NODES)
+
+
+def test_config_offers_the_schema_defaults_and_limits(jupyter_server: JupyterServer) -> None:
+    answer = jupyter_server.request("GET", "/asgard/api/config")
+    assert answer.status == 200
+    assert "image" in answer.body["schema"]["properties"]
+    assert answer.body["limits"] == {"max_gpus": 8, "allowed_partitions": []}
+    assert answer.body["defaults"]["mounts"] == []
+
+
+def good_config(cluster: LocalCluster) -> dict[str, Any]:
+    return {"image": str(cluster.pytorch_image()), "mounts": [f"{cluster.datasets}:/ds:ro"], "gpus": "h100:1",
+            "partition": "gpu"}
+
+
+def test_validate_accepts_a_good_configuration(jupyter_server: JupyterServer, slurm_cluster: LocalCluster) -> None:
+    answer = jupyter_server.request("POST", "/asgard/api/validate", good_config(slurm_cluster))
+    assert answer.status == 200
+    assert answer.body["valid"] is True and answer.body["problems"] == []
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"mounts": ["data:/data"]}, "the source must be an absolute path"),
+    ({"mounts": ["/no/such/source:/data"]}, "mount source /no/such/source does not exist"),
+    ({"image": "/no/such/image.sqsh"}, "image /no/such/image.sqsh does not exist"),
+    ({"image": "pytorch.sqsh"}, "give its absolute path"),
+    ({"partition": "nope"}, "partition 'nope' does not exist; choose one of debug, gpu"),
+    ({"gpus": 16}, "16 GPUs requested but this site allows at most 8"),
+    ({"gpus": "a100:1"}, "partition 'gpu' has no GPUs of type 'a100'; it has h100"),
+    ({"gpus": 6}, "partition 'gpu' has 4 GPUs in all; 6 can never be granted"),
+    ({"time": "forever"}, "time 'forever': write minutes, HH:MM:SS or D-HH:MM:SS"),
+    ({"gpu": 1}, "unknown setting 'gpu'"),
+    ({"srun_args": ["--jobid=5"]}, "--jobid is set by jupyter-asgard"),
+])
+def test_validate_explains_each_problem(jupyter_server: JupyterServer, slurm_cluster: LocalCluster,
+                                        change: dict[str, Any], problem: str) -> None:
+    answer = jupyter_server.request("POST", "/asgard/api/validate", {**good_config(slurm_cluster), **change})
+    assert answer.status == 400
+    assert any(problem in line for line in answer.body["problems"]), answer.body
+    assert problem in answer.message
+
+
+def test_validate_refuses_what_is_not_a_json_object(jupyter_server: JupyterServer) -> None:
+    assert jupyter_server.request("POST", "/asgard/api/validate", ["image"]).status == 400
+    too_big = jupyter_server.request("POST", "/asgard/api/validate", {"image": "/x" * 40000})
+    assert too_big.status == 413
+
+
+def test_user_kernelspecs_are_created_read_updated_and_deleted(jupyter_server: JupyterServer,
+                                                                slurm_cluster: LocalCluster) -> None:
+    path = "/asgard/api/kernelspecs/my-pytorch"
+    created = jupyter_server.request("PUT", path, {"display_name": "My PyTorch", "config": good_config(slurm_cluster)})
+    assert created.status == 200, created.body
+    assert created.body["managed"] is True
+    listed = jupyter_server.request("GET", "/api/kernelspecs").body["kernelspecs"]
+    assert listed["my-pytorch"]["spec"]["display_name"] == "My PyTorch"
+    assert listed["my-pytorch"]["spec"]["metadata"]["kernel_provisioner"]["config"]["gpus"] == "h100:1"
+    updated = jupyter_server.request("PUT", path, {"display_name": "My PyTorch 2",
+                                                   "config": {**good_config(slurm_cluster), "gpus": 2}})
+    assert updated.status == 200
+    read = jupyter_server.request("GET", path)
+    assert read.body["display_name"] == "My PyTorch 2" and read.body["config"]["gpus"] == 2
+    assert jupyter_server.request("DELETE", path).status == 204
+    assert jupyter_server.request("GET", path).status == 404
+    assert "my-pytorch" not in jupyter_server.request("GET", "/api/kernelspecs").body["kernelspecs"]
+
+
+def test_kernelspecs_refuse_bad_input_and_foreign_kernelspecs(jupyter_server: JupyterServer,
+                                                              slurm_cluster: LocalCluster) -> None:
+    bad = jupyter_server.request("PUT", "/asgard/api/kernelspecs/broken",
+                                 {"display_name": "Broken", "config": {"image": "/nope.sqsh", "mounts": ["x"]}})
+    assert bad.status == 400
+    assert len(bad.body["problems"]) == 2
+    assert jupyter_server.request("GET", "/asgard/api/kernelspecs/broken").status == 404
+    # asgard-test was written by the test suite, not through this API: never overwritten or deleted.
+    foreign = jupyter_server.request("PUT", "/asgard/api/kernelspecs/asgard-test",
+                                     {"display_name": "Mine now", "config": good_config(slurm_cluster)})
+    assert foreign.status == 409 and "choose another name" in foreign.message
+    assert jupyter_server.request("DELETE", "/asgard/api/kernelspecs/asgard-test").status == 403
+    assert jupyter_server.request("GET", "/asgard/api/kernelspecs/asgard-test").body["managed"] is False
+    for name in ("..", ".hidden", "a b", "x" * 65):
+        answer = jupyter_server.request("PUT", f"/asgard/api/kernelspecs/{name.replace(' ', '%20')}",
+                                        {"display_name": "x", "config": good_config(slurm_cluster)})
+        assert answer.status in (400, 404), name
+
+
+@pytest.fixture
+def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
+    jobs = [subprocess.run(["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"],
+                           capture_output=True, text=True, timeout=30).stderr.split()[-1] for node in NODES]
+    yield jobs
+    subprocess.run(["scancel", *jobs], capture_output=True)
+
+
+def start_in_background(server: JupyterServer, kernel_name: str) -> tuple[threading.Thread, list[Response]]:
+    """POST /api/kernels blocks until the kernel has started: run it beside the test."""
+    answers: list[Response] = []
+    thread = threading.Thread(target=lambda: answers.append(
+        server.request("POST", "/api/kernels", {"name": kernel_name})))
+    thread.start()
+    return thread, answers
+
+
+def wait_for_row(server: JupyterServer, predicate: Callable[[dict], bool], timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        rows = server.request("GET", "/asgard/api/kernels").body["kernels"]
+        match = [row for row in rows if predicate(row)]
+        if match:
+            return match[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no kernel row matched within {timeout}s: {rows}")
+
+
+def test_kernels_show_pending_with_reason_then_running_with_node(jupyter_server: JupyterServer,
+                                                                 kernelspecs: KernelSpecs,
+                                                                 gpus_taken: list[str]) -> None:
+    name = kernelspecs.make("asgard-timed", time="2:00:00")
+    thread, answers = start_in_background(jupyter_server, name)
+    pending = wait_for_row(jupyter_server, lambda row: row["state"] == "PENDING" and row["reason"] == "Resources")
+    assert pending["queue_position"] == 0
+    assert pending["job_id"] and pending["node"] == ""
+    assert pending["gpus"] == {"count": 1, "type": ""}
+    assert pending["kernel_name"] == name
+    subprocess.run(["scancel", gpus_taken[1]], check=True)
+    thread.join(60)
+    assert answers and answers[0].status == 201, answers
+    kernel_id = answers[0].body["id"]
+    running = wait_for_row(jupyter_server, lambda row: row["kernel_id"] == kernel_id and row["state"] == "RUNNING"
+                           and row["start_time"] != "")
+    assert running["node"] == "gpu02"
+    assert running["job_id"] == pending["job_id"]
+    assert running["time_limit"] == "2:00:00"
+    assert 7000 < running["time_left_seconds"] <= 7200
+    single = jupyter_server.request("GET", f"/asgard/api/kernels/{kernel_id}")
+    assert single.body["job_id"] == running["job_id"]
+    assert jupyter_server.request("DELETE", f"/asgard/api/kernels/{kernel_id}").status == 204
+    assert wait_until_no_kernel_jobs() == []
+    assert jupyter_server.request("GET", f"/asgard/api/kernels/{kernel_id}").status == 404
+
+
+def test_shutting_down_a_queued_kernel_cancels_its_job_at_once(jupyter_server: JupyterServer,
+                                                               gpus_taken: list[str]) -> None:
+    thread, answers = start_in_background(jupyter_server, "asgard-test")
+    pending = wait_for_row(jupyter_server, lambda row: row["state"] == "PENDING")
+    started = time.monotonic()
+    assert jupyter_server.request("DELETE", f"/asgard/api/kernels/{pending['kernel_id']}").status == 204
+    assert time.monotonic() - started < 10
+    thread.join(30)
+    assert answers[0].status == 500
+    assert "shut down before it started" in answers[0].message
+    assert not [line for line in kernel_jobs() if line.startswith(pending["job_id"] + " ")]
+
+
+def test_a_failed_start_shows_the_reason_in_the_kernel_error(jupyter_server: JupyterServer,
+                                                              kernelspecs: KernelSpecs) -> None:
+    name = kernelspecs.make("api-bad-image", image="/enroot/missing.sqsh")
+    answer = jupyter_server.request("POST", "/api/kernels", {"name": name})
+    assert answer.status == 500
+    assert "image /enroot/missing.sqsh does not exist" in answer.message
+    assert "How to fix:" in answer.message
+
+
+def test_slurm_calls_per_interval_do_not_grow_with_kernels(jupyter_server: JupyterServer,
+                                                           kernelspecs: KernelSpecs) -> None:
+    name = kernelspecs.make("asgard-cpu", gpus=None)
+
+    def extra_squeue_calls(seconds: float = 4) -> int:
+        """squeue calls beyond one per poll in a window (a call in flight at either edge may count once)."""
+        before = jupyter_server.request("GET", "/asgard/api/monitor").body
+        time.sleep(seconds)
+        after = jupyter_server.request("GET", "/asgard/api/monitor").body
+        polls = after["polls"] - before["polls"]
+        assert polls >= 4
+        return after["calls"]["squeue"] - before["calls"]["squeue"] - polls
+
+    kernels = [jupyter_server.request("POST", "/api/kernels", {"name": name}).body["id"]]
+    try:
+        assert extra_squeue_calls() in (-1, 0, 1)
+        threads = [start_in_background(jupyter_server, name) for _ in range(9)]
+        for thread, answers in threads:
+            thread.join(120)
+            kernels.append(answers[0].body["id"])
+        rows = jupyter_server.request("GET", "/asgard/api/kernels").body["kernels"]
+        assert sum(row["state"] == "RUNNING" for row in rows) == 10
+        assert extra_squeue_calls() in (-1, 0, 1)
+    finally:
+        for kernel_id in kernels:
+            jupyter_server.request("DELETE", f"/api/kernels/{kernel_id}")
