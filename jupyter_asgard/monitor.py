@@ -81,8 +81,13 @@ class SlurmMonitor(SingletonConfigurable):
         answer.update(await self._final_states([job_id for job_id in ids if job_id not in answer]))
         for job_id in ids:
             if job_id in self.jobs:
-                self._update(job_id, answer.get(job_id))
+                self._update(job_id, answer.get(job_id) or self._settled(job_id))
         await self._queue_positions()
+
+    def _settled(self, job_id: str) -> JobInfo | None:
+        """A final state, once known, outlives the job's record in Slurm."""
+        info = self.jobs.get(job_id)
+        return info if info is not None and info.state in ENDED_STATES else None
 
     async def _final_states(self, gone: list[str]) -> dict[str, JobInfo]:
         """sacct, once, for jobs that left squeue while we still thought them alive."""
