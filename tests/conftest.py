@@ -11,6 +11,7 @@ import pytest
 from jupyter_asgard.monitor import SlurmMonitor
 from tests.cluster import ClusterUnavailable, LocalCluster, check_prerequisites
 from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
+from tests.browser import CHROMIUM, launch
 from tests.server import JupyterServer
 
 
@@ -96,3 +97,41 @@ def jupyter_server(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def jupyter_lab(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+    """A real JupyterLab with the jupyter_asgard extensions, configured for the test cluster."""
+    home = tmp_path_factory.mktemp("lab")
+    config = home / "jupyter_server_config.py"
+    config.write_text(
+        "c.SlurmMonitor.poll_interval = 0.5\n"
+        f"c.AsgardExtension.image_dirs = [{str(slurm_cluster.images_dir)!r}]\n"
+        "c.LabApp.news_url = None\n"
+        "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
+    )
+    (home / "root").mkdir()
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    lab = JupyterServer(home / "root", home / "lab.log", app="lab", extra_args=[f"--config={config}"])
+    lab.start(env)
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's Chromium, headless, driven by Playwright (its own browser download does not work here)."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser tests: install Debian's chromium ({CHROMIUM} is missing)")
+        pytest.skip(f"no {CHROMIUM}: apt-get install chromium")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = launch(playwright)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
