@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -106,9 +107,17 @@ class KernelsHandler(AsgardHandler):
         rows = kernel_jobs(self.asgard.monitor)
         paths = await self._notebook_paths()
         for row in rows:
-            row["path"] = paths.get(row["kernel_id"], "")
+            session_name = row.pop("session_name")
+            row["path"] = paths.get(row["kernel_id"]) or self._api_path(session_name)
         self.finish({"kernels": rows, "slurm_reachable": self.asgard.monitor.reachable,
                      "slurm_error": self.asgard.monitor.last_error})
+
+    def _api_path(self, session_name: str) -> str:
+        """A kernel still in the queue has no session yet; its notebook's path came in its environment."""
+        root = os.path.abspath(self.serverapp.root_dir)
+        if not session_name.startswith(root + os.sep):
+            return session_name
+        return os.path.relpath(session_name, root).replace(os.sep, "/")
 
     async def _notebook_paths(self) -> dict[str, str]:
         sessions = await self.session_manager.list_sessions()

@@ -51,6 +51,7 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
         "time_left_seconds": duration_seconds(info.time_left) if info else None,
         "image": provisioner.launch.image if provisioner.launch else provisioner.image,
         "slurm_reachable": monitor.reachable,
+        "session_name": provisioner.session_name,
     }
 
 

@@ -107,6 +107,7 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         self.step: KernelStep | None = None
         self.launch: LaunchConfig | None = None
         self.launch_dir = ""
+        self.session_name = ""  # the notebook's path, as jupyter_server passes it to the kernel
         self.node = ""
         self._ports: dict[str, int] = {}
         self._shutting_down = False
@@ -140,6 +141,7 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         self.launch = await self._checked_config()
         _live[self.kernel_id] = self
         kwargs = await super().pre_launch(**kwargs)
+        self.session_name = kwargs["env"].get("JPY_SESSION_NAME", "")
         cmd = list(self.kernel_spec.argv) + list(kwargs.pop("extra_arguments", []))
         return {**kwargs, "cmd": cmd}
 
