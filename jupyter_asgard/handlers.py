@@ -62,7 +62,7 @@ class ImagesHandler(AsgardHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.finish(await self.asgard.images())
+        self.finish(await self.asgard.site.images())
 
 
 class ResourcesHandler(AsgardHandler):
@@ -70,7 +70,7 @@ class ResourcesHandler(AsgardHandler):
     @authorized
     async def get(self) -> None:
         try:
-            self.finish(await self.asgard.resources())
+            self.finish(await self.asgard.site.resources())
         except SlurmError as error:
             self.unreachable(error)
 
@@ -81,7 +81,7 @@ class ConfigHandler(AsgardHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        site = self.asgard.site_provisioner()
+        site = self.asgard.site.site_provisioner()
         defaults = {key: getattr(site, key) for key in json_schema()["properties"]}
         self.finish({"schema": json_schema(), "defaults": defaults,
                      "limits": {"max_gpus": site.max_gpus, "allowed_partitions": list(site.allowed_partitions)}})
@@ -91,7 +91,7 @@ class ValidateHandler(AsgardHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        config, problems = await self.asgard.validate(self.json_body())
+        config, problems = await self.asgard.site.validate(self.json_body())
         if problems:
             self.refuse(400, "the launch configuration has problems: " + "; ".join(problems), problems)
         else:
@@ -177,7 +177,7 @@ class KernelspecHandler(AsgardHandler):
     @authorized
     async def put(self, name: str) -> None:
         body = self.json_body()
-        config, problems = await self.asgard.validate(body.get("config", {}))
+        config, problems = await self.asgard.site.validate(body.get("config", {}))
         if problems:
             self.refuse(400, "the kernel's settings have problems: " + "; ".join(problems), problems)
             return

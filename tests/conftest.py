@@ -85,9 +85,9 @@ def jupyter_server(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
     config = home / "jupyter_server_config.py"
     config.write_text(
         "c.SlurmMonitor.poll_interval = 0.5\n"
-        f"c.AsgardExtension.image_dirs = [{str(slurm_cluster.images_dir)!r}, '/no/such/image/dir']\n"
-        "c.AsgardExtension.registry_images = ['docker://nvcr.io#nvidia/pytorch:24.05-py3']\n"
-        "c.AsgardExtension.resources_cache_seconds = 0.5\n"
+        f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}, '/no/such/image/dir']\n"
+        "c.AsgardSite.registry_images = ['docker://nvcr.io#nvidia/pytorch:24.05-py3']\n"
+        "c.AsgardSite.resources_cache_seconds = 0.5\n"
     )
     (home / "root").mkdir()
     env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
@@ -107,7 +107,7 @@ def jupyter_lab(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
     config = home / "jupyter_server_config.py"
     config.write_text(
         "c.SlurmMonitor.poll_interval = 0.5\n"
-        f"c.AsgardExtension.image_dirs = [{str(slurm_cluster.images_dir)!r}]\n"
+        f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}]\n"
         "c.LabApp.news_url = None\n"
         "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
     )
