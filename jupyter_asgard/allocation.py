@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from .errors import KernelStartError
 from .launch_config import LaunchConfig
+from .launch_plan import job_name
 from .monitor import SlurmMonitor
 from .slurm_client import SlurmClient
 from .slurm_commands import ENDED_STATES, JobInfo, parse_salloc_line, salloc_argv
@@ -49,7 +50,7 @@ class Allocation:
 
     @property
     def job_name(self) -> str:
-        return f"jupyter-asgard-{self.kernel_id}"
+        return job_name(self.kernel_id)
 
     async def request(self, config: LaunchConfig, comment: str, queue_timeout: float, env: dict[str, str]) -> None:
         """Submit and wait until Slurm grants the allocation; cancel it on any failure or timeout."""

@@ -11,11 +11,8 @@ cleanup releases the allocation unless the kernel is restarting.
 from __future__ import annotations
 
 import asyncio
-import getpass
-import hashlib
 import json
 import os
-import re
 import signal
 import socket
 from pathlib import Path
@@ -31,12 +28,11 @@ from . import bootstrap
 from .allocation import Allocation
 from .errors import KernelStartError
 from .kernel_env import step_environment
+from .launch_plan import kernel_step_argv
 from .launch_config import LaunchConfig, LaunchConfigError, path_problems, policy_problems
 from .monitor import SlurmMonitor
 from .kernel_step import KernelStep
-from .mounts import Mount
 from .slurm_client import SlurmClient, SlurmError, SlurmNotFound
-from .slurm_commands import container_options, srun_argv
 
 BOOTSTRAP_SOURCE = Path(bootstrap.__file__).read_text()
 PORT_NAMES = bootstrap.PORT_NAMES
@@ -244,11 +240,11 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
             "ASGARD_KERNEL_PORTS": json.dumps(self._ports),
             "ASGARD_KERNEL_NAME": self._kernel_name(),
         })
-        argv = srun_argv(
-            self.launch, self.allocation.job_id,
-            container_options(self.launch, self._mounts(), self._workdir(), self._container_name(),
-                              self._container_env(kernelspec_env)),
-            [self.bootstrap_python, "-I", "-S", "-c", BOOTSTRAP_SOURCE, *cmd],
+        argv = kernel_step_argv(
+            self.launch, job_id=self.allocation.job_id, workdir=self.launch_dir, mount_workdir=self.mount_workdir,
+            name_template=self.container_name_template, kernel_name=self._kernel_name(),
+            kernelspec_env=list(kernelspec_env), command=[self.bootstrap_python, "-I", "-S", "-c", BOOTSTRAP_SOURCE,
+                                                          *cmd],
             srun=self.client.command("srun"),
         )
         self.log.info("Kernel %s: starting in Slurm job %s", self.kernel_id, self.allocation.job_id)
@@ -288,26 +284,3 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
     def _workdir(self) -> str:
         assert self.launch is not None
         return self.launch.workdir or self.launch_dir
-
-    def _mounts(self) -> list[Mount]:
-        assert self.launch is not None
-        mounts = self.launch.parsed_mounts()
-        workdir = self._workdir()
-        if self.mount_workdir and not self.launch.workdir and not any(m.covers(workdir) for m in mounts):
-            mounts.append(Mount(workdir, workdir))
-        return mounts
-
-    def _container_name(self) -> str:
-        assert self.launch is not None and self.allocation is not None
-        if self.launch.container_name:
-            return self.launch.container_name
-        name = self.container_name_template.format(
-            kernel_name=self._kernel_name(), user=getpass.getuser(), job_id=self.allocation.job_id,
-            image_hash=hashlib.sha256(self.launch.image.encode()).hexdigest()[:8],
-        )
-        return re.sub(r"[^A-Za-z0-9_.-]", "-", name)
-
-    def _container_env(self, kernelspec_env: dict[str, str]) -> list[str]:
-        """Names whose value must win over the image's: the kernelspec's env and container_env."""
-        assert self.launch is not None
-        return list(dict.fromkeys([*self.launch.container_env, *kernelspec_env]))

@@ -1,0 +1,80 @@
+"""From a launch configuration to the exact salloc and srun command lines: one derivation, two users.
+
+The provisioner runs these commands; the container panel shows them before
+anything runs.  Both call the functions here, so the preview is the command.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import re
+import shlex
+
+from .launch_config import LaunchConfig
+from .mounts import Mount
+from .slurm_commands import container_options, salloc_argv, srun_argv
+
+JOB_NAME_PREFIX = "jupyter-asgard-"
+BOOTSTRAP_PLACEHOLDER = "<jupyter-asgard bootstrap>"
+
+
+def job_name(kernel_id: str) -> str:
+    """The allocation's job name: how the kernel's job is found in squeue, by people and by cleanup."""
+    return JOB_NAME_PREFIX + kernel_id
+
+
+def step_mounts(config: LaunchConfig, workdir: str, mount_workdir: bool) -> list[Mount]:
+    """The configured mounts, plus the workdir at its own path when nothing covers it (as the site's
+    srun example mounts "$(pwd)")."""
+    mounts = config.parsed_mounts()
+    if mount_workdir and not config.workdir and not any(mount.covers(workdir) for mount in mounts):
+        mounts.append(Mount(workdir, workdir))
+    return mounts
+
+
+def container_name(config: LaunchConfig, template: str, kernel_name: str, job_id: str) -> str:
+    """The named container: the configured one, else one per kernelspec and image, reused across
+    restarts and later kernels so installed packages persist and nodes do not fill up with copies."""
+    if config.container_name:
+        return config.container_name
+    name = template.format(kernel_name=kernel_name, user=getpass.getuser(), job_id=job_id,
+                           image_hash=hashlib.sha256(config.image.encode()).hexdigest()[:8])
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+
+
+def container_env_names(config: LaunchConfig, kernelspec_env: list[str]) -> list[str]:
+    """Names whose value must win over the image's: container_env and the kernelspec's env."""
+    return list(dict.fromkeys([*config.container_env, *kernelspec_env]))
+
+
+def kernel_step_argv(
+    config: LaunchConfig, *, job_id: str, workdir: str, mount_workdir: bool, name_template: str,
+    kernel_name: str, kernelspec_env: list[str], command: list[str], srun: str = "srun",
+) -> list[str]:
+    options = container_options(
+        config, step_mounts(config, workdir, mount_workdir), config.workdir or workdir,
+        container_name(config, name_template, kernel_name, job_id), container_env_names(config, kernelspec_env),
+    )
+    return srun_argv(config, job_id, options, command, srun=srun)
+
+
+def preview(config: LaunchConfig, *, kernel_name: str, workdir: str, mount_workdir: bool, name_template: str,
+            kernel_argv: list[str], bootstrap_python: str = "python3") -> str:
+    """The two commands a kernel start runs, as a shell would show them (ids not known yet in <>)."""
+    salloc = salloc_argv(config, job_name("<kernel id>"), "jupyter-asgard:<server>")
+    srun = kernel_step_argv(
+        config, job_id="<job id>", workdir=workdir, mount_workdir=mount_workdir, name_template=name_template,
+        kernel_name=kernel_name, kernelspec_env=[],
+        command=[bootstrap_python, "-I", "-S", "-c", BOOTSTRAP_PLACEHOLDER, *kernel_argv],
+    )
+    return f"{_shell(salloc)}\n{_shell(srun)}"
+
+
+def _shell(argv: list[str]) -> str:
+    """One option per line, then the command on one line, as people write long srun calls."""
+    first_command = next((i for i, arg in enumerate(argv[1:], 1) if not arg.startswith("-")), len(argv))
+    lines = [shlex.quote(argv[0]), *map(shlex.quote, argv[1:first_command])]
+    if first_command < len(argv):
+        lines.append(shlex.join(argv[first_command:]))
+    return " \\\n    ".join(lines)
