@@ -1,0 +1,154 @@
+"""The container panel driven through its widget state, as a notebook user would, without a browser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from traitlets.config import Config
+
+from jupyter_asgard.kernelspec_store import KernelspecStore
+from jupyter_asgard.site import AsgardSite
+from jupyter_asgard.slurm_client import SlurmClient
+from jupyter_asgard.widgets import ContainerPanel
+from tests.cluster import LocalCluster
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    images = tmp_path / "enroot"
+    images.mkdir()
+    (images / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh").write_bytes(b"\0" * 2048)
+    (images / "nvidia+pytorch+24.05-py3.sqsh").write_bytes(b"")
+    return images
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> KernelspecStore:
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    return KernelspecStore(KernelSpecManager(kernel_dirs=[str(kernels)]), kernels)
+
+
+def make_panel(image_dir: Path, store: KernelspecStore, workdir: Path, **site: object) -> ContainerPanel:
+    config = Config({"AsgardSite": {"image_dirs": [str(image_dir)], **site}})
+    return ContainerPanel(AsgardSite(config=config, client=SlurmClient(timeout=5)), store, str(workdir),
+                          autoload=False)
+
+
+def preview_text(panel: ContainerPanel) -> str:
+    return panel.preview.value.replace("&#x27;", "'")
+
+
+async def test_panel_shows_site_mounts_images_and_a_live_preview(
+    slurm_cluster: LocalCluster, image_dir: Path, store: KernelspecStore, tmp_path: Path
+) -> None:
+    panel = make_panel(image_dir, store, tmp_path)
+    assert panel.mounts.entries() == ["/netscratch/$USER:/netscratch/$USER", "/ds:/ds:ro"]
+    assert "Choose an image" in panel.preview.value
+    await panel.refresh()
+    labels = list(panel.image.choice.options)
+    assert labels[0].startswith("nvcr.io/nvidia/pytorch:23.12-py3 · 2.0 KB · ")
+    assert "2 partitions" in panel.status.value
+    panel.image.choice.value = labels[0]
+    assert panel.image.value == str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh")
+    assert f"--container-image={image_dir}/nvcr.io_nvidia_pytorch_23.12-py3.sqsh" in preview_text(panel)
+    assert "--container-mounts=/netscratch/root:/netscratch/root,/ds:/ds:ro," in preview_text(panel)
+    gpu_option = [label for label, value in panel.resources.partition.options if value == "gpu"][0]
+    assert gpu_option == "gpu (default): 4 of 4 H100 free, no time limit"
+    panel.resources.partition.value = "debug"
+    panel.resources.gpus.value = 2
+    panel.resources.gpu_type.value = "h100"
+    assert "--partition=debug" in preview_text(panel) and "--gpus=h100:2" in preview_text(panel)
+    panel.image.choice.value = "docker://nvcr.io#nvidia/pytorch:24.05-py3"
+    assert panel.image.value == "docker://nvcr.io#nvidia/pytorch:24.05-py3"
+    assert "registry image" in panel.image.details.value
+
+
+def test_a_bad_mount_row_says_why_and_stays_out_of_the_preview(image_dir: Path, store: KernelspecStore,
+                                                                tmp_path: Path) -> None:
+    panel = make_panel(image_dir, store, tmp_path)
+    panel.image.choice.value = "/enroot/x.sqsh"
+    row = panel.mounts.append("")
+    row.source.value = "data"
+    row.target.value = "/data"
+    assert "the source must be an absolute path" in row.error.value
+    assert "data:/data" not in preview_text(panel)
+    row.source.value = "/srv/data"
+    row.read_only.value = True
+    assert row.error.value == ""
+    assert "/srv/data:/data:ro" in preview_text(panel)
+    panel.mounts.rows[0].remove.click()
+    assert panel.mounts.entries() == ["/ds:/ds:ro", "/srv/data:/data:ro"]
+
+
+async def test_save_load_and_delete_a_kernel(slurm_cluster: LocalCluster, image_dir: Path,
+                                             store: KernelspecStore, tmp_path: Path) -> None:
+    panel = make_panel(image_dir, store, tmp_path)
+    await panel.refresh()
+    panel.image.value = str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh")
+    panel.mounts.set_entries([f"{slurm_cluster.datasets}:/ds:ro"])
+    panel.container_name.value = "my-env"
+    panel.resources.time.value = "4:00:00"
+    panel.display_name.value = "PyTorch on 1 GPU"
+    assert panel.kernel_name.value == "pytorch-on-1-gpu"
+    assert await panel.save() is True
+    assert "Saved kernel" in panel.messages.value
+    spec = json.loads((store.kernels_dir / "pytorch-on-1-gpu" / "kernel.json").read_text())
+    config = spec["metadata"]["kernel_provisioner"]["config"]
+    assert config == {"image": str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"),
+                      "mounts": [f"{slurm_cluster.datasets}:/ds:ro"], "container_name": "my-env",
+                      "container_writable": True, "gpus": 1, "time": "4:00:00"}
+    assert ("PyTorch on 1 GPU (pytorch-on-1-gpu)", "pytorch-on-1-gpu") in panel.existing.options
+
+    fresh = make_panel(image_dir, store, tmp_path)
+    await fresh.refresh()
+    await fresh.load("pytorch-on-1-gpu")
+    assert fresh.values() == panel.values()
+    assert fresh.display_name.value == "PyTorch on 1 GPU"
+    await fresh.delete("pytorch-on-1-gpu")
+    assert not (store.kernels_dir / "pytorch-on-1-gpu").exists()
+    assert "Deleted" in fresh.messages.value
+
+
+async def test_save_shows_every_problem_in_the_panel(slurm_cluster: LocalCluster, image_dir: Path,
+                                                     store: KernelspecStore, tmp_path: Path) -> None:
+    panel = make_panel(image_dir, store, tmp_path)
+    panel.image.choice.value = "/enroot/missing.sqsh"
+    panel.mounts.set_entries(["/no/such/dir:/data", "relative:/x"])
+    panel.resources.gpus.value = 8
+    assert await panel.save() is False
+    text = panel.messages.value
+    for problem in ("image /enroot/missing.sqsh does not exist", "mount source /no/such/dir does not exist",
+                    "the source must be an absolute path", "8 can never be granted",
+                    "give the kernel a name"):
+        assert problem in text, text
+    assert list(store.kernels_dir.iterdir()) == []
+
+
+async def test_without_slurm_the_panel_shows_what_it_can(image_dir: Path, store: KernelspecStore, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo anywhere
+    panel = make_panel(image_dir, store, tmp_path)
+    await panel.refresh()
+    assert len(panel.image.choice.options) == 2
+    assert "Slurm is not reachable" in panel.status.value
+    assert "sinfo" in panel.status.value
+
+
+async def test_foreign_kernelspecs_are_listed_read_only_and_never_overwritten(
+    image_dir: Path, store: KernelspecStore, tmp_path: Path
+) -> None:
+    foreign = store.kernels_dir / "site-pytorch"
+    foreign.mkdir()
+    (foreign / "kernel.json").write_text(json.dumps({
+        "argv": ["python3"], "display_name": "Site PyTorch", "language": "python",
+        "metadata": {"kernel_provisioner": {"provisioner_name": "pyxis-provisioner", "config": {"image": "/x"}}}}))
+    panel = make_panel(image_dir, store, tmp_path)
+    await panel._list_kernels()
+    assert ("Site PyTorch (site-pytorch), read-only", "site-pytorch") in panel.existing.options
+    await panel.delete("site-pytorch")
+    assert "was not created by jupyter-asgard" in panel.messages.value
+    assert foreign.exists()
