@@ -102,18 +102,25 @@ def jupyter_server(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
 @pytest.fixture(scope="session")
 def jupyter_lab(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
-    """A real JupyterLab with the jupyter_asgard extensions, configured for the test cluster."""
+    """A real JupyterLab with the jupyter_asgard extensions, configured for the test cluster.
+
+    The configuration lives in JUPYTER_CONFIG_DIR, where notebook kernels (the container panel) read it too.
+    """
     home = tmp_path_factory.mktemp("lab")
-    config = home / "jupyter_server_config.py"
-    config.write_text(
+    config_dir = home / "config"
+    config_dir.mkdir()
+    scratch, datasets = slurm_cluster.netscratch, slurm_cluster.datasets
+    (config_dir / "jupyter_server_config.py").write_text(
         "c.SlurmMonitor.poll_interval = 0.5\n"
         f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}]\n"
+        f"c.PyxisProvisioner.mounts = ['{scratch}/$USER:{scratch}/$USER', '{datasets}:{datasets}:ro']\n"
         "c.LabApp.news_url = None\n"
         "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
     )
     (home / "root").mkdir()
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    lab = JupyterServer(home / "root", home / "lab.log", app="lab", extra_args=[f"--config={config}"])
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_DATA_DIR": str(home / "data"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    lab = JupyterServer(home / "root", home / "lab.log", app="lab")
     lab.start(env)
     try:
         yield lab

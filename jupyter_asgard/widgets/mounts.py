@@ -12,14 +12,14 @@ from ..mounts import MountError, parse_mount
 ERROR_STYLE = "color: var(--jp-error-color1, #c62828)"
 
 
-class MountRow(w.HBox):
+class MountRow(w.VBox):
     """One SRC:DST[:FLAGS] entry; flags other than ro (e.g. rprivate) are kept as loaded."""
 
     def __init__(self, entry: str, on_change: Callable[[], None], on_remove: Callable[["MountRow"], None]) -> None:
         source, target, flags = _split(entry)
         self.source = w.Text(source, placeholder="source on the cluster, e.g. /netscratch/$USER/data",
                              layout=w.Layout(width="38%"))
-        self.target = w.Text(target, placeholder="inside the container, e.g. /data", layout=w.Layout(width="28%"))
+        self.target = w.Text(target, placeholder="inside the container, e.g. /data", layout=w.Layout(width="34%"))
         self.read_only = w.Checkbox("ro" in flags, description="read-only", indent=False,
                                     layout=w.Layout(width="auto"))
         self.remove = w.Button(icon="trash", tooltip="Remove this mount", layout=w.Layout(width="36px"))
@@ -28,8 +28,8 @@ class MountRow(w.HBox):
         for control in (self.source, self.target, self.read_only):
             control.observe(lambda _: on_change(), "value")
         self.remove.on_click(lambda _: on_remove(self))
-        super().__init__([self.source, self.target, self.read_only, self.remove, self.error],
-                         layout=w.Layout(align_items="center"))
+        fields = w.HBox([self.source, self.target, self.read_only, self.remove], layout=w.Layout(align_items="center"))
+        super().__init__([fields, self.error])
 
     @property
     def entry(self) -> str:

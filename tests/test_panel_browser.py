@@ -1,0 +1,114 @@
+"""The container panel in a real JupyterLab (headless Chromium): pick, mount, save, then run the saved kernel."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.browser import open_lab, screenshot
+from tests.cluster import LocalCluster
+from tests.server import JupyterServer
+
+pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
+
+PANEL_CELL = "from jupyter_asgard.widgets import ContainerPanel\npanel = ContainerPanel()\npanel"
+
+
+def new_notebook(page, kernel_label: str) -> None:
+    page.locator(".jp-LauncherCard", has_text=kernel_label).first.click()
+    page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+
+
+def run_cell(page, code: str) -> None:
+    """Type code into the last cell (through the keyboard: CodeMirror ignores a bare DOM fill) and run it.
+    A notebook whose kernel connection is still settling may ignore the first run, and a fresh editor may
+    not have focus yet: both are checked and retried, as a person would."""
+    cell = page.locator(".jp-Notebook .jp-CodeCell").last
+    editor = cell.locator(".cm-content")
+    for _ in range(10):
+        editor.click()
+        page.keyboard.press("Control+a")
+        page.keyboard.press("Delete")
+        page.keyboard.insert_text(code)
+        if code.splitlines()[0] in editor.inner_text():
+            break
+        page.wait_for_timeout(500)
+    prompt = cell.locator(".jp-InputPrompt")
+    for _ in range(15):
+        editor.click()
+        page.keyboard.press("Control+Enter")
+        page.wait_for_timeout(1000)
+        if re.search(r"\[(\d+|\*)\]", prompt.inner_text()):
+            return
+    raise AssertionError(f"the cell never ran: {prompt.inner_text()!r}")
+
+
+def dismiss_news(page) -> None:
+    """JupyterLab asks once whether to fetch Jupyter news; say no so the toast covers nothing."""
+    answer = page.get_by_role("button", name="No", exact=True)
+    try:
+        answer.click(timeout=5_000)
+    except Exception:  # the question did not come: nothing to dismiss
+        pass
+
+
+def panel_text_input(page, placeholder_start: str):
+    return page.locator(f"input[placeholder^='{placeholder_start}']").last
+
+
+def test_panel_saves_a_kernel_that_then_runs_on_the_cluster(jupyter_lab: JupyterServer, browser,
+                                                             slurm_cluster: LocalCluster) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    try:
+        open_lab(page, jupyter_lab)
+        dismiss_news(page)
+        new_notebook(page, "Python 3")
+        run_cell(page, PANEL_CELL)
+        page.wait_for_selector("text=Asgard container", timeout=60_000)
+        page.get_by_text(re.compile(r"\d+ images, \d+ partitions")).wait_for(timeout=60_000)
+
+        image = panel_text_input(page, "choose an image")
+        image.fill("nvcr.io/nvidia/pytorch:23.12-py3")
+        option = page.locator(f"datalist option[value^='nvcr.io/nvidia/pytorch:23.12-py3 ·']")
+        image.fill(option.first.get_attribute("value"))
+        image.press("Enter")
+        sources = page.locator("input[placeholder^='source on the cluster']")
+        rows = sources.count()
+        page.get_by_role("button", name="Add mount").click()
+        page.wait_for_function(f"document.querySelectorAll(\"input[placeholder^='source on the cluster']\")"
+                               f".length > {rows}")
+        panel_text_input(page, "source on the cluster").fill(str(slurm_cluster.netscratch / "root"))
+        # The stand-in mounts only onto directories that exist on the node (a real container creates them).
+        target = slurm_cluster.root / "data-mount"
+        target.mkdir(exist_ok=True)
+        panel_text_input(page, "inside the container").fill(str(target))
+        panel_text_input(page, "inside the container").press("Tab")
+        page.wait_for_selector(f"pre:has-text('{slurm_cluster.netscratch}/root:{target}')", timeout=10_000)
+        panel_text_input(page, "e.g. PyTorch 24.05").fill("Panel PyTorch")
+        panel_text_input(page, "e.g. PyTorch 24.05").press("Tab")
+        page.get_by_role("button", name="Save as kernel").click()
+        page.wait_for_selector("text=Saved kernel", timeout=30_000)
+        screenshot(page, "container-panel")
+
+        page.reload()
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        page.get_by_role("menuitem", name="Kernel").click()
+        page.get_by_text(re.compile("^Change Kernel")).click()
+        dialog = page.locator(".jp-Dialog")
+        dialog.locator("select").select_option(label="Panel PyTorch")
+        dialog.get_by_role("button", name="Select").click()
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        run_cell(page, f"import os; print('node', os.environ['SLURMD_NODENAME'], os.path.exists('{target}/hello.txt'))")
+        output = page.locator(".jp-OutputArea-output").last
+        output.wait_for(timeout=60_000)
+        assert re.fullmatch(r"node gpu0[12] True", output.inner_text().strip())
+        screenshot(page, "panel-kernel-running")
+    finally:
+        (screenshot(page, "container-panel-last").with_suffix(".console.txt")).write_text("\n".join(console))
+        page.close()
+        for kernel in jupyter_lab.request("GET", "/api/kernels").body:
+            jupyter_lab.request("DELETE", f"/api/kernels/{kernel['id']}")
