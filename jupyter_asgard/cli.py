@@ -1,4 +1,4 @@
-"""``jupyter asgard``: install Asgard kernelspecs with a site's settings and list the installed ones.
+"""``jupyter asgard``: install Asgard kernelspecs with a site's settings, list them, show running kernel jobs.
 
 Jupyter runs ``jupyter-asgard`` for ``jupyter asgard``.  Each subcommand is
 one entry in COMMANDS (help, arguments, handler), so adding one does not
@@ -8,6 +8,7 @@ touch the parsing and error handling below.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .kernelspecs import (
     load_kernelspec,
     provisioner_config,
 )
+from .status import TIMEOUT, collect, render
 
 PROG = "jupyter asgard"
 USAGE_ERROR = 2
@@ -111,11 +113,26 @@ def _list_kernelspecs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the kernels as a JSON list of rows")
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Notes go to stderr, so --json output stays parseable when a server or squeue does not answer."""
+    status = collect(TIMEOUT)
+    for note in status.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(json.dumps(status.rows, indent=1) if args.json else render(status.rows))
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "install": Command("install the Asgard PyTorch kernelspec with this site's settings", _install_arguments,
                        _install),
     "kernelspecs": Command("list installed kernelspecs that run in Pyxis containers on Slurm",
                            lambda parser: None, _list_kernelspecs),
+    "status": Command("show this user's Asgard kernel jobs: those of every running Jupyter server, and those in "
+                      "Slurm's queue that no server knows", _status_arguments, _status),
 }
 
 

@@ -17,11 +17,17 @@ from .slurm_commands import JobInfo, duration_seconds
 _GPU_TRES = re.compile(r"gpu[:/=](?:(?P<type>[A-Za-z0-9_-]+)[:=])?(?P<count>\d+)")
 
 
+def tres_gpus(info: JobInfo) -> dict[str, Any] | None:
+    """GPU count and type as squeue reports the job's request (gres:gpu:h100:2), if it asked for GPUs."""
+    match = _GPU_TRES.search(info.tres_per_job or info.tres_per_node)
+    return {"count": int(match["count"]), "type": match["type"] or ""} if match else None
+
+
 def gpus_of(info: JobInfo | None, provisioner: PyxisProvisioner) -> dict[str, Any]:
     """GPU count and type: what Slurm reports for the job, else what the kernel asked for."""
-    match = _GPU_TRES.search(info.tres_per_job or info.tres_per_node) if info else None
-    if match:
-        return {"count": int(match["count"]), "type": match["type"] or ""}
+    reported = tres_gpus(info) if info else None
+    if reported:
+        return reported
     gpu_type, count = provisioner.launch.gpu_request() if provisioner.launch else ("", 0)
     return {"count": count, "type": gpu_type}
 
