@@ -37,7 +37,11 @@ def hint_for(message: str) -> str:
 
 
 class Allocation:
-    """One salloc job; its id, node and state are what the UI shows while the kernel waits."""
+    """One held salloc; its id, node and state are what the UI shows while the kernel waits or runs.
+
+    salloc runs a local command reading a pipe the Jupyter server holds: if the server dies, however it
+    dies, the command ends and salloc relinquishes the allocation, so GPUs never outlive the server.
+    """
 
     def __init__(self, client: SlurmClient, monitor: SlurmMonitor, log: logging.Logger, kernel_id: str) -> None:
         self.client = client
@@ -46,23 +50,27 @@ class Allocation:
         self.kernel_id = kernel_id
         self.job_id = ""
         self.info: JobInfo | None = None
+        self.revoked = False
+        self.released = False
         self._salloc: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task | None = None
 
     @property
     def job_name(self) -> str:
         return job_name(self.kernel_id)
 
-    async def request(self, config: LaunchConfig, comment: str, queue_timeout: float, env: dict[str, str]) -> None:
+    async def request(self, config: LaunchConfig, comment: str, queue_timeout: float, env: dict[str, str],
+                      exclude: tuple[str, ...] = ()) -> None:
         """Submit and wait until Slurm grants the allocation; cancel it on any failure or timeout."""
-        argv = salloc_argv(config, self.job_name, comment, salloc=self.client.command("salloc"))
+        argv = salloc_argv(config, self.job_name, comment, exclude, salloc=self.client.command("salloc"))
         self.log.info("Kernel %s: requesting a Slurm allocation: %s", self.kernel_id, " ".join(argv))
         self.client.calls["salloc"] += 1
         self._salloc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE, env=env,
         )
         try:
-            await asyncio.wait_for(self._read_salloc(), queue_timeout)
+            await asyncio.wait_for(self._until_granted(), queue_timeout)
         except asyncio.TimeoutError:
             reason = self.info.reason if self.info else "unknown"
             await self.cancel()
@@ -77,8 +85,9 @@ class Allocation:
         # Granted: the monitor's next poll fills in node and times; the kernel's handshake names the node sooner.
         self.info = replace(self.info or JobInfo(self.job_id), state="RUNNING", reason="None")
         self.log.info("Kernel %s: Slurm job %s granted", self.kernel_id, self.job_id)
+        self._watcher = asyncio.ensure_future(self._watch())
 
-    async def _read_salloc(self) -> None:
+    async def _until_granted(self) -> None:
         assert self._salloc is not None and self._salloc.stderr is not None
         errors = []
         async for raw in self._salloc.stderr:
@@ -90,34 +99,56 @@ class Allocation:
                 self.log.info("Kernel %s: Slurm job %s is waiting in the queue", self.kernel_id, self.job_id)
             elif event.kind == "error":
                 errors.append(event.message)
-            if event.kind == "granted":
-                break
-        else:
-            await self._salloc.wait()
-            message = "; ".join(errors) or f"salloc exited with status {self._salloc.returncode}"
-            raise KernelStartError(f"Slurm refused the kernel's allocation: {message}", hint_for(message))
+            elif event.kind == "granted":
+                return
         await self._salloc.wait()
+        message = "; ".join(errors) or f"salloc exited with status {self._salloc.returncode}"
+        raise KernelStartError(f"Slurm refused the kernel's allocation: {message}", hint_for(message))
+
+    async def _watch(self) -> None:
+        """salloc says at once when the allocation ends under the kernel (scancel, time limit, node failure)."""
+        assert self._salloc is not None and self._salloc.stderr is not None
+        async for raw in self._salloc.stderr:
+            line = raw.decode(errors="replace").strip()
+            self.log.info("Kernel %s: %s", self.kernel_id, line)
+            if parse_salloc_line(line).kind == "revoked":
+                self.revoked = True
+                self._end_lease()
+        self.revoked = self.revoked or not self.released
 
     def _on_change(self, info: JobInfo | None) -> None:
+        if info is None and self.info is not None and self.info.state != "PENDING":
+            return  # Slurm forgot a job it ran; what we last knew of it says more than nothing
         self.info = info
         if info is not None and info.state == "PENDING":
             self.log.info("Kernel %s: Slurm job %s pending (%s)", self.kernel_id, self.job_id, info.reason)
 
-    def ended(self) -> str:
-        """The final state if the allocation is over (cancelled, time limit, ...), else ""."""
-        if self.info is None:
-            return ""
-        return self.info.state if self.info.state in ENDED_STATES else ""
+    async def ended(self) -> str:
+        """The final state if the allocation is over (CANCELLED, TIMEOUT, NODE_FAIL, ...), else ""."""
+        if self.revoked or self.released:
+            await self.monitor.refresh()
+        if self.info is not None and self.info.state in ENDED_STATES:
+            return self.info.state
+        return "REVOKED" if self.revoked or self.released else ""
+
+    def _end_lease(self) -> None:
+        if self._salloc is not None and self._salloc.stdin is not None and not self._salloc.stdin.is_closing():
+            self._salloc.stdin.close()
 
     async def cancel(self) -> None:
         """Release the allocation (or withdraw the request); safe to call twice."""
-        if self._salloc is not None and self._salloc.returncode is None:
-            self._salloc.terminate()
+        if self.released:
+            return
+        self.released = True
+        self._end_lease()
         if self.job_id:
-            job_id, self.job_id = self.job_id, ""
-            self.log.info("Kernel %s: cancelling Slurm job %s", self.kernel_id, job_id)
-            await self.client.scancel(job_id)
-            self.monitor.unwatch(job_id)
+            self.log.info("Kernel %s: cancelling Slurm job %s", self.kernel_id, self.job_id)
+            await self.client.scancel(self.job_id)
         if self._salloc is not None:
-            await self._salloc.wait()
-            self._salloc = None
+            try:
+                await asyncio.wait_for(self._salloc.wait(), 10)
+            except asyncio.TimeoutError:
+                self._salloc.kill()
+                await self._salloc.wait()
+        if self._watcher is not None:
+            await asyncio.wait([self._watcher])

@@ -12,7 +12,7 @@ from typing import Any
 
 from .monitor import SlurmMonitor
 from .provisioner import PyxisProvisioner, live_provisioners
-from .slurm_commands import JobInfo, duration_seconds
+from .slurm_commands import ENDED_STATES, JobInfo, duration_seconds
 
 _GPU_TRES = re.compile(r"gpu[:/=](?:(?P<type>[A-Za-z0-9_-]+)[:=])?(?P<count>\d+)")
 
@@ -39,6 +39,8 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
     info = (monitor.job(job_id) if job_id else None) or (provisioner.allocation.info if provisioner.allocation
                                                           else None)
     state = info.state if info else ("SUBMITTING" if provisioner.launch else "")
+    if provisioner.end_state and state not in ENDED_STATES:
+        state = provisioner.end_state
     return {
         "kernel_id": provisioner.kernel_id,
         "kernel_name": getattr(km, "kernel_name", ""),

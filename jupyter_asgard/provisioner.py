@@ -67,6 +67,24 @@ def live_provisioner(kernel_id: str) -> "PyxisProvisioner | None":
     return _live.get(kernel_id)
 
 
+ENDED_WORDS = {
+    "CANCELLED": "it was cancelled (scancel, by you or an admin)",
+    "TIMEOUT": "it reached its time limit",
+    "PREEMPTED": "it was preempted by a job of higher priority",
+    "OUT_OF_MEMORY": "it ran out of memory",
+    "DEADLINE": "it reached its deadline",
+    "REVOKED": "Slurm revoked the allocation",
+}
+# srun's words when it cannot reach the node a step was meant to run on.
+NODE_LOST_MARKS = ("Communication connection failure", "Unable to contact slurm node", "Node failure",
+                   "Task launch for", "Zero Bytes were transmitted or received")
+
+
+def allocation_comment() -> str:
+    """Who holds the allocation: a server that restarts after a crash recognises its orphans by it."""
+    return f"jupyter-asgard:{socket.gethostname()}:{os.getpid()}"
+
+
 def _signal_name(signum: int) -> str:
     return signal.Signals(signum).name.removeprefix("SIG")
 
@@ -105,6 +123,8 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         self.launch_dir = ""
         self.session_name = ""  # the notebook's path, as jupyter_server passes it to the kernel
         self.node = ""
+        self.end_state = ""  # set once the kernel's job has ended for good (CANCELLED, TIMEOUT, ...)
+        self.lost_nodes: list[str] = []  # nodes that died under this kernel: new allocations avoid them
         self._ports: dict[str, int] = {}
         self._shutting_down = False
 
@@ -145,15 +165,17 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         assert self.launch is not None
         env = dict(kwargs.get("env") or os.environ)
         try:
-            if self.allocation is None:
-                await self._allocate(env)
-            elif self.allocation.ended():
-                raise KernelStartError(
-                    f"the kernel's Slurm job {self.allocation.job_id} has ended ({self.allocation.ended()})",
-                    "start a new kernel (Kernel > Shut Down, then pick the kernel again)")
+            await self._usable_allocation(env)
+            try:
+                return await self._start_step(cmd, env)
+            except KernelStartError:
+                if not await self._node_lost():
+                    raise
+            self.log.warning("Kernel %s: node %s is lost; starting again elsewhere", self.kernel_id, self.node)
+            await self._usable_allocation(env)
             return await self._start_step(cmd, env)
         except BaseException as error:
-            await self._release()
+            await self._release(keep_row=bool(self.end_state))
             if self._shutting_down and not isinstance(error, asyncio.CancelledError):
                 raise KernelStartError("the kernel was shut down before it started") from error
             raise
@@ -187,6 +209,7 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         if not restart:
             self._shutting_down = True
             await self._release()
+            _live.pop(self.kernel_id, None)
 
     def resolve_path(self, path: str) -> str | None:
         """Paths in tracebacks are container paths; those under the workdir are the same on this host."""
@@ -223,12 +246,47 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
             raise KernelStartError("; ".join(problems), "fix the kernel's settings in the Asgard panel or kernel.json")
         return config
 
+    async def _usable_allocation(self, env: dict[str, str]) -> None:
+        """The allocation to run the kernel in: the current one while it lives (restarts stay on it), a new
+        one where its node died; a job that was cancelled or timed out does not come back."""
+        if self.end_state:
+            raise self._ended_error()
+        if self.allocation is not None:
+            ended = await self.allocation.ended()
+            if ended == "NODE_FAIL":
+                await self._forget_node()
+            elif ended:
+                self.end_state = ended
+                raise self._ended_error()
+        if self.allocation is None:
+            await self._allocate(env)
+
+    def _ended_error(self) -> KernelStartError:
+        job = self.allocation.job_id if self.allocation else "of this kernel"
+        return KernelStartError(
+            f"the kernel's Slurm job {job} has ended: {ENDED_WORDS.get(self.end_state, self.end_state.lower())}",
+            "shut this kernel down and start a new one (its allocation, and what was in memory, are gone)")
+
+    async def _node_lost(self) -> bool:
+        """After a failed step on a restart: did the node go away (so a new allocation may help)?"""
+        if self.allocation is None or not self.node:
+            return False
+        output = "\n".join(self.step.output) if self.step else ""
+        if await self.allocation.ended() == "NODE_FAIL" or any(mark in output for mark in NODE_LOST_MARKS):
+            await self._forget_node()
+            return True
+        return False
+
+    async def _forget_node(self) -> None:
+        self.lost_nodes.append(self.node)
+        await self._release(keep_row=True)
+
     async def _allocate(self, env: dict[str, str]) -> None:
         assert self.launch is not None
         self.allocation = Allocation(self.client, self.monitor, self.log, self.kernel_id)
-        comment = f"jupyter-asgard:{socket.gethostname()}:{os.getpid()}"
+        comment = allocation_comment()
         salloc_env = step_environment(env, {}, {})
-        await self.allocation.request(self.launch, comment, self.queue_timeout, salloc_env)
+        await self.allocation.request(self.launch, comment, self.queue_timeout, salloc_env, tuple(self.lost_nodes))
 
     async def _start_step(self, cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
         assert self.launch is not None and self.allocation is not None
@@ -260,9 +318,12 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         }
         return self.connection_info
 
-    async def _release(self) -> None:
-        """Stop the step and cancel the allocation; never raises, so a failed start leaves no job behind."""
-        _live.pop(self.kernel_id, None)
+    async def _release(self, keep_row: bool = False) -> None:
+        """Stop the step and cancel the allocation; never raises, so a failed start leaves no job behind.
+
+        keep_row: the kernel lives on in Jupyter (dead, or restarting elsewhere): keep showing it."""
+        if not keep_row:
+            _live.pop(self.kernel_id, None)
         try:
             if self.step:
                 await self.step.stop()
@@ -274,7 +335,8 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
                 except SlurmError as error:
                     self.log.error("Kernel %s: could not cancel Slurm job %s: %s", self.kernel_id,
                                    self.allocation.job_id, error)
-                self.allocation = None
+                if not self.end_state:  # an ended job stays on show (id, final state) until shutdown
+                    self.allocation = None
 
     # --- derived settings ---------------------------------------------------------------
 

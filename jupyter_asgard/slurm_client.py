@@ -25,7 +25,7 @@ from .slurm_commands import (
     squeue_argv,
 )
 
-SLURM_COMMANDS = ("salloc", "srun", "squeue", "scancel", "sinfo", "scontrol")
+ALREADY_GONE = ("already completing or completed", "Invalid job id", "does not exist")
 
 
 class SlurmError(RuntimeError):
@@ -89,8 +89,9 @@ class SlurmClient:
         return parse_squeue(result.stdout)
 
     async def scancel(self, job_id: str, step: str | None = None, signal: str | None = None) -> None:
+        """Cancel or signal; a job or step that has already ended is no error (that is what was wanted)."""
         result = await self.run(scancel_argv(job_id, step, signal))
-        if result.returncode != 0:
+        if result.returncode != 0 and not any(gone in result.stderr for gone in ALREADY_GONE):
             raise SlurmError(result.stderr.strip() or f"scancel exited with {result.returncode}")
 
     async def sacct(self, job_ids: list[str]) -> dict[str, JobInfo]:

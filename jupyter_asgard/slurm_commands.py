@@ -33,6 +33,7 @@ ENDED_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_F
 _SALLOC_LINE = re.compile(
     r"^salloc: (?:(?P<granted>Granted job allocation) (?P<granted_id>\d+)"
     r"|(?P<pending>Pending job allocation) (?P<pending_id>\d+)"
+    r"|(?P<revoked>Job allocation) (?P<revoked_id>\d+) has been revoked"
     r"|error: (?P<error>.*))"
 )
 
@@ -41,7 +42,7 @@ _SALLOC_LINE = re.compile(
 class SallocEvent:
     """What one line of salloc's stderr says about the allocation."""
 
-    kind: str  # "granted", "pending", "error" or "info"
+    kind: str  # "granted", "pending", "revoked", "error" or "info"
     job_id: str = ""
     message: str = ""
 
@@ -64,9 +65,15 @@ class JobInfo:
     comment: str = ""
 
 
-def salloc_argv(config: LaunchConfig, job_name: str, comment: str, salloc: str = "salloc") -> list[str]:
-    """The allocation that holds the kernel's GPUs across restarts; it runs nothing itself."""
-    argv = [salloc, "--no-shell", f"--job-name={job_name}", "--nodes=1", "--ntasks=1", f"--comment={comment}"]
+# salloc's local command: it reads the pipe the Jupyter server holds open, so it ends, and salloc
+# relinquishes the allocation, when the server ends, however it ends (even SIGKILL).
+LEASE_COMMAND = ["cat"]
+
+
+def salloc_argv(config: LaunchConfig, job_name: str, comment: str, exclude: tuple[str, ...] = (),
+                salloc: str = "salloc") -> list[str]:
+    """The allocation that holds the kernel's GPUs across restarts, for as long as the server lives."""
+    argv = [salloc, f"--job-name={job_name}", "--nodes=1", "--ntasks=1", f"--comment={comment}"]
     options = {
         "--partition": config.partition,
         "--gpus": config.gpus,
@@ -79,7 +86,9 @@ def salloc_argv(config: LaunchConfig, job_name: str, comment: str, salloc: str =
         "--constraint": config.constraint,
     }
     argv += [f"{option}={value}" for option, value in options.items() if value]
-    return argv + list(config.salloc_args)
+    if exclude:
+        argv.append(f"--exclude={','.join(exclude)}")
+    return argv + list(config.salloc_args) + LEASE_COMMAND
 
 
 def container_options(
@@ -136,6 +145,8 @@ def parse_salloc_line(line: str) -> SallocEvent:
         return SallocEvent("granted", match["granted_id"])
     if match["pending"]:
         return SallocEvent("pending", match["pending_id"])
+    if match["revoked"]:
+        return SallocEvent("revoked", match["revoked_id"])
     return SallocEvent("error", message=match["error"].strip())
 
 

@@ -128,9 +128,12 @@ def jupyter_lab(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
         lab.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's Chromium, headless, driven by Playwright (its own browser download does not work here)."""
+    """Debian's Chromium, headless, driven by Playwright (its own browser download does not work here).
+
+    Module scope: Playwright's sync API keeps an event loop of its own, which would stop pytest-asyncio
+    from running the async tests of later modules."""
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):

@@ -31,8 +31,8 @@ def config(**values) -> LaunchConfig:
 
 def test_salloc_argv_minimal() -> None:
     assert salloc_argv(config(), "jupyter-asgard-k1", "jupyter-asgard:host:42") == [
-        "salloc", "--no-shell", "--job-name=jupyter-asgard-k1", "--nodes=1", "--ntasks=1",
-        "--comment=jupyter-asgard:host:42",
+        "salloc", "--job-name=jupyter-asgard-k1", "--nodes=1", "--ntasks=1",
+        "--comment=jupyter-asgard:host:42", "cat",
     ]
 
 
@@ -41,16 +41,21 @@ def test_salloc_argv_all_resources() -> None:
                     account="vision", qos="high", reservation="course", constraint="ib&nvlink",
                     salloc_args=["--exclusive", "--mail-type=END"])
     assert salloc_argv(launch, "jk", "c", salloc="/opt/slurm/bin/salloc") == [
-        "/opt/slurm/bin/salloc", "--no-shell", "--job-name=jk", "--nodes=1", "--ntasks=1", "--comment=c",
+        "/opt/slurm/bin/salloc", "--job-name=jk", "--nodes=1", "--ntasks=1", "--comment=c",
         "--partition=H100", "--gpus=h100:2", "--cpus-per-task=16", "--mem=64G", "--time=8:00:00",
         "--account=vision", "--qos=high", "--reservation=course", "--constraint=ib&nvlink",
-        "--exclusive", "--mail-type=END",
+        "--exclusive", "--mail-type=END", "cat",
     ]
 
 
 def test_salloc_argv_gpu_count_from_int() -> None:
     assert salloc_argv(config(gpus=1), "jk", "c") == [
-        "salloc", "--no-shell", "--job-name=jk", "--nodes=1", "--ntasks=1", "--comment=c", "--gpus=1"]
+        "salloc", "--job-name=jk", "--nodes=1", "--ntasks=1", "--comment=c", "--gpus=1", "cat"]
+
+
+def test_salloc_argv_avoids_nodes_that_died_under_the_kernel() -> None:
+    argv = salloc_argv(config(), "jk", "c", exclude=("gpu01", "gpu07"))
+    assert argv[-2:] == ["--exclude=gpu01,gpu07", "cat"]
 
 
 def test_salloc_argv_leaves_out_zero_cpus() -> None:
@@ -59,7 +64,7 @@ def test_salloc_argv_leaves_out_zero_cpus() -> None:
 
 def test_salloc_args_do_not_go_to_srun_and_back() -> None:
     launch = config(salloc_args=["--exclusive"], srun_args=["--gpu-bind=closest"])
-    assert salloc_argv(launch, "jk", "c")[-1] == "--exclusive"
+    assert salloc_argv(launch, "jk", "c")[-2:] == ["--exclusive", "cat"]
     assert "--gpu-bind=closest" not in salloc_argv(launch, "jk", "c")
     assert "--exclusive" not in srun_argv(launch, "7", [], ["python3"])
 
