@@ -7,6 +7,11 @@ and a ``debug`` partition, and a stand-in for the Pyxis SPANK plugin compiled
 from ``pyxis_standin.c``.  Only Pyxis/Enroot themselves are simulated: they
 cannot be installed on a test machine.
 
+Without root (e.g. on Binder) the cluster runs in "loopback" mode instead: all
+daemons run as the current user (SlurmUser/SlurmdUser), both slurmd listen on
+127.0.0.1 on ports of their own, GPU "devices" are symlinks to /dev/null and
+the Pyxis stand-in cannot mount (it records mounts as not mounted).
+
 The cluster keeps all of its state below one directory and records its
 processes and network objects in ``state.json`` there, so a cluster started
 by ``python -m tests.cluster up`` in one process can be stopped by
@@ -33,11 +38,11 @@ HERE = Path(__file__).resolve().parent
 NODES = ("gpu01", "gpu02")
 GPUS_PER_NODE = 2
 REQUIRED_COMMANDS = ("munged", "slurmctld", "slurmd", "srun", "sinfo", "gcc", "ip", "nsenter")
+NETWORKS = ("namespaces", "loopback")
+LOOPBACK_SLOTS = range(60, 100)  # ports 17400..17992: never those of a root cluster (slots 1..59)
 SPANK_HEADER = Path("/usr/include/slurm/spank.h")
-INSTALL_HINT = (
-    "install Debian's packages with `apt-get install slurm-wlm munge libslurm-dev "
-    "gcc iproute2 util-linux` and run as root (the cluster creates network namespaces)"
-)
+INSTALL_HINT = "install Debian's packages with `apt-get install slurm-wlm munge libslurm-dev gcc iproute2 util-linux`"
+ROOT_HINT = " and run as root (the cluster creates network namespaces)"
 
 
 class ClusterUnavailable(RuntimeError):
@@ -50,20 +55,23 @@ class ClusterState:
 
     root: str
     slot: int
+    network: str = "namespaces"
     pids: dict[str, int] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
 
 
-def check_prerequisites() -> None:
+def check_prerequisites(network: str = "namespaces") -> None:
     """Raise ClusterUnavailable naming what is missing."""
-    if os.geteuid() != 0:
-        raise ClusterUnavailable(f"the test cluster needs root: {INSTALL_HINT}")
-    missing = [cmd for cmd in REQUIRED_COMMANDS if shutil.which(cmd) is None]
+    if network == "namespaces" and os.geteuid() != 0:
+        raise ClusterUnavailable(f"the test cluster needs root: {INSTALL_HINT}{ROOT_HINT}")
+    commands = REQUIRED_COMMANDS if network == "namespaces" else REQUIRED_COMMANDS[:-2]
+    missing = [cmd for cmd in commands if shutil.which(cmd) is None]
     if not SPANK_HEADER.exists():
         missing.append(str(SPANK_HEADER))
     if missing:
-        raise ClusterUnavailable(f"missing {', '.join(missing)}: {INSTALL_HINT}")
+        hint = INSTALL_HINT + (ROOT_HINT if network == "namespaces" else "")
+        raise ClusterUnavailable(f"missing {', '.join(missing)}: {hint}")
 
 
 def _run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
@@ -79,12 +87,35 @@ def _free_slot() -> int:
     raise ClusterUnavailable("no free cluster slot: stop old clusters with `python -m tests.cluster down`")
 
 
+def _free_loopback_slot() -> int:
+    """A slot whose slurmctld and slurmd ports are free on this machine."""
+    for slot in LOOPBACK_SLOTS:
+        try:
+            for port in (16800 + 10 * slot + offset for offset in range(1 + len(NODES))):
+                with socket.socket() as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Slurm's daemons do
+                    probe.bind(("", port))
+        except OSError:
+            continue
+        return slot
+    raise ClusterUnavailable("no free loopback cluster ports: stop old clusters with `python -m tests.cluster down`")
+
+
 class LocalCluster:
     """One test cluster: call start(), use env and the data paths, call stop()."""
 
-    def __init__(self, root: Path | str | None = None) -> None:
+    def __init__(self, root: Path | str | None = None, network: str | None = None) -> None:
+        """network: "namespaces" (root only: a network namespace and address per node) or "loopback"
+        (any user: both nodes on 127.0.0.1); default: namespaces as root, loopback otherwise."""
+        network = network or ("namespaces" if os.geteuid() == 0 else "loopback")
+        if network not in NETWORKS:
+            raise ValueError(f"network must be one of {NETWORKS}, not {network!r}")
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="asgard-cluster-"))
-        self.state = ClusterState(root=str(self.root), slot=0)
+        self.state = ClusterState(root=str(self.root), slot=0, network=network)
+
+    @property
+    def loopback(self) -> bool:
+        return self.state.network == "loopback"
 
     # --- paths a test or demo uses -------------------------------------------------
 
@@ -124,10 +155,14 @@ class LocalCluster:
 
     @property
     def controller_addr(self) -> str:
-        return f"10.213.{self.state.slot}.1"
+        return "127.0.0.1" if self.loopback else f"10.213.{self.state.slot}.1"
 
     def node_addr(self, node: str) -> str:
-        return f"10.213.{self.state.slot}.{11 + NODES.index(node)}"
+        return "127.0.0.1" if self.loopback else f"10.213.{self.state.slot}.{11 + NODES.index(node)}"
+
+    def node_port(self, node: str) -> int:
+        """The node's slurmd port: shared by all nodes (SlurmdPort) unless they share 127.0.0.1."""
+        return 16801 + 10 * self.state.slot + (NODES.index(node) if self.loopback else 0)
 
     def pytorch_image(self) -> Path:
         return self.images_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
@@ -141,12 +176,13 @@ class LocalCluster:
 
     def start(self, timeout: float = 30.0) -> "LocalCluster":
         """Bring the cluster up; on any failure tear down what was started."""
-        check_prerequisites()
+        check_prerequisites(self.state.network)
         try:
-            self.state.slot = _free_slot()
+            self.state.slot = _free_loopback_slot() if self.loopback else _free_slot()
             self._make_tree()
             self._compile_plugin()
-            self._make_network()
+            if not self.loopback:
+                self._make_network()
             self._write_configs()
             self._start_daemons()
             self._wait_for_nodes(timeout)
@@ -159,6 +195,8 @@ class LocalCluster:
         """Kill every process, namespace and link of the cluster and delete its files."""
         for ns in self.state.namespaces:
             _kill_namespace_processes(ns)
+        if self.loopback:
+            _kill_job_processes(self.root)
         for name, pid in reversed(list(self.state.pids.items())):
             _terminate(pid)
         for ns in self.state.namespaces:
@@ -166,7 +204,7 @@ class LocalCluster:
         for link in self.state.links:
             subprocess.run(["ip", "link", "delete", link], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
-        self.state = ClusterState(root=str(self.root), slot=self.state.slot)
+        self.state = ClusterState(root=str(self.root), slot=self.state.slot, network=self.state.network)
 
     def save_state(self) -> None:
         (self.root / "state.json").write_text(json.dumps(asdict(self.state)))
@@ -194,7 +232,9 @@ class LocalCluster:
         self._make_data()
         for index in range(GPUS_PER_NODE):
             device = self.root / "dev" / f"nvidia{index}"
-            if not device.exists():
+            if self.loopback and not device.is_symlink():
+                device.symlink_to("/dev/null")  # mknod needs root; Slurm accepts the char device behind it
+            elif not device.exists():
                 os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
 
     def _make_images(self) -> None:
@@ -261,13 +301,15 @@ class LocalCluster:
 
     def _write_configs(self) -> None:
         slot = self.state.slot
-        node_lines = "\n".join(f"NodeName={node} NodeAddr={self.node_addr(node)}" for node in NODES)
+        ports = {node: f" Port={self.node_port(node)}" if self.loopback else "" for node in NODES}
+        node_lines = "\n".join(f"NodeName={node} NodeAddr={self.node_addr(node)}{ports[node]}" for node in NODES)
         values = {
             "root": self.root,
+            "slurm_user": _user() if self.loopback else "root",
             "controller_host": socket.gethostname().split(".")[0],
             "controller_addr": self.controller_addr,
             "slurmctld_port": 16800 + 10 * slot,
-            "slurmd_port": 16801 + 10 * slot,
+            "slurmd_port": self.node_port(NODES[0]),
             "munge_socket": self.root / "munge" / "munge.socket",
             "node_lines": node_lines,
             "all_nodes": ",".join(NODES),
@@ -297,11 +339,8 @@ class LocalCluster:
         _wait_for(lambda: (munge_dir / "munge.socket").exists(), 10, "munged did not start", lambda: self.log("munged"))
         self._spawn("slurmctld", ["slurmctld", "-D", "-c", "-f", str(self.slurm_conf)])
         for node in NODES:
-            self._spawn(
-                f"slurmd-{node}",
-                ["nsenter", f"--net=/run/netns/asg{self.state.slot}-{node}",
-                 "slurmd", "-D", "-N", node, "-f", str(self.slurm_conf)],
-            )
+            netns = [] if self.loopback else ["nsenter", f"--net=/run/netns/asg{self.state.slot}-{node}"]
+            self._spawn(f"slurmd-{node}", [*netns, "slurmd", "-D", "-N", node, "-f", str(self.slurm_conf)])
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.stdout", "ab")
@@ -347,6 +386,29 @@ def _kill_namespace_processes(namespace: str) -> None:
     for _ in range(50):
         result = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
         pids = [int(pid) for pid in result.stdout.split()]
+        if not pids:
+            return
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def _kill_job_processes(root: Path) -> None:
+    """Without namespaces, a loopback cluster's slurmstepd and job tasks are found by their environment:
+    slurmstepd inherits slurmd's SLURM_CONF, tasks have a SLURM_JOB_ID besides it."""
+    conf = f"SLURM_CONF={root / 'etc' / 'slurm.conf'}".encode()
+    for _ in range(50):
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                environ = (proc / "environ").read_bytes().split(b"\0")
+                comm = (proc / "comm").read_text().strip()
+            except OSError:
+                continue
+            if conf in environ and (comm == "slurmstepd" or any(v.startswith(b"SLURM_JOB_ID=") for v in environ)):
+                pids.append(int(proc.name))
         if not pids:
             return
         for pid in pids:

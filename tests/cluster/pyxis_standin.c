@@ -61,7 +61,10 @@
  *   not exist on the node is not mounted ("mounted": false; a real container
  *   would create it).  "ro" remounts read-only; nosuid/nodev/noexec are
  *   applied; propagation flags are applied; "tmpfs" mounts a tmpfs,
- *   "umount" detaches what is mounted at DST.
+ *   "umount" detaches what is mounted at DST.  When the task may not create
+ *   a mount namespace (EPERM: a cluster whose daemons run as the user, see
+ *   binder/), nothing is mounted and the step carries on: every mount is
+ *   recorded "mounted": false with the reason; sources are still checked.
  *   Named containers: record_dir/containers/pyxis_NAME (a directory holding a
  *   copy of the image, "image", and the image reference, "source").  Created
  *   on first use, reused afterwards with the import skipped and the stored
@@ -83,10 +86,11 @@
  *   job_id, step_id, node, node_id, uid, gid, image, image_kind
  *   ("squashfs"|"registry"|null), image_file, registry, image_name,
  *   image_tag, image_env {K: V}, image_workdir, mounts [{source, target,
- *   flags [..], mounted}], workdir, effective_workdir, cwd, container_name,
- *   container_name_flags, container_path, container_created,
- *   container_reused, writable, remap_root, mount_home, entrypoint,
- *   entrypoint_log (true/false/null = not given), container_env [..], save,
+ *   flags [..], mounted, reason (why not mounted, or null)}], workdir,
+ *   effective_workdir, cwd, container_name, container_name_flags,
+ *   container_path, container_created, container_reused, writable,
+ *   remap_root, mount_home, entrypoint, entrypoint_log (true/false/null =
+ *   not given), container_env [..], save,
  *   argv [..], status ("started"|"failed"), error (text or null).
  * Steps without --container-image (and without --container-name) are plain
  * Slurm steps: no record, no changes.
@@ -453,6 +457,7 @@ struct mount_entry {
 	char *flags_str;      /* as given, '+'-separated, or "" */
 	struct strlist flags;
 	bool mounted;
+	const char *reason;   /* why it is not mounted, or NULL */
 };
 
 static struct {
@@ -1522,6 +1527,8 @@ static void write_record(spank_t sp, const char *status, const char *error)
 		sb_json_strlist(&b, m->flags.items, m->flags.len);
 		sb_puts(&b, ", \"mounted\": ");
 		sb_puts(&b, m->mounted ? "true" : "false");
+		sb_puts(&b, ", \"reason\": ");
+		sb_json_str(&b, m->reason);
 		sb_puts(&b, "}");
 	}
 	sb_puts(&b, args.mounts_len ? "\n  ]" : "]");
@@ -1648,6 +1655,13 @@ static int do_mounts(void)
 	if (args.mounts_len == 0)
 		return 0;
 	if (unshare(CLONE_NEWNS) < 0) {
+		if (errno == EPERM) {
+			/* An unprivileged test cluster: the step runs, its mounts are recorded, not made. */
+			slurm_info("pyxis: no privilege to mount (unprivileged test cluster): mounts not made");
+			for (size_t i = 0; i < args.mounts_len; ++i)
+				args.mounts[i].reason = "unprivileged test cluster: no mount namespace (Operation not permitted)";
+			return 0;
+		}
 		fail_line("pyxis: couldn't create mount namespace: %s", strerror(errno));
 		return -1;
 	}
@@ -1666,11 +1680,14 @@ static int do_mounts(void)
 		if (stat(dst, &st) < 0) {
 			/* A real container would create the target: here it stays unmounted. */
 			slurm_info("pyxis: mount target %s does not exist on the node: not mounted", dst);
+			m->reason = "target does not exist on the node";
 			free(dst);
 			continue;
 		}
 		if (strcmp(m->source, "umount") == 0) {
 			m->mounted = umount2(dst, MNT_DETACH) == 0;
+			if (!m->mounted)
+				m->reason = xstrdup(strerror(errno));
 			free(dst);
 			continue;
 		}

@@ -1,0 +1,281 @@
+"""binder/start as Binder runs it: as a non-root user, whose Slurm test cluster runs in loopback mode.
+
+The test creates a throwaway user (root is needed for that: the test is skipped without it, and CI runs
+it as root), runs the start script's set-up as that user in a clean environment, then, still as that
+user: Slurm sees both nodes idle, a GPU job with the Pyxis stand-in's options runs and leaves its record,
+the installed "Asgard PyTorch (demo)" kernel starts through jupyter_client and computes, and
+`python -m tests.cluster down` leaves no process of the user behind.
+
+The user must reach this Python and this checkout. Where a directory on the way is closed to other users
+(pyenv's Python under /root, say), the user's commands run in a private mount namespace in which that
+directory is replaced by a tmpfs holding only what is needed (bind mounts of the originals): the
+machine's permissions are never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+USER_PREFIX = "asgbinder"  # + the test process's pid: test runs at the same time on one machine do not meet
+MARKER = "jupyter-asgard binder test user"
+CLUSTER_DIR = ".asgard-cluster"  # below the user's home, binder/start's default
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _closed_directories(paths: list[Path]) -> dict[Path, set[str]]:
+    """Directories other users cannot enter on the way to paths, each with the entries needed below it."""
+    closed: dict[Path, set[str]] = {}
+    for path in paths:
+        parts = path.parts
+        found = [(Path(*parts[:i]), parts[i]) for i in range(1, len(parts))
+                 if not os.stat(Path(*parts[:i])).st_mode & 0o001]
+        if not path.stat().st_mode & 0o001:
+            pytest.skip(f"{path} itself is closed to other users: a non-root user cannot use it")
+        if len(found) > 1:
+            pytest.skip(f"more than one directory on the way to {path} is closed to other users: {found}")
+        for directory, child in found:
+            closed.setdefault(directory, set()).add(child)
+    return closed
+
+
+def _namespace_script(closed: dict[Path, set[str]]) -> str:
+    """Shell commands, run as root in a new mount namespace, that open the way to the needed entries."""
+    q = shlex.quote
+    lines = ["set -eu", "stage=$(mktemp -d)", 'mount -t tmpfs -o mode=0700 tmpfs "$stage"']
+    for index, (directory, children) in enumerate(sorted(closed.items())):
+        for child in sorted(children):
+            original, staged = q(str(directory / child)), f'"$stage/{index}/{child}"'
+            lines.append(f"mkdir -p {staged}; mount --bind {original} {staged}")
+        lines.append(f"mount -t tmpfs -o mode=0755 tmpfs {q(str(directory))}")
+        for child in sorted(children):
+            original, staged = q(str(directory / child)), f'"$stage/{index}/{child}"'
+            lines.append(f"mkdir {original}; mount --move {staged} {original}")
+    lines += ['umount "$stage"', 'rmdir "$stage"', "echo ready", "exec sleep infinity"]
+    return "\n".join(lines)
+
+
+def _status(pid: int, field: str) -> list[str]:
+    """A field of /proc/PID/status, split (Uid: real, effective, saved, filesystem)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return line.split()[1:]
+    return []
+
+
+def _uids(pid: int) -> set[int]:
+    return {int(uid) for uid in _status(pid, "Uid")[:2]}
+
+
+def _state(pid: int) -> str:
+    return (_status(pid, "State") or ["?"])[0]
+
+
+class BinderUser:
+    """A throwaway non-root user, and a way to run commands as that user in a clean, Binder-like environment."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.holder = name, None
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--comment", MARKER, name],
+                           check=True, capture_output=True)
+            entry = pwd.getpwnam(name)
+        if entry.pw_gecos != MARKER:
+            pytest.skip(f"a user {name} exists that this test did not create")
+        self.uid, self.home = entry.pw_uid, Path(entry.pw_dir)
+        self.python_bin = Path(sys.executable).parent
+        self.env = {
+            "HOME": str(self.home), "USER": name, "LOGNAME": name, "SHELL": "/bin/bash", "LANG": "C.UTF-8",
+            # Like Binder's: the environment's bin first. No sbin: binder/start must add it for the daemons.
+            "PATH": f"{self.python_bin}:/usr/local/bin:/usr/bin:/bin",
+        }
+
+    def open(self) -> None:
+        """Give the user a way to this Python and this checkout (see the module's docstring)."""
+        needed = [Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent, REPO]
+        closed = _closed_directories(needed)
+        if closed:
+            self.holder = subprocess.Popen(
+                ["unshare", "--mount", "--propagation", "private", "bash", "-c", _namespace_script(closed)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            line = self.holder.stdout.readline().strip()
+            if line != "ready":
+                self.holder.kill()
+                raise RuntimeError(f"cannot prepare the user's mount namespace: {line} {self.holder.stderr.read()}")
+
+    @property
+    def cluster_root(self) -> Path:
+        return self.home / CLUSTER_DIR
+
+    def run(self, *argv: str, input: str | None = None, timeout: float = 120,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """argv as the user, in the repository, with only the variables of self.env (and env)."""
+        variables = [f"{key}={value}" for key, value in {**self.env, **(env or {})}.items()]
+        command = ["runuser", "-u", self.name, "--", "env", "-i", "-C", str(REPO), *variables, *argv]
+        if self.holder is not None:
+            command = ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt", "--", *command]
+        return subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout)
+
+    def processes(self) -> dict[int, str]:
+        """The user's live processes (zombies waiting for their reaper do not count)."""
+        found = {}
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and self.uid in _uids(int(proc.name)) and _state(int(proc.name)) != "Z":
+                    found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+        return found
+
+    def wait_for_no_processes(self, timeout: float = 15) -> dict[int, str]:
+        deadline = time.monotonic() + timeout
+        while (left := self.processes()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return left
+
+    def remove(self) -> None:
+        """Kill what is left of the user's processes (by pid), the namespace holder, and the user."""
+        for _ in range(3):
+            for pid in self.processes():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if not self.wait_for_no_processes(5):
+                break
+        if self.holder is not None:
+            self.holder.kill()
+            self.holder.wait()
+        subprocess.run(["userdel", "--remove", self.name], capture_output=True)
+
+
+def _remove_stale_users() -> None:
+    """Users this test made in runs that ended without cleaning up (their test process is gone)."""
+    for entry in pwd.getpwall():
+        suffix = entry.pw_name.removeprefix(USER_PREFIX)
+        if entry.pw_gecos == MARKER and suffix.isdigit() and not Path(f"/proc/{suffix}").exists():
+            BinderUser(entry.pw_name).remove()
+
+
+@pytest.fixture
+def binder_user(request: pytest.FixtureRequest) -> Iterator[BinderUser]:
+    """A new non-root user (root is needed to make one); the cluster's prerequisites as for every cluster."""
+    if os.geteuid() != 0:
+        pytest.skip("this test creates a non-root user to run binder/start as, which needs root")
+    request.getfixturevalue("fresh_cluster_prerequisites")
+    missing = [command for command in ("useradd", "userdel", "runuser", "unshare", "nsenter")
+               if shutil.which(command) is None]
+    if missing:
+        pytest.skip(f"missing {', '.join(missing)}")
+    _remove_stale_users()
+    user = BinderUser(f"{USER_PREFIX}{os.getpid()}")
+    try:
+        user.open()
+        yield user
+    finally:
+        user.remove()
+
+
+KERNEL_CHECK = """
+import asyncio, json, subprocess, sys
+from jupyter_client.kernelspec import KernelSpecManager
+from tests.kernels import execute, shutdown, start
+
+async def main():
+    spec = KernelSpecManager().get_kernel_spec("asgard-pytorch")
+    km = await start("asgard-pytorch", sys.argv[1])
+    try:
+        client = km.client()
+        client.start_channels()
+        await client.wait_for_ready(timeout=120)
+        results = []
+        hook = lambda msg: msg["msg_type"] == "execute_result" and results.append(msg["content"]["data"]["text/plain"])
+        await client.execute_interactive("1+1", timeout=60, output_hook=hook)
+        client.stop_channels()
+        probe = await execute(km, "import os; print(os.environ['SLURMD_NODENAME'], os.getcwd())")
+    finally:
+        await shutdown(km)
+    queue = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout.split()
+    print(json.dumps({"display_name": spec.display_name, "results": results, "probe": probe["stdout"].split(),
+                      "queue": queue}))
+
+asyncio.run(main())
+"""
+
+
+def test_binder_start_brings_the_demo_up_as_a_non_root_user(binder_user: BinderUser) -> None:
+    user, root = binder_user, binder_user.cluster_root
+    slurm_env = {"SLURM_CONF": str(root / "etc" / "slurm.conf")}
+
+    started = user.run("bash", "binder/start", "bash", "-c", 'echo "server runs with SLURM_CONF=$SLURM_CONF"',
+                       timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "Asgard demo ready" in started.stdout, started.stdout + started.stderr
+    assert f"server runs with SLURM_CONF={root}/etc/slurm.conf" in started.stdout
+
+    # The daemons run as the user, both nodes on 127.0.0.1.
+    state = json.loads((root / "state.json").read_text())
+    assert state["network"] == "loopback"
+    assert set(state["pids"]) == {"munged", "slurmctld", "slurmd-gpu01", "slurmd-gpu02"}
+    for name, pid in state["pids"].items():
+        assert _uids(pid) == {user.uid}, name
+    conf = (root / "etc" / "slurm.conf").read_text()
+    assert f"SlurmUser={user.name}\n" in conf and f"SlurmdUser={user.name}\n" in conf
+    assert len(set(re.findall(r"NodeName=gpu0[12] NodeAddr=127\.0\.0\.1 Port=(\d+)", conf))) == 2
+    nodes = user.run("sinfo", "-h", "-N", "-p", "gpu", "-o", "%N %T %G", env=slurm_env)
+    assert nodes.stdout.split("\n")[:2] == ["gpu01 idle gpu:h100:2", "gpu02 idle gpu:h100:2"], nodes.stderr
+
+    # What binder/start installed for JupyterLab.
+    kernel_json = json.loads((user.home / ".local/share/jupyter/kernels/asgard-pytorch/kernel.json").read_text())
+    assert kernel_json["display_name"] == "Asgard PyTorch (demo)"
+    notebooks = root / "netscratch" / user.name
+    assert (user.home / "netscratch").resolve() == notebooks
+    assert {path.name for path in (REPO / "examples").glob("*.ipynb")} <= {path.name for path in notebooks.iterdir()}
+    assert json.loads((user.home / ".jupyter/jupyter_server_config.d/asgard-demo.json").read_text())["AsgardSite"]
+
+    # A GPU job in a stand-in container: it runs, unmounted (the user may not mount), in its workdir.
+    image = root / "enroot" / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
+    datasets = root / "ds"
+    job = user.run("srun", "--gpus=1", "-w", "gpu02", f"--container-image={image}",
+                   f"--container-mounts={datasets}:{datasets}:ro", f"--container-workdir={notebooks}",
+                   "bash", "-c", "echo $SLURMD_NODENAME $CUDA_VISIBLE_DEVICES $SLURM_JOB_ID; pwd", env=slurm_env)
+    assert job.returncode == 0, job.stderr
+    (node, devices, job_id), workdir = job.stdout.split("\n")[0].split(), job.stdout.split("\n")[1]
+    assert (node, devices, workdir) == ("gpu02", "0", str(notebooks))
+    record = json.loads((root / "pyxis-records" / f"{job_id}.0.json").read_text())
+    assert (record["status"], record["uid"], record["node"]) == ("started", user.uid, "gpu02")
+    assert record["cwd"] == str(notebooks)
+    assert [(m["target"], m["flags"], m["mounted"]) for m in record["mounts"]] == [(str(datasets), ["ro"], False)]
+    assert "unprivileged" in record["mounts"][0]["reason"]
+
+    # The demo kernel, started by jupyter_client from the kernelspec binder/start installed.
+    checked = user.run("python3", "-", str(notebooks), input=KERNEL_CHECK, env=slurm_env, timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    result = json.loads(checked.stdout.strip().splitlines()[-1])
+    assert result["display_name"] == "Asgard PyTorch (demo)"
+    assert result["results"] == ["2"], result
+    kernel_node, kernel_cwd = result["probe"]
+    assert kernel_node in ("gpu01", "gpu02") and kernel_cwd == str(notebooks)
+    assert not [name for name in result["queue"] if name.startswith("jupyter-asgard-")]
+
+    stopped = user.run("python3", "-m", "tests.cluster", "down", "--root", str(root))
+    assert stopped.returncode == 0, stopped.stderr
+    assert not root.exists()
+    assert user.wait_for_no_processes() == {}
