@@ -3,13 +3,28 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
 
 from .monitor import SlurmMonitor
 from .provisioner import live_provisioner
 from .site import AsgardSite
+from .slurm_client import SlurmError
+from .slurm_commands import orphaned_jobs, orphans_argv
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class AsgardExtension(ExtensionApp):
@@ -22,6 +37,19 @@ class AsgardExtension(ExtensionApp):
         self.site = AsgardSite(parent=self.serverapp, client=self.monitor.client)
         self.serverapp.kernel_manager.shutdown_kernel = self._shutdown_queued_first(
             self.serverapp.kernel_manager.shutdown_kernel)
+        IOLoop.current().add_callback(self.cancel_orphans)
+
+    async def cancel_orphans(self) -> None:
+        """Allocations whose holder (a server or nbclient process of this host) died without releasing
+        them, e.g. with the machine: found by the job name and the comment every allocation carries."""
+        try:
+            result = await self.monitor.client.run(orphans_argv())
+        except SlurmError as error:
+            self.log.warning("Could not look for orphaned Asgard allocations: %s", error)
+            return
+        for job_id in orphaned_jobs(result.stdout, socket.gethostname(), pid_alive):
+            self.log.warning("Cancelling Slurm job %s: an Asgard kernel allocation whose holder is gone", job_id)
+            await self.monitor.client.scancel(job_id)
 
     def initialize_handlers(self) -> None:
         from .handlers import handlers

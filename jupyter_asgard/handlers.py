@@ -141,6 +141,9 @@ class KernelHandler(AsgardHandler):
         await self.asgard.withdraw_queued(kernel_id)
         if kernel_id in self.kernel_manager:
             await self.kernel_manager.shutdown_kernel(kernel_id)
+        provisioner = live_provisioner(kernel_id)
+        if provisioner is not None:  # a kernel Jupyter gave up on as dead: its row goes now
+            await provisioner.cleanup(restart=False)
         self.set_status(204)
         self.finish()
 

@@ -125,6 +125,8 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         self.node = ""
         self.end_state = ""  # set once the kernel's job has ended for good (CANCELLED, TIMEOUT, ...)
         self.lost_nodes: list[str] = []  # nodes that died under this kernel: new allocations avoid them
+        self.exited = False  # its job ended: the kernel counts as a process that has exited
+        self._restart_requested = False
         self._ports: dict[str, int] = {}
         self._shutting_down = False
 
@@ -148,7 +150,7 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
 
     @property
     def has_process(self) -> bool:
-        return self.step is not None
+        return self.step is not None or self.exited
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Check everything that can be checked before Slurm is asked for anything."""
@@ -164,6 +166,7 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
         assert self.launch is not None
         env = dict(kwargs.get("env") or os.environ)
+        requested, self._restart_requested = self._restart_requested, False
         try:
             await self._usable_allocation(env)
             try:
@@ -176,6 +179,12 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
             return await self._start_step(cmd, env)
         except BaseException as error:
             await self._release(keep_row=bool(self.end_state))
+            if self.end_state and not requested and self.connection_info and isinstance(error, KernelStartError):
+                # An automatic restart (the restarter's) of a kernel whose job has ended: jupyter_client only
+                # declares a kernel dead after relaunches that die, so report one that has exited already.
+                self.log.error("Kernel %s: %s", self.kernel_id, error)
+                self.exited = True
+                return self.connection_info
             if self._shutting_down and not isinstance(error, asyncio.CancelledError):
                 raise KernelStartError("the kernel was shut down before it started") from error
             raise
@@ -184,10 +193,14 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         pass
 
     async def poll(self) -> int | None:
-        return self.step.poll() if self.step else 0
+        return self.step.poll() if self.step else 1 if self.exited else 0
 
     async def wait(self) -> int | None:
-        return await self.step.wait() if self.step else None
+        return await self.step.wait() if self.step else 1 if self.exited else None
+
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """A polite shutdown before a restart means someone asked for the restart (the restarter kills)."""
+        self._restart_requested = restart
 
     async def send_signal(self, signum: int) -> None:
         if self.step and signum:
@@ -278,7 +291,10 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         return False
 
     async def _forget_node(self) -> None:
+        """Give up the node and its allocation. Its ports too: jupyter_server rebuilds its channels to a
+        kernel when the ports change, and would keep talking to the old address if only that changed."""
         self.lost_nodes.append(self.node)
+        self._ports = {}
         await self._release(keep_row=True)
 
     async def _allocate(self, env: dict[str, str]) -> None:

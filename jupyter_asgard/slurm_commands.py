@@ -8,6 +8,7 @@ user (the panel's preview) without a cluster.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .launch_config import LaunchConfig
@@ -213,3 +214,22 @@ def duration_seconds(text: str) -> int | None:
     else:
         hours, minutes, seconds = 0, parts[0], 0
     return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def orphans_argv(squeue: str = "squeue") -> list[str]:
+    """This user's jobs with the name and comment that mark Asgard allocations and their holders."""
+    return [squeue, "--me", "--noheader", "--Format=JobID:|,Name:|,Comment:|"]
+
+
+def orphaned_jobs(output: str, host: str, alive: Callable[[int], bool]) -> list[str]:
+    """Asgard allocations held by a process of this host that no longer runs."""
+    orphans = []
+    for line in output.splitlines():
+        fields = [field.strip() for field in line.split("|")]
+        if len(fields) < 3 or not fields[1].startswith("jupyter-asgard-"):
+            continue
+        marker, _, holder = fields[2].partition(":")
+        holder_host, _, pid = holder.rpartition(":")
+        if marker == "jupyter-asgard" and holder_host == host and pid.isdigit() and not alive(int(pid)):
+            orphans.append(fields[0])
+    return orphans

@@ -102,3 +102,37 @@ def _decode(raw: bytes) -> Any:
         return json.loads(raw) if raw else None
     except json.JSONDecodeError:
         return raw.decode(errors="replace")
+
+
+def execute_via_websocket(server: JupyterServer, kernel_id: str, code: str, timeout: float = 60) -> str:
+    """Run code the way JupyterLab does, through the server's kernel websocket; return the stream output."""
+    import asyncio
+    import uuid
+
+    from tornado.websocket import websocket_connect
+
+    async def go() -> str:
+        url = f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels?token={server.token}"
+        connection = await asyncio.wait_for(websocket_connect(url), timeout)
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "execute_request",
+                  "version": "5.3"}
+        await connection.write_message(json.dumps({
+            "header": header, "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False}}))
+        output = []
+        while True:
+            raw = await asyncio.wait_for(connection.read_message(), timeout)
+            if raw is None:
+                raise ConnectionError("the server closed the kernel websocket")
+            message = json.loads(raw)
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "stream":
+                output.append(message["content"]["text"])
+            if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                connection.close()
+                return "".join(output)
+
+    return asyncio.run(go())

@@ -263,3 +263,14 @@ def test_parse_squeue_reads_what_squeue_argv_asks_for() -> None:
     job = parse_squeue(line)["v0"]
     assert (job.job_id, job.name, job.state, job.comment) == ("v0", "v1", "v2", values[-1])
     assert list(job.__dict__.values()) == values
+
+
+def test_orphaned_jobs_are_asgard_allocations_of_dead_holders_on_this_host() -> None:
+    from jupyter_asgard.slurm_commands import orphaned_jobs
+
+    output = ("5|jupyter-asgard-k1|jupyter-asgard:login1:123|\n"
+              "6|jupyter-asgard-k2|jupyter-asgard:login1:456|\n"
+              "7|my-training|jupyter-asgard:login1:123|\n"
+              "8|jupyter-asgard-k3|jupyter-asgard:login2:123|\n"
+              "9|jupyter-asgard-k4|(null)|\n")
+    assert orphaned_jobs(output, "login1", lambda pid: pid == 456) == ["5"]

@@ -1,0 +1,48 @@
+"""Faults injected into the test cluster: a node that dies, a controller that goes away for a while."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from tests.cluster import LocalCluster
+from tests.cluster.cluster import _kill_namespace_processes, _terminate
+
+
+def kill_node(cluster: LocalCluster, node: str) -> None:
+    """The node's network goes dark and everything on it dies: slurmd, slurmstepd, the tasks."""
+    namespace = f"asg{cluster.state.slot}-{node}"
+    subprocess.run(["ip", "-n", namespace, "link", "set", "eth0", "down"], check=True)
+    _kill_namespace_processes(namespace)
+
+
+def revive_node(cluster: LocalCluster, node: str, timeout: float = 60) -> None:
+    """Network back, slurmd started again, node resumed: as an admin brings a repaired node back."""
+    namespace = f"asg{cluster.state.slot}-{node}"
+    subprocess.run(["ip", "-n", namespace, "link", "set", "eth0", "up"], check=True)
+    cluster._spawn(f"slurmd-{node}", ["nsenter", f"--net=/run/netns/{namespace}", "slurmd", "-D", "-N", node,
+                                      "-f", str(cluster.slurm_conf)])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], capture_output=True)
+        state = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], capture_output=True,
+                               text=True).stdout.split()
+        if state and state[0] == "idle":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{node} did not come back: {state}")
+
+
+def stop_controller(cluster: LocalCluster) -> None:
+    _terminate(cluster.state.pids["slurmctld"])
+
+
+def start_controller(cluster: LocalCluster, timeout: float = 30) -> None:
+    """slurmctld again, from its saved state (no -c): jobs that ran on survive."""
+    cluster._spawn("slurmctld", ["slurmctld", "-D", "-f", str(cluster.slurm_conf)])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(["squeue", "-h"], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError("slurmctld did not come back")
