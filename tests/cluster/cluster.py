@@ -20,6 +20,7 @@ by ``python -m tests.cluster up`` in one process can be stopped by
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
@@ -78,11 +81,23 @@ def _run(*argv: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
 
 
+@contextmanager
+def _slot_lock() -> Iterator[None]:
+    with open(Path(tempfile.gettempdir()) / "asgard-cluster-slots.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _free_slot() -> int:
-    """A slot number whose bridge, namespaces and ports no other cluster uses."""
-    taken = set(_run("ip", "-o", "link", "show").stdout.split())
+    """A slot number whose bridge, veths, namespaces and ports no other cluster uses (nor a crashed one
+    left behind: a namespace kept alive by a stray process keeps its veth on the host)."""
+    links = {name.split("@")[0].rstrip(":") for name in _run("ip", "-o", "link", "show").stdout.split()}
     for slot in range(1, 60):
-        if f"asgbr{slot}:" not in taken and not Path(f"/run/netns/asg{slot}-{NODES[0]}").exists():
+        names = {f"asgbr{slot}", *(f"va{slot}{node}" for node in NODES)}
+        if not names & links and not any(Path(f"/run/netns/asg{slot}-{node}").exists() for node in NODES):
             return slot
     raise ClusterUnavailable("no free cluster slot: stop old clusters with `python -m tests.cluster down`")
 
@@ -178,11 +193,13 @@ class LocalCluster:
         """Bring the cluster up; on any failure tear down what was started."""
         check_prerequisites(self.state.network)
         try:
-            self.state.slot = _free_loopback_slot() if self.loopback else _free_slot()
+            self.root.mkdir(parents=True, exist_ok=True)
+            with _slot_lock():  # test runs side by side must not pick the same slot
+                self.state.slot = _free_loopback_slot() if self.loopback else _free_slot()
+                if not self.loopback:
+                    self._make_network()
             self._make_tree()
             self._compile_plugin()
-            if not self.loopback:
-                self._make_network()
             self._write_configs()
             self._start_daemons()
             self._wait_for_nodes(timeout)
