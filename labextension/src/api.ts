@@ -1,0 +1,119 @@
+/**
+ * The server extension's REST API (jupyter_asgard/handlers.py): its types and a thin client.
+ *
+ * Requests go through ServerConnection, so they carry the server's token and XSRF cookie
+ * like JupyterLab's own calls.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** GPUs of a kernel's job: what Slurm granted, or what the kernel asked for while it waits. */
+export interface IGpus {
+  count: number;
+  type: string;
+}
+
+/** One Asgard kernel of this server and where its Slurm job stands. */
+export interface IKernelRow {
+  kernel_id: string;
+  kernel_name: string;
+  display_name: string;
+  /** The Jupyter server's kernel state: null until the kernel first answered. */
+  execution_state: string | null;
+  job_id: string;
+  /** Slurm's job state (PENDING, RUNNING, TIMEOUT, ...), or SUBMITTING before Slurm knows the job. */
+  state: string;
+  /** Slurm's pending reason, e.g. "Resources"; empty unless PENDING. */
+  reason: string;
+  /** Jobs ahead of this one in its partition, or null when not queued. */
+  queue_position: number | null;
+  node: string;
+  gpus: IGpus;
+  partition: string;
+  start_time: string;
+  time_limit: string;
+  /** Slurm's text, e.g. "1:59:40" or "UNLIMITED". */
+  time_left: string;
+  time_left_seconds: number | null;
+  image: string;
+  slurm_reachable: boolean;
+  /** The notebook's path relative to the server root, also while the kernel waits in the queue. */
+  path: string;
+}
+
+export interface IKernelsReply {
+  kernels: IKernelRow[];
+  slurm_reachable: boolean;
+  slurm_error: string;
+}
+
+export interface IPartition {
+  name: string;
+  default: boolean;
+  available: string;
+  time_limit: string;
+  nodes: { name: string; state: string }[];
+  gpus: { [type: string]: { total: number; free: number } };
+  cpus: { total: number; idle: number };
+  max_memory_mb: number | null;
+}
+
+export interface IResourcesReply {
+  partitions: IPartition[];
+}
+
+const API = 'asgard/api';
+
+/** Calls to /asgard/api with the settings of the Jupyter server JupyterLab talks to. */
+export class AsgardAPI {
+  constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+
+  kernels(): Promise<IKernelsReply> {
+    return this.request<IKernelsReply>('kernels');
+  }
+
+  resources(): Promise<IResourcesReply> {
+    return this.request<IResourcesReply>('resources');
+  }
+
+  /** Shut the kernel down and release its Slurm allocation, also while it waits in the queue. */
+  async shutdown(kernelId: string): Promise<void> {
+    await this.request<void>(`kernels/${encodeURIComponent(kernelId)}`, { method: 'DELETE' });
+  }
+
+  private async request<T>(path: string, init: RequestInit = {}): Promise<T> {
+    const url = URLExt.join(this.settings.baseUrl, API, path);
+    const response = await ServerConnection.makeRequest(url, init, this.settings);
+    const text = await response.text();
+    let body: unknown = undefined;
+    if (text) {
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = text;
+      }
+    }
+    if (!response.ok) {
+      throw new AsgardAPIError(response.status, messageOf(body) || response.statusText);
+    }
+    return body as T;
+  }
+}
+
+/** A refusal of the API, with the server's message (handlers.py answers {"message": ...}). */
+export class AsgardAPIError extends Error {
+  constructor(
+    readonly status: number,
+    message: string
+  ) {
+    super(message);
+    this.name = 'AsgardAPIError';
+  }
+}
+
+function messageOf(body: unknown): string {
+  if (typeof body === 'object' && body !== null && 'message' in body) {
+    return String(body.message);
+  }
+  return typeof body === 'string' ? body.slice(0, 200) : '';
+}

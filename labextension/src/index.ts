@@ -1,0 +1,118 @@
+/**
+ * jupyter-asgard's JupyterLab front end: the status bar item, the "Asgard" side panel and the warnings,
+ * all fed by one poller of the server extension's API.
+ */
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Notification } from '@jupyterlab/apputils';
+import { KernelAPI, ServerConnection } from '@jupyterlab/services';
+import { IStatusBar } from '@jupyterlab/statusbar';
+
+import { alertsFor, IAlert, vanishedAlert } from './alerts';
+import { AsgardAPI, IKernelRow } from './api';
+import { phaseOf } from './format';
+import { asgardIcon } from './icon';
+import { AsgardModel } from './model';
+import { AsgardPanel } from './panel';
+import { AsgardStatus } from './statusbar';
+
+const PANEL_ID = 'jupyter-asgard-panel';
+const OPEN_PANEL = 'jupyter-asgard:open-panel';
+const PROVISIONER = 'pyxis-provisioner';
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-asgard:plugin',
+  description: 'Where every Asgard kernel stands in Slurm: a status bar item, a side panel and warnings.',
+  autoStart: true,
+  optional: [IStatusBar, ILayoutRestorer],
+  activate: (app: JupyterFrontEnd, statusBar: IStatusBar | null, restorer: ILayoutRestorer | null) => {
+    const settings = app.serviceManager.serverSettings;
+    const model = new AsgardModel(new AsgardAPI(settings));
+
+    const panel = new AsgardPanel({
+      model,
+      openPath: path => void app.commands.execute('docmanager:open', { path })
+    });
+    panel.id = PANEL_ID;
+    panel.title.icon = asgardIcon;
+    panel.title.caption = 'Asgard: kernels on Slurm';
+    app.shell.add(panel, 'left', { rank: 650 });
+    restorer?.add(panel, PANEL_ID);
+
+    app.commands.addCommand(OPEN_PANEL, {
+      label: 'Show the Asgard Panel',
+      caption: 'Where every Asgard kernel stands in Slurm',
+      execute: () => app.shell.activateById(PANEL_ID)
+    });
+
+    if (statusBar) {
+      const item = new AsgardStatus({
+        model,
+        shell: app.shell,
+        mayBeAsgard: name => mayBeAsgard(app, name),
+        onClick: () => void app.commands.execute(OPEN_PANEL)
+      });
+      statusBar.registerStatusItem('jupyter-asgard:status', {
+        item,
+        align: 'left',
+        rank: 10,
+        isActive: () => item.hasRow,
+        activeStateChanged: item.activeChanged
+      });
+    }
+
+    const sent = new Set<string>();
+    const warn = (alert: IAlert): void => {
+      if (sent.has(alert.key)) {
+        return;
+      }
+      sent.add(alert.key);
+      Notification.warning(alert.message, {
+        autoClose: false,
+        actions: [{ label: 'Show', caption: 'Open the Asgard panel', callback: () => app.shell.activateById(PANEL_ID) }]
+      });
+    };
+    model.changed.connect(() => alertsFor(model.kernels, sent).forEach(warn));
+    model.vanished.connect((_, rows) => {
+      for (const row of rows) {
+        void endedUnder(row, settings).then(ended => ended && warn(vanishedAlert(row)));
+      }
+    });
+
+    void model.refresh();
+  }
+};
+
+/**
+ * Whether a kernelspec runs its kernels through the Asgard provisioner: false for no kernelspec, true for
+ * one JupyterLab does not know (yet).
+ */
+function mayBeAsgard(app: JupyterFrontEnd, kernelName: string | undefined): boolean {
+  if (!kernelName) {
+    return false;
+  }
+  const spec = app.serviceManager.kernelspecs.specs?.kernelspecs[kernelName];
+  if (!spec) {
+    return true;
+  }
+  const provisioner = (spec.metadata?.kernel_provisioner as { provisioner_name?: string } | undefined)
+    ?.provisioner_name;
+  return provisioner === PROVISIONER;
+}
+
+/**
+ * Whether a kernel whose row vanished lost its job under it, rather than being shut down: a shut-down
+ * kernel is gone from the server a moment later; one whose job ended lives on there, dead or restarting.
+ */
+async function endedUnder(row: IKernelRow, settings: ServerConnection.ISettings): Promise<boolean> {
+  if (phaseOf(row.state) === 'ended' || !row.job_id) {
+    return false; // warned about already, or it never had a job
+  }
+  await new Promise(resolve => setTimeout(resolve, 2000));
+  try {
+    return (await KernelAPI.getKernelModel(row.kernel_id, settings)) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+export default plugin;

@@ -1,0 +1,245 @@
+/**
+ * One poller of the API for the whole front end: the status bar item and the side panel read its rows.
+ *
+ * Every 5 s while the browser tab is visible; every second while a kernel waits in the queue, starts,
+ * ends or has less than a minute left (and for a while after someone asks it to hurry); never while the
+ * tab is hidden; backing off up to a minute while the server does not answer. The cluster's partitions are fetched only while the side
+ * panel is shown.
+ */
+import { IDisposable } from '@lumino/disposable';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { AsgardAPI, IKernelRow, IPartition } from './api';
+import { phaseOf } from './format';
+
+export interface IPollTimes {
+  /** While a kernel is queued or starting, in ms. */
+  fast: number;
+  /** Otherwise, in ms. */
+  slow: number;
+  /** The longest back-off after failures, in ms. */
+  max: number;
+  /** How often the partitions are fetched while the panel is shown, in ms. */
+  resources: number;
+}
+
+export const POLL_TIMES: IPollTimes = { fast: 1000, slow: 5000, max: 60000, resources: 10000 };
+
+export class AsgardModel implements IDisposable {
+  constructor(
+    readonly api: AsgardAPI,
+    private readonly times: IPollTimes = POLL_TIMES
+  ) {
+    document.addEventListener('visibilitychange', this.onVisibility);
+  }
+
+  /** Every Asgard kernel of the server, as of the last poll. */
+  get kernels(): readonly IKernelRow[] {
+    return this._kernels;
+  }
+
+  /** True once the first poll has answered. */
+  get loaded(): boolean {
+    return this._loaded;
+  }
+
+  get slurmReachable(): boolean {
+    return this._slurmReachable;
+  }
+
+  get slurmError(): string {
+    return this._slurmError;
+  }
+
+  /** Why the last poll failed, or "". */
+  get error(): string {
+    return this._error;
+  }
+
+  /** The cluster's partitions, or null before they were fetched. */
+  get partitions(): readonly IPartition[] | null {
+    return this._partitions;
+  }
+
+  get resourcesError(): string {
+    return this._resourcesError;
+  }
+
+  /** Emitted after every poll, and when the partitions were fetched. */
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Rows that disappeared without a shutdown through this model: their kernel ended or was shut down. */
+  get vanished(): ISignal<this, IKernelRow[]> {
+    return this._vanished;
+  }
+
+  get isDisposed(): boolean {
+    return this._disposed;
+  }
+
+  /** Whether someone shows the partitions: they are fetched only then. */
+  set resourcesWanted(wanted: boolean) {
+    this._resourcesWanted = wanted;
+    if (wanted) {
+      void this.refresh();
+    }
+  }
+
+  /** The row of a notebook's or console's kernel: by its kernel id when it has one, else by its path. */
+  rowFor(kernelId: string | null | undefined, path: string | null | undefined): IKernelRow | undefined {
+    if (kernelId) {
+      const row = this._kernels.find(candidate => candidate.kernel_id === kernelId);
+      if (row) {
+        return row;
+      }
+    }
+    if (path) {
+      // A kernel still in the queue has no session yet, so JupyterLab does not know its id; nor does it
+      // know the new kernel's while it changes a notebook's kernel to one that queues.
+      return this._kernels.find(candidate => candidate.path === path && phaseOf(candidate.state) !== 'ended');
+    }
+    return undefined;
+  }
+
+  /** Poll every second for a while: a kernel may be about to show up. */
+  hurry(milliseconds = 10000): void {
+    const until = Date.now() + milliseconds;
+    if (until > this._hurryUntil) {
+      this._hurryUntil = until;
+      if (this._nextPoll !== null && this._nextInterval > this.times.fast) {
+        void this.refresh();
+      }
+    }
+  }
+
+  /** Poll now (the next poll follows at the usual interval). */
+  refresh(): Promise<void> {
+    if (this._disposed) {
+      return Promise.resolve();
+    }
+    if (!this._inflight) {
+      this._inflight = this.poll().finally(() => {
+        this._inflight = null;
+        this.schedule();
+      });
+    }
+    return this._inflight;
+  }
+
+  /** Shut a kernel down and release its allocation (DELETE /asgard/api/kernels/{id}). */
+  async shutdown(kernelId: string): Promise<void> {
+    this._shutDown.add(kernelId);
+    try {
+      await this.api.shutdown(kernelId);
+    } catch (error) {
+      this._shutDown.delete(kernelId);
+      throw error;
+    } finally {
+      void this.refresh();
+    }
+  }
+
+  dispose(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._disposed = true;
+    document.removeEventListener('visibilitychange', this.onVisibility);
+    this.cancelNext();
+    Signal.clearData(this);
+  }
+
+  private async poll(): Promise<void> {
+    try {
+      const reply = await this.api.kernels();
+      const ids = new Set(reply.kernels.map(row => row.kernel_id));
+      const gone = this._kernels.filter(row => !ids.has(row.kernel_id) && !this._shutDown.has(row.kernel_id));
+      for (const id of this._shutDown) {
+        if (!ids.has(id)) {
+          this._shutDown.delete(id);
+        }
+      }
+      this._kernels = reply.kernels;
+      this._slurmReachable = reply.slurm_reachable;
+      this._slurmError = reply.slurm_error;
+      this._error = '';
+      this._failures = 0;
+      this._loaded = true;
+      if (gone.length) {
+        this._vanished.emit(gone);
+      }
+    } catch (error) {
+      this._failures += 1;
+      this._error = error instanceof Error ? error.message : String(error);
+    }
+    if (this._resourcesWanted && Date.now() - this._resourcesAt >= this.times.resources) {
+      this._resourcesAt = Date.now();
+      try {
+        this._partitions = (await this.api.resources()).partitions;
+        this._resourcesError = '';
+      } catch (error) {
+        this._resourcesError = error instanceof Error ? error.message : String(error);
+      }
+    }
+    this._changed.emit();
+  }
+
+  private schedule(): void {
+    this.cancelNext();
+    if (this._disposed || document.visibilityState === 'hidden') {
+      return; // onVisibility polls again when the tab is shown
+    }
+    let interval: number;
+    if (this._failures > 0) {
+      interval = Math.min(this.times.max, this.times.slow * 2 ** (this._failures - 1));
+    } else {
+      const busy = this._kernels.some(row => {
+        const phase = phaseOf(row.state);
+        const endsSoon = phase === 'running' && row.time_left_seconds !== null && row.time_left_seconds < 60;
+        return phase === 'queued' || phase === 'starting' || phase === 'ending' || endsSoon;
+      });
+      interval = busy || Date.now() < this._hurryUntil ? this.times.fast : this.times.slow;
+    }
+    this._nextInterval = interval;
+    this._nextPoll = window.setTimeout(() => {
+      this._nextPoll = null;
+      void this.refresh();
+    }, interval);
+  }
+
+  private cancelNext(): void {
+    if (this._nextPoll !== null) {
+      window.clearTimeout(this._nextPoll);
+      this._nextPoll = null;
+    }
+  }
+
+  private onVisibility = (): void => {
+    if (document.visibilityState === 'hidden') {
+      this.cancelNext();
+    } else {
+      void this.refresh();
+    }
+  };
+
+  private _kernels: IKernelRow[] = [];
+  private _loaded = false;
+  private _slurmReachable = true;
+  private _slurmError = '';
+  private _error = '';
+  private _failures = 0;
+  private _partitions: IPartition[] | null = null;
+  private _resourcesError = '';
+  private _resourcesWanted = false;
+  private _resourcesAt = 0;
+  private _hurryUntil = 0;
+  private _inflight: Promise<void> | null = null;
+  private _nextPoll: number | null = null;
+  private _nextInterval = 0;
+  private _shutDown = new Set<string>();
+  private _disposed = false;
+  private _changed = new Signal<this, void>(this);
+  private _vanished = new Signal<this, IKernelRow[]>(this);
+}

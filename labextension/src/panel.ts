@@ -1,0 +1,298 @@
+/**
+ * The "Asgard" side panel: every Asgard kernel of this server with its Slurm job, a button to shut one
+ * down and release its allocation, and the cluster's partitions with their free GPUs.
+ */
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import { refreshIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
+import { IKernelRow, IPartition } from './api';
+import {
+  freeGpuWords,
+  gpuWords,
+  imageName,
+  nodeWords,
+  notebookName,
+  phaseOf,
+  stateWords,
+  timeLeft,
+  timeLimitWords
+} from './format';
+import { AsgardModel } from './model';
+
+export interface IPanelOptions {
+  model: AsgardModel;
+  /** Open a notebook (by its path relative to the server root). */
+  openPath: (path: string) => void;
+}
+
+/** The elements of one kernel's card that change between polls. */
+interface ICard {
+  node: HTMLElement;
+  name: HTMLElement;
+  state: HTMLElement;
+  fields: { [label: string]: HTMLElement };
+  button: HTMLButtonElement;
+}
+
+const FIELDS = ['Node', 'GPUs', 'Time left', 'Image', 'Job'];
+
+export class AsgardPanel extends Widget {
+  constructor(options: IPanelOptions) {
+    super();
+    this.model = options.model;
+    this.openPath = options.openPath;
+    this.addClass('jp-asgard-Panel');
+
+    const header = element('div', 'jp-asgard-Panel-header');
+    const title = element('h2', 'jp-asgard-Panel-title', 'Asgard');
+    const refresh = element('button', 'jp-asgard-Panel-refresh jp-Button jp-mod-minimal');
+    refresh.title = 'Refresh';
+    refresh.setAttribute('aria-label', 'Refresh');
+    refreshIcon.element({ container: refresh, tag: 'span' });
+    refresh.addEventListener('click', () => {
+      this.model.resourcesWanted = true; // fetches the partitions again too
+      void this.model.refresh();
+    });
+    header.append(title, refresh);
+
+    this.kernelList.className = 'jp-asgard-KernelList';
+    this.partitionBox.className = 'jp-asgard-Partitions';
+    this.node.append(
+      header,
+      this.banner,
+      section('Kernels', this.kernelList),
+      section('Partitions', this.partitionBox)
+    );
+    this.banner.className = 'jp-asgard-Panel-banner';
+    this.model.changed.connect(this.render, this);
+    this.render();
+  }
+
+  dispose(): void {
+    if (!this.isDisposed) {
+      this.model.changed.disconnect(this.render, this);
+    }
+    super.dispose();
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this.model.resourcesWanted = true;
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this.model.resourcesWanted = false;
+  }
+
+  private render(): void {
+    const model = this.model;
+    const problem = model.error
+      ? `The Asgard API does not answer: ${model.error}`
+      : !model.slurmReachable
+        ? `Slurm is unreachable from the Jupyter server${model.slurmError ? `: ${model.slurmError}` : ''}. States are the last known.`
+        : '';
+    this.banner.textContent = problem;
+    this.banner.hidden = !problem;
+    this.renderKernels(model.kernels);
+    this.renderPartitions(model.partitions, model.resourcesError);
+  }
+
+  private renderKernels(rows: readonly IKernelRow[]): void {
+    const seen = new Set<string>();
+    let previous: Element | null = null;
+    for (const row of rows) {
+      seen.add(row.kernel_id);
+      let card = this.cards.get(row.kernel_id);
+      if (!card) {
+        card = this.createCard(row.kernel_id);
+        this.cards.set(row.kernel_id, card);
+      }
+      updateCard(card, row, this.shuttingDown.has(row.kernel_id));
+      const expected: Element | null = previous ? previous.nextElementSibling : this.kernelList.firstElementChild;
+      if (expected !== card.node) {
+        this.kernelList.insertBefore(card.node, expected); // only moves what is out of place
+      }
+      previous = card.node;
+    }
+    for (const [id, card] of this.cards) {
+      if (!seen.has(id)) {
+        card.node.remove();
+        this.cards.delete(id);
+        this.shuttingDown.delete(id);
+      }
+    }
+    this.emptyNote.textContent = this.model.loaded ? 'No Asgard kernels run on this server.' : 'Loading…';
+    if (rows.length) {
+      this.emptyNote.remove();
+    } else if (!this.emptyNote.isConnected) {
+      this.kernelList.append(this.emptyNote);
+    }
+  }
+
+  private createCard(kernelId: string): ICard {
+    const node = element('div', 'jp-asgard-Kernel');
+    node.dataset.kernelId = kernelId;
+    const head = element('div', 'jp-asgard-Kernel-head');
+    const name = element('span', 'jp-asgard-Kernel-name');
+    name.addEventListener('click', () => {
+      if (name.dataset.path) {
+        this.openPath(name.dataset.path);
+      }
+    });
+    const button = element('button', 'jp-asgard-Kernel-shutdown jp-Button');
+    button.type = 'button';
+    button.addEventListener('click', () => void this.shutdown(kernelId));
+    head.append(name);
+    const state = element('div', 'jp-asgard-Kernel-state');
+    const list = element('dl', 'jp-asgard-Kernel-fields');
+    const fields: { [label: string]: HTMLElement } = {};
+    for (const label of FIELDS) {
+      const value = element('dd', '');
+      value.dataset.field = label;
+      list.append(element('dt', '', label), value);
+      fields[label] = value;
+    }
+    const actions = element('div', 'jp-asgard-Kernel-actions');
+    actions.append(button);
+    node.append(head, state, list, actions);
+    return { node, name, state, fields, button };
+  }
+
+  private async shutdown(kernelId: string): Promise<void> {
+    const row = this.model.kernels.find(candidate => candidate.kernel_id === kernelId);
+    if (!row || this.shuttingDown.has(kernelId)) {
+      return;
+    }
+    const what = notebookName(row.path) || row.display_name || kernelId;
+    const job = row.job_id ? `Slurm job ${row.job_id}` : 'its Slurm job';
+    const answer = await showDialog({
+      title: 'Shut down the kernel?',
+      body: `The kernel of ${what} stops, and ${job} is cancelled: its GPUs go back to the cluster.`,
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Shut Down' })]
+    });
+    if (!answer.button.accept) {
+      return;
+    }
+    this.shuttingDown.add(kernelId);
+    this.render();
+    try {
+      await this.model.shutdown(kernelId);
+    } catch (error) {
+      this.shuttingDown.delete(kernelId);
+      this.render();
+      Notification.error(
+        `Could not shut down the kernel of ${what}: ${error instanceof Error ? error.message : String(error)}`,
+        {
+          autoClose: false
+        }
+      );
+    }
+  }
+
+  private renderPartitions(partitions: readonly IPartition[] | null, error: string): void {
+    const key = JSON.stringify([partitions, error]);
+    if (key === this.partitionsKey) {
+      return;
+    }
+    this.partitionsKey = key;
+    this.partitionBox.replaceChildren();
+    if (error) {
+      this.partitionBox.append(element('p', 'jp-asgard-Panel-note', `Partitions unavailable: ${error}`));
+    }
+    if (!partitions) {
+      if (!error) {
+        this.partitionBox.append(element('p', 'jp-asgard-Panel-note', 'Loading…'));
+      }
+      return;
+    }
+    const list = element('div', 'jp-asgard-PartitionList');
+    for (const partition of partitions) {
+      const item = element('div', 'jp-asgard-Partition');
+      item.dataset.partition = partition.name;
+      const up = partition.available === 'up';
+      item.classList.toggle('jp-mod-unavailable', !up);
+      const head = element('div', 'jp-asgard-Partition-head');
+      head.append(element('span', 'jp-asgard-Partition-name', partition.name));
+      if (partition.default) {
+        head.append(element('span', 'jp-asgard-Partition-badge', 'default'));
+      }
+      if (!up) {
+        head.append(element('span', 'jp-asgard-Partition-badge jp-mod-down', partition.available));
+      }
+      head.append(element('span', 'jp-asgard-Partition-limit', timeLimitWords(partition.time_limit)));
+      item.append(
+        head,
+        element('div', 'jp-asgard-Partition-gpus', freeGpuWords(partition.gpus) || 'no GPUs'),
+        element('div', 'jp-asgard-Partition-nodes', nodeWords(partition.nodes))
+      );
+      const cpus = partition.cpus ? `${partition.cpus.idle} of ${partition.cpus.total} CPUs idle` : '';
+      item.title = [partition.nodes.map(node => `${node.name}: ${node.state}`).join('\n'), cpus]
+        .filter(part => part)
+        .join('\n');
+      list.append(item);
+    }
+    if (!partitions.length) {
+      this.partitionBox.append(element('p', 'jp-asgard-Panel-note', 'Slurm lists no partitions for you.'));
+    } else {
+      this.partitionBox.append(list);
+    }
+  }
+
+  private readonly model: AsgardModel;
+  private readonly openPath: (path: string) => void;
+  private readonly banner = document.createElement('div');
+  private readonly kernelList = document.createElement('div');
+  private readonly partitionBox = document.createElement('div');
+  private readonly emptyNote = element('p', 'jp-asgard-Panel-note');
+  private readonly cards = new Map<string, ICard>();
+  private readonly shuttingDown = new Set<string>();
+  private partitionsKey = '';
+}
+
+function updateCard(card: ICard, row: IKernelRow, shuttingDown: boolean): void {
+  const name = notebookName(row.path);
+  card.node.dataset.phase = phaseOf(row.state);
+  card.name.textContent = name || row.display_name || row.kernel_id;
+  card.name.title = row.path ? `${row.path}\n${row.display_name}` : row.display_name;
+  card.name.dataset.path = row.path;
+  card.name.classList.toggle('jp-mod-link', !!row.path);
+  card.state.textContent = stateWords(row);
+  const values: { [label: string]: string } = {
+    Node: row.node || '—',
+    GPUs: gpuWords(row.gpus) || 'none',
+    'Time left': (phaseOf(row.state) === 'running' && timeLeft(row)) || '—',
+    Image: imageName(row.image) || '—',
+    Job: row.job_id ? `${row.job_id}${row.partition ? `, partition ${row.partition}` : ''}` : 'not submitted yet'
+  };
+  for (const label of FIELDS) {
+    card.fields[label].textContent = values[label];
+  }
+  card.fields.Image.title = row.image;
+  card.button.disabled = shuttingDown;
+  card.button.textContent = shuttingDown ? 'Shutting down…' : 'Shut down';
+  card.button.title = 'Shut the kernel down and release its Slurm allocation';
+}
+
+function element<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className: string,
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+function section(title: string, content: HTMLElement): HTMLElement {
+  const node = element('section', 'jp-asgard-Panel-section');
+  node.append(element('h3', 'jp-asgard-Panel-sectionTitle', title), content);
+  return node;
+}

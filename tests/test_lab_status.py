@@ -1,0 +1,241 @@
+"""The JupyterLab extension in a real JupyterLab (headless Chromium) on the real test cluster: the status bar
+item follows a notebook's kernel from the queue to its node, the Asgard side panel lists it and shuts it down,
+and warnings come when its allocation runs out."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import screenshot
+from tests.cluster import NODES, LocalCluster
+from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
+from tests.server import JupyterServer
+
+pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
+
+expect: Any = pytest.importorskip("playwright.sync_api").expect
+STATUS = ".jp-asgard-StatusItem"
+PANEL = "#jupyter-asgard-panel"
+
+
+@pytest.fixture
+def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
+    """Other users' jobs on all four GPUs, so a kernel's allocation waits in the queue (reason Resources)."""
+    jobs = [subprocess.run(["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"],
+                           capture_output=True, text=True, timeout=30).stderr.split()[-1] for node in NODES]
+    yield jobs
+    subprocess.run(["scancel", *jobs], capture_output=True)
+
+
+def make_notebook(server: JupyterServer, name: str, kernel_name: str) -> str:
+    """A notebook whose metadata names the kernel, so JupyterLab starts that kernel when it opens it."""
+    spec = server.request("GET", "/api/kernelspecs").body["kernelspecs"][kernel_name]["spec"]
+    notebook = {"nbformat": 4, "nbformat_minor": 5, "cells": [], "metadata": {"kernelspec": {
+        "name": kernel_name, "display_name": spec["display_name"], "language": spec["language"]}}}
+    answer = server.request("PUT", f"/api/contents/{name}", {"type": "notebook", "format": "json",
+                                                             "content": notebook})
+    assert answer.status in (200, 201), answer.body
+    return name
+
+
+def shut_down_kernels_of(server: JupyterServer, path: str) -> None:
+    """Leave the shared JupyterLab as it was: no kernel of the test's notebook lives on."""
+    for row in server.request("GET", "/asgard/api/kernels").body["kernels"]:
+        if row["path"] == path:
+            server.request("DELETE", f"/asgard/api/kernels/{row['kernel_id']}")
+    for session in server.request("GET", "/api/sessions").body:
+        if session["path"] == path:
+            server.request("DELETE", f"/api/sessions/{session['id']}")
+
+
+def open_notebook(page: Any, server: JupyterServer, path: str) -> None:
+    # The answer a person gives to JupyterLab's first question ("notified about official Jupyter news?"),
+    # so that its toast does not cover the status bar.
+    server.request("PUT", "/lab/api/settings/@jupyterlab/apputils-extension:notification",
+                   {"raw": '{"fetchNews": "false"}'})
+    # A workspace of its own: JupyterLab would otherwise reopen (and restart the kernels of) the notebooks
+    # earlier tests left open in the default workspace of the shared server.
+    workspace = f"{Path(path).stem}-{uuid.uuid4().hex[:8]}"
+    page.goto(f"{server.url}/lab/workspaces/{workspace}/tree/{path}?token={server.token}")
+    page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+    page.wait_for_selector(".jp-NotebookPanel", timeout=60_000)
+
+
+def test_status_bar_follows_a_kernel_from_the_queue_to_its_node_and_the_panel_shuts_it_down(
+        jupyter_lab: JupyterServer, browser: Any, gpus_taken: list[str]) -> None:
+    path = make_notebook(jupyter_lab, "asgard-status.ipynb", "asgard-test")
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        open_notebook(page, jupyter_lab, path)
+        status = page.locator(STATUS)
+        # The session request blocks while the kernel waits: the item finds the kernel by the notebook's path.
+        expect(status).to_have_text(re.compile(r"queued: waiting for GPUs \(Resources\), next in line"),
+                                    timeout=60_000)
+        expect(status).to_have_attribute("data-phase", "queued")
+        screenshot(page, "asgard-status-bar")
+
+        panel = page.locator(PANEL)
+        expect(panel).to_be_hidden()
+        status.click()  # opens the side panel
+        expect(panel).to_be_visible()
+        card = panel.locator(".jp-asgard-Kernel")
+        expect(card).to_have_count(1)
+        expect(card.locator(".jp-asgard-Kernel-name")).to_have_text(path)
+        expect(card.locator(".jp-asgard-Kernel-state")).to_have_text(
+            "queued: waiting for GPUs (Resources), next in line")
+        expect(card.locator("dd[data-field='GPUs']")).to_have_text("1 GPU")  # asked for
+        expect(card.locator("dd[data-field='Node']")).to_have_text("—")
+        gpu = panel.locator(".jp-asgard-Partition[data-partition='gpu'] .jp-asgard-Partition-gpus")
+        expect(gpu).to_have_text("0 of 4 H100 free", timeout=20_000)
+        screenshot(page, "asgard-side-panel-queued")
+
+        subprocess.run(["scancel", gpus_taken[1]], check=True)  # gpu02's two GPUs come free
+        expect(status).to_have_text(re.compile(r"^running on gpu02, 1 GPU"), timeout=90_000)
+        expect(status).to_have_attribute("data-phase", "running")
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        expect(card.locator(".jp-asgard-Kernel-state")).to_have_text("running")
+        expect(card.locator("dd[data-field='Node']")).to_have_text("gpu02")
+        expect(card.locator("dd[data-field='GPUs']")).to_have_text("1 GPU")
+        expect(card.locator("dd[data-field='Image']")).to_have_text("nvcr.io_nvidia_pytorch_23.12-py3")
+        expect(card.locator("dd[data-field='Time left']")).to_have_text(re.compile(r"^(\d+[dhm]|no limit)"))
+        expect(gpu).to_have_text("1 of 4 H100 free", timeout=20_000)
+        screenshot(page, "asgard-side-panel")
+
+        job_id = jupyter_lab.request("GET", "/asgard/api/kernels").body["kernels"][0]["job_id"]
+        assert any(line.startswith(f"{job_id} ") for line in kernel_jobs())
+        card.get_by_role("button", name="Shut down").click()
+        page.locator(".jp-Dialog").get_by_role("button", name="Shut Down").click()
+        expect(card).to_have_count(0, timeout=30_000)
+        expect(panel.locator(".jp-asgard-Panel-note").first).to_have_text("No Asgard kernels run on this server.")
+        assert wait_until_no_kernel_jobs() == []
+        expect(status).to_be_hidden(timeout=10_000)
+    finally:
+        page.close()
+        shut_down_kernels_of(jupyter_lab, path)
+
+
+def toasts(page: Any, text: str) -> Any:
+    return page.locator(".Toastify__toast", has_text=text)
+
+
+def test_warnings_when_the_allocation_runs_low_and_when_the_job_ends(jupyter_lab: JupyterServer, browser: Any,
+                                                                     kernelspecs: KernelSpecs) -> None:
+    name = kernelspecs.make("asgard-short", time="9")  # 9 minutes: under the 10 minutes the warning is for
+    path = make_notebook(jupyter_lab, "asgard-short.ipynb", name)
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        open_notebook(page, jupyter_lab, path)
+        expect(page.locator(STATUS)).to_have_text(re.compile(r"^running on gpu0[12], 1 GPU, [89]m left$"),
+                                                  timeout=60_000)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        low = toasts(page, "left in its Slurm allocation")
+        expect(low).to_have_count(1, timeout=20_000)
+        expect(low).to_contain_text(re.compile(r"The Asgard kernel of asgard-short\.ipynb: [89]m left"))
+        screenshot(page, "asgard-warning-low-time")
+
+        job_id = next(row["job_id"] for row in jupyter_lab.request("GET", "/asgard/api/kernels").body["kernels"]
+                      if row["path"] == path)
+        subprocess.run(["scancel", job_id], check=True)  # the job ends under the kernel
+        ended = toasts(page, f"its Slurm job {job_id} ended")
+        expect(ended).to_have_count(1, timeout=30_000)
+        expect(ended).to_contain_text("Start a new kernel")
+        screenshot(page, "asgard-warning-ended")
+        page.wait_for_timeout(6_000)  # more polls: each warning came once
+        expect(low).to_have_count(1)
+        expect(ended).to_have_count(1)
+    finally:
+        page.close()
+        shut_down_kernels_of(jupyter_lab, path)
+
+
+def test_status_bar_shows_nothing_for_other_kernels_and_polling_stops_in_a_hidden_tab(
+        jupyter_lab: JupyterServer, browser: Any) -> None:
+    path = make_notebook(jupyter_lab, "local-kernel.ipynb", "python3")
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    polls: list[float] = []
+    page.on("request", lambda request: polls.append(time.monotonic())
+            if request.url.split("?")[0].endswith("/asgard/api/kernels") else None)
+    try:
+        open_notebook(page, jupyter_lab, path)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        page.wait_for_timeout(6_000)  # past a poll of the Asgard API
+        expect(page.locator(STATUS)).to_be_hidden()
+
+        # No kernel queues or starts: one poll every 5 seconds.
+        start = time.monotonic()
+        page.wait_for_timeout(10_500)
+        assert 1 <= len([at for at in polls if at >= start]) <= 3, polls
+
+        # The tab goes to the background: no polls at all; back in front: a poll at once.
+        page.evaluate("""() => {
+            Object.defineProperty(document, 'visibilityState', {value: 'hidden', configurable: true});
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""")
+        hidden = time.monotonic()
+        page.wait_for_timeout(11_000)
+        assert [at for at in polls if at >= hidden + 0.5] == [], polls
+        shown = time.monotonic()
+        page.evaluate("""() => {
+            Object.defineProperty(document, 'visibilityState', {value: 'visible', configurable: true});
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""")
+        page.wait_for_timeout(1_000)
+        assert [at for at in polls if at >= shown], polls
+    finally:
+        page.close()
+        shut_down_kernels_of(jupyter_lab, path)
+
+
+@pytest.fixture(scope="module")
+def jupyter_lab_pending(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+    """JupyterLab with pending kernels: a notebook's session (and kernel id) exists while the kernel queues."""
+    home = tmp_path_factory.mktemp("lab-pending")
+    (home / "config").mkdir()
+    (home / "config" / "jupyter_server_config.py").write_text(
+        "c.SlurmMonitor.poll_interval = 0.5\n"
+        "c.MappingKernelManager.use_pending_kernels = True\n"
+        "c.LabApp.news_url = None\n"
+        "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
+    )
+    (home / "root").mkdir()
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    lab = JupyterServer(home / "root", home / "lab.log", app="lab")
+    lab.start(env)
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+def test_with_pending_kernels_the_item_finds_the_queued_kernel_by_its_id(
+        jupyter_lab_pending: JupyterServer, browser: Any, gpus_taken: list[str]) -> None:
+    lab = jupyter_lab_pending
+    path = make_notebook(lab, "pending.ipynb", "asgard-test")
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        open_notebook(page, lab, path)
+        status = page.locator(STATUS)
+        expect(status).to_have_text(re.compile(r"^queued: waiting for GPUs \(Resources\)"), timeout=60_000)
+        sessions = lab.request("GET", "/api/sessions").body
+        assert [session["kernel"]["execution_state"] for session in sessions] == ["starting"]  # no wait for it
+        # JupyterLab's own kernel shutdown works in the queue too: the job is withdrawn at once.
+        page.get_by_role("menuitem", name="Kernel").click()
+        page.get_by_text(re.compile("^Shut Down Kernel$")).click()
+        expect(status).to_be_hidden(timeout=20_000)
+        assert wait_until_no_kernel_jobs() == []
+        page.wait_for_timeout(4_000)  # a shut-down kernel is no kernel whose job ended under it
+        expect(toasts(page, "ended")).to_have_count(0)
+    finally:
+        page.close()
+        shut_down_kernels_of(lab, path)
