@@ -56,6 +56,8 @@ class SlurmMonitor(SingletonConfigurable):
 
     async def refresh(self) -> None:
         """Ask Slurm now about every watched job; concurrent callers share a call that covers their jobs."""
+        if self._refreshing is not None and self._refreshing.get_loop() is not asyncio.get_running_loop():
+            self._refreshing = None  # left behind by an event loop that is gone (a run_sync's, a test's)
         while self._refreshing is not None and not self._refreshing.done():
             covered = set(self.jobs) <= self._refreshing_ids
             await asyncio.shield(self._refreshing)

@@ -245,11 +245,13 @@ def test_slurm_calls_per_interval_do_not_grow_with_kernels(jupyter_server: Jupyt
         assert extra_squeue_calls() in (-1, 0, 1)
         threads = [start_in_background(jupyter_server, name) for _ in range(9)]
         for thread, answers in threads:
-            thread.join(120)
+            thread.join(300)
+            assert answers, f"a kernel start did not answer within 300s; server log: {jupyter_server.log()}"
             kernels.append(answers[0].body["id"])
         rows = jupyter_server.request("GET", "/asgard/api/kernels").body["kernels"]
         assert sum(row["state"] == "RUNNING" for row in rows) == 10
         assert extra_squeue_calls() in (-1, 0, 1)
     finally:
-        for kernel_id in kernels:
-            jupyter_server.request("DELETE", f"/api/kernels/{kernel_id}")
+        for kernel in jupyter_server.request("GET", "/api/kernels").body:
+            if kernel["name"] == name:
+                jupyter_server.request("DELETE", f"/api/kernels/{kernel['id']}")

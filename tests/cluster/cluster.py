@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
@@ -194,7 +194,8 @@ class LocalCluster:
         check_prerequisites(self.state.network)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            with _slot_lock():  # test runs side by side must not pick the same slot
+            # Root clusters side by side must not pick the same slot; loopback ones probe their ports.
+            with _slot_lock() if not self.loopback else nullcontext():
                 self.state.slot = _free_loopback_slot() if self.loopback else _free_slot()
                 if not self.loopback:
                     self._make_network()
