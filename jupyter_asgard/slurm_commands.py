@@ -34,7 +34,7 @@ ENDED_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_F
 _SALLOC_LINE = re.compile(
     r"^salloc: (?:(?P<granted>Granted job allocation) (?P<granted_id>\d+)"
     r"|(?P<pending>Pending job allocation) (?P<pending_id>\d+)"
-    r"|(?P<revoked>Job allocation) (?P<revoked_id>\d+) has been revoked"
+    r"|(?P<revoked>Job(?: allocation)?) (?P<revoked_id>\d+) has (?:been revoked|exceeded its time limit)"
     r"|error: (?P<error>.*))"
 )
 
