@@ -4,9 +4,9 @@ It is sent as ``python3 -c <this source> KERNEL_ARGV...`` so that nothing has to
 be installed in the image and no filesystem has to be shared with the Jupyter
 server.  It binds the kernel's ports on the compute node itself (preferring the
 ports of the previous run, so clients stay connected through a restart), writes
-the connection file where only this user can read it, tells the provisioner
-the address and ports in one line on stdout (srun relays it), and runs the
-kernel.  The session key arrives in the environment only and is removed from
+the connection file where only this user can read it, runs the kernel, and
+once the kernel listens on those ports tells the provisioner the address and
+ports in one line on stdout (srun relays it).  The session key arrives in the environment only and is removed from
 the kernel's own environment.
 """
 
@@ -18,10 +18,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 HANDSHAKE = "ASGARD-HANDSHAKE "
 FAILURE = "ASGARD-ERROR "
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+BIND_PATIENCE = 60.0  # seconds to wait for the kernel to listen before leaving the verdict to the provisioner
+KILL_AFTER = 2.0  # seconds a kernel has to end after SIGTERM; the provisioner waits longer (kernel_step.py)
 
 
 def fail(message, code=1):
@@ -59,23 +62,115 @@ def kernel_environment():
     return {name: value for name, value in os.environ.items() if not name.startswith("ASGARD_")}
 
 
-def run_kernel(argv, env):
-    """Run the kernel as a child so its connection file can be removed when it ends."""
+def run_kernel(argv, env, ports, announce):
+    """Run the kernel as a child so its connection file can be removed when it ends; announce it once it
+    listens on its ports.
+
+    Slurm signals every process of the step (scancel --signal), so the kernel
+    gets SIGINT directly; the bootstrap must only survive it.  On SIGTERM the
+    kernel gets KILL_AFTER seconds to end before it is killed, so the bootstrap
+    itself still ends before Slurm's KILL and removes the connection file.
+    """
     child = subprocess.Popen(argv, env=env)
+    stopping = []
 
-    def forward(signum, frame):
-        child.send_signal(signum)
+    def stop(signum, frame):
+        stopping.append(time.monotonic())
+        for signum in (signal.SIGTERM, signal.SIGCONT):  # CONT: a stopped kernel must see the TERM too
+            try:
+                child.send_signal(signum)
+            except OSError:
+                pass
 
-    # Slurm signals every process of the step (scancel --signal), so the kernel
-    # gets SIGINT directly; the bootstrap must only survive it.
     signal.signal(signal.SIGINT, lambda signum, frame: None)
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGHUP, forward)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    verdict = await_ports(child, ports)
+    if verdict == "ready":
+        announce()
+    elif verdict != "ended":
+        print("{}{}: Address already in use".format(FAILURE, verdict), flush=True)
+        stop(signal.SIGTERM, None)
     while True:
         try:
-            return child.wait()
+            return child.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            if stopping and time.monotonic() - stopping[0] > KILL_AFTER:
+                child.kill()
         except InterruptedError:
             continue
+
+
+def listeners():
+    """{port: socket inode} of this node's listening TCP sockets; None where /proc cannot tell."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A":  # TCP_LISTEN
+                found[int(fields[1].rsplit(":", 1)[1], 16)] = fields[9]
+    return found or None
+
+
+def socket_inodes(root):
+    """Inodes of the sockets held by process root and every process below it (a kernel may be a wrapper)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/{}/stat".format(entry)) as handle:
+                parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    family, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, its_parent in parents.items() if its_parent == parent and pid not in family]
+        family.update(children)
+        frontier.extend(children)
+    inodes = set()
+    for pid in family:
+        try:
+            links = [os.readlink("/proc/{}/fd/{}".format(pid, fd)) for fd in os.listdir("/proc/{}/fd".format(pid))]
+        except OSError:
+            continue
+        inodes.update(link[8:-1] for link in links if link.startswith("socket:["))
+    return inodes
+
+
+def port_state(pid, ports):
+    """The kernel's ports nobody listens on yet, and those another process listens on.
+
+    Ports are chosen before the kernel binds them, so a kernel starting beside
+    this one on the node may take one first; it stays taken, and the kernel
+    may live on without it (ipykernel's heartbeat thread just dies).  Where
+    /proc cannot tell, every port counts as the kernel's.
+    """
+    listening = listeners()
+    if listening is None:
+        return set(), set()
+    missing = {port for port in ports.values() if port not in listening}
+    ours = socket_inodes(pid) if len(missing) < len(ports) else set()
+    return missing, {port for port in ports.values() if port in listening and listening[port] not in ours}
+
+
+def await_ports(child, ports):
+    """Until the kernel listens on all its ports: "ready"; "ended" if it ended first, else which ports
+    another process took (both happen when a neighbour took a port: the provisioner starts again)."""
+    deadline = time.monotonic() + BIND_PATIENCE
+    while child.poll() is None:
+        missing, foreign = port_state(child.pid, ports)
+        if foreign:
+            return "another process took port {} before the kernel could listen on it".format(
+                ", ".join(map(str, sorted(foreign))))
+        if not missing or time.monotonic() > deadline:
+            return "ready"
+        time.sleep(0.05)
+    return "ended"
 
 
 def node_address():
@@ -114,10 +209,11 @@ def main():
                 kernel_name=os.environ.get("ASGARD_KERNEL_NAME", ""))
     directory, path = write_connection_file(info)
     argv = [arg.replace("{connection_file}", path) for arg in argv]
-    print(HANDSHAKE + json.dumps(dict(ports, ip=ip, node=os.environ.get("SLURMD_NODENAME", ""),
-                                      step=os.environ.get("SLURM_STEP_ID", ""), pid=os.getpid())), flush=True)
+    handshake = dict(ports, ip=ip, node=os.environ.get("SLURMD_NODENAME", ""),
+                     step=os.environ.get("SLURM_STEP_ID", ""), pid=os.getpid())
     try:
-        code = run_kernel(argv, kernel_environment())
+        code = run_kernel(argv, kernel_environment(), ports,
+                          lambda: print(HANDSHAKE + json.dumps(handshake), flush=True))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     sys.exit(128 - code if code < 0 else code)

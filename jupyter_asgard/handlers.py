@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import sys
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -25,6 +27,28 @@ from .slurm_client import SlurmError
 
 API = "/asgard/api"
 MAX_BODY = 64 * 1024
+PLACEHOLDER = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def parse_json(body: bytes) -> Any:
+    """json.loads, with each way a body can fail it answered as the client's mistake (400), never a 500."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as error:
+        raise web.HTTPError(400, f"the request body is not JSON: {error}") from None
+    except UnicodeDecodeError:
+        raise web.HTTPError(400, "the request body is not JSON: it is not UTF-8 text") from None
+    except RecursionError:
+        raise web.HTTPError(400, "the request body's JSON is nested too deeply to read") from None
+    except ValueError:  # the only other one: Python's limit on the digits of an integer
+        raise web.HTTPError(400, "the request body's JSON holds a number with more digits than "
+                            f"{sys.get_int_max_str_digits()}") from None
+
+
+def json_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise web.HTTPError(400, f"{what} must be a JSON object")
+    return value
 
 
 class AsgardHandler(ExtensionHandlerMixin, APIHandler):
@@ -39,13 +63,7 @@ class AsgardHandler(ExtensionHandlerMixin, APIHandler):
     def json_body(self) -> dict[str, Any]:
         if len(self.request.body) > MAX_BODY:
             raise web.HTTPError(413, f"the request body is over {MAX_BODY // 1024} KiB")
-        try:
-            body = json.loads(self.request.body or b"{}")
-        except json.JSONDecodeError as error:
-            raise web.HTTPError(400, f"the request body is not JSON: {error}") from None
-        if not isinstance(body, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object")
-        return body
+        return json_object(parse_json(self.request.body or b"{}"), "the request body")
 
     def store(self) -> KernelspecStore:
         return KernelspecStore(self.kernel_spec_manager)
@@ -98,19 +116,23 @@ class ValidateHandler(AsgardHandler):
             self.finish({"valid": True, "config": config.to_json(), "problems": []})
 
 
-class KernelsHandler(AsgardHandler):
+def is_placeholder_path(path: str) -> bool:
+    """JupyterLab first creates a notebook's session under a made-up path (a bare UUID) and only renames it
+    to the notebook's once the kernel is up; in between, the path the kernel was started for is the truth."""
+    return bool(PLACEHOLDER.fullmatch(path.rsplit("/", 1)[-1]))
+
+
+class KernelRowsHandler(AsgardHandler):
+    """Kernel job rows with the path of each kernel's notebook, as the server's sessions know it."""
+
     auth_resource = "kernels"
 
-    @web.authenticated
-    @authorized
-    async def get(self) -> None:
-        rows = kernel_jobs(self.asgard.monitor)
+    async def located(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         paths = await self._notebook_paths()
         for row in rows:
             session_name = row.pop("session_name")
             row["path"] = paths.get(row["kernel_id"]) or self._api_path(session_name)
-        self.finish({"kernels": rows, "slurm_reachable": self.asgard.monitor.reachable,
-                     "slurm_error": self.asgard.monitor.last_error})
+        return rows
 
     def _api_path(self, session_name: str) -> str:
         """A kernel still in the queue has no session yet; its notebook's path came in its environment."""
@@ -121,17 +143,25 @@ class KernelsHandler(AsgardHandler):
 
     async def _notebook_paths(self) -> dict[str, str]:
         sessions = await self.session_manager.list_sessions()
-        return {session["kernel"]["id"]: session.get("path", "") for session in sessions if session.get("kernel")}
+        return {session["kernel"]["id"]: session.get("path", "") for session in sessions
+                if session.get("kernel") and not is_placeholder_path(session.get("path", ""))}
 
 
-class KernelHandler(AsgardHandler):
-    auth_resource = "kernels"
+class KernelsHandler(KernelRowsHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        rows = await self.located(kernel_jobs(self.asgard.monitor))
+        self.finish({"kernels": rows, "slurm_reachable": self.asgard.monitor.reachable,
+                     "slurm_error": self.asgard.monitor.last_error})
 
+
+class KernelHandler(KernelRowsHandler):
     @web.authenticated
     @authorized
     async def get(self, kernel_id: str) -> None:
-        row = self._row(kernel_id)
-        self.finish(row)
+        rows = await self.located([self._row(kernel_id)])
+        self.finish(rows[0])
 
     @web.authenticated
     @authorized
@@ -180,7 +210,8 @@ class KernelspecHandler(AsgardHandler):
     @authorized
     async def put(self, name: str) -> None:
         body = self.json_body()
-        config, problems = await self.asgard.site.validate(body.get("config", {}))
+        values = json_object(body.get("config", {}), "the kernelspec's config")
+        config, problems = await self.asgard.site.validate(values)
         if problems:
             self.refuse(400, "the kernel's settings have problems: " + "; ".join(problems), problems)
             return
@@ -188,7 +219,7 @@ class KernelspecHandler(AsgardHandler):
         if not isinstance(display_name, str):
             self.refuse(400, "display_name must be text")
             return
-        await self._answer(self.store().write, name, display_name, body.get("config", {}))
+        await self._answer(self.store().write, name, display_name, values)
 
     @web.authenticated
     @authorized

@@ -18,9 +18,12 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from .bootstrap import FAILURE, HANDSHAKE
+from .bootstrap import FAILURE, HANDSHAKE, KILL_AFTER
 from .errors import KernelStartError
 from .slurm_client import SlurmClient, SlurmError
+
+PORT_TAKEN = "Address already in use"  # zmq's words (EADDRINUSE), as the kernel prints them
+TERM_PATIENCE = KILL_AFTER + 1.5  # the bootstrap kills a kernel that ignores TERM after KILL_AFTER
 
 OUTPUT_HINTS = {
     "No module named ipykernel": "the image has no ipykernel: choose an image with Jupyter (NGC PyTorch has it), "
@@ -105,6 +108,10 @@ class KernelStep:
             f"{timeout:.0f}s (is the node's address reachable from this host?)"
         )
 
+    def lost_a_port(self) -> bool:
+        """Whether the kernel ended because one of its ports was taken before it could bind it."""
+        return self.poll() is not None and any(PORT_TAKEN in line for line in self.output)
+
     def poll(self) -> int | None:
         """None while srun runs, else its exit status."""
         return None if self.process is None else self.process.returncode
@@ -122,19 +129,38 @@ class KernelStep:
             await self.client.scancel(self.job_id, self.step_id, name)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """End the step and wait for srun; kill srun itself only if Slurm cannot be reached."""
+        """End the step: TERM first, so the bootstrap removes the connection file holding the session key,
+        then KILL; kill srun itself only if Slurm cannot be reached."""
         if self.process is None:
             return
-        if self.poll() is None:
-            try:
-                await self.signal("KILL")
-            except SlurmError as error:
-                self.log.warning("Kernel %s: %s", self.kernel_id, error)
-            try:
-                await asyncio.wait_for(self.process.wait(), grace)
-            except asyncio.TimeoutError:
-                self.process.kill()
+        for name, patience in (("TERM", TERM_PATIENCE), ("KILL", grace)):
+            if self.poll() is not None:
+                break
+            await self._deliver(name)
+            if await self._ended_within(patience):
+                break
+        else:
+            self.process.kill()
         await self.wait()
+
+    async def _deliver(self, name: str) -> None:
+        """A signal for the step through Slurm; before the step is known, srun ends it on TERM itself."""
+        assert self.process is not None
+        try:
+            if self.step_id:
+                await self.signal(name)
+            else:
+                self.process.terminate()
+        except (SlurmError, ProcessLookupError) as error:
+            self.log.warning("Kernel %s: %s", self.kernel_id, error)
+
+    async def _ended_within(self, seconds: float) -> bool:
+        assert self.process is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self.process.wait()), seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def _read(self, stream: asyncio.StreamReader | None, handshake: bool) -> None:
         assert stream is not None

@@ -14,10 +14,11 @@ import getpass
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from .extra_args import extra_args_problems
 from .mounts import Mount, MountError, parse_mount
 
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
@@ -34,10 +35,6 @@ IMAGE_URI = re.compile(
 VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
 MAX_VALUE_LENGTH = 4096
 MAX_LIST_LENGTH = 64
-# Options the provisioner sets itself: given again through *_args they would conflict.
-RESERVED_LONG = frozenset({"--jobid", "--no-shell", "--pty", "--job-name", "--export", "--chdir", "--comment",
-                           "--nodes", "--ntasks"})
-RESERVED_SHORT = frozenset({"-J", "-D", "-N", "-n"})
 MAX_COUNT = 1_000_000
 
 
@@ -174,8 +171,8 @@ class LaunchConfig:
             found.append(f"mem {self.mem!r}: write a size such as 16G or 32000M")
         if self.time and not TIME.match(self.time):
             found.append(f"time {self.time!r}: write minutes, HH:MM:SS or D-HH:MM:SS")
-        found += _extra_args_problems("srun_args", self.srun_args) + _extra_args_problems("salloc_args",
-                                                                                          self.salloc_args)
+        found += extra_args_problems("srun_args", self.srun_args) + extra_args_problems("salloc_args",
+                                                                                        self.salloc_args)
         return found
 
 
@@ -278,29 +275,28 @@ def _image_problems(image: str) -> list[str]:
     return []
 
 
-def _extra_args_problems(key: str, args: tuple[str, ...]) -> list[str]:
-    problems = []
-    for arg in args:
-        option = arg.split("=")[0] if arg.startswith("--") else arg[:2]
-        if not arg.startswith("-"):
-            problems.append(f"{key}: {arg!r} is not an option; write each as --name or --name=value")
-        elif option in RESERVED_LONG or option in RESERVED_SHORT or option.startswith("--container-"):
-            problems.append(f"{key}: {option} is set by jupyter-asgard; use the matching setting instead")
-    return problems
-
-
-def policy_problems(config: LaunchConfig, max_gpus: int, allowed_partitions: list[str] | tuple[str, ...] = ()
-                    ) -> list[str]:
+def policy_problems(config: LaunchConfig, max_gpus: int, allowed_partitions: Sequence[str] = ()) -> list[str]:
     """The site's limits, checked before anything is submitted."""
     problems = []
     gpu_type, count = config.gpu_request()
     if count > max_gpus:
         problems.append(f"gpus: {count} GPUs requested but this site allows at most {max_gpus} per kernel; "
                         f"ask for {max_gpus} or fewer")
-    if allowed_partitions and config.partition and config.partition not in allowed_partitions:
-        problems.append(f"partition {config.partition!r} is not offered for kernels; "
-                        f"choose one of {', '.join(allowed_partitions)}")
+    if allowed_partitions and config.partition not in allowed_partitions:
+        which = (f"partition {config.partition!r} is not offered for kernels" if config.partition else
+                 "partition: none is chosen, so Slurm would use its default one, which may not be offered for kernels")
+        problems.append(f"{which}; choose one of {', '.join(allowed_partitions)}")
     return problems
+
+
+def with_site_partition(config: LaunchConfig, site_partition: str, allowed_partitions: Sequence[str]
+                        ) -> LaunchConfig:
+    """Where the site limits partitions, a kernel that names none would run in Slurm's default partition,
+    which the limit may exclude: it gets the site's default partition instead, where that one is allowed
+    (policy_problems refuses it otherwise)."""
+    if allowed_partitions and not config.partition and site_partition in allowed_partitions:
+        return replace(config, partition=site_partition)
+    return config
 
 
 def path_problems(config: LaunchConfig, exists: Callable[[str], bool]) -> list[str]:

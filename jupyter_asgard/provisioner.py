@@ -4,7 +4,9 @@ Life cycle (jupyter_client calls these in order, see local_provisioner.py):
 pre_launch checks the launch configuration before anything is submitted;
 launch_kernel gets the allocation (once; restarts reuse it), runs the kernel
 as an srun step with Pyxis's options and returns the connection info the
-node reported; poll/wait/send_signal/kill/terminate act on the step;
+node reported; post_launch, after a move to another node, points the
+server's activity watch at the new address (kernel_address.py);
+poll/wait/send_signal/kill/terminate act on the step;
 cleanup releases the allocation unless the kernel is restarting.
 """
 
@@ -27,15 +29,17 @@ from traitlets.config import Configurable
 from . import bootstrap
 from .allocation import Allocation
 from .errors import KernelStartError
+from .kernel_address import address, keep_connection_file, rewatch_activity
 from .kernel_env import step_environment
 from .launch_plan import kernel_step_argv
-from .launch_config import LaunchConfig, LaunchConfigError, path_problems, policy_problems
+from .launch_config import LaunchConfig, LaunchConfigError, path_problems, policy_problems, with_site_partition
 from .monitor import SlurmMonitor
 from .kernel_step import KernelStep
 from .slurm_client import SlurmClient, SlurmError, SlurmNotFound
 
 BOOTSTRAP_SOURCE = Path(bootstrap.__file__).read_text()
 PORT_NAMES = bootstrap.PORT_NAMES
+PORT_ATTEMPTS = 3  # starts on fresh ports when a kernel starting beside this one took a port first
 
 
 def _launch_traits() -> dict[str, AnyTrait]:
@@ -52,6 +56,12 @@ def _launch_traits() -> dict[str, AnyTrait]:
 
 
 LaunchSettings = type("LaunchSettings", (HasTraits,), _launch_traits())
+
+
+def kernelspec_settings(kernel_spec: Any) -> set[str]:
+    """The settings a kernelspec's own metadata.kernel_provisioner.config names."""
+    metadata = getattr(kernel_spec, "metadata", None) or {}
+    return set(metadata.get("kernel_provisioner", {}).get("config") or {})
 
 
 # The Asgard kernels of this process by kernel id, from their first launch until cleanup: jupyter_server
@@ -112,9 +122,18 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
                                ).tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
-        known = set(self.class_trait_names())
-        self.unknown_settings = sorted(set(kwargs) - known)
+        # jupyter_client passes a kernelspec's config as keyword arguments, beside its own (kernel_id, ...):
+        # of those a kernelspec names, only launch settings apply; the site's policy is the site's alone.
+        launch_keys = set(LaunchConfig.keys())
+        refused = kernelspec_settings(kwargs.get("kernel_spec")) - launch_keys
+        known = set(self.class_trait_names()) - refused
+        self.site_settings = sorted(refused & set(self.class_trait_names(config=True)))
+        self.unknown_settings = sorted(set(kwargs) - known - set(self.site_settings))
+        launch = {name: kwargs.pop(name) for name in launch_keys & set(kwargs)}
         super().__init__(**{name: value for name, value in kwargs.items() if name in known})
+        self.site_partition = self.partition  # the site's default, before the kernelspec's settings apply
+        for name, value in launch.items():
+            setattr(self, name, value)
         self.client = SlurmClient()
         self.monitor = SlurmMonitor.instance(parent=self.parent if isinstance(self.parent, Configurable) else None)
         self.allocation: Allocation | None = None
@@ -128,6 +147,7 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         self.exited = False  # its job ended: the kernel counts as a process that has exited
         self._restart_requested = False
         self._ports: dict[str, int] = {}
+        self._moved = False  # the last launch came back at another address than the one before
         self._shutting_down = False
 
     # --- what the UI reads ---------------------------------------------------------
@@ -158,6 +178,8 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         self.launch_dir = str(kwargs.get("cwd") or os.getcwd())
         self.launch = await self._checked_config()
         _live[self.kernel_id] = self
+        if self.connection_info and self.allocation is not None and not self.end_state:
+            keep_connection_file(self.parent, self.connection_info)  # a restart in the allocation: same address
         kwargs = await super().pre_launch(**kwargs)
         self.session_name = kwargs["env"].get("JPY_SESSION_NAME", "")
         cmd = list(self.kernel_spec.argv) + list(kwargs.pop("extra_arguments", []))
@@ -170,13 +192,13 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         try:
             await self._usable_allocation(env)
             try:
-                return await self._start_step(cmd, env)
+                return await self._start_on_free_ports(cmd, env)
             except KernelStartError:
                 if not await self._node_lost():
                     raise
             self.log.warning("Kernel %s: node %s is lost; starting again elsewhere", self.kernel_id, self.node)
             await self._usable_allocation(env)
-            return await self._start_step(cmd, env)
+            return await self._start_on_free_ports(cmd, env)
         except BaseException as error:
             await self._release(keep_row=bool(self.end_state))
             if self.end_state and not requested and self.connection_info and isinstance(error, KernelStartError):
@@ -190,7 +212,10 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
             raise
 
     async def post_launch(self, **kwargs: Any) -> None:
-        pass
+        """After a move to another node jupyter_client knows the new address; make jupyter_server follow."""
+        if self._moved:
+            self._moved = False
+            rewatch_activity(self.parent, self.kernel_id)
 
     async def poll(self) -> int | None:
         return self.step.poll() if self.step else 1 if self.exited else 0
@@ -242,12 +267,15 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         values = {name: getattr(self, name) for name in LaunchConfig.keys()}
         problems = [f"unknown setting {name!r} in the kernelspec (known: {', '.join(LaunchConfig.keys())})"
                     for name in self.unknown_settings]
+        problems += [f"the kernelspec {self._kernel_name()!r} sets {name!r}, a site setting: only the site's "
+                     f"configuration may set it (c.PyxisProvisioner.{name})" for name in self.site_settings]
         try:
             config = LaunchConfig.parse(values)
         except LaunchConfigError as error:
             raise KernelStartError(
                 f"the kernelspec {self._kernel_name()!r} is not valid: " + "; ".join(problems + error.problems),
                 "fix it in the Asgard panel or in its kernel.json") from None
+        config = with_site_partition(config, self.site_partition, self.allowed_partitions)
         problems += policy_problems(config, self.max_gpus, self.allowed_partitions)
         if self.check_paths:
             problems += await asyncio.to_thread(path_problems, config, os.path.exists)
@@ -304,6 +332,21 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         salloc_env = step_environment(env, {}, {})
         await self.allocation.request(self.launch, comment, self.queue_timeout, salloc_env, tuple(self.lost_nodes))
 
+    async def _start_on_free_ports(self, cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+        """Start the step; again on other ports when a kernel starting beside it on the node took one first
+        (the bootstrap picks free ports, the kernel binds them a moment later)."""
+        for _ in range(PORT_ATTEMPTS - 1):
+            try:
+                return await self._start_step(cmd, env)
+            except KernelStartError:
+                if not (self.step and self.step.lost_a_port()):
+                    raise
+                await self.step.stop()
+                self.log.warning("Kernel %s: a port was taken on the node; starting again on other ports",
+                                 self.kernel_id)
+                self._ports = {}
+        return await self._start_step(cmd, env)
+
     async def _start_step(self, cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
         assert self.launch is not None and self.allocation is not None
         session = self.parent.session
@@ -328,10 +371,12 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         await self.step.wait_ready(self.start_timeout)
         self.log.info("Kernel %s: running on %s (%s)", self.kernel_id, self.node, handshake["ip"])
         self._ports = {name: int(handshake[name]) for name in PORT_NAMES}
+        previous = address(self.connection_info)
         self.connection_info = {
             "ip": handshake["ip"], "transport": "tcp", **self._ports, "key": session.key,
             "signature_scheme": session.signature_scheme, "kernel_name": self._kernel_name(),
         }
+        self._moved = bool(previous) and previous != address(self.connection_info)
         return self.connection_info
 
     async def _release(self, keep_row: bool = False) -> None:

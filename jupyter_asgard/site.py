@@ -27,6 +27,7 @@ from .launch_config import (
     expand_variables,
     path_problems,
     policy_problems,
+    with_site_partition,
 )
 from .provisioner import PyxisProvisioner
 from .resources import parse_sinfo, sinfo_argv
@@ -97,6 +98,7 @@ class AsgardSite(LoggingConfigurable):
         """Every problem with a launch configuration that can be found without submitting it."""
         config, problems = LaunchConfig.check(values)
         site = self.site_provisioner()
+        config = with_site_partition(config, site.partition, site.allowed_partitions)
         problems += policy_problems(config, site.max_gpus, site.allowed_partitions)
         problems += await asyncio.to_thread(path_problems, config, os.path.exists)
         problems += await self._resource_problems(config)

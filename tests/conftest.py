@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from jupyter_asgard.monitor import SlurmMonitor
-from tests.cluster import ClusterUnavailable, LocalCluster, check_prerequisites
-from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
 from tests.browser import CHROMIUM, launch
+from tests.cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequisites
+from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer
 
 
@@ -65,6 +65,19 @@ def kernelspecs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFa
             os.environ.pop("JUPYTER_PATH", None)
         else:
             os.environ["JUPYTER_PATH"] = saved
+
+
+@pytest.fixture
+def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
+    """Every GPU of the cluster held by another user's job, so a kernel's allocation waits in the queue
+    (reason Resources); yields their job ids, one per node."""
+    jobs = []
+    for node in NODES:
+        result = subprocess.run(["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"],
+                                capture_output=True, text=True, timeout=30)
+        jobs.append(result.stderr.split()[-1])
+    yield jobs
+    subprocess.run(["scancel", *jobs], capture_output=True)
 
 
 @pytest.fixture

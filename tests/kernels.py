@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager
+from traitlets.config import Config
 
 from tests.cluster import LocalCluster
 
@@ -93,8 +94,9 @@ async def execute(km: AsyncKernelManager, code: str, timeout: float = 30) -> dic
         client.stop_channels()
 
 
-async def start(kernel_name: str, cwd: Path, **kwargs: Any) -> AsyncKernelManager:
-    km = AsyncKernelManager(kernel_name=kernel_name)
+async def start(kernel_name: str, cwd: Path, site: Config | None = None, **kwargs: Any) -> AsyncKernelManager:
+    """site: the site's configuration (c.PyxisProvisioner...), which only the server's config files may set."""
+    km = AsyncKernelManager(kernel_name=kernel_name, config=site or Config())
     await km.start_kernel(cwd=str(cwd), **kwargs)
     return km
 

@@ -83,8 +83,9 @@ class JupyterServer:
 
     def request(self, method: str, path: str, body: Any = None, token: str | None = "", timeout: float = 120
                 ) -> Response:
-        """One HTTP request; token "" means the server's token, None means no credentials at all."""
-        data = json.dumps(body).encode() if body is not None else None
+        """One HTTP request; token "" means the server's token, None means no credentials at all; a body of
+        bytes goes as it is, any other as JSON."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         if token is not None:
             request.add_header("Authorization", f"token {token or self.token}")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import string
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from tornado.web import HTTPError
 
+from jupyter_asgard.extra_args import RESERVED_LONG, RESERVED_SHORT, SHORT_WITH_VALUE, extra_args_problems
+from jupyter_asgard.handlers import parse_json
 from jupyter_asgard.launch_config import LaunchConfig, LaunchConfigError, json_schema
 from jupyter_asgard.mounts import KNOWN_FLAGS, Mount, MountError, parse_mount
 
@@ -147,3 +152,45 @@ def test_launch_config_parse_returns_a_config_or_raises_its_error(values: dict[s
 def test_launch_config_parse_on_json_values(values: dict[str, Any]) -> None:
     result = parse_config({"image": "/i.sqsh", **values}, ENV)
     assert isinstance(result, (LaunchConfig, LaunchConfigError))
+
+
+# --- srun_args / salloc_args -------------------------------------------------------------------
+
+
+@FUZZ
+@given(st.sampled_from(sorted(SHORT_WITH_VALUE)), st.data())
+def test_a_reserved_letter_in_a_cluster_of_flags_is_always_refused(key: str, data: st.DataObject) -> None:
+    """getopt reads -vlJx as -v -l -J x: whatever flags come first, the reserved letter is found."""
+    flags = sorted(set(string.ascii_letters) - SHORT_WITH_VALUE[key] - set(RESERVED_SHORT))
+    cluster = data.draw(st.text(alphabet=flags, max_size=6)) + data.draw(st.sampled_from(sorted(RESERVED_SHORT)))
+    assert extra_args_problems(key, [f"-{cluster}{data.draw(st.text(max_size=6))}"])
+
+
+@FUZZ
+@given(st.sampled_from(sorted(SHORT_WITH_VALUE)), st.sampled_from(sorted(RESERVED_LONG)), st.data())
+def test_every_abbreviation_of_a_reserved_option_is_refused(key: str, option: str, data: st.DataObject) -> None:
+    abbreviation = option[:data.draw(st.integers(min_value=1, max_value=len(option)))]
+    value = data.draw(st.one_of(st.just(""), st.builds("={}".format, st.text(max_size=8))))
+    assert extra_args_problems(key, [f"--{abbreviation}{value}"])
+
+
+# --- REST request bodies ----------------------------------------------------------------------
+
+json_bytes = st.builds(lambda value: json.dumps(value).encode(), json_like)
+damaged_json = st.tuples(json_bytes, st.binary(max_size=4), st.integers(min_value=0, max_value=40)).map(
+    lambda parts: parts[0][:parts[2]] + parts[1] + parts[0][parts[2]:])
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=60), json_bytes, damaged_json))
+@example(b'{"image": "\xff\xfe"}')
+@example(b"[" * 30000 + b"]" * 30000)
+@example(b'{"gpus": ' + b"9" * 5000 + b"}")
+@example(b"\xff\xfe{\x00}\x00")
+def test_parse_json_returns_a_value_or_refuses_with_400(body: bytes) -> None:
+    """Whatever a client sends, the answer is its value or a 400 saying what is wrong, never a 500."""
+    try:
+        parse_json(body)
+    except HTTPError as error:
+        assert error.status_code == 400
+        assert error.log_message.startswith(("the request body is not JSON", "the request body's JSON"))

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.browser import screenshot
-from tests.cluster import NODES, LocalCluster
+from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer
 
@@ -27,13 +27,6 @@ STATUS = ".jp-asgard-StatusItem"
 PANEL = "#jupyter-asgard-panel"
 
 
-@pytest.fixture
-def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
-    """Other users' jobs on all four GPUs, so a kernel's allocation waits in the queue (reason Resources)."""
-    jobs = [subprocess.run(["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"],
-                           capture_output=True, text=True, timeout=30).stderr.split()[-1] for node in NODES]
-    yield jobs
-    subprocess.run(["scancel", *jobs], capture_output=True)
 
 
 def make_notebook(server: JupyterServer, name: str, kernel_name: str) -> str:

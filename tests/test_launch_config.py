@@ -14,6 +14,7 @@ from jupyter_asgard.launch_config import (
     json_schema,
     path_problems,
     policy_problems,
+    with_site_partition,
 )
 from jupyter_asgard.mounts import Mount
 
@@ -256,7 +257,7 @@ def test_all_problems_are_collected_at_once() -> None:
         "partition 'bad name' is not a valid Slurm name (letters, digits, '_', '.', '-')",
         "mem 'lots': write a size such as 16G or 32000M",
         "time '8h': write minutes, HH:MM:SS or D-HH:MM:SS",
-        "srun_args: --jobid is set by jupyter-asgard; use the matching setting instead",
+        "srun_args: --jobid is set by jupyter-asgard; leave it out: each kernel runs in an allocation of its own",
     ]
 
 
@@ -431,31 +432,109 @@ def test_extra_non_options_refused(key: str) -> None:
 
 @pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
 @pytest.mark.parametrize(
-    ("arg", "option"),
+    ("arg", "option", "instead"),
     [
-        ("--jobid=12", "--jobid"),
-        ("--jobid", "--jobid"),
-        ("--container-image=/enroot/other.sqsh", "--container-image"),
-        ("--container-mounts=/a:/a", "--container-mounts"),
-        ("--container-writable", "--container-writable"),
-        ("-J", "-J"),
-        ("--job-name=mine", "--job-name"),
-        ("--no-shell", "--no-shell"),
-        ("--pty", "--pty"),
-        ("--export=ALL", "--export"),
-        ("--chdir=/tmp", "--chdir"),
-        ("-D", "-D"),
+        ("--jobid=12", "--jobid", "leave it out: each kernel runs in an allocation of its own"),
+        ("--jobid", "--jobid", "leave it out: each kernel runs in an allocation of its own"),
+        ("--container-image=/enroot/other.sqsh", "--container-image", "use the setting 'image' instead"),
+        ("--container-mounts=/a:/a", "--container-mounts", "use the setting 'mounts' instead"),
+        ("--container-writable", "--container-writable", "use the setting 'container_writable' instead"),
+        ("--no-container-mount-home", "--no-container-mount-home",
+         "use the setting 'container_mount_home' instead"),
+        ("-J", "-J", "leave it out: jupyter-asgard finds its kernels' jobs by their names"),
+        ("--job-name=mine", "--job-name", "leave it out: jupyter-asgard finds its kernels' jobs by their names"),
+        ("--no-shell", "--no-shell", ("leave it out: salloc holds the allocation for as long as the Jupyter "
+                                      "server runs")),
+        ("--pty", "--pty", "leave it out: the kernel talks to Jupyter through its ports, not a terminal"),
+        ("--export=ALL", "--export", ("leave it out: set variables in the kernelspec's env (container_env lets "
+                                      "them win over the image's)")),
+        ("--chdir=/tmp", "--chdir", "use the setting 'workdir' instead"),
+        ("-D", "-D", "use the setting 'workdir' instead"),
+        ("-N2", "-N", "leave it out: a kernel is one task on one node"),
     ],
 )
-def test_reserved_options_refused(key: str, arg: str, option: str) -> None:
-    assert problems_of({"image": IMAGE, key: [arg]}) == [
-        f"{key}: {option} is set by jupyter-asgard; use the matching setting instead"]
+def test_reserved_options_refused_with_what_to_do_instead(key: str, arg: str, option: str, instead: str) -> None:
+    assert problems_of({"image": IMAGE, key: [arg]}) == [f"{key}: {option} is set by jupyter-asgard; {instead}"]
 
 
-@pytest.mark.parametrize("arg", ["-Jmine", "-D/tmp"])
+@pytest.mark.parametrize("arg", ["-Jmine", "-D/tmp", "-J mine"])
 def test_reserved_short_option_with_attached_value_refused(arg: str) -> None:
     problems = problems_of({"image": IMAGE, "srun_args": [arg]})
-    assert len(problems) == 1 and "is set by jupyter-asgard" in problems[0]
+    assert len(problems) == 1 and f"srun_args: {arg[:2]} is set by jupyter-asgard" in problems[0]
+
+
+@pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
+@pytest.mark.parametrize(
+    ("arg", "meant", "instead"),
+    [
+        ("--jobi=3", "--jobid", "leave it out: each kernel runs in an allocation of its own"),
+        ("--job-na=x", "--job-name", "leave it out: jupyter-asgard finds its kernels' jobs by their names"),
+        ("--comm=x", "--comment", "leave it out: it records which Jupyter server holds the allocation"),
+        ("--exp=NONE", "--export", "leave it out: set variables"),
+        ("--ch=/", "--chdir", "use the setting 'workdir' instead"),
+        ("--container-m=/:/host", "--container-mounts, --container-mount-home", "write the option you mean in full"),
+        ("--container-im=/x.sqsh", "--container-image", "use the setting 'image' instead"),
+        ("--no-container-r", "--no-container-remap-root", "use the setting 'container_remap_root' instead"),
+        ("--n", "--no-shell, --nodes, --ntasks, ...", "write the option you mean in full"),
+    ],
+)
+def test_abbreviated_reserved_options_refused(key: str, arg: str, meant: str, instead: str) -> None:
+    """getopt_long, which srun and salloc read their options with, takes any unambiguous abbreviation."""
+    [problem] = problems_of({"image": IMAGE, key: [arg]})
+    given = arg.split("=")[0]
+    assert problem.startswith(f"{key}: {given} abbreviates {meant}, set by jupyter-asgard (Slurm reads an "
+                              "abbreviation as the whole option); " + instead), problem
+
+
+@pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
+@pytest.mark.parametrize("arg", ["--container-save=/x.sqsh", "--container-entrypoint", "--no-container-entrypoint",
+                                 "--containers"])
+def test_every_pyxis_option_refused(key: str, arg: str) -> None:
+    assert problems_of({"image": IMAGE, key: [arg]}) == [(
+        f"{key}: {arg.split('=')[0]} is a Pyxis option, and those are set by jupyter-asgard; leave it out: "
+        "jupyter-asgard sets Pyxis's options from the settings image, mounts, workdir and container_*")]
+
+
+@pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
+@pytest.mark.parametrize(("arg", "spelled", "option"), [("-vJx", "-v -J x", "-J"), ("-vvJ", "-v -v -J", "-J"),
+                                                        ("-QN2", "-Q -N 2", "-N"), ("-Qn4", "-Q -n 4", "-n"),
+                                                        ("-vD/tmp", "-v -D /tmp", "-D")])
+def test_reserved_short_option_in_a_cluster_refused(key: str, arg: str, spelled: str, option: str) -> None:
+    """getopt reads -vJx as -v -J x: a reserved letter anywhere before the first that takes a value counts."""
+    [problem] = problems_of({"image": IMAGE, key: [arg]})
+    instead = "use the setting 'workdir' instead" if option == "-D" else "leave it out: "
+    assert problem.startswith(f"{key}: {arg} is read by Slurm as {spelled}, and {option} is set by jupyter-asgard; "
+                              + instead), problem
+
+
+@pytest.mark.parametrize(("key", "arg"), [("srun_args", "-oJobs.log"), ("salloc_args", "-wJnode"),
+                                          ("srun_args", "-voJ.log"), ("salloc_args", "-vwnodeN1"),
+                                          ("srun_args", "--mail-user=J@x"), ("srun_args", "--ntasks-per-node=1"),
+                                          ("salloc_args", "--nodelist=n1"), ("salloc_args", "--exclusive")])
+def test_a_value_is_not_read_as_options(key: str, arg: str) -> None:
+    """In a cluster, the rest after a letter that takes a value is that value: -oJobs.log is the output file
+    "Jobs.log", not -o with -J."""
+    assert getattr(parse({"image": IMAGE, key: [arg]}), key) == (arg,)
+
+
+@pytest.mark.parametrize(("arg", "setting"), [
+    ("--partition=big", "partition"), ("-pbig", "partition"), ("--part=big", "partition"), ("--gpus=8", "gpus"),
+    ("-G8", "gpus"), ("--gres=gpu:8", "gpus"), ("--gpus-per-node=8", "gpus"), ("--time=9-0", "time"),
+    ("-A", "account"), ("--qos=high", "qos"), ("--mem=1T", "mem"), ("--constraint=h100", "constraint")])
+def test_what_a_launch_setting_sets_is_refused_so_the_sites_limits_hold(arg: str, setting: str) -> None:
+    """Slurm takes the last of two, and salloc_args come after the settings: they would lift allowed_partitions
+    and max_gpus."""
+    with pytest.raises(LaunchConfigError) as raised:
+        parse({"image": IMAGE, "salloc_args": [arg]})
+    assert f"use the setting {setting!r} instead" in str(raised.value)
+
+
+@pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
+@pytest.mark.parametrize("arg", ["--", "-", "--=x"])
+def test_what_would_end_the_options_is_refused(key: str, arg: str) -> None:
+    """After "--" or a lone "-", srun and salloc would take the rest as the command to run."""
+    assert problems_of({"image": IMAGE, key: [arg]}) == [
+        f"{key}: {arg!r} is not an option; write each as --name or --name=value"]
 
 
 # --- size limits and control characters -------------------------------------------------------
@@ -507,10 +586,30 @@ def test_policy_refuses_more_gpus(gpus: Any) -> None:
 def test_policy_partitions() -> None:
     allowed = ["H100", "A100"]
     assert policy_problems(parse({"image": IMAGE, "partition": "A100"}), 8, allowed) == []
-    assert policy_problems(parse({"image": IMAGE}), 8, allowed) == []
+    assert policy_problems(parse({"image": IMAGE}), 8, []) == []
     assert policy_problems(parse({"image": IMAGE, "partition": "batch"}), 8, []) == []
     assert policy_problems(parse({"image": IMAGE, "partition": "batch"}), 8, allowed) == [
         "partition 'batch' is not offered for kernels; choose one of H100, A100"]
+
+
+def test_policy_refuses_slurms_default_partition_where_partitions_are_limited() -> None:
+    """No partition means Slurm's default one, which the site's list may not hold."""
+    assert policy_problems(parse({"image": IMAGE}), 8, ["H100", "A100"]) == [(
+        "partition: none is chosen, so Slurm would use its default one, which may not be offered for kernels; "
+        "choose one of H100, A100")]
+
+
+@pytest.mark.parametrize(("partition", "site_partition", "allowed", "expected"), [
+    ("", "A100", ["H100", "A100"], "A100"),  # the site's default, where it is allowed
+    ("", "batch", ["H100", "A100"], ""),  # not allowed: left to policy_problems to refuse
+    ("", "", ["H100", "A100"], ""),  # no site default: likewise
+    ("", "batch", [], ""),  # no limit: Slurm's default partition is fine
+    ("H100", "A100", ["H100", "A100"], "H100"),  # the kernel's own choice stays
+])
+def test_a_kernel_without_a_partition_gets_the_sites_default_where_partitions_are_limited(
+        partition: str, site_partition: str, allowed: list[str], expected: str) -> None:
+    config = parse({"image": IMAGE, "partition": partition})
+    assert with_site_partition(config, site_partition, allowed).partition == expected
 
 
 def test_policy_reports_both_problems() -> None:

@@ -160,6 +160,53 @@ async def test_two_kernels_started_at_once_on_one_node(kernelspecs: KernelSpecs,
         await asyncio.gather(*(shutdown(km) for km in kms))
 
 
+# Runs in the kernel's place on the first attempt only: a process outside the step's process tree (as a kernel
+# starting beside this one on the node would be) takes the heartbeat port the bootstrap chose, then the kernel
+# starts, and its heartbeat thread cannot bind.
+NEIGHBOUR = """
+import json, os, socket, sys, time
+marker, connection_file = sys.argv[1], sys.argv[2]
+if not os.path.exists(marker):
+    port = json.load(open(connection_file))["hb_port"]
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):  # a neighbour has output of its own, not this step's
+                os.dup2(null, fd)
+            sock = socket.socket()
+            sock.bind((json.load(open(connection_file))["ip"], port))
+            sock.listen()
+            open(marker, "w").write(str(os.getpid()))
+            time.sleep(600)
+        os._exit(0)
+    while not os.path.exists(marker):
+        time.sleep(0.05)
+os.execvp("python3", ["python3", "-m", "ipykernel_launcher", "-f", connection_file])
+"""
+
+
+async def test_a_port_taken_by_a_neighbour_before_the_kernel_binds_it_is_chosen_again(
+    kernelspecs: KernelSpecs, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    marker = tmp_path / "neighbour.pid"
+    name = kernelspecs.make("asgard-neighbour", gpus=None,
+                            argv=["python3", "-c", NEIGHBOUR, str(marker), "{connection_file}"])
+    try:
+        km = await start(name, tmp_path)
+        try:
+            assert (await execute(km, "print(6 * 7)"))["stdout"].strip() == "42"
+            assert await km.is_alive()
+        finally:
+            await shutdown(km)
+        assert "another process took port" in caplog.text and "Address already in use" in caplog.text
+        assert f"Kernel {km.kernel_id}: a port was taken on the node; starting again on other ports" in caplog.text
+    finally:
+        if marker.exists():
+            subprocess.run(["kill", marker.read_text()])
+
+
 async def test_kernel_output_reaches_the_server_log_with_the_kernel_id(
     kernelspecs: KernelSpecs, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from traitlets.config import Config
 
 from jupyter_asgard.errors import KernelStartError
-from tests.cluster import NODES, LocalCluster
 from tests.kernels import KernelSpecs, execute, kernel_jobs, shutdown, start
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
 
-@pytest.fixture
-def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
-    """Every GPU of the cluster held by another user's job; yields their job ids."""
-    jobs = []
-    for node in NODES:
-        result = subprocess.run(["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"],
-                                capture_output=True, text=True, timeout=30)
-        jobs.append(result.stderr.split()[-1])
-    yield jobs
-    subprocess.run(["scancel", *jobs], capture_output=True)
 
 
 async def wait_for_state(km, state: str, timeout: float = 20) -> None:
@@ -94,8 +83,7 @@ async def test_cleanup_while_queued_cancels_the_job(kernelspecs: KernelSpecs, gp
 async def test_queue_timeout_cancels_the_job_and_says_why(
     kernelspecs: KernelSpecs, gpus_taken: list[str], tmp_path: Path
 ) -> None:
-    name = kernelspecs.make("asgard-impatient", queue_timeout=3)
     with pytest.raises(KernelStartError) as failure:
-        await start(name, tmp_path)
+        await start("asgard-test", tmp_path, site=Config({"PyxisProvisioner": {"queue_timeout": 3}}))
     assert "waited 3s in the queue (reason: Resources)" in str(failure.value)
     assert "queue_timeout" in str(failure.value)

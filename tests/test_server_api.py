@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tornado.web import HTTPError
 
+from jupyter_asgard.handlers import parse_json
 from tests.cluster import NODES, LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, Response
@@ -111,6 +114,37 @@ def test_validate_refuses_what_is_not_a_json_object(jupyter_server: JupyterServe
     assert too_big.status == 413
 
 
+UNREADABLE_BODIES = [
+    (b'{"image": "\xff\xfe"}', "the request body is not JSON: it is not UTF-8 text"),
+    (b"[" * 30000 + b"]" * 30000, "the request body's JSON is nested too deeply to read"),
+    (b'{"cpus_per_task": ' + b"9" * 5000 + b"}", "the request body's JSON holds a number with more digits than 4300"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), UNREADABLE_BODIES, ids=["not-utf8", "nested", "5000-digits"])
+def test_parse_json_refuses_what_json_cannot_read_as_the_clients_mistake(body: bytes, message: str) -> None:
+    with pytest.raises(HTTPError) as refused:
+        parse_json(body)
+    assert (refused.value.status_code, refused.value.log_message) == (400, message)
+
+
+@pytest.mark.parametrize(("body", "message"), UNREADABLE_BODIES, ids=["not-utf8", "nested", "5000-digits"])
+def test_bodies_json_cannot_read_are_answered_400_not_500(jupyter_server: JupyterServer, body: bytes,
+                                                          message: str) -> None:
+    for method, path in (("POST", "/asgard/api/validate"), ("PUT", "/asgard/api/kernelspecs/api-unreadable")):
+        answer = jupyter_server.request(method, path, body)
+        assert (answer.status, answer.message) == (400, message), (method, answer.body)
+    assert jupyter_server.request("GET", "/asgard/api/kernelspecs/api-unreadable").status == 404
+
+
+@pytest.mark.parametrize("config", ["image", ["image"], None, 5])
+def test_a_kernelspecs_config_must_be_a_json_object(jupyter_server: JupyterServer, config: Any) -> None:
+    path = "/asgard/api/kernelspecs/api-config-type"
+    answer = jupyter_server.request("PUT", path, {"display_name": "Config", "config": config})
+    assert (answer.status, answer.message) == (400, "the kernelspec's config must be a JSON object"), answer.body
+    assert jupyter_server.request("GET", path).status == 404
+
+
 def test_user_kernelspecs_are_created_read_updated_and_deleted(jupyter_server: JupyterServer,
                                                                 slurm_cluster: LocalCluster) -> None:
     path = "/asgard/api/kernelspecs/my-pytorch"
@@ -149,12 +183,6 @@ def test_kernelspecs_refuse_bad_input_and_foreign_kernelspecs(jupyter_server: Ju
         assert answer.status in (400, 404), name
 
 
-@pytest.fixture
-def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
-    jobs = [subprocess.run(["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"],
-                           capture_output=True, text=True, timeout=30).stderr.split()[-1] for node in NODES]
-    yield jobs
-    subprocess.run(["scancel", *jobs], capture_output=True)
 
 
 def start_in_background(server: JupyterServer, kernel_name: str) -> tuple[threading.Thread, list[Response]]:
@@ -170,7 +198,9 @@ def wait_for_row(server: JupyterServer, predicate: Callable[[dict], bool], timeo
     deadline = time.monotonic() + timeout
     rows: list[dict] = []
     while time.monotonic() < deadline:
-        rows = server.request("GET", "/asgard/api/kernels").body["kernels"]
+        answer = server.request("GET", "/asgard/api/kernels")
+        assert answer.status == 200, (answer.body, server.log()[-3000:])
+        rows = answer.body["kernels"]
         match = [row for row in rows if predicate(row)]
         if match:
             return match[0]
@@ -216,6 +246,26 @@ def test_shutting_down_a_queued_kernel_cancels_its_job_at_once(jupyter_server: J
     assert answers[0].status == 500
     assert "shut down before it started" in answers[0].message
     assert not [line for line in kernel_jobs() if line.startswith(pending["job_id"] + " ")]
+
+
+def test_a_kernel_row_names_the_notebook_while_jupyterlab_still_uses_a_placeholder_path(
+        jupyter_server: JupyterServer) -> None:
+    """JupyterLab opens a notebook's session under "dir/<uuid>" and renames it once the kernel is up."""
+    assert jupyter_server.request("PUT", "/api/contents/work", {"type": "directory"}).status in (200, 201)
+    placeholder = f"work/{uuid.uuid4()}"
+    session = jupyter_server.request("POST", "/api/sessions", {
+        "path": placeholder, "name": "analysis.ipynb", "type": "notebook", "kernel": {"name": "asgard-test"}})
+    assert session.status == 201, session.body
+    try:
+        kernel_id = session.body["kernel"]["id"]
+        assert wait_for_row(jupyter_server, lambda row: row["kernel_id"] == kernel_id)["path"] == \
+            "work/analysis.ipynb"
+        renamed = jupyter_server.request("PATCH", f"/api/sessions/{session.body['id']}", {"path": "work/b.ipynb"})
+        assert renamed.status == 200, renamed.body
+        assert jupyter_server.request("GET", f"/asgard/api/kernels/{kernel_id}").body["path"] == "work/b.ipynb"
+    finally:
+        jupyter_server.request("DELETE", f"/api/sessions/{session.body['id']}")
+    assert wait_until_no_kernel_jobs() == []
 
 
 def test_a_failed_start_shows_the_reason_in_the_kernel_error(jupyter_server: JupyterServer,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jupyter_asgard.extra_args import extra_args_problems
 from jupyter_asgard.launch_config import LaunchConfig
 from jupyter_asgard.mounts import Mount, parse_mount
 from jupyter_asgard.slurm_commands import (
@@ -144,6 +145,22 @@ def test_srun_argv_with_cpus_and_extra_args() -> None:
         "--kill-on-bad-exit=1", "--input=none", "--cpus-per-task=8",
         "--container-image=/i.sqsh", "--gpu-bind=closest", "-v", "python3",
     ]
+
+
+@pytest.mark.parametrize("flags", [True, False])
+def test_what_jupyter_asgard_sets_cannot_be_given_again_through_extra_args(flags: bool) -> None:
+    """Slurm takes the last of two: salloc's own options, the step's hold on its allocation and every Pyxis
+    option jupyter-asgard writes are refused in salloc_args and srun_args, abbreviated or not."""
+    launch = LaunchConfig(image=IMAGE, container_writable=flags, container_remap_root=flags,
+                          container_mount_home=flags)
+    own = [arg for arg in salloc_argv(launch, "jupyter-asgard-k1", "c")[1:] if arg.startswith("-")]
+    own += [arg for arg in srun_argv(launch, "7", [], [])[1:] if arg.startswith(("--jobid=", "--job-name="))]
+    own += container_options(launch, [Mount("/ds", "/ds")], "/w", "n", ["HOME"])
+    assert len(own) == 14  # 4 of salloc, 2 of srun, 8 of Pyxis
+    for key in ("srun_args", "salloc_args"):
+        for arg in own:
+            abbreviated = arg.split("=")[0][:-1] + "=x"
+            assert [bool(extra_args_problems(key, [given])) for given in (arg, abbreviated)] == [True, True], arg
 
 
 def test_srun_argv_full_pipeline() -> None:

@@ -6,19 +6,22 @@ import time
 from pathlib import Path
 
 import pytest
+from traitlets.config import Config
 
 from jupyter_asgard.errors import KernelStartError
 from tests.cluster import LocalCluster
-from tests.kernels import KernelSpecs, start
+from tests.kernels import KernelSpecs, kernel_jobs, shutdown, slurm, start
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
+NO_PATH_CHECKS = Config({"PyxisProvisioner": {"check_paths": False}})  # what Pyxis says on the node, then
 
-async def start_fails(kernel_name: str, cwd: Path) -> str:
+
+async def start_fails(kernel_name: str, cwd: Path, site: Config | None = None) -> str:
     """Start the kernel, expect KernelStartError within seconds, return its message."""
     started = time.monotonic()
     with pytest.raises(KernelStartError) as failure:
-        await start(kernel_name, cwd)
+        await start(kernel_name, cwd, site=site)
     assert time.monotonic() - started < 30
     return str(failure.value)
 
@@ -36,7 +39,7 @@ async def test_missing_image_on_the_node_reports_pyxis_words(
     slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, tmp_path: Path
 ) -> None:
     image = slurm_cluster.images_dir / "gone.sqsh"
-    message = await start_fails(kernelspecs.make("err-node-image", image=str(image), check_paths=False), tmp_path)
+    message = await start_fails(kernelspecs.make("err-node-image", image=str(image)), tmp_path, NO_PATH_CHECKS)
     assert f"[ERROR] No such file or directory: {image}" in message
     assert "pyxis" in message
 
@@ -51,8 +54,8 @@ async def test_missing_mount_source_on_the_node_reports_pyxis_words(
     slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, tmp_path: Path
 ) -> None:
     source = slurm_cluster.root / "no-such-dir"
-    name = kernelspecs.make("err-node-mount", mounts=[f"{source}:/data"], check_paths=False)
-    message = await start_fails(name, tmp_path)
+    name = kernelspecs.make("err-node-mount", mounts=[f"{source}:/data"])
+    message = await start_fails(name, tmp_path, NO_PATH_CHECKS)
     assert f"No such file or directory: {source}" in message
 
 
@@ -88,6 +91,51 @@ async def test_missing_workdir_in_the_container(kernelspecs: KernelSpecs, tmp_pa
 async def test_unknown_kernelspec_setting(kernelspecs: KernelSpecs, tmp_path: Path) -> None:
     message = await start_fails(kernelspecs.make("err-setting", gpu=1), tmp_path)
     assert "unknown setting 'gpu'" in message
+
+
+@pytest.mark.parametrize(("setting", "value"), [("max_gpus", 16), ("allowed_partitions", []), ("check_paths", False),
+                                              ("bootstrap_python", "sh"), ("start_timeout", 1.0)])
+async def test_a_site_setting_in_a_kernelspec_is_refused(kernelspecs: KernelSpecs, tmp_path: Path, setting: str,
+                                                         value: object) -> None:
+    """The site's policy (c.PyxisProvisioner in the server's configuration) is not the kernelspec's to change."""
+    message = await start_fails(kernelspecs.make("err-site-setting", **{setting: value}), tmp_path)
+    assert (f"the kernelspec 'err-site-setting' sets {setting!r}, a site setting: only the site's configuration "
+            f"may set it (c.PyxisProvisioner.{setting})") in message
+    assert kernel_jobs() == []
+
+
+async def test_a_kernelspec_cannot_lift_the_sites_limits_it_names(kernelspecs: KernelSpecs, tmp_path: Path) -> None:
+    """Refused for naming site settings, and the site's own limits still apply, all named at once."""
+    site = Config({"PyxisProvisioner": {"max_gpus": 1, "allowed_partitions": ["debug"]}})
+    name = kernelspecs.make("err-greedy", gpus=2, partition="gpu", max_gpus=8, allowed_partitions=[])
+    message = await start_fails(name, tmp_path, site)
+    for words in ("sets 'allowed_partitions', a site setting", "sets 'max_gpus', a site setting",
+                  "2 GPUs requested but this site allows at most 1", "partition 'gpu' is not offered for kernels"):
+        assert words in message
+    assert kernel_jobs() == []
+
+
+async def test_a_kernelspec_without_a_partition_is_refused_where_the_site_limits_partitions(
+    kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    """Slurm's default partition (gpu on the test cluster) is not among those the site allows."""
+    site = Config({"PyxisProvisioner": {"allowed_partitions": ["debug"]}})
+    message = await start_fails("asgard-test", tmp_path, site)
+    assert ("partition: none is chosen, so Slurm would use its default one, which may not be offered for kernels; "
+            "choose one of debug") in message
+    assert kernel_jobs() == []
+
+
+async def test_a_kernelspec_without_a_partition_gets_the_sites_default(kernelspecs: KernelSpecs,
+                                                                       tmp_path: Path) -> None:
+    """Also where the kernelspec names an empty one, which would otherwise leave the choice to Slurm."""
+    site = Config({"PyxisProvisioner": {"allowed_partitions": ["debug"], "partition": "debug"}})
+    km = await start(kernelspecs.make("asgard-no-partition", partition=""), tmp_path, site=site)
+    try:
+        assert km.provisioner.launch.partition == "debug"
+        assert slurm("squeue", "-h", "-j", km.provisioner.job_id, "-o", "%P").strip() == "debug"
+    finally:
+        await shutdown(km)
 
 
 async def test_slurm_down(

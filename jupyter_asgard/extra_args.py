@@ -1,0 +1,134 @@
+"""srun_args and salloc_args: extra Slurm options from a kernelspec, minus those jupyter-asgard sets itself.
+
+The provisioner's own options (the job's name and comment, the allocation a step runs in, one task on one
+node, Pyxis's container options) are how it finds, holds and shapes a kernel's job; Slurm takes the last of
+two, so the same option in srun_args or salloc_args would quietly win.  srun and salloc read their options
+with getopt_long, where an option has more spellings than its full name: any unambiguous abbreviation of a
+long option counts (``--job-na=x`` is ``--job-name=x``), and short options cluster (``-vJx`` is
+``-v -J x``).  Each argument is read here as getopt_long reads it.  Pure: no Slurm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _use(setting: str) -> str:
+    return f"use the setting {setting!r} instead"
+
+
+ONE_TASK = "leave it out: a kernel is one task on one node"
+# Long options jupyter-asgard sets (without the leading "--"), each with what to do instead.
+RESERVED_LONG: dict[str, str] = {
+    "jobid": "leave it out: each kernel runs in an allocation of its own",
+    "job-name": "leave it out: jupyter-asgard finds its kernels' jobs by their names",
+    "comment": "leave it out: it records which Jupyter server holds the allocation",
+    "no-shell": "leave it out: salloc holds the allocation for as long as the Jupyter server runs",
+    "pty": "leave it out: the kernel talks to Jupyter through its ports, not a terminal",
+    "export": "leave it out: set variables in the kernelspec's env (container_env lets them win over the image's)",
+    "chdir": _use("workdir"),
+    "nodes": ONE_TASK,
+    "ntasks": ONE_TASK,
+    "container-image": _use("image"),
+    "container-mounts": _use("mounts"),
+    "container-workdir": _use("workdir"),
+    "container-name": _use("container_name"),
+    "container-writable": _use("container_writable"),
+    "container-readonly": _use("container_writable"),
+    "container-remap-root": _use("container_remap_root"),
+    "no-container-remap-root": _use("container_remap_root"),
+    "container-mount-home": _use("container_mount_home"),
+    "no-container-mount-home": _use("container_mount_home"),
+    "container-env": _use("container_env"),
+    # What the launch settings set: given again here it would also slip past the site's limits (a partition
+    # outside allowed_partitions, more GPUs than max_gpus).
+    "partition": _use("partition"),
+    "gpus": _use("gpus"),
+    "gres": _use("gpus") + " (GPUs are the resource Asgard kernels ask Slurm for)",
+    "gpus-per-node": _use("gpus"),
+    "gpus-per-task": _use("gpus"),
+    "gpus-per-socket": _use("gpus"),
+    "cpus-per-task": _use("cpus_per_task"),
+    "mem": _use("mem"),
+    "time": _use("time"),
+    "account": _use("account"),
+    "qos": _use("qos"),
+    "reservation": _use("reservation"),
+    "constraint": _use("constraint"),
+    "exclude": "leave it out: jupyter-asgard excludes the nodes a kernel was lost on",
+}
+RESERVED_SHORT = {"J": "job-name", "D": "chdir", "N": "nodes", "n": "ntasks", "p": "partition", "G": "gpus",
+                  "c": "cpus-per-task", "t": "time", "A": "account", "q": "qos", "C": "constraint", "x": "exclude"}
+# Every Pyxis option (--container-save, --container-entrypoint, those of later Pyxis versions) shapes the
+# container, which is the provisioner's: refused whether or not it is listed above.
+PYXIS_PREFIXES = ("contain", "no-contain")
+PYXIS_ADVICE = ("leave it out: jupyter-asgard sets Pyxis's options from the settings image, mounts, workdir "
+                "and container_*")
+# Short options of Slurm 22.05's srun and salloc that take a value (their --help, "-p, --partition=..."): in
+# a cluster, what follows one of them is its value, not more options (-vpgpu is -v -p gpu).  A letter missing
+# here is read as a flag, which can only refuse more, never let a reserved option through.
+SHORT_WITH_VALUE = {
+    "srun_args": frozenset("ABCDGJLMNSTWbcdeimnopqrtwx"),
+    "salloc_args": frozenset("ABCDFGJLMNSbcdmnpqtwx"),
+}
+
+
+def extra_args_problems(key: str, args: Sequence[str]) -> list[str]:
+    """One problem per argument of srun_args or salloc_args (key) that is no option or sets a reserved one."""
+    problems = []
+    for arg in args:
+        if not _is_option(arg):
+            problems.append(f"{key}: {arg!r} is not an option; write each as --name or --name=value")
+            continue
+        problem = _long_problem(arg) if arg.startswith("--") else _short_problem(arg, SHORT_WITH_VALUE[key])
+        if problem:
+            problems.append(f"{key}: {problem}")
+    return problems
+
+
+def _is_option(arg: str) -> bool:
+    """getopt's view: "-" alone is an argument and "--" ends the options (what follows would be the command)."""
+    if arg.startswith("--"):
+        return bool(_long_name(arg))
+    return arg.startswith("-") and arg != "-"
+
+
+def _long_name(arg: str) -> str:
+    return arg[2:].split("=", 1)[0]
+
+
+def _long_problem(arg: str) -> str | None:
+    name = _long_name(arg)
+    given = f"--{name}"
+    if name in RESERVED_LONG:
+        return f"{given} is set by jupyter-asgard; {RESERVED_LONG[name]}"
+    meant = [option for option in RESERVED_LONG if option.startswith(name)]
+    if meant:
+        shown = ", ".join(f"--{option}" for option in meant[:3]) + (", ..." if len(meant) > 3 else "")
+        advice = RESERVED_LONG[meant[0]] if len(meant) == 1 else "write the option you mean in full"
+        return (f"{given} abbreviates {shown}, set by jupyter-asgard (Slurm reads an abbreviation as the whole "
+                f"option); {advice}")
+    if name.startswith(PYXIS_PREFIXES):
+        return f"{given} is a Pyxis option, and those are set by jupyter-asgard; {PYXIS_ADVICE}"
+    return None
+
+
+def _short_problem(arg: str, with_value: frozenset[str]) -> str | None:
+    """Read a cluster of short options letter by letter, up to the first that takes the rest as its value."""
+    letters = arg[1:]
+    for index, letter in enumerate(letters):
+        if letter in RESERVED_SHORT:
+            advice = RESERVED_LONG[RESERVED_SHORT[letter]]
+            if index == 0:
+                return f"-{letter} is set by jupyter-asgard; {advice}"
+            return (f"{arg} is read by Slurm as {_spelled_out(letters, index)}, and -{letter} is set by "
+                    f"jupyter-asgard; {advice}")
+        if letter in with_value:
+            return None
+    return None
+
+
+def _spelled_out(letters: str, last: int) -> str:
+    """How getopt reads a cluster up to its option at index last: "vJx", 1 -> "-v -J x"."""
+    value = letters[last + 1:]
+    return " ".join(f"-{letter}" for letter in letters[:last + 1]) + (f" {value}" if value else "")

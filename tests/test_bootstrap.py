@@ -1,0 +1,81 @@
+"""The bootstrap's port checks on this machine: a kernel is announced only once it listens on its ports itself."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from jupyter_asgard import bootstrap
+
+LISTEN = """
+import socket, sys, time
+sock = socket.socket()
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen()
+print("listening", flush=True)
+time.sleep(60)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[subprocess.Popen, int]]:
+    """A process listening on a port, as a kernel listens on its heartbeat port."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", LISTEN, str(port)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "listening\n"
+    yield process, port
+    process.kill()
+    process.wait()
+
+
+def test_a_kernel_listening_on_its_ports_is_ready(listener: tuple[subprocess.Popen, int]) -> None:
+    process, port = listener
+    assert bootstrap.port_state(process.pid, {"hb_port": port}) == (set(), set())
+    assert bootstrap.await_ports(process, {"hb_port": port}) == "ready"
+
+
+def test_a_port_another_process_listens_on_is_taken(listener: tuple[subprocess.Popen, int]) -> None:
+    """ipykernel lives on when its heartbeat thread cannot bind: the bootstrap must not wait for it."""
+    _, port = listener
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as kernel:
+        try:
+            assert bootstrap.port_state(kernel.pid, {"hb_port": port}) == (set(), {port})
+            verdict = bootstrap.await_ports(kernel, {"hb_port": port})
+            assert verdict == f"another process took port {port} before the kernel could listen on it"
+        finally:
+            kernel.kill()
+
+
+def test_a_port_nobody_listens_on_yet_is_missing(listener: tuple[subprocess.Popen, int]) -> None:
+    process, port = listener
+    other = free_port()
+    assert bootstrap.port_state(process.pid, {"hb_port": port, "shell_port": other}) == ({other}, set())
+
+
+def test_a_kernel_that_ends_before_listening_is_not_announced() -> None:
+    """As a kernel does whose port a neighbour took: zmq's "Address already in use", and it exits."""
+    with subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"]) as kernel:
+        assert bootstrap.await_ports(kernel, {"hb_port": free_port()}) == "ended"
+
+
+def test_a_wrapper_s_child_listening_counts(listener: tuple[subprocess.Popen, int]) -> None:
+    """A kernelspec may run a wrapper script that starts the kernel as its child."""
+    port = free_port()
+    wrapper = subprocess.Popen(["sh", "-c", f"{sys.executable} -c '{LISTEN}' {port}; true"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert wrapper.stdout is not None and wrapper.stdout.readline() == "listening\n"
+        assert bootstrap.port_state(wrapper.pid, {"hb_port": port}) == (set(), set())
+    finally:
+        subprocess.run(["pkill", "-P", str(wrapper.pid)])
+        wrapper.wait()
