@@ -16,7 +16,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from jupyter_server.serverapp import list_running_servers
 from jupyter_server.utils import check_pid
 
 from .kernel_jobs import tres_gpus
@@ -79,6 +78,9 @@ def server_status(server: dict[str, Any], timeout: float) -> Status:
 
 async def servers_status(timeout: float) -> Status:
     """All of this user's servers (JUPYTER_RUNTIME_DIR is honoured), asked side by side."""
+    # Imported here: it takes seconds to import, which every other `jupyter asgard` command would pay.
+    from jupyter_server.serverapp import list_running_servers
+
     answers = await asyncio.gather(*(asyncio.to_thread(server_status, server, timeout)
                                      for server in list_running_servers()))
     return Status([row for answer in answers for row in answer.rows],
