@@ -51,6 +51,10 @@ class AsgardExtension(ExtensionApp):
             self.log.warning("Cancelling Slurm job %s: an Asgard kernel allocation whose holder is gone", job_id)
             await self.monitor.client.scancel(job_id)
 
+    async def stop_extension(self) -> None:
+        """The server stops (its kernels are shut down by now): no squeue left half started."""
+        await self.monitor.stop()
+
     def initialize_handlers(self) -> None:
         from .handlers import handlers
 

@@ -121,6 +121,22 @@ class SlurmMonitor(SingletonConfigurable):
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             self._task = loop.create_task(self._run())
 
+    async def stop(self) -> None:
+        """Stop polling, after the poll in flight if there is one.
+
+        Cancelling a task while it starts a subprocess can hang its event loop for good (CPython
+        gh-103847), and closing a loop cancels every task: so whoever closes the loop the monitor polls in
+        (a server shutting down, a test) lets the squeue in flight finish first.  A later watch() polls
+        again.
+        """
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            return
+        if self._refreshing is not None and not self._refreshing.done():
+            await asyncio.shield(self._refreshing)
+        task.cancel()  # now between two polls: asleep, or about to be
+        await asyncio.gather(task, return_exceptions=True)
+
     async def _run(self) -> None:
         while self.jobs:
             self.polls += 1

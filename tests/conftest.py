@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -13,6 +14,20 @@ from tests.browser import CHROMIUM, launch
 from tests.cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequisites
 from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Async tests run Asgard kernels in the test's own event loop: their monitor must settle before it closes."""
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.fixturenames.append("monitor_settles")  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def monitor_settles() -> AsyncIterator[None]:
+    """Closing the loop cancels the monitor's poll; mid-squeue that can hang the loop (see SlurmMonitor.stop)."""
+    yield
+    await SlurmMonitor.instance().stop()
 
 
 def _require_cluster_prerequisites() -> None:

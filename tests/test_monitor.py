@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from jupyter_asgard.monitor import SlurmMonitor
@@ -115,3 +116,36 @@ async def test_slurm_down_marks_unreachable_keeps_last_state_and_recovers() -> N
     await monitor.refresh()
     assert monitor.reachable is True and monitor.last_error == ""
     assert len(seen) == 1  # a lost contact is no change of the job
+
+
+class SlowSlurm(ScriptedSlurm):
+    """An squeue that takes a while, as a real one does on a busy controller."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.finished = 0
+
+    async def squeue(self, job_ids: list[str]) -> dict[str, JobInfo]:
+        self.started.set()
+        await asyncio.sleep(0.3)
+        self.finished += 1
+        return await super().squeue(job_ids)
+
+
+async def test_stop_lets_the_squeue_in_flight_finish_and_polls_no_more() -> None:
+    """Cancelling a task that starts a subprocess can hang the event loop (CPython gh-103847)."""
+    slurm = SlowSlurm()
+    monitor = SlurmMonitor(client=slurm, poll_interval=0.01)
+    slurm.queue["7"] = JobInfo("7", state="RUNNING")
+    monitor.watch("7")
+    await slurm.started.wait()
+    await monitor.stop()
+    assert slurm.finished == 1 and monitor.job("7").state == "RUNNING"
+    slurm.started.clear()
+    await asyncio.sleep(0.1)
+    assert not slurm.started.is_set()
+    monitor.watch("8")  # a new watch polls again
+    await asyncio.wait_for(slurm.started.wait(), 1)
+    await monitor.stop()
+    assert slurm.finished == 2
