@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -278,26 +278,21 @@ class Churn:
     def hang(self, kernel_id: str) -> None:
         """Make the kernel as unresponsive as one stuck in C code or on a hung file system, with a library
         that took SIGTERM over: it answers no shutdown request and outlives SIGTERM, so jupyter_client ends
-        it with a kill (provisioner.kill) after shutdown_wait_time."""
+        it with a kill (provisioner.kill) after shutdown_wait_time.  The kernel marks the instant it stops
+        itself in a file (the nodes share /tmp with the test here): an IOPub status could go unseen."""
+        marker = Path(tempfile.mkdtemp(prefix="asgard-hang-")) / "stopping"
         client = BlockingKernelClient()
         client.load_connection_info(self.connection(kernel_id))
         client.start_channels(hb=False)
         try:
-            client.wait_for_ready(timeout=30)  # iopub subscribed by now: the busy status below is not missed
-            msg_id = client.execute("import os, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                                    "os.kill(os.getpid(), signal.SIGSTOP)")
-            wait_for(lambda: self._busy(client, msg_id), 30, f"kernel {kernel_id} busy")
+            client.wait_for_ready(timeout=30)
+            client.execute("import os, pathlib, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                           f"pathlib.Path({str(marker)!r}).write_text('stopping'); "
+                           "os.kill(os.getpid(), signal.SIGSTOP)")
+            wait_for(marker.exists, 30, f"kernel {kernel_id} stopping itself")
         finally:
             client.stop_channels()
-
-    @staticmethod
-    def _busy(client: BlockingKernelClient, msg_id: str) -> bool:
-        try:
-            message = client.get_iopub_msg(timeout=1)
-        except queue.Empty:
-            return False
-        return (message["parent_header"].get("msg_id") == msg_id and message["msg_type"] == "status"
-                and message["content"]["execution_state"] == "busy")
+            shutil.rmtree(marker.parent, ignore_errors=True)
 
     def shutdown(self, kernel_id: str, index: int) -> None:
         # Both ways a user shuts a kernel down: JupyterLab's (jupyter_server's API) and the Asgard panel's.
