@@ -134,12 +134,23 @@ def socket_inodes(root):
         frontier.extend(children)
     inodes = set()
     for pid in family:
+        for link in fd_links(pid):
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    return inodes
+
+
+def fd_links(pid):
+    """What process pid's descriptors point to; one closed while we look is skipped, not the process."""
+    try:
+        fds = os.listdir("/proc/{}/fd".format(pid))
+    except OSError:
+        return
+    for fd in fds:
         try:
-            links = [os.readlink("/proc/{}/fd/{}".format(pid, fd)) for fd in os.listdir("/proc/{}/fd".format(pid))]
+            yield os.readlink("/proc/{}/fd/{}".format(pid, fd))
         except OSError:
             continue
-        inodes.update(link[8:-1] for link in links if link.startswith("socket:["))
-    return inodes
 
 
 def port_state(pid, ports):

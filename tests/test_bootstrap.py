@@ -44,6 +44,34 @@ def test_a_kernel_listening_on_its_ports_is_ready(listener: tuple[subprocess.Pop
     assert bootstrap.await_ports(process, {"hb_port": port}) == "ready"
 
 
+CHURN = """
+import os, socket, sys, threading
+sock = socket.socket()
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen()
+
+def churn():
+    while True:
+        os.close(os.open(os.devnull, os.O_RDONLY))
+
+threading.Thread(target=churn, daemon=True).start()
+print("listening", flush=True)
+threading.Event().wait(60)
+"""
+
+
+def test_a_kernel_opening_and_closing_files_still_owns_its_ports() -> None:
+    """A kernel imports modules while it starts: a descriptor that closes while the bootstrap looks at the
+    kernel's must not hide the kernel's sockets (its ports would count as another process's)."""
+    port = free_port()
+    with subprocess.Popen([sys.executable, "-c", CHURN, str(port)], stdout=subprocess.PIPE, text=True) as kernel:
+        try:
+            assert kernel.stdout is not None and kernel.stdout.readline() == "listening\n"
+            assert all(bootstrap.port_state(kernel.pid, {"hb_port": port}) == (set(), set()) for _ in range(150))
+        finally:
+            kernel.kill()
+
+
 def test_a_port_another_process_listens_on_is_taken(listener: tuple[subprocess.Popen, int]) -> None:
     """ipykernel lives on when its heartbeat thread cannot bind: the bootstrap must not wait for it."""
     _, port = listener
