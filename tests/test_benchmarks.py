@@ -1,0 +1,39 @@
+"""The README's benchmark commands run, each in its smallest form, and print their figures.
+
+The figures themselves are measured by hand on a quiet machine (README, Benchmarks); here each benchmark
+runs once end to end on a cluster of its own, so a benchmark that no longer runs, or a kernel start that
+fails under a small storm, is found by the suite.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+SMALLEST = {
+    "benchmarks.kernel_start": (["--rounds", "1"], [r"start +local +[\d.]+ +asgard +[\d.]+ +ratio +[\d.]+x",
+                                                    r"restart +local +[\d.]+ +asgard +[\d.]+ +ratio +[\d.]+x"]),
+    "benchmarks.slurm_load": (["--counts", "1", "2", "--window", "2"], [r"^ +1 +[\d.]+ +[\d.]+", r"^ +2 +[\d.]+"]),
+    "benchmarks.start_storm": (["--counts", "1", "2", "--rounds", "1", "--memory-kernels", "2"],
+                               [r"ratio Asgard/local: [\d.]+x",
+                                r"kernel starts that failed \(their storm was run again, their REST start tried "
+                                r"again\): 0$"]),
+}
+
+
+@pytest.mark.usefixtures("slurm_cluster")  # its prerequisites; each benchmark starts a cluster of its own
+@pytest.mark.parametrize("module", sorted(SMALLEST))
+def test_benchmark_runs_and_prints_its_figures(module: str) -> None:
+    args, figures = SMALLEST[module]
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for figure in figures:
+        assert re.search(figure, done.stdout, re.MULTILINE), f"{figure!r} not in:\n{done.stdout}"
+    assert f"python3 -m {module}" in (REPO / "README.md").read_text()
