@@ -63,6 +63,27 @@ RUN_BY_CI = {
                     "so running it here would run the suite inside itself")),
 }
 
+# Commands written inline in the README's prose (`...` spans that start with a command and have arguments):
+# each names the test that runs it as written, or why none can.
+INLINE_START = re.compile(r"^(\./|\.ci/|python3 -m |jupyter |pip |srun |salloc |squeue |scancel |sinfo |scontrol "
+                          r"|sacct |papermill |curl )")
+INLINE = {
+    "python3 -m benchmarks.kernel_start": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "python3 -m benchmarks.slurm_load": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "python3 -m benchmarks.start_storm": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "scancel --signal=INT": "tests/test_provisioner.py::test_signal_interrupt_reaches_the_kernel_through_slurm",
+    "scontrol show job":
+        "tests/test_security.py::TestServerKernel::test_the_key_is_in_no_command_line_slurm_record_or_log",
+    "salloc --job-name=jupyter-asgard-<kernel id> ... cat": "tests/test_slurm_commands.py::test_salloc_argv_minimal",
+    "sinfo -s": "tests/test_readme.py::test_sinfo_lists_the_partitions_as_the_troubleshooting_section_says",
+    "./dev/test": "CI: .ci/run runs it",
+    "./dev/test -k queue": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
+    "python3 -m pytest": "CI: dev/test runs it",
+    ".ci/run": "CI: it is what CI runs",
+    "pip install ipykernel": "advice for inside a user's writable named container; the Pyxis stand-in has no "
+                             "container file system to install into",
+}
+
 T = TypeVar("T", bound=Callable[..., Any])
 RUN_HERE: dict[str, str] = {}  # (a) filled by @runs: command -> the test of this module that runs it
 
@@ -241,12 +262,38 @@ def test_every_readme_command_is_accounted_for() -> None:
     assert not stale, f"tests/test_readme.py accounts for commands README.md no longer has (remove them): {stale}"
 
 
-@pytest.mark.parametrize("command", sorted(EXERCISED_ELSEWHERE))
+def inline_commands(markdown: str) -> set[str]:
+    """The `...` spans of markdown's prose (fenced blocks left out) that are commands with arguments."""
+    prose = re.sub(r"^\s*```.*?^\s*```", "", markdown, flags=re.MULTILINE | re.DOTALL)
+    return {span for span in re.findall(r"`([^`\n]+)`", prose) if INLINE_START.match(span)}
+
+
+def test_every_inline_readme_command_is_accounted_for() -> None:
+    found = inline_commands(README.read_text())
+    unaccounted = sorted(found - set(INLINE))
+    assert not unaccounted, (f"README.md's prose has commands no test accounts for: {unaccounted}; add each to "
+                             "INLINE in tests/test_readme.py with the test that runs it (or why none can)")
+    assert not set(INLINE) - found, f"INLINE lists commands README.md no longer has: {sorted(set(INLINE) - found)}"
+
+
+def _test_named(node_id: str) -> Any:
+    path, *names = node_id.split("::")
+    found: Any = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    for name in names:
+        found = getattr(found, name, None)
+    return found
+
+
+@pytest.mark.parametrize("command", sorted(EXERCISED_ELSEWHERE) + sorted(
+    command for command, way in INLINE.items() if way.startswith("tests/")))
 def test_commands_exercised_elsewhere_name_a_test_that_exists(command: str) -> None:
-    path, name = EXERCISED_ELSEWHERE[command].split("::")
-    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-    test = getattr(module, name, None)
-    assert callable(test), f"{EXERCISED_ELSEWHERE[command]} (which runs `{command}`) does not exist"
+    node_id = EXERCISED_ELSEWHERE.get(command) or INLINE[command]
+    assert callable(_test_named(node_id)), f"{node_id} (which runs `{command}`) does not exist"
+
+
+def test_sinfo_lists_the_partitions_as_the_troubleshooting_section_says(slurm_cluster: LocalCluster) -> None:
+    listed = subprocess.run(shlex.split("sinfo -s"), capture_output=True, text=True, timeout=60, check=True).stdout
+    assert re.search(r"^gpu\*\s+up", listed, re.MULTILINE) and re.search(r"^debug\s+up", listed, re.MULTILINE), listed
 
 
 @pytest.mark.parametrize("command", sorted(RUN_BY_CI))
