@@ -13,7 +13,7 @@ from jupyter_asgard.monitor import SlurmMonitor
 from tests.browser import CHROMIUM, launch
 from tests.cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequisites
 from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
-from tests.server import JupyterServer
+from tests.server import JupyterServer, running_lab
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -134,26 +134,13 @@ def jupyter_lab(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
 
     The configuration lives in JUPYTER_CONFIG_DIR, where notebook kernels (the container panel) read it too.
     """
-    home = tmp_path_factory.mktemp("lab")
-    config_dir = home / "config"
-    config_dir.mkdir()
     scratch, datasets = slurm_cluster.netscratch, slurm_cluster.datasets
-    (config_dir / "jupyter_server_config.py").write_text(
-        "c.SlurmMonitor.poll_interval = 0.5\n"
-        f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}]\n"
-        f"c.PyxisProvisioner.mounts = ['{scratch}/$USER:{scratch}/$USER', '{datasets}:{datasets}:ro']\n"
-        "c.LabApp.news_url = None\n"
-        "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
-    )
-    (home / "root").mkdir()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config_dir), "JUPYTER_DATA_DIR": str(home / "data"),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    lab = JupyterServer(home / "root", home / "lab.log", app="lab")
-    lab.start(env)
-    try:
+    with running_lab(tmp_path_factory.mktemp("lab"),
+                     "c.SlurmMonitor.poll_interval = 0.5\n"
+                     f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}]\n"
+                     f"c.PyxisProvisioner.mounts = ['{scratch}/$USER:{scratch}/$USER', "
+                     f"'{datasets}:{datasets}:ro']\n") as lab:
         yield lab
-    finally:
-        lab.stop()
 
 
 @pytest.fixture(scope="module")

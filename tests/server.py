@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,25 @@ class JupyterServer:
                 return Response(answer.status, _decode(answer.read()))
         except urllib.error.HTTPError as error:
             return Response(error.code, _decode(error.read()))
+
+
+@contextmanager
+def running_lab(home: Path, config: str) -> Iterator[JupyterServer]:
+    """A JupyterLab of its own below home, configured by config (jupyter_server_config.py in
+    JUPYTER_CONFIG_DIR, where notebook kernels read it too), without JupyterLab's news and update checks."""
+    (home / "config").mkdir()
+    (home / "config" / "jupyter_server_config.py").write_text(
+        config + "c.LabApp.news_url = None\n"
+        "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n")
+    (home / "root").mkdir()
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    lab = JupyterServer(home / "root", home / "lab.log", app="lab")
+    lab.start(env)
+    try:
+        yield lab
+    finally:
+        lab.stop()
 
 
 def _decode(raw: bytes) -> Any:

@@ -4,7 +4,6 @@ and warnings come when its allocation runs out."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -18,7 +17,7 @@ import pytest
 from tests.browser import screenshot
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
-from tests.server import JupyterServer
+from tests.server import JupyterServer, running_lab
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -192,23 +191,10 @@ def test_status_bar_shows_nothing_for_other_kernels_and_polling_stops_in_a_hidde
 def jupyter_lab_pending(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     """JupyterLab with pending kernels: a notebook's session (and kernel id) exists while the kernel queues."""
-    home = tmp_path_factory.mktemp("lab-pending")
-    (home / "config").mkdir()
-    (home / "config" / "jupyter_server_config.py").write_text(
-        "c.SlurmMonitor.poll_interval = 0.5\n"
-        "c.MappingKernelManager.use_pending_kernels = True\n"
-        "c.LabApp.news_url = None\n"
-        "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
-    )
-    (home / "root").mkdir()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    lab = JupyterServer(home / "root", home / "lab.log", app="lab")
-    lab.start(env)
-    try:
+    with running_lab(tmp_path_factory.mktemp("lab-pending"),
+                     "c.SlurmMonitor.poll_interval = 0.5\n"
+                     "c.MappingKernelManager.use_pending_kernels = True\n") as lab:
         yield lab
-    finally:
-        lab.stop()
 
 
 def test_with_pending_kernels_the_item_finds_the_queued_kernel_by_its_id(
