@@ -1,16 +1,18 @@
-"""A real, single-machine Slurm cluster for jupyter-asgard's tests and demos.
+"""A real, single-machine Slurm cluster with real Pyxis and enroot, for jupyter-asgard's tests and demos.
 
 Everything the tests need from Asgard is here, for real: munged, slurmctld and
-two slurmd compute nodes (``gpu01``, ``gpu02``), each in its own network
-namespace with its own address, two emulated GPUs per node (GRES), a ``gpu``
-and a ``debug`` partition, and a stand-in for the Pyxis SPANK plugin compiled
-from ``pyxis_standin.c``.  Only Pyxis/Enroot themselves are simulated: they
-cannot be installed on a test machine.
+two slurmd compute nodes (``gpu01``, ``gpu02``), each in its own network, mount
+and UTS namespace with its own address, hostname, name service and enroot
+storage (so a named container lives on one node only, as on a cluster), two
+emulated GPUs per node (GRES), a ``gpu`` and a ``debug`` partition, and NVIDIA's
+Pyxis plugin with enroot, built from their release sources by
+``dev/install-container-runtime``.  Images are real squashfs files
+(``images.py``).
 
 Without root (e.g. on Binder) the cluster runs in "loopback" mode instead: all
 daemons run as the current user (SlurmUser/SlurmdUser), both slurmd listen on
-127.0.0.1 on ports of their own, GPU "devices" are symlinks to /dev/null and
-the Pyxis stand-in cannot mount (it records mounts as not mounted).
+127.0.0.1 on ports of their own, GPU "devices" are symlinks to /dev/null, both
+nodes share one enroot storage, and enroot runs unprivileged (user namespaces).
 
 The cluster keeps all of its state below one directory and records its
 processes and network objects in ``state.json`` there, so a cluster started
@@ -37,14 +39,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
 
+from .images import ImageBuildError, ensure_images
+
 HERE = Path(__file__).resolve().parent
 NODES = ("gpu01", "gpu02")
 GPUS_PER_NODE = 2
-REQUIRED_COMMANDS = ("munged", "slurmctld", "slurmd", "srun", "sinfo", "gcc", "ip", "nsenter")
+REQUIRED_COMMANDS = ("munged", "slurmctld", "slurmd", "srun", "sinfo", "enroot", "unsquashfs", "ip", "nsenter",
+                     "unshare")
+NAMESPACE_COMMANDS = ("ip", "nsenter", "unshare")
+CONTAINER_COMMANDS = ("enroot", "unsquashfs")
 NETWORKS = ("namespaces", "loopback")
 LOOPBACK_SLOTS = range(60, 100)  # ports 17400..17992: never those of a root cluster (slots 1..59)
-SPANK_HEADER = Path("/usr/include/slurm/spank.h")
-INSTALL_HINT = "install Debian's packages with `apt-get install slurm-wlm munge libslurm-dev gcc iproute2 util-linux`"
+PYXIS_PLUGIN = Path("/usr/local/lib/slurm/spank_pyxis.so")
+# Where enroot keeps each node's containers (dev/install-container-runtime configures enroot so); the
+# cluster mounts a directory of each node's there, in that node's own mount namespace.
+NODE_STORAGE = Path("/var/lib/enroot-node")
+STORAGE_DIRS = ("runtime", "data", "cache")  # enroot's per-user paths live below these, for any user
+INSTALL_HINT = "run ./dev/install (Slurm, munge, and Pyxis and enroot built from their release sources)"
 ROOT_HINT = " and run as root (the cluster creates network namespaces)"
 
 
@@ -59,19 +70,21 @@ class ClusterState:
     root: str
     slot: int
     network: str = "namespaces"
+    containers: bool = True
     pids: dict[str, int] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
 
 
-def check_prerequisites(network: str = "namespaces") -> None:
+def check_prerequisites(network: str = "namespaces", containers: bool = True) -> None:
     """Raise ClusterUnavailable naming what is missing."""
     if network == "namespaces" and os.geteuid() != 0:
         raise ClusterUnavailable(f"the test cluster needs root: {INSTALL_HINT}{ROOT_HINT}")
-    commands = REQUIRED_COMMANDS if network == "namespaces" else REQUIRED_COMMANDS[:-2]
+    commands = [cmd for cmd in REQUIRED_COMMANDS if (network == "namespaces" or cmd not in NAMESPACE_COMMANDS)
+                and (containers or cmd not in CONTAINER_COMMANDS)]
     missing = [cmd for cmd in commands if shutil.which(cmd) is None]
-    if not SPANK_HEADER.exists():
-        missing.append(str(SPANK_HEADER))
+    if containers and not PYXIS_PLUGIN.exists():
+        missing.append(str(PYXIS_PLUGIN))
     if missing:
         hint = INSTALL_HINT + (ROOT_HINT if network == "namespaces" else "")
         raise ClusterUnavailable(f"missing {', '.join(missing)}: {hint}")
@@ -119,14 +132,15 @@ def _free_loopback_slot() -> int:
 class LocalCluster:
     """One test cluster: call start(), use env and the data paths, call stop()."""
 
-    def __init__(self, root: Path | str | None = None, network: str | None = None) -> None:
+    def __init__(self, root: Path | str | None = None, network: str | None = None, containers: bool = True) -> None:
         """network: "namespaces" (root only: a network namespace and address per node) or "loopback"
-        (any user: both nodes on 127.0.0.1); default: namespaces as root, loopback otherwise."""
+        (any user: both nodes on 127.0.0.1); default: namespaces as root, loopback otherwise.
+        containers=False: no Pyxis (for a demo where enroot cannot run); jobs run on the nodes as they are."""
         network = network or ("namespaces" if os.geteuid() == 0 else "loopback")
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, not {network!r}")
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="asgard-cluster-"))
-        self.state = ClusterState(root=str(self.root), slot=0, network=network)
+        self.state = ClusterState(root=str(self.root), slot=0, network=network, containers=containers)
 
     @property
     def loopback(self) -> bool:
@@ -158,15 +172,9 @@ class LocalCluster:
         """Stands in for Asgard's /ds."""
         return self.root / "ds"
 
-    @property
-    def registry_dir(self) -> Path:
-        """Registry images the Pyxis stand-in can 'pull' (REGISTRY/IMAGE:TAG files)."""
-        return self.root / "registry"
-
-    @property
-    def records_dir(self) -> Path:
-        """Where the Pyxis stand-in writes one JSON record per container step."""
-        return self.root / "pyxis-records"
+    def node_storage(self, node: str) -> Path:
+        """The node's enroot storage (its containers), seen from the host."""
+        return NODE_STORAGE if self.loopback else self.root / "nodes" / node / "enroot"
 
     @property
     def controller_addr(self) -> str:
@@ -180,7 +188,12 @@ class LocalCluster:
         return 16801 + 10 * self.state.slot + (NODES.index(node) if self.loopback else 0)
 
     def pytorch_image(self) -> Path:
+        """A Jupyter-ready image under the name Asgard gives its NGC PyTorch image."""
         return self.images_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
+
+    def bare_image(self) -> Path:
+        """An image with Python but no ipykernel."""
+        return self.images_dir / "debian_12.sqsh"
 
     def log(self, name: str) -> str:
         """The tail of a daemon's log, for error messages."""
@@ -191,7 +204,7 @@ class LocalCluster:
 
     def start(self, timeout: float = 30.0) -> "LocalCluster":
         """Bring the cluster up; on any failure tear down what was started."""
-        check_prerequisites(self.state.network)
+        check_prerequisites(self.state.network, self.state.containers)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             # Root clusters side by side must not pick the same slot; loopback ones probe their ports.
@@ -200,7 +213,6 @@ class LocalCluster:
                 if not self.loopback:
                     self._make_network()
             self._make_tree()
-            self._compile_plugin()
             self._write_configs()
             self._start_daemons()
             self._wait_for_nodes(timeout)
@@ -222,7 +234,8 @@ class LocalCluster:
         for link in self.state.links:
             subprocess.run(["ip", "link", "delete", link], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
-        self.state = ClusterState(root=str(self.root), slot=self.state.slot, network=self.state.network)
+        self.state = ClusterState(root=str(self.root), slot=self.state.slot, network=self.state.network,
+                                  containers=self.state.containers)
 
     def save_state(self) -> None:
         (self.root / "state.json").write_text(json.dumps(asdict(self.state)))
@@ -243,10 +256,11 @@ class LocalCluster:
                     *(f"state/slurmd-{node}" for node in NODES)):
             (self.root / sub).mkdir(exist_ok=True)
         (self.root / "munge").chmod(0o700)
-        for directory in (self.records_dir, self.netscratch):
-            directory.mkdir(exist_ok=True)
-            directory.chmod(0o1777)
-        self._make_images()
+        self.netscratch.mkdir(exist_ok=True)
+        self.netscratch.chmod(0o1777)
+        self._make_nodes()
+        if self.state.containers:
+            self._make_images()
         self._make_data()
         for index in range(GPUS_PER_NODE):
             device = self.root / "dev" / f"nvidia{index}"
@@ -256,25 +270,40 @@ class LocalCluster:
                 os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
 
     def _make_images(self) -> None:
-        """Stand-in images: text files with the image's ENV and WORKDIR, like a Dockerfile.
-
-        The PyTorch image's PATH leads to this interpreter, which has ipykernel;
-        the bare image's leads to a venv without it, as a real image without
-        Jupyter would.
-        """
+        """Real squashfs images (built once per machine), under both of enroot's naming schemes."""
+        try:
+            built = ensure_images()
+        except ImageBuildError as error:
+            raise ClusterUnavailable(str(error)) from None
         self.images_dir.mkdir(exist_ok=True)
-        python_bin = Path(sys.executable).parent
-        system_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-        pytorch = f"ENV PATH={python_bin}:{system_path}\nENV PYTHONUNBUFFERED=1\nWORKDIR {self.root / 'workspace'}\n"
-        self.pytorch_image().write_text(pytorch)
-        (self.images_dir / "nvidia+pytorch+24.05-py3.sqsh").write_text(pytorch)
-        bare_venv = self.root / "bare-python"
-        if not bare_venv.exists():
-            _run(sys.executable, "-m", "venv", "--without-pip", str(bare_venv))
-        (self.images_dir / "ubuntu_22.04.sqsh").write_text(f"ENV PATH={bare_venv / 'bin'}:{system_path}\n")
-        registry_image = self.registry_dir / "nvcr.io" / "nvidia" / "pytorch:24.05-py3"
-        registry_image.parent.mkdir(parents=True, exist_ok=True)
-        registry_image.write_text(pytorch)
+        links = {self.pytorch_image(): built["python-ipykernel"],
+                 self.images_dir / "nvidia+pytorch+23.12-py3.sqsh": built["python-ipykernel"],
+                 self.bare_image(): built["python"]}
+        for link, target in links.items():
+            if not link.is_symlink():
+                link.symlink_to(target)
+
+    def _make_nodes(self) -> None:
+        """Each node's enroot storage, /etc/hosts and resolver configuration."""
+        nodes = self.root / "nodes"
+        nodes.mkdir(exist_ok=True)
+        for node in NODES:
+            (nodes / node).mkdir(exist_ok=True)
+            storage = self.node_storage(node)
+            for sub in STORAGE_DIRS:
+                (storage / sub).mkdir(parents=True, exist_ok=True)
+                if (storage / sub).stat().st_uid == os.geteuid():
+                    (storage / sub).chmod(0o1777)
+            (nodes / node / "hosts").write_text(self._hosts(node))
+            # No DNS server on the test network: the node's resolver must say so at once (a real node's
+            # DNS answers), not wait 10 s for a server it cannot reach on every kernel start.
+            (nodes / node / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+
+    def _hosts(self, node: str) -> str:
+        controller = socket.gethostname().split(".")[0]
+        lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback",
+                 f"{self.controller_addr} {controller}", *(f"{self.node_addr(n)} {n}" for n in NODES)]
+        return "\n".join(lines) + "\n"
 
     def _make_data(self) -> None:
         user_dir = self.netscratch / _user()
@@ -285,17 +314,6 @@ class LocalCluster:
             "sepal_length,sepal_width,petal_length,petal_width,species\n"
             "5.1,3.5,1.4,0.2,setosa\n7.0,3.2,4.7,1.4,versicolor\n6.3,3.3,6.0,2.5,virginica\n"
         )
-
-    def _compile_plugin(self) -> None:
-        source = HERE / "pyxis_standin.c"
-        output = self.root / "build" / "pyxis_standin.so"
-        result = subprocess.run(
-            ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(output), str(source)],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise ClusterUnavailable(f"compiling {source.name} failed:\n{result.stderr}")
 
     def _make_network(self) -> None:
         """A bridge on the host (the controller's address) and one namespace per node."""
@@ -339,10 +357,9 @@ class LocalCluster:
             f"NodeName={node} Name=gpu Type=h100 File={self.root}/dev/nvidia[0-{GPUS_PER_NODE - 1}]" for node in NODES
         )
         (self.root / "etc" / "gres.conf").write_text(gres + "\n")
-        plugin = self.root / "build" / "pyxis_standin.so"
-        (self.root / "etc" / "plugstack.conf").write_text(
-            f"required {plugin} record_dir={self.records_dir} registry_dir={self.registry_dir}\n"
-        )
+        # As on Asgard: container names are global to the node (Pyxis's default scope, spelled out).
+        pyxis = f"required {PYXIS_PLUGIN} container_scope=global runtime_path={self.root / 'run' / 'pyxis'}\n"
+        (self.root / "etc" / "plugstack.conf").write_text(pyxis if self.state.containers else "")
 
     def _start_daemons(self) -> None:
         munge_dir = self.root / "munge"
@@ -357,8 +374,18 @@ class LocalCluster:
         _wait_for(lambda: (munge_dir / "munge.socket").exists(), 10, "munged did not start", lambda: self.log("munged"))
         self._spawn("slurmctld", ["slurmctld", "-D", "-c", "-f", str(self.slurm_conf)])
         for node in NODES:
-            netns = [] if self.loopback else ["nsenter", f"--net=/run/netns/asg{self.state.slot}-{node}"]
-            self._spawn(f"slurmd-{node}", [*netns, "slurmd", "-D", "-N", node, "-f", str(self.slurm_conf)])
+            slurmd = ["slurmd", "-D", "-N", node, "-f", str(self.slurm_conf)]
+            self._spawn(f"slurmd-{node}", slurmd if self.loopback else self._node_namespaces(node, slurmd))
+
+    def _node_namespaces(self, node: str, argv: list[str]) -> list[str]:
+        """argv in the node's network namespace and in mount and UTS namespaces of its own: its hostname,
+        /etc/hosts, resolver and enroot storage, which containers started on it see too."""
+        files = self.root / "nodes" / node
+        setup = ('mount --bind "$1" "$2" && mount --bind "$3" /etc/hosts && mount --bind "$4" /etc/resolv.conf '
+                 '&& hostname "$5" && shift 5 && exec "$@"')
+        return ["nsenter", f"--net=/run/netns/asg{self.state.slot}-{node}", "unshare", "--mount", "--uts",
+                "--propagation", "private", "sh", "-c", setup, "node-setup", str(self.node_storage(node)),
+                str(NODE_STORAGE), str(files / "hosts"), str(files / "resolv.conf"), node, *argv]
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.stdout", "ab")
