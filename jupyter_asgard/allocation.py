@@ -18,6 +18,8 @@ from .monitor import SlurmMonitor
 from .slurm_client import SlurmClient
 from .slurm_commands import ENDED_STATES, JobInfo, parse_salloc_line, salloc_argv
 
+LEASE_NODE_PATIENCE = 10.0  # seconds from the grant until the lease command has named the node
+
 HINTS = {
     "invalid partition": "choose one of the partitions `sinfo -s` lists, or leave partition empty for the default",
     "unable to contact slurm controller": "Slurm's controller is not reachable from this host; try again "
@@ -49,6 +51,7 @@ class Allocation:
         self.log = log
         self.kernel_id = kernel_id
         self.job_id = ""
+        self.node = ""  # as soon as the allocation is granted (its lease command names it)
         self.info: JobInfo | None = None
         self.revoked = False
         self.released = False
@@ -66,7 +69,7 @@ class Allocation:
         self.log.info("Kernel %s: requesting a Slurm allocation: %s", self.kernel_id, " ".join(argv))
         self.client.calls["salloc"] += 1
         self._salloc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env,
         )
         try:
@@ -82,8 +85,9 @@ class Allocation:
         except BaseException:
             await self.cancel()
             raise
-        # Granted: the monitor's next poll fills in node and times; the kernel's handshake names the node sooner.
-        self.info = replace(self.info or JobInfo(self.job_id), state="RUNNING", reason="None")
+        # Granted: the monitor's next poll fills in the times.
+        self.node = await self._granted_node()
+        self.info = replace(self.info or JobInfo(self.job_id), state="RUNNING", reason="None", nodes=self.node)
         self.log.info("Kernel %s: Slurm job %s granted", self.kernel_id, self.job_id)
         self._watcher = asyncio.ensure_future(self._watch())
 
@@ -104,6 +108,16 @@ class Allocation:
         await self._salloc.wait()
         message = "; ".join(errors) or f"salloc exited with status {self._salloc.returncode}"
         raise KernelStartError(f"Slurm refused the kernel's allocation: {message}", hint_for(message))
+
+    async def _granted_node(self) -> str:
+        """The node the lease command names; "" if it says nothing soon (a kernel start then waits for any
+        first container start under way on an unknown node, see container_starts.py)."""
+        assert self._salloc is not None and self._salloc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self._salloc.stdout.readline(), LEASE_NODE_PATIENCE)
+        except asyncio.TimeoutError:
+            return ""
+        return line.decode(errors="replace").strip()
 
     async def _watch(self) -> None:
         """salloc says at once when the allocation ends under the kernel (scancel, time limit, node failure)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections import deque
 from typing import Any
 
@@ -38,9 +39,16 @@ OUTPUT_HINTS = {
 }
 
 
+# Lines of a failed container start that explain nothing: enroot's progress as Pyxis relays its log, and
+# Slurm's generic words for any plugin failure.
+NOISE = re.compile(r"pyxis: +(?:\[INFO\]|Parallel unsquashfs|\d+ inodes|created \d+ |\s*$)"
+                   r"|spank: required plugin|Failed to invoke spank plugin stack|pyxis: child \d+ failed")
+
+
 def summarize(lines: list[str]) -> tuple[str, str]:
     """The lines that explain a failed step, and a hint for them."""
-    important = [line for line in lines if "pyxis" in line or FAILURE in line] or lines[-8:]
+    important = [line for line in lines if ("pyxis" in line or FAILURE in line) and not NOISE.search(line)
+                 ] or lines[-8:]
     text = "\n".join(line.replace(FAILURE, "") for line in important[-8:])
     hint = next((hint for needle, hint in OUTPUT_HINTS.items() if needle in "\n".join(lines)), "")
     return text, hint

@@ -27,8 +27,10 @@ GPU_SPEC = re.compile(r"^(?:(?P<type>[A-Za-z0-9_-]+):)?(?P<count>\d+)$")
 MEMORY = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
 TIME = re.compile(r"^(?:UNLIMITED|INFINITE|\d+(?::\d{1,2}){0,2}|\d+-\d{1,2}(?::\d{1,2}){0,2})$", re.IGNORECASE)
 CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_.-]+(?::(?:auto|create|exec|no_exec))?$")
+# enroot imports these, but Pyxis puts docker:// before any image that is neither a path nor docker(d)://.
+ENROOT_ONLY_SCHEMES = ("podman",)
 IMAGE_URI = re.compile(
-    r"^(?:(?:docker|dockerd|podman)://)?(?:[^@#\s/]+@)?(?:[^#\s/]+#)?"  # scheme, USER@, REGISTRY#
+    r"^(?:(?:docker|dockerd)://)?(?:[^@#\s/]+@)?(?:[^#\s/]+#)?"  # scheme, USER@, REGISTRY#
     r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?/)?"  # enroot 4's REGISTRY[:PORT]/ form
     r"[a-z0-9][a-z0-9._/-]*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
@@ -151,7 +153,8 @@ class LaunchConfig:
             try:
                 parse_mount(entry)
             except MountError as error:
-                found.append(str(error))
+                if not VARIABLE.search(entry):  # a variable the server does not know: parse() reports that
+                    found.append(str(error))
         if self.workdir and not self.workdir.startswith("/"):
             found.append(f"workdir {self.workdir!r} must be an absolute path inside the container")
         if self.container_name and not CONTAINER_NAME.match(self.container_name):
@@ -270,6 +273,10 @@ def _image_problems(image: str) -> list[str]:
     if image.endswith(".sqsh"):
         return [f"image {image!r} looks like a squashfs file but Pyxis would pull it from a registry: "
                 "give its absolute path (starting with '/')"]
+    scheme = image.partition("://")[0]
+    if scheme in ENROOT_ONLY_SCHEMES:
+        return [f"image {image!r}: Pyxis does not take {scheme}:// images (it would pull docker://{image}); "
+                f"use docker://, dockerd:// or a squashfs file (enroot import {scheme}://... makes one)"]
     if not IMAGE_URI.match(image):
         return [f"image {image!r} is neither a path nor an enroot URI like docker://nvcr.io#nvidia/pytorch:24.05-py3"]
     return []

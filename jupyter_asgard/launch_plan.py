@@ -12,10 +12,11 @@ import re
 import shlex
 
 from .launch_config import LaunchConfig
-from .mounts import Mount
+from .mounts import Mount, describe_characters, unmountable_characters
 from .slurm_commands import container_options, salloc_argv, srun_argv
 
 JOB_NAME_PREFIX = "jupyter-asgard-"
+OWN_CONTAINER_FLAG = "no_exec"
 BOOTSTRAP_PLACEHOLDER = "<jupyter-asgard bootstrap>"
 
 
@@ -28,19 +29,44 @@ def step_mounts(config: LaunchConfig, workdir: str, mount_workdir: bool) -> list
     """The configured mounts, plus the workdir at its own path when nothing covers it (as the site's
     srun example mounts "$(pwd)")."""
     mounts = config.parsed_mounts()
-    if mount_workdir and not config.workdir and not any(mount.covers(workdir) for mount in mounts):
+    if _mounts_workdir(config, mounts, workdir, mount_workdir):
         mounts.append(Mount(workdir, workdir))
     return mounts
 
 
+def workdir_problems(config: LaunchConfig, workdir: str, mount_workdir: bool) -> list[str]:
+    """A notebook directory that Pyxis cannot mount: refused before anything is submitted, since in
+    --container-mounts a ',' or ':' in it would mount other directories and a '"', '$' or '`' would
+    break the script Pyxis writes for enroot."""
+    unsafe = unmountable_characters(workdir)
+    if not unsafe or not _mounts_workdir(config, config.parsed_mounts(), workdir, mount_workdir):
+        return []
+    return [f"the notebook's directory {workdir!r} cannot be mounted into the container: it contains "
+            f"{describe_characters(unsafe)}, which Pyxis cannot carry in --container-mounts; rename the directory "
+            "(or one above it), or give the kernel a mount that covers it"]
+
+
+def _mounts_workdir(config: LaunchConfig, mounts: list[Mount], workdir: str, mount_workdir: bool) -> bool:
+    return mount_workdir and not config.workdir and not any(mount.covers(workdir) for mount in mounts)
+
+
 def container_name(config: LaunchConfig, template: str, kernel_name: str, job_id: str) -> str:
     """The named container: the configured one, else one per kernelspec and image, reused across
-    restarts and later kernels so installed packages persist and nodes do not fill up with copies."""
-    if config.container_name:
-        return config.container_name
-    name = template.format(kernel_name=kernel_name, user=getpass.getuser(), job_id=job_id,
-                           image_hash=hashlib.sha256(config.image.encode()).hexdigest()[:8])
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+    restarts and later kernels so installed packages persist and nodes do not fill up with copies.
+
+    Without a flag Pyxis *attaches* to a container of that name already running on the node (another
+    notebook's kernel of the same kernelspec), ignoring this kernel's mounts and workdir; ``no_exec``
+    starts a container of its own from the same filesystem instead.
+    """
+    name = config.container_name or re.sub(r"[^A-Za-z0-9_.-]", "-", template.format(
+        kernel_name=kernel_name, user=getpass.getuser(), job_id=job_id,
+        image_hash=hashlib.sha256(config.image.encode()).hexdigest()[:8]))
+    return name if ":" in name else f"{name}:{OWN_CONTAINER_FLAG}"
+
+
+def container_base_name(name: str) -> str:
+    """The container's name without Pyxis's flag: what identifies its filesystem on a node."""
+    return name.partition(":")[0]
 
 
 def container_env_names(config: LaunchConfig, kernelspec_env: list[str]) -> list[str]:
@@ -50,8 +76,11 @@ def container_env_names(config: LaunchConfig, kernelspec_env: list[str]) -> list
 
 def kernel_step_argv(
     config: LaunchConfig, *, job_id: str, workdir: str, mount_workdir: bool, name_template: str,
-    kernel_name: str, kernelspec_env: list[str], command: list[str], srun: str = "srun",
+    kernel_name: str, kernelspec_env: list[str], command: list[str], srun: str = "srun", containers: bool = True,
 ) -> list[str]:
+    """containers=False: a cluster without Pyxis; the step runs on the node as it is, in the workdir."""
+    if not containers:
+        return srun_argv(config, job_id, [f"--chdir={config.workdir or workdir}"], command, srun=srun)
     options = container_options(
         config, step_mounts(config, workdir, mount_workdir), config.workdir or workdir,
         container_name(config, name_template, kernel_name, job_id), container_env_names(config, kernelspec_env),

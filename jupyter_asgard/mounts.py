@@ -16,6 +16,19 @@ KNOWN_FLAGS = frozenset(
      "x-create=auto", "x-detach", "nofail"}
 )
 SPECIAL_SOURCES = ("tmpfs", "umount")
+# Pyxis splits --container-mounts at ',' (mounts) and ':' (fields), and writes each path into a bash script
+# for enroot inside double quotes, where '"', '$' and '`' would take effect (it escapes spaces, tabs and
+# backslashes itself). A path with one of these cannot be mounted as it is.
+UNMOUNTABLE = ',:"$`'
+
+
+def unmountable_characters(path: str) -> str:
+    """The characters of path that Pyxis cannot carry in a mount, in order of appearance."""
+    return "".join(dict.fromkeys(char for char in path if char in UNMOUNTABLE))
+
+
+def describe_characters(chars: str) -> str:
+    return " ".join(repr(char) for char in chars)
 
 
 class MountError(ValueError):
@@ -61,6 +74,11 @@ def parse_mount(entry: str) -> Mount:
         raise MountError(f"invalid mount {entry!r}: Pyxis separates mounts with ',', so a path cannot contain one")
     if not target.startswith(("/", ".")):
         raise MountError(f"invalid mount {entry!r}: the destination must be a path starting with '/' or '.'")
+    # '$' is how a kernelspec names variables (expanded on the server before submitting); '$(' never is.
+    unsafe = unmountable_characters((source + target).replace("$", "")) + ("$(" if "$(" in source + target else "")
+    if unsafe:
+        raise MountError(f"invalid mount {entry!r}: Pyxis cannot mount a path containing "
+                         f"{describe_characters(unsafe)}; rename it or mount a directory above it")
     flags = tuple(flag for flag in parts[2].replace(",", "+").split("+") if flag) if len(parts) == 3 else ()
     unknown = [flag for flag in flags if flag not in KNOWN_FLAGS]
     if unknown:

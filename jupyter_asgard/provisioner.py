@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import socket
+from contextlib import nullcontext
 from pathlib import Path
 from dataclasses import fields
 from typing import Any
@@ -31,7 +32,8 @@ from .allocation import Allocation
 from .errors import KernelStartError
 from .kernel_address import address, keep_connection_file, rewatch_activity
 from .kernel_env import step_environment
-from .launch_plan import kernel_step_argv
+from .container_starts import CONTAINER_STARTS
+from .launch_plan import container_base_name, container_name, kernel_step_argv, workdir_problems
 from .launch_config import LaunchConfig, LaunchConfigError, path_problems, policy_problems, with_site_partition
 from .monitor import SlurmMonitor
 from .kernel_step import KernelStep
@@ -120,6 +122,10 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
     ).tag(config=True)
     bootstrap_python = Unicode("python3", help="The image's Python (3.8+) that runs the bootstrap."
                                ).tag(config=True)
+    containers = Bool(True, help="Run kernels in Pyxis containers. False only on a cluster without Pyxis (a "
+                      "demo cluster where enroot cannot run): kernels then run with the node's own python3 in "
+                      "the notebook's directory, and image, mounts and container settings have no effect."
+                      ).tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         # jupyter_client passes a kernelspec's config as keyword arguments, beside its own (kernel_id, ...):
@@ -277,7 +283,8 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
                 "fix it in the Asgard panel or in its kernel.json") from None
         config = with_site_partition(config, self.site_partition, self.allowed_partitions)
         problems += policy_problems(config, self.max_gpus, self.allowed_partitions)
-        if self.check_paths:
+        problems += workdir_problems(config, self.launch_dir, self.mount_workdir)
+        if self.check_paths and self.containers:
             problems += await asyncio.to_thread(path_problems, config, os.path.exists)
         try:
             self.client.command("srun"), self.client.command("salloc")
@@ -362,11 +369,14 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
             name_template=self.container_name_template, kernel_name=self._kernel_name(),
             kernelspec_env=list(kernelspec_env), command=[self.bootstrap_python, "-I", "-S", "-c", BOOTSTRAP_SOURCE,
                                                           *cmd],
-            srun=self.client.command("srun"),
+            srun=self.client.command("srun"), containers=self.containers,
         )
         self.log.info("Kernel %s: starting in Slurm job %s", self.kernel_id, self.allocation.job_id)
         self.step = KernelStep(self.client, self.log, self.kernel_id, self.allocation.job_id)
-        handshake = await self.step.start(argv, step_env, self.start_timeout)
+        name = container_base_name(container_name(self.launch, self.container_name_template, self._kernel_name(),
+                                                  self.allocation.job_id)) if self.containers else ""
+        async with CONTAINER_STARTS.starting(self.allocation.node, name) if name else nullcontext():
+            handshake = await self.step.start(argv, step_env, self.start_timeout)
         self.node = handshake["node"]
         await self.step.wait_ready(self.start_timeout)
         self.log.info("Kernel %s: running on %s (%s)", self.kernel_id, self.node, handshake["ip"])

@@ -66,9 +66,10 @@ class JobInfo:
     comment: str = ""
 
 
-# salloc's local command: it reads the pipe the Jupyter server holds open, so it ends, and salloc
-# relinquishes the allocation, when the server ends, however it ends (even SIGKILL).
-LEASE_COMMAND = ["cat"]
+# salloc's local command: it names the allocation's node (salloc sets SLURM_JOB_NODELIST for it) on its
+# stdout, then reads the pipe the Jupyter server holds open, so it ends, and salloc relinquishes the
+# allocation, when the server ends, however it ends (even SIGKILL).
+LEASE_COMMAND = ["sh", "-c", 'echo "$SLURM_JOB_NODELIST" && exec cat']
 
 
 def salloc_argv(config: LaunchConfig, job_name: str, comment: str, exclude: tuple[str, ...] = (),
