@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import time
@@ -15,6 +16,7 @@ from traitlets.config import Config
 from tests.cluster import LocalCluster
 
 KERNEL_ARGV = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+TEST_CONTAINER = "asgard-tests"
 
 
 class KernelSpecs:
@@ -25,18 +27,24 @@ class KernelSpecs:
         self.cluster = cluster
 
     def base_config(self) -> dict[str, Any]:
+        """One named container for all test kernelspecs: each new name costs a node an unpacked image (seconds,
+        and 370 MB of disk) at its first start; a test about names or first starts names its own."""
         scratch, datasets = self.cluster.netscratch, self.cluster.datasets
         return {
             "image": str(self.cluster.pytorch_image()),
             "mounts": [f"{scratch}/$USER:{scratch}/$USER", f"{datasets}:{datasets}:ro"],
             "gpus": 1,
             "container_writable": True,
+            "container_name": TEST_CONTAINER,
         }
 
     def make(self, name: str, interrupt_mode: str = "message", env: dict[str, str] | None = None,
              argv: list[str] | None = None, **config: Any) -> str:
         """A kernelspec named name: the base config with overrides (a value of None removes a key)."""
         merged = {**self.base_config(), **config}
+        if "image" in config and "container_name" not in config:  # a named container keeps its first image
+            image_hash = hashlib.sha256(str(config["image"]).encode()).hexdigest()[:8]
+            merged["container_name"] = f"{TEST_CONTAINER}-{image_hash}"
         spec = {
             "argv": argv or KERNEL_ARGV,
             "display_name": f"Asgard test ({name})",
@@ -70,10 +78,33 @@ def wait_until_no_kernel_jobs(timeout: float = 20) -> list[str]:
     return kernel_jobs()
 
 
-def records(cluster: LocalCluster, job_id: str) -> list[dict[str, Any]]:
-    """The Pyxis stand-in's records of the job's container steps, in step order."""
-    found = [json.loads(path.read_text()) for path in cluster.records_dir.glob(f"{job_id}.*.json")]
-    return sorted(found, key=lambda record: int(record["step_id"]))
+def running_steps(job_id: str) -> list[str]:
+    """The job's steps Slurm runs now (``JOB.STEP``), the kernel's among them."""
+    steps = slurm("squeue", "--steps", "-h", "-j", job_id, "-o", "%i").split()
+    return [step for step in steps if step.split(".")[-1].isdigit()]
+
+
+# What a kernel sees of its container: the image (its ENV names it), its Python, and each mount point with
+# its options as the kernel's own /proc/self/mountinfo shows them.
+CONTAINER_PROBE = """
+import json, os, sys
+mounts = {}
+for line in open('/proc/self/mountinfo'):
+    fields = line.split()
+    mounts[fields[4].replace('\\040', ' ')] = fields[5].split(',')
+print(json.dumps({'image': os.environ.get('TEST_IMAGE'), 'python': sys.executable, 'cwd': os.getcwd(),
+                  'mounts': mounts}))
+"""
+
+
+async def container_view(km: AsyncKernelManager) -> dict[str, Any]:
+    """CONTAINER_PROBE's answer from the kernel."""
+    return json.loads((await execute(km, CONTAINER_PROBE))["stdout"])
+
+
+def container_storage(cluster: LocalCluster, node: str, name: str) -> list[Path]:
+    """The filesystem of Pyxis's named container NAME on node (any user's)."""
+    return list((cluster.node_storage(node) / "data").glob(f"user-*/pyxis_{name}"))
 
 
 async def execute(km: AsyncKernelManager, code: str, timeout: float = 30) -> dict[str, Any]:

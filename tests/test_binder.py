@@ -2,7 +2,7 @@
 
 The test creates a throwaway user (root is needed for that: the test is skipped without it, and CI runs
 it as root), runs the start script's set-up as that user in a clean environment, then, still as that
-user: Slurm sees both nodes idle, a GPU job with the Pyxis stand-in's options runs and leaves its record,
+user: Slurm sees both nodes idle, a GPU job runs in a real Pyxis/enroot container with its mounts,
 the installed "Asgard PyTorch (demo)" kernel starts through jupyter_client and computes, and
 `python -m tests.cluster down` leaves no process of the user behind.
 
@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.cluster.images import ensure_images
 
 REPO = Path(__file__).resolve().parent.parent
 USER_PREFIX = "asgbinder"  # + the test process's pid: test runs at the same time on one machine do not meet
@@ -184,6 +186,7 @@ def binder_user(request: pytest.FixtureRequest) -> Iterator[BinderUser]:
                if shutil.which(command) is None]
     if missing:
         pytest.skip(f"missing {', '.join(missing)}")
+    ensure_images()  # building them needs root; the user's cluster only reads the machine's cache
     _remove_stale_users()
     user = BinderUser(f"{USER_PREFIX}{os.getpid()}")
     try:
@@ -194,7 +197,7 @@ def binder_user(request: pytest.FixtureRequest) -> Iterator[BinderUser]:
 
 
 KERNEL_CHECK = """
-import asyncio, json, subprocess, sys
+import asyncio, json, subprocess, sys, time
 from jupyter_client.kernelspec import KernelSpecManager
 from tests.kernels import execute, shutdown, start
 
@@ -212,7 +215,11 @@ async def main():
         probe = await execute(km, "import os; print(os.environ['SLURMD_NODENAME'], os.getcwd())")
     finally:
         await shutdown(km)
-    queue = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout.split()
+    for _ in range(60):  # a cancelled job is in the queue until its step's processes have ended
+        queue = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True).stdout.split()
+        if not [name for name in queue if name.startswith("jupyter-asgard-")]:
+            break
+        time.sleep(0.5)
     print(json.dumps({"display_name": spec.display_name, "results": results, "probe": probe["stdout"].split(),
                       "queue": queue}))
 
@@ -250,20 +257,15 @@ def test_binder_start_brings_the_demo_up_as_a_non_root_user(binder_user: BinderU
     assert {path.name for path in (REPO / "examples").glob("*.ipynb")} <= {path.name for path in notebooks.iterdir()}
     assert json.loads((user.home / ".jupyter/jupyter_server_config.d/asgard-demo.json").read_text())["AsgardSite"]
 
-    # A GPU job in a stand-in container: it runs, unmounted (the user may not mount), in its workdir.
+    # A GPU job in a real container: enroot runs unprivileged (user namespaces), as the user, with its mounts.
     image = root / "enroot" / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
-    datasets = root / "ds"
     job = user.run("srun", "--gpus=1", "-w", "gpu02", f"--container-image={image}",
-                   f"--container-mounts={datasets}:{datasets}:ro", f"--container-workdir={notebooks}",
-                   "bash", "-c", "echo $SLURMD_NODENAME $CUDA_VISIBLE_DEVICES $SLURM_JOB_ID; pwd", env=slurm_env)
+                   f"--container-mounts={root / 'ds'}:/ds:ro,{notebooks}:{notebooks}", f"--container-workdir={notebooks}",
+                   "bash", "-c", "echo $SLURMD_NODENAME $CUDA_VISIBLE_DEVICES $(id -u) $TEST_IMAGE; pwd; "
+                   "head -1 /ds/iris.csv; touch /ds/x 2>/dev/null || echo read-only", env=slurm_env)
     assert job.returncode == 0, job.stderr
-    (node, devices, job_id), workdir = job.stdout.split("\n")[0].split(), job.stdout.split("\n")[1]
-    assert (node, devices, workdir) == ("gpu02", "0", str(notebooks))
-    record = json.loads((root / "pyxis-records" / f"{job_id}.0.json").read_text())
-    assert (record["status"], record["uid"], record["node"]) == ("started", user.uid, "gpu02")
-    assert record["cwd"] == str(notebooks)
-    assert [(m["target"], m["flags"], m["mounted"]) for m in record["mounts"]] == [(str(datasets), ["ro"], False)]
-    assert "unprivileged" in record["mounts"][0]["reason"]
+    assert job.stdout.splitlines() == [f"gpu02 0 {user.uid} python-ipykernel", str(notebooks),
+                                       "sepal_length,sepal_width,petal_length,petal_width,species", "read-only"]
 
     # The demo kernel, started by jupyter_client from the kernelspec binder/start installed.
     checked = user.run("python3", "-", str(notebooks), input=KERNEL_CHECK, env=slurm_env, timeout=300)
@@ -279,3 +281,48 @@ def test_binder_start_brings_the_demo_up_as_a_non_root_user(binder_user: BinderU
     assert stopped.returncode == 0, stopped.stderr
     assert not root.exists()
     assert user.wait_for_no_processes() == {}
+
+
+NOTEBOOK_CHECK = """
+import asyncio, json, sys
+from pathlib import Path
+import nbformat
+from nbclient import NotebookClient
+from traitlets.config.loader import JSONFileConfigLoader
+from tests.kernels import shutdown, start
+
+async def main():
+    # The site configuration binder/start wrote, as the notebook server loads it.
+    site = JSONFileConfigLoader("asgard-demo.json", str(Path.home() / ".jupyter/jupyter_server_config.d")).load_config()
+    notebook = nbformat.read(sys.argv[1], as_version=4)
+    km = await start("asgard-pytorch", str(Path(sys.argv[1]).parent), site=site)
+    try:
+        await NotebookClient(notebook, km=km, timeout=120).async_execute()
+    finally:
+        await shutdown(km)
+    print(json.dumps({"first": notebook.cells[0].source, "containers": site.PyxisProvisioner.containers,
+                      "outputs": ["".join(o.get("text", "") for o in cell.get("outputs", [])) for cell in notebook.cells]}))
+
+asyncio.run(main())
+"""
+
+
+def test_binder_start_without_user_namespaces_runs_kernels_without_a_container_and_says_so(
+    binder_user: BinderUser
+) -> None:
+    """Where enroot cannot run (mybinder.org refuses user namespaces; here ASGARD_DEMO_CONTAINERS=no asks for
+    it), the demo's kernels run through srun on the nodes as they are, and the first page says so."""
+    user, root = binder_user, binder_user.cluster_root
+    notebook = root / "netscratch" / user.name / "hello-asgard.ipynb"
+    started = user.run("bash", "binder/start", "python3", "-", str(notebook), input=NOTEBOOK_CHECK,
+                       env={"ASGARD_DEMO_CONTAINERS": "no"}, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "kernels run through srun on the cluster's nodes without a container" in started.stdout
+    assert (root / "etc" / "plugstack.conf").read_text() == ""
+    result = json.loads(started.stdout.strip().splitlines()[-1])
+    assert result["containers"] is False
+    assert result["first"].startswith("> **Without containers.** This demo cannot run containers here")
+    text = "\n".join(result["outputs"])
+    assert "3 rows, columns: sepal_length" in text
+    assert (root / "netscratch" / user.name / "asgard-example" / "petal_length_by_species.csv").exists()
+    assert user.run("python3", "-m", "tests.cluster", "down", "--root", str(root)).returncode == 0

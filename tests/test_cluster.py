@@ -1,10 +1,11 @@
-"""The test cluster itself: real nodes, real GPUs scheduling, the Pyxis stand-in."""
+"""The test cluster itself: real nodes, real GPU scheduling, real Pyxis and enroot containers."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,10 +67,11 @@ def test_debug_partition_has_a_short_time_limit(slurm_cluster: LocalCluster) -> 
     assert "time limit" in too_long.stderr.lower()
 
 
-def test_pyxis_standin_rejects_missing_image(slurm_cluster: LocalCluster) -> None:
+def test_pyxis_refuses_a_missing_image(slurm_cluster: LocalCluster) -> None:
     missing = slurm_cluster.images_dir / "no-such-image.sqsh"
     result = run("srun", "-w", "gpu01", f"--container-image={missing}", "true")
     assert result.returncode != 0
+    assert f"pyxis: failed to create container filesystem for image: {missing}" in result.stderr
     assert f"pyxis:     [ERROR] No such file or directory: {missing}" in result.stderr
 
 
@@ -80,48 +82,66 @@ def test_pyxis_standin_rejects_missing_image(slurm_cluster: LocalCluster) -> Non
         ("data:/data", 'pyxis: mount source must be a relative path, an absolute path, "tmpfs" or "umount"'),
     ],
 )
-def test_pyxis_standin_rejects_bad_mount_spec(slurm_cluster: LocalCluster, mounts: str, message: str) -> None:
+def test_pyxis_refuses_a_bad_mount_spec_before_submitting(slurm_cluster: LocalCluster, mounts: str,
+                                                          message: str) -> None:
+    jobs_before = run("squeue", "-h", "-o", "%i").stdout.split()
     result = run("srun", "-w", "gpu01", f"--container-image={slurm_cluster.pytorch_image()}",
                  f"--container-mounts={mounts}", "true")
     assert result.returncode != 0
     assert message in result.stderr
-    assert run("squeue", "-h").stdout == ""
+    assert set(run("squeue", "-h", "-o", "%i").stdout.split()) <= set(jobs_before)  # no job was submitted
 
 
-def test_pyxis_standin_rejects_missing_mount_source(slurm_cluster: LocalCluster) -> None:
+def test_pyxis_refuses_a_missing_mount_source_on_the_node(slurm_cluster: LocalCluster) -> None:
     source = slurm_cluster.root / "not-there"
     result = run("srun", "-w", "gpu01", f"--container-image={slurm_cluster.pytorch_image()}",
                  f"--container-mounts={source}:/data", "true")
     assert result.returncode != 0
-    assert f"No such file or directory: {source}" in result.stderr
+    assert f"pyxis: --container-mounts: source path does not exist: {source}" in result.stderr
 
 
-def test_pyxis_standin_applies_workdir_mounts_and_records_the_step(slurm_cluster: LocalCluster) -> None:
-    scratch = slurm_cluster.netscratch
-    datasets = slurm_cluster.datasets
-    result = run(
-        "srun", "-w", "gpu02", f"--container-image={slurm_cluster.pytorch_image()}",
-        f"--container-mounts={scratch}:{scratch},{datasets}:{datasets}:ro",
-        f"--container-workdir={scratch}", "--container-name=probe",
-        "bash", "-c", f"pwd; echo $PYXIS_STANDIN_RECORD; touch {datasets}/x 2>/dev/null || echo read-only",
-    )
+def test_a_real_container_has_the_images_filesystem_environment_workdir_and_mounts(
+    slurm_cluster: LocalCluster
+) -> None:
+    scratch, datasets = slurm_cluster.netscratch, slurm_cluster.datasets
+    probe = ("import json, os, socket, sys; print(json.dumps({'cwd': os.getcwd(), 'python': sys.executable, "
+             "'host_python': os.path.exists(os.environ.get('HOST_PYTHON', '')), 'host': socket.gethostname(), "
+             "'image': os.environ.get('TEST_IMAGE'), 'ipykernel': __import__('ipykernel').__version__, "
+             f"'ro': not os.access({str(datasets)!r}, os.W_OK), 'scratch': os.listdir({str(scratch / 'root')!r})}}))")
+    result = run("srun", "-w", "gpu02", f"--container-image={slurm_cluster.pytorch_image()}",
+                 f"--container-mounts={scratch}:{scratch},{datasets}:{datasets}:ro",
+                 f"--container-workdir={scratch}", "--export", f"ALL,HOST_PYTHON={sys.executable}",
+                 "python3", "-c", probe)
     assert result.returncode == 0, result.stderr
-    workdir, record_path, ro = result.stdout.split()
-    assert workdir == str(scratch)
-    assert ro == "read-only"
-    record = json.loads(Path(record_path).read_text())
-    assert record["node"] == "gpu02"
-    assert record["status"] == "started"
-    assert record["workdir"] == str(scratch)
-    assert record["container_name"] == "probe"
-    assert {m["target"]: m["flags"] for m in record["mounts"]} == {str(scratch): [], str(datasets): ["ro"]}
+    seen = json.loads(result.stdout)
+    assert seen == {"cwd": str(scratch), "python": "/usr/bin/python3", "host_python": False, "host": "gpu02",
+                    "image": "python-ipykernel", "ipykernel": seen["ipykernel"], "ro": True,
+                    "scratch": ["hello.txt"]}
 
 
-def test_pyxis_standin_rejects_relative_workdir(slurm_cluster: LocalCluster) -> None:
-    result = run("srun", "-w", "gpu01", f"--container-image={slurm_cluster.pytorch_image()}",
-                 "--container-workdir=relative/dir", "true")
-    assert result.returncode != 0
-    assert "pyxis: --container-workdir" in result.stderr
+def test_a_named_container_keeps_its_files_on_its_node_only(slurm_cluster: LocalCluster) -> None:
+    """Each node has enroot storage of its own, as a cluster's nodes have their local disks."""
+    name = f"--container-name=keep-{os.getpid()}"
+    image = f"--container-image={slurm_cluster.pytorch_image()}"
+    wrote = run("srun", "-w", "gpu01", image, name, "--container-writable", "sh", "-c", "echo kept > /opt/marker")
+    assert wrote.returncode == 0, wrote.stderr
+    again = run("srun", "-w", "gpu01", image, name, "cat", "/opt/marker")
+    other_node = run("srun", "-w", "gpu02", image, name, "ls", "/opt")
+    assert again.stdout.strip() == "kept", again.stderr
+    assert other_node.returncode == 0 and "marker" not in other_node.stdout, other_node.stderr
+    assert list((slurm_cluster.node_storage("gpu01") / "data").glob(f"user-*/pyxis_keep-{os.getpid()}/opt/marker"))
+
+
+def test_a_node_resolves_names_at_once_without_a_dns_server(slurm_cluster: LocalCluster) -> None:
+    """jupyter_client's localinterfaces looks up <hostname>.local in a container without `ip`: on a node whose
+    resolver waits for an unreachable DNS server that cost every kernel start 10 s."""
+    probe = ("import socket, time; start = time.monotonic()\n"
+             "try: socket.gethostbyname(socket.gethostname() + '.local')\nexcept OSError: pass\n"
+             "print(socket.gethostbyname(socket.gethostname()), round(time.monotonic() - start, 1))")
+    result = run("srun", "-w", "gpu01", f"--container-image={slurm_cluster.pytorch_image()}", "python3", "-c", probe)
+    address, seconds = result.stdout.split()
+    assert address == slurm_cluster.node_addr("gpu01")
+    assert float(seconds) < 3, f"name lookups took {seconds}s"
 
 
 def _leftovers(cluster_root: Path, namespaces: list[str], links: list[str], pids: list[int]) -> list[str]:

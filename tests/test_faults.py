@@ -19,7 +19,7 @@ from jupyter_client import BlockingKernelClient
 
 from tests.cluster import NODES, LocalCluster
 from tests.faults import kill_node, revive_node, start_controller, stop_controller
-from tests.kernels import KernelSpecs, kernel_jobs, records, wait_until_no_kernel_jobs
+from tests.kernels import KernelSpecs, kernel_jobs, running_steps, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, execute_via_websocket
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
@@ -116,7 +116,7 @@ def test_a_crashed_kernel_restarts_in_the_same_allocation(jupyter_server: Jupyte
     kernel_client = client(jupyter_server, kernel_id, info)
     kernel_client.execute("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")  # as the OOM killer would
     kernel_client.stop_channels()
-    wait_for(lambda: len(records(slurm_cluster, job_id)) == 2, 60, "the kernel was not restarted")
+    wait_for(lambda: running_steps(job_id) == [f"{job_id}.1"], 60, "the kernel was not restarted")
     # A kernel dying this soon after its start is restarted with "new random ports", which drops the server's
     # connection file; it is back before the kernel is, as a local kernel's is: the address does not change.
     assert connection_info(jupyter_server, kernel_id) == info

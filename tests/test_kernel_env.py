@@ -77,7 +77,8 @@ def test_step_environment_drops_the_servers_python_jupyter_and_slurm() -> None:
     "name",
     ["PYTHONPATH", "VIRTUAL_ENV", "JUPYTER_PATH", "JUPYTER_RUNTIME_DIR", "JUPYTERHUB_USER", "JPY_SESSION_NAME",
      "CONDA_PREFIX", "CONDA_SHLVL", "PYXIS_CONTAINER_IMAGE", "PYXIS_CONTAINER_WORKDIR", "PYXIS_CONTAINER_NAME",
-     "SLURM_JOB_ID", "SLURM_NODELIST", "SLURM_STEP_ID", "ASGARD_KERNEL_KEY"],
+     "SLURM_JOB_ID", "SLURM_NODELIST", "SLURM_STEP_ID", "ASGARD_KERNEL_KEY", "ENROOT_ROOTFS_WRITABLE",
+     "ENROOT_MOUNT_HOME", "ENROOT_REMAP_ROOT", "ENROOT_DATA_PATH"],
 )
 def test_each_leaking_variable_is_dropped(name: str) -> None:
     assert step_environment({name: "x", "KEEP": "y"}, {}, {}) == {"KEEP": "y"}

@@ -306,7 +306,6 @@ def test_bare_squashfs_name_is_refused_with_a_hint(image: str) -> None:
         ("docker://alice@nvcr.io#nvidia/pytorch:24.05-py3", False),
         ("docker://registry.example.com:5000#team/image:1.0", False),
         ("dockerd://ubuntu:22.04", False),
-        ("podman://ubuntu", False),
         ("ubuntu", False),
         ("ubuntu:22.04", False),
         ("nvidia/cuda:12.4.1-devel-ubuntu22.04", False),
@@ -328,6 +327,12 @@ def test_images_refused(image: str) -> None:
     assert problems_of({"image": image}) == [
         f"image {image!r} is neither a path nor an enroot URI like docker://nvcr.io#nvidia/pytorch:24.05-py3"
     ]
+
+
+def test_an_image_scheme_only_enroot_import_knows_is_refused_with_what_pyxis_would_do() -> None:
+    assert problems_of({"image": "podman://ubuntu"}) == [
+        "image 'podman://ubuntu': Pyxis does not take podman:// images (it would pull docker://podman://ubuntu); "
+        "use docker://, dockerd:// or a squashfs file (enroot import podman://... makes one)"]
 
 
 @pytest.mark.parametrize("image", ["registry.example.com:5000/team/image:1.0", "localhost:5000/image"])

@@ -7,6 +7,7 @@ must leave no job, file descriptor, process or temporary file behind.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 from jupyter_client.blocking import BlockingKernelClient
 
-from tests.cluster import NODES
+from tests.cluster import NODES, LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, Response
 
@@ -250,9 +251,11 @@ class Churn:
     """Rounds of kernel starts, restarts and shutdowns through one server; what went wrong is collected in
     failures, so that a failed start does not hide what the rest of the rounds leave behind."""
 
-    def __init__(self, server: JupyterServer, kernel_name: str) -> None:
+    def __init__(self, server: JupyterServer, kernel_name: str, scratch: Path) -> None:
+        """scratch: a directory the kernels' containers mount at the same path."""
         self.server = server
         self.kernel_name = kernel_name
+        self.scratch = scratch
         self.started: list[str] = []  # appended to from the pool's threads: list.append is atomic
         self.restarted: list[str] = []
         self.failures: list[str] = []
@@ -279,8 +282,8 @@ class Churn:
         """Make the kernel as unresponsive as one stuck in C code or on a hung file system, with a library
         that took SIGTERM over: it answers no shutdown request and outlives SIGTERM, so jupyter_client ends
         it with a kill (provisioner.kill) after shutdown_wait_time.  The kernel marks the instant it stops
-        itself in a file (the nodes share /tmp with the test here): an IOPub status could go unseen."""
-        marker = Path(tempfile.mkdtemp(prefix="asgard-hang-")) / "stopping"
+        itself in a file on its netscratch, which the test sees too: an IOPub status could go unseen."""
+        marker = Path(tempfile.mkdtemp(prefix="asgard-hang-", dir=self.scratch)) / "stopping"
         client = BlockingKernelClient()
         client.load_connection_info(self.connection(kernel_id))
         client.start_channels(hb=False)
@@ -315,14 +318,25 @@ def _gist(message: str) -> str:
     return " ... ".join(dict.fromkeys([lines[0], lines[-1]])) if lines else ""
 
 
-def kernel_files(kernel_name: str) -> list[str]:
-    """The bootstraps' connection directories on the nodes (a shared /tmp here) of kernels of kernel_name."""
+def kernel_files(cluster: LocalCluster, kernel_name: str) -> list[str]:
+    """What holds the session key of a kernel of kernel_name on the nodes: a connection directory the
+    bootstrap left (in a container's /tmp it lives as long as a process of that container does; in a named
+    container's filesystem, for good), or a process of the kernel's step still running."""
+    places = [Path("/tmp"), *(path / "tmp" for node in NODES
+                              for path in (cluster.node_storage(node) / "data").glob("user-*/pyxis_*"))]
     found = []
-    for directory in Path("/tmp").glob("asgard-kernel-*"):
+    for directory in (found_dir for place in places for found_dir in place.glob("asgard-kernel-*")):
         try:
             if json.loads((directory / "kernel.json").read_text()).get("kernel_name") == kernel_name:
                 found.append(str(directory))
         except (OSError, ValueError):
+            continue
+    marker = f"ASGARD_KERNEL_NAME={kernel_name}".encode()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                found.append(f"process {environ.parent.name}")
+        except OSError:
             continue
     return found
 
@@ -337,7 +351,7 @@ def test_fifty_kernels_with_restarts_leak_nothing(churn_server: JupyterServer, k
     server = churn_server
     # A name of this run alone: the bootstraps write it into the connection files they leave on the nodes.
     kernel_name = kernelspecs.make(f"asgard-load-{uuid.uuid4().hex[:8]}", gpus=None)
-    churn = Churn(server, kernel_name)
+    churn = Churn(server, kernel_name, kernelspecs.cluster.netscratch / getpass.getuser())
     try:
         churn.round(-1, kernels=1, restarts=1)
         assert churn.failures == [], "the warm-up round failed"
@@ -364,7 +378,7 @@ def test_fifty_kernels_with_restarts_leak_nothing(churn_server: JupyterServer, k
                             f"{sorted(set(after.fds) - set(before.fds))}")
         if server.request("GET", "/api/kernels").body != [] or kernel_rows(server) != []:
             problems.append("kernels still listed by the server")
-        left = kernel_files(kernel_name)
+        left = kernel_files(kernelspecs.cluster, kernel_name)
         if left:
             problems.append(f"{len(left)} connection files of ended kernels, holding their session keys, left on "
                             f"the nodes: {left}")
@@ -375,5 +389,5 @@ def test_fifty_kernels_with_restarts_leak_nothing(churn_server: JupyterServer, k
         churn.pool.shutdown()
         for kernel in server.request("GET", "/api/kernels").body or []:
             server.request("DELETE", f"/api/kernels/{kernel['id']}")
-        for directory in kernel_files(kernel_name):  # the test reported them; leave none for the next run
+        for directory in kernel_files(kernelspecs.cluster, kernel_name):  # reported; leave none for the next run
             shutil.rmtree(directory, ignore_errors=True)

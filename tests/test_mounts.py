@@ -210,3 +210,19 @@ def test_mount_error_is_a_value_error() -> None:
 def test_render_round_trips_a_destination_with_trailing_whitespace() -> None:
     mount = parse_mount("/a:/b :")
     assert parse_mount(mount.render()) == mount
+
+
+@pytest.mark.parametrize("path", ['/data/"quoted"', "/data/$(id)", "/data/`id`"])
+def test_a_path_pyxis_would_write_into_enroots_shell_script_unquoted_is_refused(path: str) -> None:
+    with pytest.raises(MountError, match="Pyxis cannot mount a path containing"):
+        parse_mount(f"{path}:/data")
+    with pytest.raises(MountError, match="Pyxis cannot mount a path containing"):
+        parse_mount(f"/data:{path}")
+
+
+def test_a_variable_is_no_problem_it_is_expanded_before_pyxis_sees_the_path() -> None:
+    assert parse_mount("/netscratch/$USER:/netscratch/${USER}").target == "/netscratch/${USER}"
+
+
+def test_spaces_tabs_and_backslashes_are_mountable_pyxis_escapes_them() -> None:
+    assert parse_mount("/data/my project:/work/a\\b").render() == "/data/my project:/work/a\\b"

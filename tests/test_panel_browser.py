@@ -82,10 +82,8 @@ def test_panel_saves_a_kernel_that_then_runs_on_the_cluster(jupyter_lab: Jupyter
         page.wait_for_function(f"document.querySelectorAll(\"input[placeholder^='source on the cluster']\")"
                                f".length > {rows}")
         panel_text_input(page, "source on the cluster").fill(str(slurm_cluster.netscratch / "root"))
-        # The stand-in mounts only onto directories that exist on the node (a real container creates them).
-        target = slurm_cluster.root / "data-mount"
-        target.mkdir(exist_ok=True)
-        panel_text_input(page, "inside the container").fill(str(target))
+        target = "/data"  # only inside the container: Pyxis creates the mount point
+        panel_text_input(page, "inside the container").fill(target)
         panel_text_input(page, "inside the container").press("Tab")
         page.wait_for_selector(f"pre:has-text('{slurm_cluster.netscratch}/root:{target}')", timeout=10_000)
         panel_text_input(page, "e.g. PyTorch 24.05").fill("Panel PyTorch")

@@ -14,7 +14,8 @@ from nbclient import NotebookClient
 
 from jupyter_asgard.errors import KernelStartError
 from tests.cluster import NODES, LocalCluster
-from tests.kernels import KernelSpecs, execute, kernel_jobs, records, shutdown, start, wait_until_no_kernel_jobs
+from tests.kernels import (CONTAINER_PROBE, KernelSpecs, execute, kernel_jobs, running_steps, shutdown, start,
+                           wait_until_no_kernel_jobs)
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -27,7 +28,6 @@ print(json.dumps({
     "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
     "cwd": os.getcwd(),
     "ip": json.loads(get_connection_info())["ip"],
-    "record": os.environ.get("PYXIS_STANDIN_RECORD"),
     "leaked": sorted(k for k in os.environ if k.startswith(("JUPYTER", "VIRTUAL_ENV", "ASGARD_", "PYTHONPATH"))),
 }))
 """
@@ -47,6 +47,7 @@ def test_notebook_runs_on_a_gpu_node_in_its_container(
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell(PROBE),
         nbformat.v4.new_code_cell(f"print(open({str(scratch_file)!r}).read().strip())"),
+        nbformat.v4.new_code_cell(CONTAINER_PROBE),
     ])
     client = NotebookClient(nb, kernel_name="asgard-test", timeout=60, resources={"metadata": {"path": str(workdir)}})
     client.execute()
@@ -57,11 +58,10 @@ def test_notebook_runs_on_a_gpu_node_in_its_container(
     assert probe["cwd"] == str(workdir)
     assert probe["leaked"] == []
     assert nb.cells[1].outputs[0]["text"].strip() == "hello from netscratch"
-    record = json.loads(Path(probe["record"]).read_text())
-    mounts = {mount["target"]: mount["flags"] for mount in record["mounts"]}
-    assert mounts[str(slurm_cluster.datasets)] == ["ro"]
-    assert record["image"] == str(slurm_cluster.pytorch_image())
-    assert record["workdir"] == str(workdir)
+    container = json.loads(nb.cells[2].outputs[0]["text"])
+    assert (container["image"], container["python"]) == ("python-ipykernel", "/usr/bin/python3")
+    assert "ro" in container["mounts"][str(slurm_cluster.datasets)]
+    assert "rw" in container["mounts"][str(workdir)]  # mounted at its own path, as the site's srun example does
 
 
 async def test_message_interrupt_stops_a_long_cell_and_the_kernel_lives_on(
@@ -92,6 +92,10 @@ async def _check_interrupt(kernel_name: str, tmp_path: Path) -> None:
         assert reply["content"]["ename"] == "KeyboardInterrupt"
         assert elapsed < 2, f"interrupt took {elapsed:.1f}s"
         after = await client.execute_interactive("print(6 * 7)", timeout=10)
+        if after["content"]["status"] == "aborted":
+            # ipykernel 6 (the test image's, and NGC PyTorch 23.12's) aborts a request that arrives in the
+            # instant after an error reply, as with any kernel of that version; the next one runs.
+            after = await client.execute_interactive("print(6 * 7)", timeout=10)
         assert after["content"]["status"] == "ok"
         assert await km.is_alive()
     finally:
@@ -109,7 +113,7 @@ async def test_restart_keeps_the_allocation_container_and_connection(
         client = km.client()
         client.start_channels()
         await client.wait_for_ready(timeout=30)
-        await client.execute_interactive("x = 1", timeout=10)
+        await client.execute_interactive("x = 1; open('/opt/restart-marker', 'w').write('written')", timeout=10)
         await km.restart_kernel()
         # The same client and channels, never reconnected, talk to the new kernel.
         await client.wait_for_ready(timeout=30)
@@ -120,10 +124,9 @@ async def test_restart_keeps_the_allocation_container_and_connection(
         assert km.provisioner.job_id == job_id
         assert {k: after[k] for k in ("ip", "shell_port", "iopub_port", "hb_port", "key")} == \
                {k: before[k] for k in ("ip", "shell_port", "iopub_port", "hb_port", "key")}
-        steps = records(slurm_cluster, job_id)
-        assert len(steps) == 2
-        assert steps[0]["container_name"] == steps[1]["container_name"] != ""
-        assert steps[1]["container_reused"] is True
+        # The same named container: what the first run wrote into its filesystem is there.
+        assert (await execute(km, "print(open('/opt/restart-marker').read())"))["stdout"].strip() == "written"
+        assert running_steps(job_id) == [f"{job_id}.1"]
     finally:
         await shutdown(km)
     assert wait_until_no_kernel_jobs() == []
@@ -141,7 +144,7 @@ async def test_shutdown_empties_the_queue_and_the_key_never_shows(
         job = subprocess.run(["scontrol", "-d", "show", "job", job_id], capture_output=True, text=True).stdout
         steps = subprocess.run(["scontrol", "show", "step", job_id], capture_output=True, text=True).stdout
         assert job_id in job
-        for text in (processes, job, steps, *(json.dumps(r) for r in records(slurm_cluster, job_id))):
+        for text in (processes, job, steps):
             assert key not in text
     finally:
         await km.shutdown_kernel()

@@ -39,6 +39,7 @@ import pytest
 
 from jupyter_asgard.kernelspecs import bundled_kernelspec_dir
 from tests.cluster import NODES, LocalCluster
+from tests.kernels import CONTAINER_PROBE
 from tests.server import JupyterServer, execute_via_websocket
 from tests.test_cluster import _leftovers
 from tests.test_faults import wait_for
@@ -80,8 +81,8 @@ INLINE = {
     "./dev/test -k queue": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
     "python3 -m pytest": "CI: dev/test runs it",
     ".ci/run": "CI: it is what CI runs",
-    "pip install ipykernel": "advice for inside a user's writable named container; the Pyxis stand-in has no "
-                             "container file system to install into",
+    "pip install ipykernel": "advice for inside a user's writable named container; the test nodes reach no "
+                             "package index (their network namespaces have no route out)",
 }
 
 T = TypeVar("T", bound=Callable[..., Any])
@@ -324,7 +325,8 @@ def _demo_tree(tmp_path: Path) -> Path:
     apt-get and pip install into this machine. The stand-in says so and does nothing."""
     tree = tmp_path / "repo"
     (tree / "dev").mkdir(parents=True)
-    shutil.copy2(REPO / "dev" / "demo", tree / "dev" / "demo")
+    for script in ("demo", "demo-site"):
+        shutil.copy2(REPO / "dev" / script, tree / "dev" / script)
     assert "bash dev/install" in (REPO / "dev" / "test").read_text()
     (tree / "dev" / "install").write_text('echo "dev/install: left to CI (dev/test runs it)"\n')
     for name in ("tests", "examples"):
@@ -362,6 +364,7 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
                                       "import os; print(os.environ['SLURMD_NODENAME'], os.getcwd())")
         assert where.split() in ([node, str(notebooks)] for node in NODES)
         assert lab.request("DELETE", f"/api/sessions/{opened.body['id']}").status == 204
+        _demo_notebooks_run_to_the_end(root, notebooks, jupyter_env, tmp_path)
         pids = json.loads((root / "state.json").read_text())
 
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C in the terminal: to the whole foreground process group
@@ -372,6 +375,27 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
+
+
+def _demo_notebooks_run_to_the_end(root: Path, notebooks: Path, jupyter_env: dict[str, str], tmp_path: Path) -> None:
+    """Every example notebook, as a new user runs it in the demo: with the kernel each names (hello-asgard: the
+    Asgard PyTorch kernel exactly as dev/demo installed it) and the site configuration dev/demo wrote."""
+    env = {**jupyter_env, "SLURM_CONF": str(root / "etc" / "slurm.conf"),
+           "JUPYTER_PATH": str(root / "jupyter" / "share" / "jupyter"),
+           "JUPYTER_CONFIG_PATH": str(root / "jupyter" / "etc" / "jupyter")}
+    outputs = {}
+    for notebook in sorted(notebooks.glob("*.ipynb")):
+        done = tmp_path / f"ran-{notebook.name}"
+        result = run(["jupyter", "nbconvert", "--to", "notebook", "--execute", f"--output={done}", str(notebook)],
+                     env, cwd=notebooks)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[notebook.name] = "".join(output.get("text", "") for cell in nbformat.read(done, as_version=4).cells
+                                         for output in cell.get("outputs", []))
+    assert set(outputs) == {path.name for path in (REPO / "examples").glob("*.ipynb")}
+    assert "3 rows, columns: sepal_length" in outputs["hello-asgard.ipynb"]
+    assert "datasets mount is read-only: Read-only file system" in outputs["hello-asgard.ipynb"]
+    assert (notebooks / "asgard-example" / "petal_length_by_species.csv").exists()
+    assert outputs["container-panel.ipynb"].startswith("3 images; 2 partitions")
 
 
 @runs("pip install ./jupyter-asgard")
@@ -408,17 +432,16 @@ def test_pip_install_from_a_clone_ships_the_kernelspec_the_labextension_and_the_
 
 ANALYSIS = """
 import os
-print(os.environ["SLURMD_NODENAME"], os.environ["CUDA_VISIBLE_DEVICES"], os.getcwd(), os.environ["PYXIS_STANDIN_RECORD"])
-"""
+print(os.environ["SLURMD_NODENAME"], os.environ["CUDA_VISIBLE_DEVICES"], os.getcwd(), os.environ["TEST_IMAGE"])
+""" + CONTAINER_PROBE
 
 
 def _ran_on_the_cluster(notebook: Path, cluster: LocalCluster, workdir: Path) -> None:
     """notebook (executed) ran ANALYSIS on a GPU node, in the test cluster's PyTorch image, in workdir."""
-    node, gpus, cwd, record = nbformat.read(notebook, as_version=4).cells[0].outputs[0]["text"].split()
-    assert node in NODES and gpus in {"0", "1"} and cwd == str(workdir)
-    step = json.loads(Path(record).read_text())
-    assert step["image"] == str(cluster.pytorch_image())
-    assert {mount["target"]: mount["flags"] for mount in step["mounts"]}[str(cluster.datasets)] == ["ro"]
+    where, container = nbformat.read(notebook, as_version=4).cells[0].outputs[0]["text"].splitlines()
+    node, gpus, cwd, image = where.split()
+    assert node in NODES and gpus in {"0", "1"} and cwd == str(workdir) and image == "python-ipykernel"
+    assert "ro" in json.loads(container)["mounts"][str(cluster.datasets)]
 
 
 @runs("jupyter asgard install --user", "jupyter asgard kernelspecs",

@@ -44,8 +44,8 @@ def test_images_are_found_and_named_from_their_files(jupyter_server: JupyterServ
     assert (pytorch["registry"], pytorch["repository"], pytorch["tag"]) == ("nvcr.io", "nvidia/pytorch", "23.12-py3")
     assert pytorch["display"] == "nvcr.io/nvidia/pytorch:23.12-py3"
     assert pytorch["size"] == slurm_cluster.pytorch_image().stat().st_size
-    enroot_named = by_path[str(slurm_cluster.images_dir / "nvidia+pytorch+24.05-py3.sqsh")]
-    assert (enroot_named["repository"], enroot_named["tag"]) == ("nvidia/pytorch", "24.05-py3")
+    enroot_named = by_path[str(slurm_cluster.images_dir / "nvidia+pytorch+23.12-py3.sqsh")]
+    assert (enroot_named["repository"], enroot_named["tag"]) == ("nvidia/pytorch", "23.12-py3")
     registry = [image for image in answer.body["images"] if image["kind"] == "registry"]
     assert [image["uri"] for image in registry] == ["docker://nvcr.io#nvidia/pytorch:24.05-py3"]
     assert any("/no/such/image/dir" in note for note in answer.body["notes"])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from jupyter_asgard.extra_args import extra_args_problems
 from jupyter_asgard.launch_config import LaunchConfig
 from jupyter_asgard.mounts import Mount, parse_mount
 from jupyter_asgard.slurm_commands import (
+    LEASE_COMMAND,
     JobInfo,
     SallocEvent,
     container_options,
@@ -33,7 +37,7 @@ def config(**values) -> LaunchConfig:
 def test_salloc_argv_minimal() -> None:
     assert salloc_argv(config(), "jupyter-asgard-k1", "jupyter-asgard:host:42") == [
         "salloc", "--job-name=jupyter-asgard-k1", "--nodes=1", "--ntasks=1",
-        "--comment=jupyter-asgard:host:42", "cat",
+        "--comment=jupyter-asgard:host:42", *LEASE_COMMAND,
     ]
 
 
@@ -45,18 +49,28 @@ def test_salloc_argv_all_resources() -> None:
         "/opt/slurm/bin/salloc", "--job-name=jk", "--nodes=1", "--ntasks=1", "--comment=c",
         "--partition=H100", "--gpus=h100:2", "--cpus-per-task=16", "--mem=64G", "--time=8:00:00",
         "--account=vision", "--qos=high", "--reservation=course", "--constraint=ib&nvlink",
-        "--exclusive", "--mail-type=END", "cat",
+        "--exclusive", "--mail-type=END", *LEASE_COMMAND,
     ]
 
 
 def test_salloc_argv_gpu_count_from_int() -> None:
     assert salloc_argv(config(gpus=1), "jk", "c") == [
-        "salloc", "--job-name=jk", "--nodes=1", "--ntasks=1", "--comment=c", "--gpus=1", "cat"]
+        "salloc", "--job-name=jk", "--nodes=1", "--ntasks=1", "--comment=c", "--gpus=1", *LEASE_COMMAND]
 
 
 def test_salloc_argv_avoids_nodes_that_died_under_the_kernel() -> None:
     argv = salloc_argv(config(), "jk", "c", exclude=("gpu01", "gpu07"))
-    assert argv[-2:] == ["--exclude=gpu01,gpu07", "cat"]
+    assert argv[-4:] == ["--exclude=gpu01,gpu07", *LEASE_COMMAND]
+
+
+def test_the_lease_command_names_the_node_then_holds_the_allocation_until_its_pipe_closes() -> None:
+    """salloc runs it with the allocation's SLURM_JOB_NODELIST; it ends when the server's end of stdin does."""
+    lease = subprocess.Popen(LEASE_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "SLURM_JOB_NODELIST": "gpu07"})
+    assert lease.stdout.readline() == "gpu07\n"
+    assert lease.poll() is None
+    lease.stdin.close()
+    assert lease.wait(timeout=10) == 0
 
 
 def test_salloc_argv_leaves_out_zero_cpus() -> None:
@@ -65,7 +79,7 @@ def test_salloc_argv_leaves_out_zero_cpus() -> None:
 
 def test_salloc_args_do_not_go_to_srun_and_back() -> None:
     launch = config(salloc_args=["--exclusive"], srun_args=["--gpu-bind=closest"])
-    assert salloc_argv(launch, "jk", "c")[-2:] == ["--exclusive", "cat"]
+    assert salloc_argv(launch, "jk", "c")[-4:] == ["--exclusive", *LEASE_COMMAND]
     assert "--gpu-bind=closest" not in salloc_argv(launch, "jk", "c")
     assert "--exclusive" not in srun_argv(launch, "7", [], ["python3"])
 
@@ -153,7 +167,7 @@ def test_what_jupyter_asgard_sets_cannot_be_given_again_through_extra_args(flags
     option jupyter-asgard writes are refused in salloc_args and srun_args, abbreviated or not."""
     launch = LaunchConfig(image=IMAGE, container_writable=flags, container_remap_root=flags,
                           container_mount_home=flags)
-    own = [arg for arg in salloc_argv(launch, "jupyter-asgard-k1", "c")[1:] if arg.startswith("-")]
+    own = [arg for arg in salloc_argv(launch, "jupyter-asgard-k1", "c")[1:-len(LEASE_COMMAND)] if arg.startswith("-")]
     own += [arg for arg in srun_argv(launch, "7", [], [])[1:] if arg.startswith(("--jobid=", "--job-name="))]
     own += container_options(launch, [Mount("/ds", "/ds")], "/w", "n", ["HOME"])
     assert len(own) == 14  # 4 of salloc, 2 of srun, 8 of Pyxis

@@ -40,8 +40,39 @@ async def test_missing_image_on_the_node_reports_pyxis_words(
 ) -> None:
     image = slurm_cluster.images_dir / "gone.sqsh"
     message = await start_fails(kernelspecs.make("err-node-image", image=str(image)), tmp_path, NO_PATH_CHECKS)
+    assert f"pyxis: failed to create container filesystem for image: {image}" in message
     assert f"[ERROR] No such file or directory: {image}" in message
-    assert "pyxis" in message
+
+
+async def test_an_image_that_cannot_be_pulled_reports_pyxis_and_enroots_words(
+    kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    """The test nodes reach no registry (nor any DNS server): enroot's pull fails, Pyxis says why."""
+    image = "docker://registry.invalid#team/image:1.0"
+    message = await start_fails(kernelspecs.make("err-pull", image=image), tmp_path)
+    assert f"pyxis: failed to import docker image: {image}" in message
+    assert "Could not resolve host: registry.invalid" in message
+    assert "check the image URI" in message
+
+
+async def test_an_image_scheme_pyxis_does_not_take_is_refused(kernelspecs: KernelSpecs, tmp_path: Path) -> None:
+    message = await start_fails(kernelspecs.make("err-podman", image="podman://ubuntu:22.04"), tmp_path)
+    assert "Pyxis does not take podman:// images (it would pull docker://podman://ubuntu:22.04)" in message
+    assert kernel_jobs() == []
+
+
+@pytest.mark.parametrize("name", ["p,x", "p:x", 'p"x', "p$x", "p`x"])
+async def test_a_notebook_directory_pyxis_cannot_mount_is_refused_before_submitting(
+    kernelspecs: KernelSpecs, tmp_path: Path, name: str
+) -> None:
+    """In --container-mounts a ',' or ':' would split the path into other mounts (another user's folder over
+    the team's), and Pyxis writes each path into a bash script for enroot where '"', '$' and '`' act."""
+    notebook_dir = tmp_path / name
+    notebook_dir.mkdir()
+    message = await start_fails("asgard-test", notebook_dir)
+    assert f"the notebook's directory {str(notebook_dir)!r} cannot be mounted into the container" in message
+    assert f"it contains {name[1]!r}" in message
+    assert kernel_jobs() == []
 
 
 async def test_malformed_mount_is_refused(kernelspecs: KernelSpecs, tmp_path: Path) -> None:
@@ -56,7 +87,8 @@ async def test_missing_mount_source_on_the_node_reports_pyxis_words(
     source = slurm_cluster.root / "no-such-dir"
     name = kernelspecs.make("err-node-mount", mounts=[f"{source}:/data"])
     message = await start_fails(name, tmp_path, NO_PATH_CHECKS)
-    assert f"No such file or directory: {source}" in message
+    assert f"pyxis: --container-mounts: source path does not exist: {source}" in message
+    assert "every source must exist on the compute node" in message
 
 
 async def test_unknown_partition_reports_slurms_words(kernelspecs: KernelSpecs, tmp_path: Path) -> None:
@@ -77,7 +109,7 @@ async def test_more_gpus_than_any_node_has(kernelspecs: KernelSpecs, tmp_path: P
 
 
 async def test_image_without_ipykernel(slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, tmp_path: Path) -> None:
-    name = kernelspecs.make("err-no-ipykernel", image=str(slurm_cluster.images_dir / "ubuntu_22.04.sqsh"))
+    name = kernelspecs.make("err-no-ipykernel", image=str(slurm_cluster.bare_image()))
     message = await start_fails(name, tmp_path)
     assert "No module named ipykernel_launcher" in message
     assert "the image has no ipykernel" in message
