@@ -91,7 +91,7 @@ import json, os, sys
 mounts = {}
 for line in open('/proc/self/mountinfo'):
     fields = line.split()
-    mounts[fields[4].replace('\\040', ' ')] = fields[5].split(',')
+    mounts[fields[4].replace(chr(92) + '040', ' ')] = fields[5].split(',')
 print(json.dumps({'image': os.environ.get('TEST_IMAGE'), 'python': sys.executable, 'cwd': os.getcwd(),
                   'mounts': mounts}))
 """

@@ -255,7 +255,7 @@ def test_binder_start_brings_the_demo_up_as_a_non_root_user(binder_user: BinderU
     notebooks = root / "netscratch" / user.name
     assert (user.home / "netscratch").resolve() == notebooks
     assert {path.name for path in (REPO / "examples").glob("*.ipynb")} <= {path.name for path in notebooks.iterdir()}
-    assert json.loads((user.home / ".jupyter/jupyter_server_config.d/asgard-demo.json").read_text())["AsgardSite"]
+    assert json.loads((user.home / ".jupyter/jupyter_server_config.json").read_text())["AsgardSite"]
 
     # A GPU job in a real container: enroot runs unprivileged (user namespaces), as the user, with its mounts.
     image = root / "enroot" / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
@@ -293,7 +293,7 @@ from tests.kernels import shutdown, start
 
 async def main():
     # The site configuration binder/start wrote, as the notebook server loads it.
-    site = JSONFileConfigLoader("asgard-demo.json", str(Path.home() / ".jupyter/jupyter_server_config.d")).load_config()
+    site = JSONFileConfigLoader("jupyter_server_config.json", str(Path.home() / ".jupyter")).load_config()
     notebook = nbformat.read(sys.argv[1], as_version=4)
     km = await start("asgard-pytorch", str(Path(sys.argv[1]).parent), site=site)
     try:

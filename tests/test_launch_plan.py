@@ -10,7 +10,8 @@ import pytest
 from jupyter_asgard.container_starts import ContainerStarts
 from jupyter_asgard.launch_config import LaunchConfig
 from jupyter_asgard.kernel_step import summarize
-from jupyter_asgard.launch_plan import container_base_name, container_name, step_mounts, workdir_problems
+from jupyter_asgard.launch_plan import (container_base_name, container_name, kernel_step_argv, step_mounts,
+                                        workdir_problems)
 
 IMAGE = "/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
 
@@ -113,3 +114,12 @@ def test_a_failed_container_start_is_summed_up_by_pyxis_words_without_enroots_pr
     assert text.splitlines()[0].endswith("pyxis: --container-mounts: source path does not exist: /netscratch/alice/gone")
     assert "created" not in text and "spank:" not in text
     assert hint == "check the mounts: every source must exist on the compute node"
+
+
+def test_without_containers_the_step_runs_on_the_node_in_the_workdir() -> None:
+    """A cluster without Pyxis (c.PyxisProvisioner.containers = False): no Pyxis option, srun's --chdir."""
+    argv = kernel_step_argv(config(mounts=["/ds:/ds:ro"]), job_id="7", workdir="/home/alice/nb", mount_workdir=True,
+                            name_template="jupyter-{kernel_name}", kernel_name="k", kernelspec_env=["X"],
+                            command=["python3"], containers=False)
+    assert [arg for arg in argv if arg.startswith("--container")] == []
+    assert "--chdir=/home/alice/nb" in argv and argv[-1] == "python3"

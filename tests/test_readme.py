@@ -494,7 +494,11 @@ def test_the_test_cluster_by_hand_up_status_and_down(cluster_dir: Path) -> None:
               {**env, "SLURM_CONF": slurm_conf})
     assert job.stdout.split() == ["gpu02", "0"]
 
-    status = run(readme_argv("python3 -m tests.cluster status"), env, cwd=REPO).stdout.splitlines()
+    def settled() -> list[str] | None:  # the job's node completes it (Pyxis's and Slurm's clean-up) first
+        lines = run(readme_argv("python3 -m tests.cluster status"), env, cwd=REPO).stdout.splitlines()
+        return None if any("completing" in line for line in lines) else lines
+
+    status = wait_for(settled, 30, "gpu02 idle again after the job")
     assert status[0].split() == ["NODELIST", "PARTITION", "STATE", "GRES"]
     assert sorted(line.split() for line in status[1:]) == [
         ["gpu01", "gpu*", "idle", "gpu:h100:2"], ["gpu02", "debug", "idle", "gpu:h100:2"],

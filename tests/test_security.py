@@ -10,6 +10,7 @@ it reaches a command line.
 from __future__ import annotations
 
 import ast
+import getpass
 import json
 import os
 import queue
@@ -180,9 +181,10 @@ class TestServerKernel:
         assert server_kernel.key not in node["environ"]
 
     @pytest.mark.parametrize("key", [b"not-the-key-" + b"0" * 20, b""], ids=["wrong key", "unsigned"])
-    def test_a_client_without_the_key_is_ignored(self, server_kernel: ServerKernel, jupyter_server: JupyterServer,
+    def test_a_client_without_the_key_is_ignored(self, server_kernel: ServerKernel, slurm_cluster: LocalCluster,
                                                  key: bytes) -> None:
-        marker = jupyter_server.root_dir / f"marker-{uuid.uuid4().hex}"
+        # On the user's netscratch, which the kernel's container mounts: the test sees what the kernel wrote.
+        marker = slurm_cluster.netscratch / getpass.getuser() / f"marker-{uuid.uuid4().hex}"
         code = f"open({str(marker)!r}, 'w').write('ran')"
         intruder = server_kernel.client(key)
         try:
