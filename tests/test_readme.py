@@ -77,6 +77,7 @@ INLINE = {
         "tests/test_security.py::TestServerKernel::test_the_key_is_in_no_command_line_slurm_record_or_log",
     "salloc --job-name=jupyter-asgard-<kernel id> ... cat": "tests/test_slurm_commands.py::test_salloc_argv_minimal",
     "sinfo -s": "tests/test_readme.py::test_sinfo_lists_the_partitions_as_the_troubleshooting_section_says",
+    "salloc --no-shell": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "./dev/test": "CI: .ci/run runs it",
     "./dev/test -k queue": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
     "python3 -m pytest": "CI: dev/test runs it",
