@@ -23,6 +23,8 @@ from .bootstrap import FAILURE, HANDSHAKE, KILL_AFTER
 from .errors import KernelStartError
 from .slurm_client import SlurmClient, SlurmError
 
+READ_CHUNK = 64 * 1024
+MAX_LINE = 16 * 1024  # what the server log and a start error keep of one line of srun's output
 PORT_TAKEN = "Address already in use"  # zmq's words (EADDRINUSE), as the kernel prints them
 TERM_PATIENCE = KILL_AFTER + 1.5  # the bootstrap kills a kernel that ignores TERM after KILL_AFTER
 
@@ -76,9 +78,12 @@ class KernelStep:
         """Run srun and wait for the bootstrap's handshake; raise KernelStartError with srun's words otherwise."""
         self.client.calls["srun"] += 1
         self._handshake = asyncio.get_running_loop().create_future()
+        # A session of its own, as jupyter_client starts local kernels: Ctrl-C in the server's terminal goes to
+        # the whole foreground process group, and would end the step (and salloc the allocation) even when
+        # the user then answers "n" to "Shut down this Jupyter server?".
         self.process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env,
+            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
         )
         self._readers = [asyncio.ensure_future(self._read(self.process.stdout, handshake=True)),
                          asyncio.ensure_future(self._read(self.process.stderr, handshake=False))]
@@ -171,14 +176,30 @@ class KernelStep:
         return True
 
     async def _read(self, stream: asyncio.StreamReader | None, handshake: bool) -> None:
+        """srun's output, line by line, to its end: a reader that stopped would leave srun blocked on a full
+        pipe, and the kernel's shutdown hanging. Lines longer than MAX_LINE are cut (a cell may print
+        megabytes without a newline; asyncio's line reader gives up on 64 KiB)."""
         assert stream is not None
-        async for raw in stream:
-            line = raw.decode(errors="replace").rstrip("\n")
-            if handshake and line.startswith(HANDSHAKE) and self._handshake and not self._handshake.done():
-                self._handshake.set_result(json.loads(line[len(HANDSHAKE):]))
-                continue
-            self.output.append(line)
-            self.log.info("[kernel %s] %s", self.kernel_id, line)
+        buffered, cutting = b"", False
+        while chunk := await stream.read(READ_CHUNK):
+            *lines, buffered = (buffered + chunk).split(b"\n")
+            for raw in lines:
+                if not cutting:
+                    self._take(raw.decode(errors="replace"), handshake)
+                cutting = False
+            if len(buffered) > MAX_LINE:
+                if not cutting:
+                    self._take(buffered[:MAX_LINE].decode(errors="replace") + " [line cut]", handshake)
+                buffered, cutting = b"", True
+        if buffered and not cutting:
+            self._take(buffered.decode(errors="replace"), handshake)
+
+    def _take(self, line: str, handshake: bool) -> None:
+        if handshake and line.startswith(HANDSHAKE) and self._handshake and not self._handshake.done():
+            self._handshake.set_result(json.loads(line[len(HANDSHAKE):]))
+            return
+        self.output.append(line)
+        self.log.info("[kernel %s] %s", self.kernel_id, line)
 
     async def _wait_output_done(self) -> None:
         await self._drain()

@@ -1,0 +1,35 @@
+"""How the provisioner reads the kernel step's output: every byte to the end, long lines cut, not fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from jupyter_asgard.bootstrap import HANDSHAKE
+from jupyter_asgard.kernel_step import MAX_LINE, KernelStep
+from jupyter_asgard.slurm_client import SlurmClient
+
+
+async def read_all(*chunks: bytes, handshake: bool = False) -> KernelStep:
+    step = KernelStep(SlurmClient(), logging.getLogger("test"), "k1", "7")
+    step._handshake = asyncio.get_running_loop().create_future()
+    stream = asyncio.StreamReader()
+    for chunk in chunks:
+        stream.feed_data(chunk)
+    stream.feed_eof()
+    await asyncio.wait_for(step._read(stream, handshake=handshake), 5)
+    return step
+
+
+async def test_a_line_longer_than_asyncios_line_limit_is_cut_and_reading_goes_on() -> None:
+    """A cell that writes 300 kB without a newline: asyncio's `async for line` raised on it, the reader died,
+    srun's pipe filled up and the kernel's shutdown hung."""
+    step = await read_all(b"before\n", b"x" * 100_000, b"x" * 200_000 + b"\nafter\n", b"tail")
+    assert [line[:8] for line in step.output] == ["before", "x" * 8, "after", "tail"]
+    assert step.output[1] == "x" * MAX_LINE + " [line cut]"
+
+
+async def test_the_handshake_is_taken_out_of_the_output_also_in_pieces() -> None:
+    step = await read_all(b"hello\n" + HANDSHAKE.encode() + b'{"ip": "10.0', b'.0.1"}\nbye\n', handshake=True)
+    assert step._handshake is not None and step._handshake.result() == {"ip": "10.0.0.1"}
+    assert list(step.output) == ["hello", "bye"]
