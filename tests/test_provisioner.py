@@ -287,3 +287,17 @@ async def test_site_configuration_sets_defaults_and_limits_that_kernelspecs_over
         assert partition == "gpu"
     finally:
         await shutdown(override)
+
+
+async def test_a_line_of_300_kb_on_stdout_leaves_the_kernel_answering_and_its_shutdown_quick(
+    kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    """The kernel's own stdout goes through srun to the server: a 300 kB line once stopped the server reading it,
+    and srun, its pipe full, kept the kernel's shutdown waiting for good."""
+    km = await start("asgard-test", tmp_path)
+    try:
+        await execute(km, "import os; os.write(1, b'x' * 300000); os.write(1, b'\\n'); print('written')")
+        assert (await execute(km, "print(6 * 7)"))["stdout"].strip() == "42"
+    finally:
+        await asyncio.wait_for(km.shutdown_kernel(), 30)
+    assert wait_until_no_kernel_jobs() == []
