@@ -70,7 +70,7 @@ class Allocation:
         self.client.calls["salloc"] += 1
         self._salloc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env,
+            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,  # see KernelStep.start
         )
         try:
             await asyncio.wait_for(self._until_granted(), queue_timeout)
@@ -144,6 +144,12 @@ class Allocation:
         if self.info is not None and self.info.state in ENDED_STATES:
             return self.info.state
         return "REVOKED" if self.revoked or self.released else ""
+
+    def forget(self) -> None:
+        """The kernel is done with this allocation: the monitor stops asking Slurm about it and drops its
+        listener (which holds this object, salloc's process and all)."""
+        if self.job_id:
+            self.monitor.unwatch(self.job_id)
 
     def _end_lease(self) -> None:
         if self._salloc is not None and self._salloc.stdin is not None and not self._salloc.stdin.is_closing():

@@ -52,13 +52,17 @@ class JupyterServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, env: dict[str, str] | None = None, timeout: float = 60) -> "JupyterServer":
+    def start(self, env: dict[str, str] | None = None, timeout: float = 60, terminal: bool = False
+              ) -> "JupyterServer":
+        """terminal: as if run in a terminal of its own: a process group of its own (Ctrl-C goes to all of it)
+        and a stdin the test answers the server's questions on."""
         argv = [sys.executable, "-m", "jupyter", self.app, "--no-browser", "--allow-root", f"--port={self.port}",
                 "--ip=127.0.0.1", f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root_dir}",
                 "--ServerApp.port_retries=0", *self.extra_args]
         self.env = env or dict(os.environ)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                            stdin=subprocess.PIPE if terminal else None, start_new_session=terminal)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -19,7 +19,7 @@ from jupyter_client import BlockingKernelClient
 
 from tests.cluster import NODES, LocalCluster
 from tests.faults import kill_node, revive_node, start_controller, stop_controller
-from tests.kernels import KernelSpecs, kernel_jobs, running_steps, wait_until_no_kernel_jobs
+from tests.kernels import KernelSpecs, kernel_jobs, running_steps, slurm, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, execute_via_websocket
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
@@ -265,4 +265,32 @@ def test_shutdown_during_container_start_and_twice_in_a_row(jupyter_server: Jupy
     assert first.status == 204
     assert second.status == 404
     thread.join(30)
+    assert wait_until_no_kernel_jobs() == []
+
+
+def test_ctrl_c_in_the_servers_terminal_answered_no_leaves_its_kernels_running(
+    kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    """Ctrl-C goes to the terminal's whole foreground process group; jupyter_server asks "Shut down this Jupyter
+    server?" and carries on when told no. Its Asgard kernels' salloc and srun must not have taken the SIGINT."""
+    (tmp_path / "root").mkdir()
+    server = JupyterServer(tmp_path / "root", tmp_path / "server.log")
+    server.start({**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}, terminal=True)
+    try:
+        kernel_id = start_kernel(server)
+        job_id = row(server, kernel_id)["job_id"]
+        assert execute_via_websocket(server, kernel_id, "print('before')").strip() == "before"
+        assert server.process is not None and server.process.stdin is not None
+        os.killpg(server.process.pid, signal.SIGINT)
+        wait_for(lambda: "Shut down this Jupyter server" in server.log(), 10, "the server's question")
+        server.process.stdin.write(b"n\n")
+        server.process.stdin.flush()
+        wait_for(lambda: "resuming operation" in server.log(), 10, "the server carrying on")
+        time.sleep(2)  # what the SIGINT would have ended (srun, salloc's lease) has ended by now
+        assert execute_via_websocket(server, kernel_id, "print('after')").strip() == "after"
+        assert row(server, kernel_id)["job_id"] == job_id
+        assert slurm("squeue", "-h", "-j", job_id, "-o", "%T").strip() == "RUNNING"
+        shutdown(server, kernel_id)
+    finally:
+        server.stop()
     assert wait_until_no_kernel_jobs() == []
