@@ -147,4 +147,10 @@ class SlurmMonitor(SingletonConfigurable):
     def stats(self) -> dict:
         """What the monitor costs Slurm: for admins, and for the test that it does not grow with kernels."""
         return {"poll_interval": self.poll_interval, "polls": self.polls, "watched_jobs": len(self.jobs),
+                "listeners": sum(map(len, self.listeners.values())), "polling": self.polling,
                 "calls": dict(self.client.calls), "reachable": self.reachable, "last_error": self.last_error}
+
+    @property
+    def polling(self) -> bool:
+        """Whether a poll loop runs: only while some job is watched."""
+        return self._task is not None and not self._task.done()

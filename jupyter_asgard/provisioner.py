@@ -406,7 +406,8 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
                 except SlurmError as error:
                     self.log.error("Kernel %s: could not cancel Slurm job %s: %s", self.kernel_id,
                                    self.allocation.job_id, error)
-                if not self.end_state:  # an ended job stays on show (id, final state) until shutdown
+                if not self.end_state or not keep_row:  # an ended job stays on show (id, state) until shutdown
+                    self.allocation.forget()
                     self.allocation = None
 
     # --- derived settings ---------------------------------------------------------------

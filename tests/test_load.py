@@ -378,6 +378,9 @@ def test_fifty_kernels_with_restarts_leak_nothing(churn_server: JupyterServer, k
                             f"{sorted(set(after.fds) - set(before.fds))}")
         if server.request("GET", "/api/kernels").body != [] or kernel_rows(server) != []:
             problems.append("kernels still listed by the server")
+        monitor = server.request("GET", "/asgard/api/monitor").body
+        if (monitor["watched_jobs"], monitor["listeners"], monitor["polling"]) != (0, 0, False):
+            problems.append(f"the Slurm monitor still follows jobs of ended kernels: {monitor}")
         left = kernel_files(kernelspecs.cluster, kernel_name)
         if left:
             problems.append(f"{len(left)} connection files of ended kernels, holding their session keys, left on "

@@ -149,3 +149,21 @@ async def test_stop_lets_the_squeue_in_flight_finish_and_polls_no_more() -> None
     await asyncio.wait_for(slurm.started.wait(), 1)
     await monitor.stop()
     assert slurm.finished == 2
+
+
+async def test_an_unwatched_job_is_asked_about_no_more_and_polling_ends_with_the_last() -> None:
+    slurm = ScriptedSlurm()
+    monitor = SlurmMonitor(client=slurm, poll_interval=0.01)
+    seen: list[JobInfo | None] = []
+    for job_id in ("1", "2"):
+        slurm.queue[job_id] = JobInfo(job_id, state="RUNNING")
+        monitor.watch(job_id, seen.append)
+    await asyncio.sleep(0.05)
+    monitor.unwatch("1")
+    slurm.asked.clear()
+    await asyncio.sleep(0.05)
+    assert slurm.asked and all(ids == ["2"] for _, ids in slurm.asked)
+    monitor.unwatch("2")
+    await asyncio.sleep(0.05)
+    assert monitor.stats()["watched_jobs"] == 0 and monitor.stats()["listeners"] == 0
+    assert monitor.polling is False
