@@ -102,6 +102,10 @@ class KernelspecStore:
         current = self.read(name)
         if not current["managed"]:
             raise KernelspecStoreError(f"kernelspec {name!r} was not created by jupyter-asgard; it is left alone", 403)
+        # The lookup may find the name in a system or environment directory too: only the user's own is deleted.
+        if Path(current["resource_dir"]).resolve() != (self.kernels_dir / name).resolve():
+            raise KernelspecStoreError(f"kernelspec {name!r} is installed in {current['resource_dir']}, outside your "
+                                       f"own kernels ({self.kernels_dir}); it is left alone", 403)
         shutil.rmtree(current["resource_dir"])
 
     def _refuse_foreign(self, name: str) -> None:

@@ -26,7 +26,7 @@ from .launch_config import LaunchConfig, LaunchConfigError
 PROVISIONER_NAME = "pyxis-provisioner"
 DEFAULT_KERNEL = "asgard-pytorch"
 # jupyter_client's rule for kernel names, checked here to report it in our words before anything is copied.
-KERNEL_NAME = re.compile(r"^[a-z0-9._-]+$", re.IGNORECASE)
+KERNEL_NAME = re.compile(r"^[a-z0-9._-]+\Z", re.IGNORECASE)  # \Z: "$" would let "name\n" through
 
 
 class KernelspecError(ValueError):

@@ -21,12 +21,13 @@ from typing import Any
 from .extra_args import extra_args_problems
 from .mounts import Mount, MountError, parse_mount
 
-SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-GPU_SPEC = re.compile(r"^(?:(?P<type>[A-Za-z0-9_-]+):)?(?P<count>\d+)$")
-MEMORY = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
-TIME = re.compile(r"^(?:UNLIMITED|INFINITE|\d+(?::\d{1,2}){0,2}|\d+-\d{1,2}(?::\d{1,2}){0,2})$", re.IGNORECASE)
-CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_.-]+(?::(?:auto|create|exec|no_exec))?$")
+# \Z, not $: "$" also matches before a final newline, which would then reach Slurm.
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+GPU_SPEC = re.compile(r"^(?:(?P<type>[A-Za-z0-9_-]+):)?(?P<count>\d+)\Z")
+MEMORY = re.compile(r"^\d+[KMGT]?\Z", re.IGNORECASE)
+TIME = re.compile(r"^(?:UNLIMITED|INFINITE|\d+(?::\d{1,2}){0,2}|\d+-\d{1,2}(?::\d{1,2}){0,2})\Z", re.IGNORECASE)
+CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_.-]+(?::(?:auto|create|exec|no_exec))?\Z")
 # enroot imports these, but Pyxis puts docker:// before any image that is neither a path nor docker(d)://.
 ENROOT_ONLY_SCHEMES = ("podman",)
 IMAGE_URI = re.compile(

@@ -9,10 +9,11 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from traitlets.config import Config
 
-from jupyter_asgard.kernelspec_store import KernelspecStore
+from jupyter_asgard.kernelspec_store import KernelspecStore, KernelspecStoreError
 from jupyter_asgard.site import AsgardSite
 from jupyter_asgard.slurm_client import SlurmClient
 from jupyter_asgard.widgets import ContainerPanel
+from jupyter_asgard.widgets.image import ImagePicker
 from tests.cluster import LocalCluster
 
 
@@ -152,3 +153,28 @@ async def test_foreign_kernelspecs_are_listed_read_only_and_never_overwritten(
     await panel.delete("site-pytorch")
     assert "was not created by jupyter-asgard" in panel.messages.value
     assert foreign.exists()
+
+
+def test_deleting_a_kernel_found_outside_the_users_own_kernels_leaves_it_alone(tmp_path: Path) -> None:
+    """An Asgard kernelspec of the same name in another directory of Jupyter's path (a site's, an environment's)
+    is found by the lookup, but is not the user's to delete."""
+    own, site = tmp_path / "own", tmp_path / "site"
+    KernelspecStore(KernelSpecManager(kernel_dirs=[str(site)]), kernels_dir=site).write(
+        "shared", "Shared", {"image": "/enroot/x.sqsh"})
+    store = KernelspecStore(KernelSpecManager(kernel_dirs=[str(own), str(site)]), kernels_dir=own)
+    with pytest.raises(KernelspecStoreError, match="outside your own kernels"):
+        store.delete("shared")
+    assert (site / "shared" / "kernel.json").exists()
+
+
+def test_an_image_path_is_shown_as_text_in_the_panel(tmp_path: Path) -> None:
+    """A file named like markup in a shared image directory must not become markup in everyone's panel."""
+    picker = ImagePicker(on_change=lambda: None)
+    picker.value = "/enroot/<img src=x onerror=alert(1)>.sqsh"
+    assert "<img" not in picker.details.value and "&lt;img src=x" in picker.details.value
+
+
+def test_a_kernel_name_with_a_trailing_newline_is_refused(store: KernelspecStore) -> None:
+    with pytest.raises(KernelspecStoreError, match="may contain only letters"):
+        store.write("mine\n", "Mine", {"image": "/enroot/x.sqsh"})
+    assert list(store.kernels_dir.iterdir()) == []

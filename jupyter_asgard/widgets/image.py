@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,7 @@ class ImagePicker(w.VBox):
         if not image:
             self.details.value = "<small>No image chosen yet.</small>"
         elif image.startswith(("/", ".")):
-            self.details.value = f"<small>squashfs file <code>{image}</code></small>"
+            self.details.value = f"<small>squashfs file <code>{html.escape(image)}</code></small>"
         else:
-            self.details.value = f"<small>registry image <code>{image}</code>, imported on the node at start</small>"
+            self.details.value = (f"<small>registry image <code>{html.escape(image)}</code>, imported on the node at "
+                                  "start</small>")
