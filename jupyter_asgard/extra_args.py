@@ -1,4 +1,7 @@
-"""srun_args and salloc_args: extra Slurm options from a kernelspec, minus those jupyter-asgard sets itself.
+"""srun_args and salloc_args: extra Slurm options from a kernelspec, from a list of those that only shape the
+kernel's own share (binding, hints, signals, mail, where it runs): an option not on it could take more than the
+settings and the site's limits allow (--exclusive takes every GPU of a node, --tres-per-task any GPUs at all,
+--clusters another cluster), and Slurm grows new ones with every release.
 
 The provisioner's own options (the job's name and comment, the allocation a step runs in, one task on one
 node, Pyxis's container options) are how it finds, holds and shapes a kernel's job; Slurm takes the last of
@@ -73,6 +76,16 @@ SHORT_WITH_VALUE = {
 }
 
 
+# Long options a kernelspec may add, written in full.
+ALLOWED_LONG = {
+    "srun_args": frozenset({"cpu-bind", "gpu-bind", "mem-bind", "accel-bind", "hint", "distribution", "cpu-freq",
+                            "gpu-freq", "threads-per-core", "signal", "label", "unbuffered", "mpi", "propagate",
+                            "wckey", "mail-type", "mail-user"}),
+    "salloc_args": frozenset({"nodelist", "hint", "gpu-bind", "cpu-freq", "gpu-freq", "signal", "mail-type",
+                              "mail-user", "begin", "wckey", "nice", "bell", "no-bell"}),
+}
+
+
 def extra_args_problems(key: str, args: Sequence[str]) -> list[str]:
     """One problem per argument of srun_args or salloc_args (key) that is no option or sets a reserved one."""
     problems = []
@@ -80,10 +93,28 @@ def extra_args_problems(key: str, args: Sequence[str]) -> list[str]:
         if not _is_option(arg):
             problems.append(f"{key}: {arg!r} is not an option; write each as --name or --name=value")
             continue
-        problem = _long_problem(arg) if arg.startswith("--") else _short_problem(arg, SHORT_WITH_VALUE[key])
+        if arg.startswith("--"):
+            problem = _long_problem(arg) or _not_allowed(_long_name(arg), ALLOWED_LONG[key])
+        else:
+            problem = _short_problem(arg, SHORT_WITH_VALUE[key]) or (
+                f"{arg}: write options in their long form (--name=value); {_allowed(ALLOWED_LONG[key])}")
         if problem:
             problems.append(f"{key}: {problem}")
     return problems
+
+
+def _not_allowed(name: str, allowed: frozenset[str]) -> str | None:
+    if name in allowed:
+        return None
+    meant = [option for option in sorted(allowed) if option.startswith(name)]
+    if meant:
+        return f"--{name}: write the option in full (--{meant[0]}{', ...' if len(meant) > 1 else ''})"
+    return f"--{name} is not among the options a kernel may add; {_allowed(allowed)}"
+
+
+def _allowed(allowed: frozenset[str]) -> str:
+    return ("those shape only the kernel's own share of its node: " + ", ".join(f"--{name}" for name in
+                                                                                 sorted(allowed)))
 
 
 def _is_option(arg: str) -> bool:

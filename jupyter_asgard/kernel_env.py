@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 DROPPED = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONUSERBASE",
                      "VIRTUAL_ENV", "VIRTUAL_ENV_PROMPT", "IPYTHONDIR", "MPLBACKEND", "LD_PRELOAD"})
@@ -21,6 +21,14 @@ DROPPED = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTA
 DROPPED_PREFIXES = ("JUPYTER", "JPY_", "CONDA_", "PYXIS_CONTAINER_", "ENROOT_", "SLURM_", "SRUN_", "SALLOC_",
                     "SBATCH_", "ASGARD_", "PIXI_", "UV_")
 KEPT = frozenset({"SLURM_CONF"})  # srun itself needs it to find the cluster
+# Names through which a kernelspec's env would steer Slurm (SLURM_STEP_GRES hands out GPUs, SLURM_CONF another
+# cluster), Pyxis's options or enroot's settings: the kernelspec may not set them.
+STEERING_PREFIXES = ("SLURM_", "SALLOC_", "SRUN_", "SBATCH_", "PYXIS_", "ENROOT_")
+
+
+def steering_names(names: Iterable[str]) -> list[str]:
+    """The names among a kernelspec's env that would steer Slurm, Pyxis or enroot."""
+    return sorted(name for name in names if name.startswith(STEERING_PREFIXES))
 
 
 def server_prefixes(environ: Mapping[str, str]) -> list[str]:
@@ -53,6 +61,6 @@ def step_environment(
     }
     if "PATH" in env:
         env["PATH"] = clean_path(env["PATH"], server_prefixes(server_env))
-    env.update(kernelspec_env)
+    env.update({name: value for name, value in kernelspec_env.items() if not name.startswith(STEERING_PREFIXES)})
     env.update(asgard)
     return env

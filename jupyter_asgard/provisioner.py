@@ -31,7 +31,7 @@ from . import bootstrap
 from .allocation import Allocation
 from .errors import KernelStartError
 from .kernel_address import address, keep_connection_file, rewatch_activity
-from .kernel_env import step_environment
+from .kernel_env import STEERING_PREFIXES, steering_names, step_environment
 from .container_starts import CONTAINER_STARTS
 from .launch_plan import container_base_name, container_name, kernel_step_argv, workdir_problems
 from .launch_config import LaunchConfig, LaunchConfigError, path_problems, policy_problems, with_site_partition
@@ -284,6 +284,11 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
         config = with_site_partition(config, self.site_partition, self.allowed_partitions)
         problems += policy_problems(config, self.max_gpus, self.allowed_partitions)
         problems += workdir_problems(config, self.launch_dir, self.mount_workdir)
+        steering = steering_names(getattr(self.kernel_spec, "env", None) or {})
+        if steering:
+            problems.append(f"the kernelspec's env sets {', '.join(steering)}: variables starting with "
+                            f"{', '.join(STEERING_PREFIXES)} steer Slurm, Pyxis or enroot, which only the kernel's "
+                            "settings and the site may do; remove them from its env")
         if self.check_paths and self.containers:
             problems += await asyncio.to_thread(path_problems, config, os.path.exists)
         try:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jupyter_asgard.kernel_env import clean_path, server_prefixes, step_environment
+from jupyter_asgard.kernel_env import clean_path, server_prefixes, steering_names, step_environment
 
 SERVER_PREFIX = "/opt/jupyterhub"  # where the Jupyter server's Python is installed (sys.prefix)
 
@@ -101,10 +101,17 @@ def test_kernelspec_env_and_asgard_values_pass_through_and_win() -> None:
         "OMP_NUM_THREADS": "8",
         "HF_HOME": "/netscratch/alice/hf",
         "PYTHONPATH": "/workspace/src",  # asked for by the kernelspec: not the server's leak
-        "SLURM_CPU_BIND": "none",
         "ASGARD_KERNEL_KEY": "fresh",
         "ASGARD_KERNEL_PORTS": '{"shell_port": 1}',
     }
+
+
+@pytest.mark.parametrize("name", ["SLURM_STEP_GRES", "SLURM_CONF", "SALLOC_GPUS", "SRUN_CPUS_PER_TASK", "SBATCH_QOS",
+                                  "PYXIS_CONTAINER_IMAGE", "ENROOT_ROOTFS_WRITABLE"])
+def test_a_kernelspec_cannot_steer_slurm_pyxis_or_enroot_through_its_env(name: str) -> None:
+    assert steering_names(["OMP_NUM_THREADS", name]) == [name]
+    assert step_environment({"SLURM_CONF": "/etc/slurm/slurm.conf"}, {name: "x"}, {}).get(name) in (
+        None, "/etc/slurm/slurm.conf")
 
 
 def test_asgard_values_win_over_the_kernelspec() -> None:

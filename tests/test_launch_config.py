@@ -83,7 +83,7 @@ def test_full_config() -> None:
         "reservation": "course_2024",
         "constraint": "h100&ib",
         "srun_args": ["--gpu-bind=closest"],
-        "salloc_args": ["--exclusive", "--mail-type=END"],
+        "salloc_args": ["--signal=USR1@60", "--mail-type=END"],
     }
     config = parse(values)
     assert config.to_json() == {
@@ -421,15 +421,38 @@ def test_invalid_mounts_are_reported_in_pyxis_words() -> None:
 # --- srun_args / salloc_args ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
-def test_extra_options_accepted(key: str) -> None:
-    args = ["--exclusive", "--gpu-bind=closest", "-v", "--mail-type=END,FAIL"]
+@pytest.mark.parametrize(("key", "args"), [
+    ("srun_args", ["--gpu-bind=closest", "--cpu-bind=cores", "--hint=nomultithread", "--signal=USR1@60"]),
+    ("salloc_args", ["--gpu-bind=closest", "--mail-type=END,FAIL", "--nodelist=gpu01", "--begin=now+1hour"]),
+])
+def test_extra_options_accepted(key: str, args: list[str]) -> None:
     assert getattr(parse({"image": IMAGE, key: args}), key) == tuple(args)
 
 
 @pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
+@pytest.mark.parametrize("arg", ["--exclusive", "--tres-per-task=gres/gpu:8", "--clusters=other", "--overcommit",
+                                 "--gpus-per-gpu-job=8"])
+def test_an_option_off_the_allow_list_is_refused_with_the_list(key: str, arg: str) -> None:
+    """--exclusive takes every GPU of a node, --tres-per-task GPUs past max_gpus, --clusters another cluster."""
+    (problem,) = problems_of({"image": IMAGE, key: [arg]})
+    assert problem.startswith(f"{key}: {arg.split('=')[0]} is not among the options a kernel may add; those "
+                              "shape only the kernel's own share of its node: --")
+    assert "--gpu-bind" in problem and "--signal" in problem
+
+
+@pytest.mark.parametrize(("key", "arg", "problem"), [
+    ("srun_args", "--gpu-b=closest", "srun_args: --gpu-b: write the option in full (--gpu-bind)"),
+    ("salloc_args", "-v", "salloc_args: -v: write options in their long form (--name=value); those shape"),
+    ("srun_args", "-oJobs.log", "srun_args: -oJobs.log: write options in their long form"),
+])
+def test_abbreviations_and_short_options_are_refused_with_what_to_write(key: str, arg: str, problem: str) -> None:
+    (found,) = problems_of({"image": IMAGE, key: [arg]})
+    assert found.startswith(problem), found
+
+
+@pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
 def test_extra_non_options_refused(key: str) -> None:
-    assert problems_of({"image": IMAGE, key: ["--exclusive", "exclusive", "rm -rf /"]}) == [
+    assert problems_of({"image": IMAGE, key: ["--signal=USR1@60", "exclusive", "rm -rf /"]}) == [
         f"{key}: 'exclusive' is not an option; write each as --name or --name=value",
         f"{key}: 'rm -rf /' is not an option; write each as --name or --name=value",
     ]
@@ -513,13 +536,12 @@ def test_reserved_short_option_in_a_cluster_refused(key: str, arg: str, spelled:
 
 
 @pytest.mark.parametrize(("key", "arg"), [("srun_args", "-oJobs.log"), ("salloc_args", "-wJnode"),
-                                          ("srun_args", "-voJ.log"), ("salloc_args", "-vwnodeN1"),
-                                          ("srun_args", "--mail-user=J@x"), ("srun_args", "--ntasks-per-node=1"),
-                                          ("salloc_args", "--nodelist=n1"), ("salloc_args", "--exclusive")])
+                                          ("srun_args", "-voJ.log"), ("salloc_args", "-vwnodeN1")])
 def test_a_value_is_not_read_as_options(key: str, arg: str) -> None:
     """In a cluster, the rest after a letter that takes a value is that value: -oJobs.log is the output file
-    "Jobs.log", not -o with -J."""
-    assert getattr(parse({"image": IMAGE, key: [arg]}), key) == (arg,)
+    "Jobs.log", not -o with -J; it is refused for being short, not for a -J it does not hold."""
+    (problem,) = problems_of({"image": IMAGE, key: [arg]})
+    assert "write options in their long form" in problem and "-J is set" not in problem
 
 
 @pytest.mark.parametrize(("arg", "setting"), [
@@ -678,7 +700,7 @@ def test_json_schema_accepts_the_examples_parse_accepts() -> None:
         "container_name": "t:create", "container_writable": True, "container_remap_root": None,
         "container_mount_home": False, "container_env": ["HF_HOME"], "partition": "H100", "gpus": "h100:2",
         "cpus_per_task": 8, "mem": "32G", "time": "8:00:00", "account": "a", "qos": "q", "reservation": "r",
-        "constraint": "ib", "srun_args": ["--exclusive"], "salloc_args": ["--mail-type=END"],
+        "constraint": "ib", "srun_args": ["--gpu-bind=closest"], "salloc_args": ["--mail-type=END"],
     }
     for example in (ASGARD_PYTORCH, {**ASGARD_PYTORCH, "gpus": "h100:2"}, full, parse(full).to_json()):
         assert list(validator.iter_errors(example)) == []

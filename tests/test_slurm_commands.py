@@ -44,12 +44,12 @@ def test_salloc_argv_minimal() -> None:
 def test_salloc_argv_all_resources() -> None:
     launch = config(partition="H100", gpus="h100:2", cpus_per_task=16, mem="64G", time="8:00:00",
                     account="vision", qos="high", reservation="course", constraint="ib&nvlink",
-                    salloc_args=["--exclusive", "--mail-type=END"])
+                    salloc_args=["--signal=USR1@60", "--mail-type=END"])
     assert salloc_argv(launch, "jk", "c", salloc="/opt/slurm/bin/salloc") == [
         "/opt/slurm/bin/salloc", "--job-name=jk", "--nodes=1", "--ntasks=1", "--comment=c",
         "--partition=H100", "--gpus=h100:2", "--cpus-per-task=16", "--mem=64G", "--time=8:00:00",
         "--account=vision", "--qos=high", "--reservation=course", "--constraint=ib&nvlink",
-        "--exclusive", "--mail-type=END", *LEASE_COMMAND,
+        "--signal=USR1@60", "--mail-type=END", *LEASE_COMMAND,
     ]
 
 
@@ -78,10 +78,10 @@ def test_salloc_argv_leaves_out_zero_cpus() -> None:
 
 
 def test_salloc_args_do_not_go_to_srun_and_back() -> None:
-    launch = config(salloc_args=["--exclusive"], srun_args=["--gpu-bind=closest"])
-    assert salloc_argv(launch, "jk", "c")[-4:] == ["--exclusive", *LEASE_COMMAND]
+    launch = config(salloc_args=["--mail-type=END"], srun_args=["--gpu-bind=closest"])
+    assert salloc_argv(launch, "jk", "c")[-4:] == ["--mail-type=END", *LEASE_COMMAND]
     assert "--gpu-bind=closest" not in salloc_argv(launch, "jk", "c")
-    assert "--exclusive" not in srun_argv(launch, "7", [], ["python3"])
+    assert "--mail-type=END" not in srun_argv(launch, "7", [], ["python3"])
 
 
 # --- container options ------------------------------------------------------------------------
@@ -153,11 +153,11 @@ def test_srun_argv() -> None:
 
 
 def test_srun_argv_with_cpus_and_extra_args() -> None:
-    launch = config(cpus_per_task=8, srun_args=["--gpu-bind=closest", "-v"])
+    launch = config(cpus_per_task=8, srun_args=["--gpu-bind=closest", "--label"])
     assert srun_argv(launch, "13", ["--container-image=/i.sqsh"], ["python3"], srun="/usr/bin/srun") == [
         "/usr/bin/srun", "--jobid=13", "--job-name=jupyter-kernel", "--nodes=1", "--ntasks=1", "--overlap",
         "--kill-on-bad-exit=1", "--input=none", "--cpus-per-task=8",
-        "--container-image=/i.sqsh", "--gpu-bind=closest", "-v", "python3",
+        "--container-image=/i.sqsh", "--gpu-bind=closest", "--label", "python3",
     ]
 
 

@@ -186,3 +186,11 @@ async def test_srun_not_on_path(kernelspecs: KernelSpecs, tmp_path: Path, monkey
     monkeypatch.setenv("PATH", str(tmp_path))
     message = await start_fails("asgard-test", tmp_path)
     assert "`srun` was not found on PATH" in message
+
+
+@pytest.mark.parametrize("name", ["SLURM_STEP_GRES", "SLURM_CONF", "PYXIS_CONTAINER_MOUNTS", "ENROOT_REMAP_ROOT"])
+async def test_a_kernelspec_env_that_would_steer_slurm_or_pyxis_is_refused(kernelspecs: KernelSpecs, tmp_path: Path,
+                                                                          name: str) -> None:
+    message = await start_fails(kernelspecs.make("err-steering", env={name: "gpu:8"}), tmp_path)
+    assert f"the kernelspec's env sets {name}" in message
+    assert kernel_jobs() == []
