@@ -178,3 +178,19 @@ def test_a_kernel_name_with_a_trailing_newline_is_refused(store: KernelspecStore
     with pytest.raises(KernelspecStoreError, match="may contain only letters"):
         store.write("mine\n", "Mine", {"image": "/enroot/x.sqsh"})
     assert list(store.kernels_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags", [{}, {"container_writable": False, "container_remap_root": True,
+                                        "container_mount_home": False}])
+async def test_loading_and_saving_a_kernel_keeps_its_container_flags_as_they_were(
+    image_dir: Path, store: KernelspecStore, tmp_path: Path, flags: dict[str, bool]
+) -> None:
+    """Each flag is yes, no, or unset (the site's default): a round trip through the panel changes none."""
+    config = {"image": str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"), **flags}
+    store.write("flagged", "Flagged", config)
+    panel = make_panel(image_dir, store, tmp_path)
+    await panel.load("flagged")
+    assert {name: panel.values()[name] for name in flags} == flags
+    assert await panel.save() is True
+    saved = json.loads((store.kernels_dir / "flagged" / "kernel.json").read_text())
+    assert saved["metadata"]["kernel_provisioner"]["config"] == config

@@ -23,6 +23,7 @@ from ..launch_config import LaunchConfig
 from ..launch_plan import preview
 from ..site import AsgardSite, server_config
 from ..slurm_client import SlurmClient, SlurmError
+from .flags import PyxisFlag
 from .image import ImagePicker
 from .mounts import ERROR_STYLE, MountList
 from .resources import ResourcesBox
@@ -60,8 +61,9 @@ class ContainerPanel(w.VBox):
                               description="Workdir", layout=w.Layout(width="100%"))
         self.container_name = w.Text(placeholder="automatic", description="Container",
                                      layout=w.Layout(width="60%"))
-        self.writable = w.Checkbox(True, description="writable (pip install works)", indent=False)
-        self.remap_root = w.Checkbox(False, description="appear as root inside", indent=False)
+        self.writable = PyxisFlag("writable (pip install works)", True)
+        self.remap_root = PyxisFlag("appear as root inside")
+        self.mount_home = PyxisFlag("home directory mounted")
         self.resources = ResourcesBox(policy.max_gpus, self._changed)
         self.preview = w.HTML()
         self.display_name = w.Text(placeholder="e.g. PyTorch 24.05 on 2 GPUs", description="Name",
@@ -90,7 +92,7 @@ class ContainerPanel(w.VBox):
             heading("Image"), self.image,
             heading("Mounts"), self.mounts,
             heading("Container"), self.workdir, self.container_name, w.HTML(f"<small>{NAMED_CONTAINER_NOTE}</small>"),
-            w.HBox([self.writable, self.remap_root]),
+            w.HBox([self.writable, self.remap_root, self.mount_home]),
             heading("Resources"), self.resources,
             heading("The kernel will run"), self.preview,
             heading("Save"), w.HBox([self.display_name, self.kernel_name, self.save_button]),
@@ -99,7 +101,8 @@ class ContainerPanel(w.VBox):
         ]
 
     def _wire(self) -> None:
-        for control in (self.workdir, self.container_name, self.writable, self.remap_root, self.kernel_name):
+        for control in (self.workdir, self.container_name, self.writable, self.remap_root, self.mount_home,
+                        self.kernel_name):
             control.observe(lambda _: self._changed(), "value")
         self.display_name.observe(self._name_typed, "value")
         self.save_button.on_click(lambda _: self._spawn(self.save()))
@@ -115,8 +118,9 @@ class ContainerPanel(w.VBox):
             "mounts": self.mounts.entries(),
             "workdir": self.workdir.value.strip(),
             "container_name": self.container_name.value.strip(),
-            "container_writable": self.writable.value,
-            "container_remap_root": self.remap_root.value or None,
+            "container_writable": self.writable.flag,
+            "container_remap_root": self.remap_root.flag,
+            "container_mount_home": self.mount_home.flag,
             **self.resources.values(),
         }
 
@@ -125,8 +129,9 @@ class ContainerPanel(w.VBox):
         self.mounts.set_entries(list(config.get("mounts", [])))
         self.workdir.value = config.get("workdir", "")
         self.container_name.value = config.get("container_name", "")
-        self.writable.value = bool(config.get("container_writable", False))
-        self.remap_root.value = bool(config.get("container_remap_root", False))
+        self.writable.flag = config.get("container_writable")
+        self.remap_root.flag = config.get("container_remap_root")
+        self.mount_home.flag = config.get("container_mount_home")
         self.resources.set_values(config)
 
     def _default_mounts(self) -> list[str]:
