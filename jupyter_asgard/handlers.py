@@ -99,7 +99,7 @@ class ConfigHandler(AsgardHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        site = self.asgard.site.site_provisioner()
+        site = self.asgard.site.policy
         defaults = {key: getattr(site, key) for key in json_schema()["properties"]}
         self.finish({"schema": json_schema(), "defaults": defaults,
                      "limits": {"max_gpus": site.max_gpus, "allowed_partitions": list(site.allowed_partitions)}})

@@ -19,12 +19,9 @@ import signal
 import socket
 from contextlib import nullcontext
 from pathlib import Path
-from dataclasses import fields
 from typing import Any
 
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-from traitlets import Any as AnyTrait
-from traitlets import Bool, Float, HasTraits, Int, List, Unicode
 from traitlets.config import Configurable
 
 from . import bootstrap
@@ -33,8 +30,9 @@ from .errors import KernelStartError
 from .kernel_address import address, keep_connection_file, rewatch_activity
 from .kernel_env import STEERING_PREFIXES, steering_names, step_environment
 from .container_starts import CONTAINER_STARTS
-from .launch_plan import container_base_name, container_name, kernel_step_argv, workdir_problems
-from .launch_config import LaunchConfig, LaunchConfigError, path_problems, policy_problems, with_site_partition
+from .launch_plan import container_base_name, container_name, kernel_step_argv
+from .site_policy import SitePolicy, check_launch
+from .launch_config import LaunchConfig, LaunchConfigError
 from .monitor import SlurmMonitor
 from .kernel_step import KernelStep
 from .slurm_client import SlurmClient, SlurmError, SlurmNotFound
@@ -42,22 +40,6 @@ from .slurm_client import SlurmClient, SlurmError, SlurmNotFound
 BOOTSTRAP_SOURCE = Path(bootstrap.__file__).read_text()
 PORT_NAMES = bootstrap.PORT_NAMES
 PORT_ATTEMPTS = 3  # starts on fresh ports when a kernel starting beside this one took a port first
-
-
-def _launch_traits() -> dict[str, AnyTrait]:
-    """One configurable trait per launch setting: site config sets defaults, kernelspec config overrides.
-
-    Declared loosely (Any) so that a wrong value reaches LaunchConfig.parse,
-    which explains it, instead of failing in traitlets with a type error.
-    """
-    traits = {}
-    for spec in fields(LaunchConfig):
-        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
-        traits[spec.name] = AnyTrait(default, allow_none=True, help=spec.metadata["help"]).tag(config=True)
-    return traits
-
-
-LaunchSettings = type("LaunchSettings", (HasTraits,), _launch_traits())
 
 
 def kernelspec_settings(kernel_spec: Any) -> set[str]:
@@ -101,31 +83,8 @@ def _signal_name(signum: int) -> str:
     return signal.Signals(signum).name.removeprefix("SIG")
 
 
-class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[misc, valid-type]
+class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
     """Runs the kernelspec's argv inside a Pyxis container, as a step of a Slurm allocation of its own."""
-
-    max_gpus = Int(8, help="Most GPUs one kernel may ask for.").tag(config=True)
-    allowed_partitions = List(Unicode(), help="Partitions kernels may use (empty: any).").tag(config=True)
-    queue_timeout = Float(3600.0, help="Seconds a kernel's job may wait in the queue before it is cancelled."
-                          ).tag(config=True)
-    start_timeout = Float(120.0, help="Seconds from the allocation's start until the kernel answers "
-                          "(container start included: large images take a while to unpack).").tag(config=True)
-    check_paths = Bool(True, help="Check image and mount paths on the Jupyter server's host before submitting "
-                       "(right where login and compute nodes share /enroot and /netscratch).").tag(config=True)
-    mount_workdir = Bool(True, help="Mount the workdir at the same path when no mount covers it, as the "
-                         "site's srun example does.").tag(config=True)
-    container_name_template = Unicode(
-        "jupyter-{kernel_name}-{image_hash}",
-        help="Default --container-name: keyed to the kernelspec and image so restarts and later kernels reuse "
-        "the container (and what was installed in it) without leaving one per kernel on the node. Fields: "
-        "kernel_name, image_hash, user, job_id.",
-    ).tag(config=True)
-    bootstrap_python = Unicode("python3", help="The image's Python (3.8+) that runs the bootstrap."
-                               ).tag(config=True)
-    containers = Bool(True, help="Run kernels in Pyxis containers. False only on a cluster without Pyxis (a "
-                      "demo cluster where enroot cannot run): kernels then run with the node's own python3 in "
-                      "the notebook's directory, and image, mounts and container settings have no effect."
-                      ).tag(config=True)
 
     def __init__(self, **kwargs: Any) -> None:
         # jupyter_client passes a kernelspec's config as keyword arguments, beside its own (kernel_id, ...):
@@ -281,16 +240,13 @@ class PyxisProvisioner(KernelProvisionerBase, LaunchSettings):  # type: ignore[m
             raise KernelStartError(
                 f"the kernelspec {self._kernel_name()!r} is not valid: " + "; ".join(problems + error.problems),
                 "fix it in the Asgard panel or in its kernel.json") from None
-        config = with_site_partition(config, self.site_partition, self.allowed_partitions)
-        problems += policy_problems(config, self.max_gpus, self.allowed_partitions)
-        problems += workdir_problems(config, self.launch_dir, self.mount_workdir)
+        config, refused = await check_launch(config, self, self.site_partition, self.launch_dir)
+        problems += refused
         steering = steering_names(getattr(self.kernel_spec, "env", None) or {})
         if steering:
             problems.append(f"the kernelspec's env sets {', '.join(steering)}: variables starting with "
                             f"{', '.join(STEERING_PREFIXES)} steer Slurm, Pyxis or enroot, which only the kernel's "
                             "settings and the site may do; remove them from its env")
-        if self.check_paths and self.containers:
-            problems += await asyncio.to_thread(path_problems, config, os.path.exists)
         try:
             self.client.command("srun"), self.client.command("salloc")
         except SlurmNotFound as error:

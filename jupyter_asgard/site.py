@@ -12,7 +12,6 @@ both ask this class, so they can never disagree.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
@@ -21,16 +20,9 @@ from traitlets import Float, Instance, List, Unicode
 from traitlets.config import Config, LoggingConfigurable
 
 from .images import registry_images, scan_image_dirs
-from .launch_config import (
-    LaunchConfig,
-    default_environ,
-    expand_variables,
-    path_problems,
-    policy_problems,
-    with_site_partition,
-)
-from .provisioner import PyxisProvisioner
+from .launch_config import LaunchConfig, default_environ, expand_variables
 from .resources import parse_sinfo, sinfo_argv
+from .site_policy import SitePolicy, check_launch
 from .slurm_client import SlurmClient, SlurmError
 
 
@@ -61,12 +53,8 @@ class AsgardSite(LoggingConfigurable):
         super().__init__(**kwargs)
         self._resources: tuple[float, dict[str, Any]] | None = None
         self._resources_call: asyncio.Future | None = None
-
-    # --- site policy, as the provisioners see it ------------------------------------------
-
-    def site_provisioner(self) -> PyxisProvisioner:
-        """A provisioner configured like the server's kernels: its traits are the site's defaults and limits."""
-        return PyxisProvisioner(config=self.config)
+        # The site's defaults and limits, configured as the server's kernels' provisioners are.
+        self.policy = SitePolicy(config=self.config)
 
     # --- data for the API -------------------------------------------------------------------
 
@@ -97,11 +85,8 @@ class AsgardSite(LoggingConfigurable):
     async def validate(self, values: dict[str, Any]) -> tuple[LaunchConfig | None, list[str]]:
         """Every problem with a launch configuration that can be found without submitting it."""
         config, problems = LaunchConfig.check(values)
-        site = self.site_provisioner()
-        config = with_site_partition(config, site.partition, site.allowed_partitions)
-        problems += policy_problems(config, site.max_gpus, site.allowed_partitions)
-        problems += await asyncio.to_thread(path_problems, config, os.path.exists)
-        problems += await self._resource_problems(config)
+        config, refused = await check_launch(config, self.policy, self.policy.partition)
+        problems += refused + await self._resource_problems(config)
         return (None if problems else config), problems
 
     async def _resource_problems(self, config: LaunchConfig) -> list[str]:

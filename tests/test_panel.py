@@ -194,3 +194,17 @@ async def test_loading_and_saving_a_kernel_keeps_its_container_flags_as_they_wer
     assert await panel.save() is True
     saved = json.loads((store.kernels_dir / "flagged" / "kernel.json").read_text())
     assert saved["metadata"]["kernel_provisioner"]["config"] == config
+
+
+async def test_the_panel_and_the_rest_api_check_as_the_provisioner_does(slurm_cluster: LocalCluster) -> None:
+    """Where the site checks no paths on the server's host (c.PyxisProvisioner.check_paths = False: login and
+    compute nodes see different file systems), the provisioner starts such a kernel: so the site accepts it."""
+    image = "/only/on/the/compute/nodes.sqsh"
+    unchecked = AsgardSite(config=Config({"PyxisProvisioner": {"check_paths": False, "max_gpus": 1}}))
+    config, problems = await unchecked.validate({"image": image})
+    assert problems == [] and config is not None and config.image == image
+    config, problems = await AsgardSite(config=Config()).validate({"image": image})
+    assert config is None and problems == [f"image {image} does not exist on the Jupyter server's host: check the "
+                                           "path (images are .sqsh files, e.g. in /enroot)"]
+    _, problems = await unchecked.validate({"image": image, "gpus": 2})
+    assert problems == ["gpus: 2 GPUs requested but this site allows at most 1 per kernel; ask for 1 or fewer"]

@@ -51,7 +51,7 @@ class ContainerPanel(w.VBox):
         self._built = False  # controls report changes while being built; the preview waits for all of them
         self.site = site or AsgardSite(config=server_config(), client=SlurmClient(timeout=SLURM_TIMEOUT))
         self.store = store or KernelspecStore()
-        policy = self.site.site_provisioner()
+        policy = self.site.policy
         self.policy = policy
         self.launch_dir = workdir or os.getcwd()
         self.status = w.HTML("<small>Loading images and partitions…</small>")

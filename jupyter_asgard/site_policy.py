@@ -1,0 +1,88 @@
+"""The site's policy for Asgard kernels, and the one check of a launch configuration against it.
+
+Sites configure it as ``c.PyxisProvisioner`` (jupyter_server_config.py): launch
+defaults (``mounts``, ``partition``, ...) and what only the site decides (limits,
+timeouts, whether to check paths).  The provisioner is a SitePolicy; the REST API
+and the container panel read a SitePolicy configured the same way, without a
+provisioner's Slurm client and monitor, and all three check a configuration with
+check_launch, so a kernel the panel accepts is a kernel that starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import fields
+from typing import Any
+
+from traitlets import Any as AnyTrait
+from traitlets import Bool, Float, Int, List, Unicode
+from traitlets.config import Configurable
+
+from .launch_config import LaunchConfig, path_problems, policy_problems, with_site_partition
+from .launch_plan import workdir_problems
+
+CONFIG_SECTION = "PyxisProvisioner"  # where sites configure it, as the README and existing sites do
+
+
+def _launch_traits() -> dict[str, Any]:
+    """One configurable trait per launch setting: site config sets defaults, kernelspec config overrides.
+
+    Declared loosely (Any) so that a wrong value reaches LaunchConfig.parse,
+    which explains it, instead of failing in traitlets with a type error.
+    """
+    traits = {}
+    for spec in fields(LaunchConfig):
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        traits[spec.name] = AnyTrait(default, allow_none=True, help=spec.metadata["help"]).tag(config=True)
+    return traits
+
+
+LaunchSettings = type("LaunchSettings", (Configurable,), _launch_traits())
+
+
+class SitePolicy(LaunchSettings):  # type: ignore[misc, valid-type]
+    """Launch defaults and the site's own settings, read from the c.PyxisProvisioner section."""
+
+    max_gpus = Int(8, help="Most GPUs one kernel may ask for.").tag(config=True)
+    allowed_partitions = List(Unicode(), help="Partitions kernels may use (empty: any).").tag(config=True)
+    queue_timeout = Float(3600.0, help="Seconds a kernel's job may wait in the queue before it is cancelled."
+                          ).tag(config=True)
+    start_timeout = Float(120.0, help="Seconds from the allocation's start until the kernel answers "
+                          "(container start included: large images take a while to unpack).").tag(config=True)
+    check_paths = Bool(True, help="Check image and mount paths on the Jupyter server's host before submitting "
+                       "(right where login and compute nodes share /enroot and /netscratch).").tag(config=True)
+    mount_workdir = Bool(True, help="Mount the workdir at the same path when no mount covers it, as the "
+                         "site's srun example does.").tag(config=True)
+    container_name_template = Unicode(
+        "jupyter-{kernel_name}-{image_hash}",
+        help="Default --container-name: keyed to the kernelspec and image so restarts and later kernels reuse "
+        "the container (and what was installed in it) without leaving one per kernel on the node. Fields: "
+        "kernel_name, image_hash, user, job_id.",
+    ).tag(config=True)
+    bootstrap_python = Unicode("python3", help="The image's Python (3.8+) that runs the bootstrap."
+                               ).tag(config=True)
+    containers = Bool(True, help="Run kernels in Pyxis containers. False only on a cluster without Pyxis (a "
+                      "demo cluster where enroot cannot run): kernels then run with the node's own python3 in "
+                      "the notebook's directory, and image, mounts and container settings have no effect."
+                      ).tag(config=True)
+
+    @classmethod
+    def section_names(cls) -> list[str]:
+        """A SitePolicy of its own reads the provisioner's section; a PyxisProvisioner reads it anyway."""
+        names = super().section_names()
+        return names if CONFIG_SECTION in names else [*names, CONFIG_SECTION]
+
+
+async def check_launch(config: LaunchConfig, policy: SitePolicy, site_partition: str, workdir: str | None = None
+                       ) -> tuple[LaunchConfig, list[str]]:
+    """The configuration as it will run (the site's partition filled in) and what the site's policy refuses
+    in it: limits, a notebook directory Pyxis cannot mount (workdir: where the kernel starts, when known),
+    paths that do not exist (where the site checks them, and only for containers)."""
+    config = with_site_partition(config, site_partition, policy.allowed_partitions)
+    problems = policy_problems(config, policy.max_gpus, policy.allowed_partitions)
+    if workdir is not None:
+        problems += workdir_problems(config, workdir, policy.mount_workdir)
+    if policy.check_paths and policy.containers:
+        problems += await asyncio.to_thread(path_problems, config, os.path.exists)
+    return config, problems
