@@ -13,10 +13,9 @@ from dataclasses import replace
 
 from .errors import KernelStartError
 from .launch_config import LaunchConfig
-from .launch_plan import job_name
 from .monitor import SlurmMonitor
 from .slurm_client import SlurmClient
-from .slurm_commands import ENDED_STATES, JobInfo, parse_salloc_line, salloc_argv
+from .slurm_commands import ENDED_STATES, JobInfo, job_name, parse_salloc_line, salloc_argv
 
 LEASE_NODE_PATIENCE = 10.0  # seconds from the grant until the lease command has named the node
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Any
 
@@ -14,17 +13,7 @@ from .monitor import SlurmMonitor
 from .provisioner import live_provisioner
 from .site import AsgardSite
 from .slurm_client import SlurmError
-from .slurm_commands import orphaned_jobs, orphans_argv
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from .slurm_commands import orphaned_jobs, orphans_argv, pid_alive
 
 
 class AsgardExtension(ExtensionApp):

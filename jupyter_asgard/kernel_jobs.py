@@ -7,20 +7,11 @@ monitor, never from a Slurm call per kernel.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from .monitor import SlurmMonitor
 from .provisioner import PyxisProvisioner, live_provisioners
-from .slurm_commands import ENDED_STATES, JobInfo, duration_seconds
-
-_GPU_TRES = re.compile(r"gpu[:/=](?:(?P<type>[A-Za-z0-9_-]+)[:=])?(?P<count>\d+)")
-
-
-def tres_gpus(info: JobInfo) -> dict[str, Any] | None:
-    """GPU count and type as squeue reports the job's request (gres:gpu:h100:2), if it asked for GPUs."""
-    match = _GPU_TRES.search(info.tres_per_job or info.tres_per_node)
-    return {"count": int(match["count"]), "type": match["type"] or ""} if match else None
+from .slurm_commands import ENDED_STATES, JobInfo, duration_seconds, tres_gpus
 
 
 def gpus_of(info: JobInfo | None, provisioner: PyxisProvisioner) -> dict[str, Any]:

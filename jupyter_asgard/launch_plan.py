@@ -13,16 +13,10 @@ import shlex
 
 from .launch_config import LaunchConfig
 from .mounts import Mount, describe_characters, unmountable_characters
-from .slurm_commands import container_options, salloc_argv, srun_argv
+from .slurm_commands import HOLDER_MARK, container_options, job_name, salloc_argv, srun_argv
 
-JOB_NAME_PREFIX = "jupyter-asgard-"
 OWN_CONTAINER_FLAG = "no_exec"
 BOOTSTRAP_PLACEHOLDER = "<jupyter-asgard bootstrap>"
-
-
-def job_name(kernel_id: str) -> str:
-    """The allocation's job name: how the kernel's job is found in squeue, by people and by cleanup."""
-    return JOB_NAME_PREFIX + kernel_id
 
 
 def step_mounts(config: LaunchConfig, workdir: str, mount_workdir: bool) -> list[Mount]:
@@ -91,7 +85,7 @@ def kernel_step_argv(
 def preview(config: LaunchConfig, *, kernel_name: str, workdir: str, mount_workdir: bool, name_template: str,
             kernel_argv: list[str], bootstrap_python: str = "python3") -> str:
     """The two commands a kernel start runs, as a shell would show them (ids not known yet in <>)."""
-    salloc = salloc_argv(config, job_name("<kernel id>"), "jupyter-asgard:<server>")
+    salloc = salloc_argv(config, job_name("<kernel id>"), f"{HOLDER_MARK}:<server>")
     srun = kernel_step_argv(
         config, job_id="<job id>", workdir=workdir, mount_workdir=mount_workdir, name_template=name_template,
         kernel_name=kernel_name, kernelspec_env=[],

@@ -36,6 +36,7 @@ from .launch_config import LaunchConfig, LaunchConfigError
 from .monitor import SlurmMonitor
 from .kernel_step import KernelStep
 from .slurm_client import SlurmClient, SlurmError, SlurmNotFound
+from .slurm_commands import holder_comment
 
 BOOTSTRAP_SOURCE = Path(bootstrap.__file__).read_text()
 PORT_NAMES = bootstrap.PORT_NAMES
@@ -72,11 +73,6 @@ ENDED_WORDS = {
 # srun's words when it cannot reach the node a step was meant to run on.
 NODE_LOST_MARKS = ("Communication connection failure", "Unable to contact slurm node", "Node failure",
                    "Task launch for", "Zero Bytes were transmitted or received")
-
-
-def allocation_comment() -> str:
-    """Who holds the allocation: a server that restarts after a crash recognises its orphans by it."""
-    return f"jupyter-asgard:{socket.gethostname()}:{os.getpid()}"
 
 
 def _signal_name(signum: int) -> str:
@@ -296,7 +292,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
     async def _allocate(self, env: dict[str, str]) -> None:
         assert self.launch is not None
         self.allocation = Allocation(self.client, self.monitor, self.log, self.kernel_id)
-        comment = allocation_comment()
+        comment = holder_comment(socket.gethostname(), os.getpid())
         salloc_env = step_environment(env, {}, {})
         await self.allocation.request(self.launch, comment, self.queue_timeout, salloc_env, tuple(self.lost_nodes))
 

@@ -7,9 +7,11 @@ user (the panel's preview) without a cluster.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .launch_config import LaunchConfig
 from .mounts import Mount, render_mounts
@@ -64,6 +66,44 @@ class JobInfo:
     time_left: str = ""
     partition: str = ""
     comment: str = ""
+
+
+# How an Asgard kernel's allocation is named and marked; everything that finds or recognises one uses these.
+JOB_NAME_PREFIX = "jupyter-asgard-"
+HOLDER_MARK = "jupyter-asgard"
+
+
+def job_name(kernel_id: str) -> str:
+    """The allocation's job name: how the kernel's job is found in squeue, by people and by cleanup."""
+    return JOB_NAME_PREFIX + kernel_id
+
+
+def kernel_id_of(name: str) -> str | None:
+    """The kernel id an Asgard job's name carries; None for other jobs."""
+    return name.removeprefix(JOB_NAME_PREFIX) if name.startswith(JOB_NAME_PREFIX) else None
+
+
+def holder_comment(host: str, pid: int) -> str:
+    """Who holds the allocation (--comment): a server that restarts after a crash recognises its orphans by it."""
+    return f"{HOLDER_MARK}:{host}:{pid}"
+
+
+def parse_holder(comment: str) -> tuple[str, int] | None:
+    """(host, pid) of the holder_comment; None for any other comment."""
+    mark, _, holder = comment.partition(":")
+    host, _, pid = holder.rpartition(":")
+    return (host, int(pid)) if mark == HOLDER_MARK and host and pid.isdigit() else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host has that pid (another user's counts: it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # salloc's local command: it names the allocation's node (salloc sets SLURM_JOB_NODELIST for it) on its
@@ -152,6 +192,15 @@ def parse_salloc_line(line: str) -> SallocEvent:
     return SallocEvent("error", message=match["error"].strip())
 
 
+_GPU_TRES = re.compile(r"gpu[:/=](?:(?P<type>[A-Za-z0-9_-]+)[:=])?(?P<count>\d+)")
+
+
+def tres_gpus(info: JobInfo) -> dict[str, Any] | None:
+    """GPU count and type as squeue reports the job's request (gres:gpu:h100:2), if it asked for GPUs."""
+    match = _GPU_TRES.search(info.tres_per_job or info.tres_per_node)
+    return {"count": int(match["count"]), "type": match["type"] or ""} if match else None
+
+
 def parse_squeue(output: str) -> dict[str, JobInfo]:
     jobs = {}
     for line in output.splitlines():
@@ -227,10 +276,9 @@ def orphaned_jobs(output: str, host: str, alive: Callable[[int], bool]) -> list[
     orphans = []
     for line in output.splitlines():
         fields = [field.strip() for field in line.split("|")]
-        if len(fields) < 3 or not fields[1].startswith("jupyter-asgard-"):
+        if len(fields) < 3 or kernel_id_of(fields[1]) is None:
             continue
-        marker, _, holder = fields[2].partition(":")
-        holder_host, _, pid = holder.rpartition(":")
-        if marker == "jupyter-asgard" and holder_host == host and pid.isdigit() and not alive(int(pid)):
+        holder = parse_holder(fields[2])
+        if holder is not None and holder[0] == host and not alive(holder[1]):
             orphans.append(fields[0])
     return orphans

@@ -16,9 +16,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from jupyter_server.utils import check_pid
-
-from .kernel_jobs import tres_gpus
 from .slurm_client import CommandResult, SlurmClient, SlurmError
 from .slurm_commands import (
     SQUEUE_FIELDS,
@@ -26,10 +23,13 @@ from .slurm_commands import (
     duration_seconds,
     parse_queue_positions,
     parse_squeue,
+    kernel_id_of,
+    parse_holder,
+    pid_alive,
     queue_order_argv,
+    tres_gpus,
 )
 
-JOB_PREFIX = "jupyter-asgard-"
 TIMEOUT = 5.0
 UNKNOWN = "not known to a running Jupyter server"
 COLUMNS = ("KERNEL", "KERNELSPEC", "STATE", "NODE", "GPUS", "TIME LEFT", "JOB", "NOTEBOOK/SERVER")
@@ -100,7 +100,7 @@ async def kernel_jobs_in_queue(client: SlurmClient, timeout: float) -> tuple[lis
     columns = ",".join(f"{column}:|" for column in SQUEUE_FIELDS.values())
     result = await client.run(["squeue", "--me", "--noheader", f"--Format={columns}"], timeout=timeout)
     _check(result)
-    jobs = [job for job in parse_squeue(result.stdout).values() if job.name.startswith(JOB_PREFIX)]
+    jobs = [job for job in parse_squeue(result.stdout).values() if kernel_id_of(job.name) is not None]
     pending = [job.job_id for job in jobs if job.state == "PENDING"]
     if not pending:
         return jobs, {}
@@ -111,18 +111,18 @@ async def kernel_jobs_in_queue(client: SlurmClient, timeout: float) -> tuple[lis
 
 def started_by(comment: str) -> str:
     """Who submitted the job, from the comment the provisioner sets: tells a crashed server's job apart."""
-    marker, _, origin = comment.partition(":")
-    host, _, pid = origin.rpartition(":")
-    if marker != "jupyter-asgard" or not pid.isdigit():
+    holder = parse_holder(comment)
+    if holder is None:
         return ""
-    gone = host == socket.gethostname() and not check_pid(int(pid))
+    host, pid = holder
+    gone = host == socket.gethostname() and not pid_alive(pid)
     return f"pid {pid} on {host}" + (", no longer running" if gone else "")
 
 
 def unknown_job_row(job: JobInfo, position: int | None) -> dict[str, Any]:
     """A row like the servers' for a job no server reported, from squeue alone."""
     return {
-        "kernel_id": job.name.removeprefix(JOB_PREFIX), "kernel_name": "", "display_name": "",
+        "kernel_id": kernel_id_of(job.name), "kernel_name": "", "display_name": "",
         "execution_state": "", "job_id": job.job_id, "state": job.state,
         "reason": job.reason if job.state == "PENDING" else "", "queue_position": position,
         "node": "" if job.state == "PENDING" else job.nodes,
@@ -143,7 +143,7 @@ async def unknown_jobs(known: list[dict[str, Any]], timeout: float) -> Status:
     job_ids = {row.get("job_id") for row in known}
     kernel_ids = {row.get("kernel_id") for row in known}
     unknown = [job for job in jobs
-               if job.job_id not in job_ids and job.name.removeprefix(JOB_PREFIX) not in kernel_ids]
+               if job.job_id not in job_ids and kernel_id_of(job.name) not in kernel_ids]
     unknown.sort(key=lambda job: int(job.job_id) if job.job_id.isdigit() else 0)
     return Status([unknown_job_row(job, positions.get(job.job_id)) for job in unknown])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -305,3 +306,19 @@ def test_orphaned_jobs_are_asgard_allocations_of_dead_holders_on_this_host() -> 
               "8|jupyter-asgard-k3|jupyter-asgard:login2:123|\n"
               "9|jupyter-asgard-k4|(null)|\n")
     assert orphaned_jobs(output, "login1", lambda pid: pid == 456) == ["5"]
+
+
+def test_the_job_name_and_holder_conventions_read_back_what_they_write() -> None:
+    from jupyter_asgard.slurm_commands import holder_comment, job_name, kernel_id_of, parse_holder
+
+    assert kernel_id_of(job_name("4f0c-9a")) == "4f0c-9a" and kernel_id_of("other-job") is None
+    assert parse_holder(holder_comment("login1.asgard", 4242)) == ("login1.asgard", 4242)
+    assert [parse_holder(comment) for comment in ("", "jupyter-asgard:login1:", "mine:login1:7", "x")] == [None] * 4
+
+
+def test_cli_imports_no_kernel_machinery() -> None:
+    """`jupyter asgard install` and `status` start in a fraction of a second: they import neither the
+    provisioner nor what it runs (allocation, steps, monitor)."""
+    code = ("import sys, jupyter_asgard.cli; print(sorted(m for m in sys.modules if m.split('.')[-1] in "
+            "('provisioner', 'allocation', 'kernel_step', 'monitor', 'kernel_jobs', 'serverapp')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
