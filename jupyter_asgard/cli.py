@@ -26,6 +26,7 @@ from .kernelspecs import (
     load_kernelspec,
     provisioner_config,
 )
+from .slurm_client import SlurmClient, SlurmError
 from .status import TIMEOUT, collect, render
 
 PROG = "jupyter asgard"
@@ -126,6 +127,23 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _site_check(args: argparse.Namespace) -> int:
+    """The site's limits as the server's configuration sets them (c.PyxisProvisioner), against Slurm's own."""
+    import asyncio
+
+    from .site import server_config
+    from .site_check import check, render
+    from .site_policy import SitePolicy
+
+    policy = SitePolicy(config=server_config())
+    try:
+        found, notes = asyncio.run(check(SlurmClient(), policy.max_gpus, list(policy.allowed_partitions)))
+    except SlurmError as error:
+        return _fail(f"{PROG} site-check: error: cannot ask Slurm: {error}", 1)
+    print(render(found, notes))
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "install": Command("install the Asgard PyTorch kernelspec with this site's settings", _install_arguments,
                        _install),
@@ -133,6 +151,8 @@ COMMANDS: dict[str, Command] = {
                            lambda parser: None, _list_kernelspecs),
     "status": Command("show this user's Asgard kernel jobs: those of every running Jupyter server, and those in "
                       "Slurm's queue that no server knows", _status_arguments, _status),
+    "site-check": Command("for admins: which of the site's kernel limits (max_gpus, allowed_partitions) Slurm "
+                          "itself enforces, and how to make it", lambda parser: None, _site_check),
 }
 
 

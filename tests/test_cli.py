@@ -18,6 +18,8 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from jupyter_asgard.cli import main
 from jupyter_asgard.kernelspecs import bundled_kernelspec_dir
+from jupyter_asgard.site_check import SlurmSite, findings, parse_config, parse_partitions, parse_qos_gpu_caps
+from tests.cluster import LocalCluster
 
 BUNDLED_IMAGE = "/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
 LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
@@ -186,3 +188,54 @@ def test_jupyter_asgard_install_command_rejects_a_bad_mount(tmp_path: Path, isol
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "invalid mount 'scratch:/scratch'" in result.stderr
     assert not kernels_dir(tmp_path).exists()
+
+
+def test_site_check_says_which_limits_slurm_enforces(slurm_cluster: LocalCluster, tmp_path: Path) -> None:
+    """The test cluster has no accounting (so no QOS limit) and no job_submit plugin: only a partition closed to
+    users holds against a user who lifts the site's limits in a configuration of their own."""
+    (tmp_path / "jupyter_server_config.json").write_text(json.dumps(
+        {"PyxisProvisioner": {"max_gpus": 1, "allowed_partitions": ["gpu"]}}))
+    subprocess.run(["scontrol", "update", "PartitionName=debug", "AllowGroups=root"], check=True)
+    try:
+        checked = jupyter("asgard", "site-check", env={"JUPYTER_CONFIG_DIR": str(tmp_path)})
+    finally:
+        subprocess.run(["scontrol", "update", "PartitionName=debug", "AllowGroups=ALL"], check=True)
+    assert checked.returncode == 0, checked.stderr
+    lines = [" ".join(line.split()) for line in checked.stdout.splitlines()]
+    assert ("max_gpus = 1 partition gpu NOT enforced by Slurm: no QOS on the partition caps GPUs per job (QoS=N/A)"
+            in lines)
+    assert "allowed_partitions partition debug enforced by Slurm: open only to AllowGroups=root" in lines
+    assert any(line.startswith("note: sacctmgr:") for line in lines)
+    assert lines[-1].startswith("To enforce them: a QOS per kernel partition")
+
+
+def _site(**partitions: dict[str, str]) -> SlurmSite:
+    return SlurmSite({name: {"PartitionName": name, **fields} for name, fields in partitions.items()},
+                     {"AccountingStorageType": "accounting_storage/slurmdbd",
+                      "AccountingStorageEnforce": "associations,limits,qos", "JobSubmitPlugins": "(null)"},
+                     {"kernels": 2, "big": 16})
+
+
+def test_a_partition_qos_capping_gpus_enforces_max_gpus_where_accounting_enforces_limits() -> None:
+    site = _site(gpu={"QoS": "kernels"}, long={"QoS": "big"}, cpu={"QoS": "N/A"})
+    assert [(f.partition, f.enforced) for f in findings(site, 4, [])] == [("gpu", True), ("long", False),
+                                                                          ("cpu", False)]
+    unenforced = SlurmSite(site.partitions, {**site.config, "AccountingStorageEnforce": "associations"},
+                           site.qos_gpu_caps)
+    assert "does not enforce QOS limits" in findings(unenforced, 4, ["gpu"])[0].why
+
+
+def test_a_job_submit_plugin_is_a_maybe_not_a_yes() -> None:
+    site = _site(gpu={"QoS": "N/A"}, other={})
+    lua = SlurmSite(site.partitions, {**site.config, "JobSubmitPlugins": "lua"}, {})
+    assert [(f.limit, f.enforced) for f in findings(lua, 4, ["gpu"])] == [("max_gpus = 4", None),
+                                                                         ("allowed_partitions", None)]
+
+
+def test_partition_and_qos_output_is_read_as_slurm_prints_it() -> None:
+    partitions = parse_partitions("PartitionName=gpu AllowGroups=ALL QoS=kernels Nodes=gpu[01-02]\n"
+                                  "PartitionName=x AllowGroups=staff QoS=N/A\n")
+    assert partitions["gpu"]["QoS"] == "kernels" and partitions["x"]["AllowGroups"] == "staff"
+    assert parse_qos_gpu_caps("normal|\nkernels|cpu=64,gres/gpu=2\nbig|gres/gpu:h100=8\n") == {"kernels": 2,
+                                                                                                "big": 8}
+    assert parse_config("JobSubmitPlugins        = lua\nX = a = b\n") == {"JobSubmitPlugins": "lua", "X": "a = b"}

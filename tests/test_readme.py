@@ -55,6 +55,7 @@ NOT_COMMANDS = {"python", "json"}  # configuration and code: kernelspec JSON, ju
 EXERCISED_ELSEWHERE = {
     "jupyter asgard status":
         "tests/test_status.py::test_the_table_shows_a_server_kernel_and_a_job_no_server_knows",
+    "jupyter asgard site-check": "tests/test_cli.py::test_site_check_says_which_limits_slurm_enforces",
 }
 
 # (c) Commands CI runs itself: command -> (file, what that file runs, why this module does not run it).
@@ -78,6 +79,7 @@ INLINE = {
     "salloc --job-name=jupyter-asgard-<kernel id> ... cat": "tests/test_slurm_commands.py::test_salloc_argv_minimal",
     "sinfo -s": "tests/test_readme.py::test_sinfo_lists_the_partitions_as_the_troubleshooting_section_says",
     "salloc --no-shell": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "jupyter asgard site-check": "tests/test_cli.py::test_site_check_says_which_limits_slurm_enforces",
     "./dev/test": "CI: .ci/run runs it",
     "./dev/test -k queue": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
     "python3 -m pytest": "CI: dev/test runs it",
