@@ -182,7 +182,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
         return self.step.poll() if self.step else 1 if self.exited else 0
 
     async def wait(self) -> int | None:
-        return await self.step.wait() if self.step else 1 if self.exited else None
+        """As poll() says: without a step there is nothing to wait for (0), or the job ended under it (1)."""
+        return await self.step.wait() if self.step else 1 if self.exited else 0
 
     async def shutdown_requested(self, restart: bool = False) -> None:
         """A polite shutdown before a restart means someone asked for the restart (the restarter kills)."""

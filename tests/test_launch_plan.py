@@ -123,3 +123,13 @@ def test_without_containers_the_step_runs_on_the_node_in_the_workdir() -> None:
                             command=["python3"], containers=False)
     assert [arg for arg in argv if arg.startswith("--container")] == []
     assert "--chdir=/home/alice/nb" in argv and argv[-1] == "python3"
+
+
+async def test_poll_and_wait_agree_before_a_step_and_after_the_job_ended() -> None:
+    """jupyter_client reads either: a kernel without a step is not running (0), one whose job ended exited (1)."""
+    from jupyter_asgard.provisioner import PyxisProvisioner
+
+    provisioner = PyxisProvisioner(kernel_id="k1", kernel_spec=None)
+    assert (await provisioner.poll(), await provisioner.wait()) == (0, 0)
+    provisioner.exited = True
+    assert (await provisioner.poll(), await provisioner.wait()) == (1, 1)
