@@ -6,14 +6,14 @@ import subprocess
 import time
 
 from tests.cluster import LocalCluster
-from tests.cluster.cluster import _kill_namespace_processes, _terminate
+from tests.cluster.cluster import kill_namespace_processes, terminate
 
 
 def kill_node(cluster: LocalCluster, node: str) -> None:
     """The node's network goes dark and everything on it dies: slurmd, slurmstepd, the tasks."""
     namespace = f"asg{cluster.state.slot}-{node}"
     subprocess.run(["ip", "-n", namespace, "link", "set", "eth0", "down"], check=True)
-    _kill_namespace_processes(namespace)
+    kill_namespace_processes(namespace)
 
 
 def revive_node(cluster: LocalCluster, node: str, timeout: float = 60) -> None:
@@ -34,7 +34,7 @@ def revive_node(cluster: LocalCluster, node: str, timeout: float = 60) -> None:
 
 
 def stop_controller(cluster: LocalCluster) -> None:
-    _terminate(cluster.state.pids["slurmctld"])
+    terminate(cluster.state.pids["slurmctld"])
 
 
 def start_controller(cluster: LocalCluster, timeout: float = 30) -> None:

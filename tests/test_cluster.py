@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import NODES, LocalCluster
+from tests.cluster.cluster import leftovers
 
 
 def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -144,25 +145,6 @@ def test_a_node_resolves_names_at_once_without_a_dns_server(slurm_cluster: Local
     assert float(seconds) < 3, f"name lookups took {seconds}s"
 
 
-def _leftovers(cluster_root: Path, namespaces: list[str], links: list[str], pids: list[int]) -> list[str]:
-    found = [f"namespace {ns}" for ns in namespaces if Path(f"/run/netns/{ns}").exists()]
-    links_now = run("ip", "-o", "link", "show").stdout
-    found += [f"link {link}" for link in links if f" {link}:" in links_now or f" {link}@" in links_now]
-    found += [f"pid {pid}" for pid in pids if Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid)]
-    processes = run("ps", "-eo", "pid,stat,args").stdout.splitlines()
-    found += [line for line in processes if str(cluster_root) in line and " Z" not in line]
-    if cluster_root.exists():
-        found.append(f"directory {cluster_root}")
-    return found
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except OSError:
-        return "Z"
-
-
 def test_a_second_cluster_starts_beside_the_first_and_teardown_leaves_nothing(
     slurm_cluster: LocalCluster, fresh_cluster_prerequisites: None
 ) -> None:
@@ -180,7 +162,7 @@ def test_a_second_cluster_starts_beside_the_first_and_teardown_leaves_nothing(
     cluster.stop()
     sleeper.kill()  # srun, a client on this host, would retry the vanished controller for minutes
     sleeper.wait(timeout=30)
-    assert _leftovers(Path(state.root), state.namespaces, state.links, list(state.pids.values())) == []
+    assert leftovers(Path(state.root), state.namespaces, state.links, list(state.pids.values())) == []
 
 
 def _namespace_runs(namespace: str, program: str) -> bool:

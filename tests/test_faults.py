@@ -10,7 +10,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,9 @@ from tests.cluster import NODES, LocalCluster
 from tests.faults import kill_node, revive_node, start_controller, stop_controller
 from tests.kernels import KernelSpecs, kernel_jobs, running_steps, slurm, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, execute_via_websocket
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} within {timeout:.0f}s")
 
 
 def start_kernel(server: JupyterServer, name: str = "asgard-test") -> str:

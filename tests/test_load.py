@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,24 +27,13 @@ from jupyter_client.blocking import BlockingKernelClient
 from tests.cluster import NODES, LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, Response
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
 GPUS = 4  # 2 nodes x 2 emulated H100s
 STORM = 20
 T = TypeVar("T")
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
-    """probe's first truthy answer within timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = probe()
-        if answer:
-            return answer
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(interval)
 
 
 def kernel_rows(server: JupyterServer) -> list[dict[str, Any]]:

@@ -73,7 +73,7 @@ def test_panel_saves_a_kernel_that_then_runs_on_the_cluster(jupyter_lab: Jupyter
 
         image = panel_text_input(page, "choose an image")
         image.fill("nvcr.io/nvidia/pytorch:23.12-py3")
-        option = page.locator(f"datalist option[value^='nvcr.io/nvidia/pytorch:23.12-py3 ·']")
+        option = page.locator("datalist option[value^='nvcr.io/nvidia/pytorch:23.12-py3 ·']")
         image.fill(option.first.get_attribute("value"))
         image.press("Enter")
         sources = page.locator("input[placeholder^='source on the cluster']")

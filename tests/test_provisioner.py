@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 
 from jupyter_asgard.errors import KernelStartError
 from tests.cluster import NODES, LocalCluster
-from tests.kernels import (CONTAINER_PROBE, KernelSpecs, execute, kernel_jobs, running_steps, shutdown, start,
+from tests.kernels import (CONTAINER_PROBE, KernelSpecs, execute, running_steps, shutdown, start,
                            wait_until_no_kernel_jobs)
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")

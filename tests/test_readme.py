@@ -39,10 +39,10 @@ import pytest
 
 from jupyter_asgard.kernelspecs import bundled_kernelspec_dir
 from tests.cluster import NODES, LocalCluster
+from tests.cluster.cluster import leftovers
 from tests.kernels import CONTAINER_PROBE
 from tests.server import JupyterServer, execute_via_websocket
-from tests.test_cluster import _leftovers
-from tests.test_faults import wait_for
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -373,7 +373,7 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C in the terminal: to the whole foreground process group
         demo.wait(timeout=60)
         assert "stopped the cluster in" in lab.log(), lab.log()
-        assert _leftovers(root, pids["namespaces"], pids["links"], list(pids["pids"].values())) == []
+        assert leftovers(root, pids["namespaces"], pids["links"], list(pids["pids"].values())) == []
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
@@ -510,4 +510,4 @@ def test_the_test_cluster_by_hand_up_status_and_down(cluster_dir: Path) -> None:
     state = json.loads((cluster_dir / "state.json").read_text())
     down = run(readme_argv("python3 -m tests.cluster down"), env, cwd=REPO).stdout
     assert down.strip() == f"stopped the cluster in {cluster_dir}"
-    assert _leftovers(cluster_dir, state["namespaces"], state["links"], list(state["pids"].values())) == []
+    assert leftovers(cluster_dir, state["namespaces"], state["links"], list(state["pids"].values())) == []

@@ -33,7 +33,7 @@ from jupyter_asgard.errors import KernelStartError
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, execute, kernel_jobs, running_steps, start, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, Response
-from tests.test_faults import wait_for
+from tests.waiting import wait_for
 
 CONNECTION_FILE_PROBE = """
 import json, os

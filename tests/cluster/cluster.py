@@ -30,7 +30,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -224,11 +223,11 @@ class LocalCluster:
     def stop(self) -> None:
         """Kill every process, namespace and link of the cluster and delete its files."""
         for ns in self.state.namespaces:
-            _kill_namespace_processes(ns)
+            kill_namespace_processes(ns)
         if self.loopback:
             _kill_job_processes(self.root)
         for name, pid in reversed(list(self.state.pids.items())):
-            _terminate(pid)
+            terminate(pid)
         for ns in self.state.namespaces:
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
         for link in self.state.links:
@@ -426,7 +425,7 @@ def _wait_for(predicate, timeout: float, what: str, logs) -> None:
     raise ClusterUnavailable(f"{what} within {timeout:.0f}s; logs:\n{logs()}")
 
 
-def _kill_namespace_processes(namespace: str) -> None:
+def kill_namespace_processes(namespace: str) -> None:
     """slurmstepd and the tasks it starts live in the node's namespace, not under our pids."""
     for _ in range(50):
         result = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
@@ -461,7 +460,7 @@ def _kill_job_processes(root: Path) -> None:
         time.sleep(0.1)
 
 
-def _terminate(pid: int) -> None:
+def terminate(pid: int) -> None:
     _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and _alive(pid):
@@ -498,3 +497,16 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def leftovers(cluster_root: Path, namespaces: list[str], links: list[str], pids: list[int]) -> list[str]:
+    """What of a stopped cluster is still there: namespaces, links, processes, its directory."""
+    found = [f"namespace {ns}" for ns in namespaces if Path(f"/run/netns/{ns}").exists()]
+    links_now = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    found += [f"link {link}" for link in links if f" {link}:" in links_now or f" {link}@" in links_now]
+    found += [f"pid {pid}" for pid in pids if _alive(pid)]
+    processes = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout.splitlines()
+    found += [line for line in processes if str(cluster_root) in line and " Z" not in line]
+    if cluster_root.exists():
+        found.append(f"directory {cluster_root}")
+    return found
