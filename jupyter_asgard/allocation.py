@@ -66,11 +66,7 @@ class Allocation:
         """Submit and wait until Slurm grants the allocation; cancel it on any failure or timeout."""
         argv = salloc_argv(config, self.job_name, comment, exclude, salloc=self.client.command("salloc"))
         self.log.info("Kernel %s: requesting a Slurm allocation: %s", self.kernel_id, " ".join(argv))
-        self.client.calls["salloc"] += 1
-        self._salloc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,  # see KernelStep.start
-        )
+        self._salloc = await self.client.spawn(argv, env, stdin=asyncio.subprocess.PIPE)
         try:
             await asyncio.wait_for(self._until_granted(), queue_timeout)
         except asyncio.TimeoutError:

@@ -76,15 +76,8 @@ class KernelStep:
 
     async def start(self, argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
         """Run srun and wait for the bootstrap's handshake; raise KernelStartError with srun's words otherwise."""
-        self.client.calls["srun"] += 1
         self._handshake = asyncio.get_running_loop().create_future()
-        # A session of its own, as jupyter_client starts local kernels: Ctrl-C in the server's terminal goes to
-        # the whole foreground process group, and would end the step (and salloc the allocation) even when
-        # the user then answers "n" to "Shut down this Jupyter server?".
-        self.process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
-        )
+        self.process = await self.client.spawn(argv, env)
         self._readers = [asyncio.ensure_future(self._read(self.process.stdout, handshake=True)),
                          asyncio.ensure_future(self._read(self.process.stderr, handshake=False))]
         exited = asyncio.ensure_future(self._wait_output_done())

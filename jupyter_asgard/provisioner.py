@@ -35,7 +35,7 @@ from .site_policy import SitePolicy, check_launch
 from .launch_config import LaunchConfig, LaunchConfigError
 from .monitor import SlurmMonitor
 from .kernel_step import KernelStep
-from .slurm_client import SlurmClient, SlurmError, SlurmNotFound
+from .slurm_client import SlurmError, SlurmNotFound
 from .slurm_commands import holder_comment
 
 BOOTSTRAP_SOURCE = Path(bootstrap.__file__).read_text()
@@ -95,8 +95,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
         self.site_partition = self.partition  # the site's default, before the kernelspec's settings apply
         for name, value in launch.items():
             setattr(self, name, value)
-        self.client = SlurmClient()
         self.monitor = SlurmMonitor.instance(parent=self.parent if isinstance(self.parent, Configurable) else None)
+        self.client = self.monitor.client  # one client for every Slurm process of the server: counted together
         self.allocation: Allocation | None = None
         self.step: KernelStep | None = None
         self.launch: LaunchConfig | None = None

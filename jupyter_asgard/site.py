@@ -75,9 +75,7 @@ class AsgardSite(LoggingConfigurable):
         return await asyncio.shield(self._resources_call)
 
     async def _query_resources(self) -> dict[str, Any]:
-        result = await self.client.run(sinfo_argv())
-        if result.returncode != 0:
-            raise SlurmError(result.stderr.strip() or f"sinfo exited with {result.returncode}")
+        result = (await self.client.run(sinfo_argv())).checked()
         answer = {"partitions": [partition.to_json() for partition in parse_sinfo(result.stdout)]}
         self._resources = (time.monotonic(), answer)
         return answer

@@ -131,10 +131,7 @@ async def check(client: SlurmClient, max_gpus: int, allowed_partitions: list[str
 
 
 async def _ask(client: SlurmClient, argv: list[str]) -> str:
-    result = await client.run(argv)
-    if result.returncode != 0:
-        raise SlurmError(result.stderr.strip() or f"{argv[0]} exited with {result.returncode}")
-    return result.stdout
+    return (await client.run(argv)).checked().stdout
 
 
 def render(found: list[Finding], notes: list[str]) -> str:

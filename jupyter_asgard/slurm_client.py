@@ -41,6 +41,14 @@ class CommandResult:
     returncode: int
     stdout: str
     stderr: str
+    command: str = ""
+
+    def checked(self, tolerated: tuple[str, ...] = ()) -> "CommandResult":
+        """This result, or SlurmError with Slurm's own words if the command failed (unless its stderr says one
+        of the tolerated things: an answer that is no failure for the caller)."""
+        if self.returncode != 0 and not any(words in self.stderr for words in tolerated):
+            raise SlurmError(self.stderr.strip() or f"{self.command or 'the command'} exited with {self.returncode}")
+        return self
 
 
 class SlurmClient:
@@ -62,6 +70,19 @@ class SlurmClient:
             )
         return path
 
+    async def spawn(self, argv: list[str], env: dict[str, str] | None = None, stdin: int = asyncio.subprocess.DEVNULL,
+                    ) -> asyncio.subprocess.Process:
+        """A Slurm command that runs for long (salloc holding an allocation, srun running a kernel), counted
+        with the rest. In a session of its own, as jupyter_client starts local kernels: Ctrl-C in the server's
+        terminal goes to the whole foreground process group, and would end steps and allocations even when the
+        user then answers "n" to "Shut down this Jupyter server?"."""
+        argv = [self.command(argv[0]), *argv[1:]]
+        self.calls[os.path.basename(argv[0])] += 1
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            start_new_session=True,
+        )
+
     async def run(self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None
                   ) -> CommandResult:
         argv = [self.command(argv[0]), *argv[1:]]
@@ -77,31 +98,21 @@ class SlurmClient:
             await process.wait()
             raise SlurmError(f"`{' '.join(argv)}` did not answer within {timeout or self.timeout:.0f}s") from None
         return CommandResult(process.returncode or 0, stdout.decode(errors="replace"),
-                             stderr.decode(errors="replace"))
+                             stderr.decode(errors="replace"), os.path.basename(argv[0]))
 
     async def squeue(self, job_ids: list[str]) -> dict[str, JobInfo]:
         """State of the given jobs; jobs Slurm no longer knows are absent from the answer."""
         if not job_ids:
             return {}
-        result = await self.run(squeue_argv(job_ids))
-        if result.returncode != 0 and "Invalid job id" not in result.stderr:
-            raise SlurmError(result.stderr.strip() or f"squeue exited with {result.returncode}")
+        result = (await self.run(squeue_argv(job_ids))).checked(tolerated=("Invalid job id",))
         return parse_squeue(result.stdout)
 
     async def scancel(self, job_id: str, step: str | None = None, signal: str | None = None) -> None:
         """Cancel or signal; a job or step that has already ended is no error (that is what was wanted)."""
-        result = await self.run(scancel_argv(job_id, step, signal))
-        if result.returncode != 0 and not any(gone in result.stderr for gone in ALREADY_GONE):
-            raise SlurmError(result.stderr.strip() or f"scancel exited with {result.returncode}")
+        (await self.run(scancel_argv(job_id, step, signal))).checked(tolerated=ALREADY_GONE)
 
     async def sacct(self, job_ids: list[str]) -> dict[str, JobInfo]:
-        result = await self.run(sacct_argv(job_ids))
-        if result.returncode != 0:
-            raise SlurmError(result.stderr.strip() or f"sacct exited with {result.returncode}")
-        return parse_sacct(result.stdout)
+        return parse_sacct((await self.run(sacct_argv(job_ids))).checked().stdout)
 
     async def queue_positions(self, job_ids: list[str]) -> dict[str, int]:
-        result = await self.run(queue_order_argv())
-        if result.returncode != 0:
-            raise SlurmError(result.stderr.strip() or f"squeue exited with {result.returncode}")
-        return parse_queue_positions(result.stdout, job_ids)
+        return parse_queue_positions((await self.run(queue_order_argv())).checked().stdout, job_ids)

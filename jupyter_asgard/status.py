@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from .slurm_client import CommandResult, SlurmClient, SlurmError
+from .slurm_client import SlurmClient, SlurmError
 from .slurm_commands import (
     SQUEUE_FIELDS,
     JobInfo,
@@ -90,22 +90,15 @@ async def servers_status(timeout: float) -> Status:
 # --- Slurm's view ----------------------------------------------------------------------------------
 
 
-def _check(result: CommandResult) -> None:
-    if result.returncode != 0:
-        raise SlurmError(result.stderr.strip() or f"squeue exited with {result.returncode}")
-
-
 async def kernel_jobs_in_queue(client: SlurmClient, timeout: float) -> tuple[list[JobInfo], dict[str, int]]:
     """This user's Asgard jobs still in the queue, and how many jobs wait ahead of each pending one."""
     columns = ",".join(f"{column}:|" for column in SQUEUE_FIELDS.values())
-    result = await client.run(["squeue", "--me", "--noheader", f"--Format={columns}"], timeout=timeout)
-    _check(result)
+    result = (await client.run(["squeue", "--me", "--noheader", f"--Format={columns}"], timeout=timeout)).checked()
     jobs = [job for job in parse_squeue(result.stdout).values() if kernel_id_of(job.name) is not None]
     pending = [job.job_id for job in jobs if job.state == "PENDING"]
     if not pending:
         return jobs, {}
-    order = await client.run(queue_order_argv(), timeout=timeout)
-    _check(order)
+    order = (await client.run(queue_order_argv(), timeout=timeout)).checked()
     return jobs, parse_queue_positions(order.stdout, pending)
 
 

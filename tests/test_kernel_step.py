@@ -1,13 +1,17 @@
-"""How the provisioner reads the kernel step's output: every byte to the end, long lines cut, not fatal."""
+"""The kernel step's srun as the provisioner runs it: through the one Slurm client, its output read to the end."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from pathlib import Path
+
+import pytest
 
 from jupyter_asgard.bootstrap import HANDSHAKE
 from jupyter_asgard.kernel_step import MAX_LINE, KernelStep
-from jupyter_asgard.slurm_client import SlurmClient
+from jupyter_asgard.slurm_client import CommandResult, SlurmClient, SlurmError
 
 
 async def read_all(*chunks: bytes, handshake: bool = False) -> KernelStep:
@@ -33,3 +37,27 @@ async def test_the_handshake_is_taken_out_of_the_output_also_in_pieces() -> None
     step = await read_all(b"hello\n" + HANDSHAKE.encode() + b'{"ip": "10.0', b'.0.1"}\nbye\n', handshake=True)
     assert step._handshake is not None and step._handshake.result() == {"ip": "10.0.0.1"}
     assert list(step.output) == ["hello", "bye"]
+
+
+async def test_long_running_slurm_commands_are_counted_with_the_rest_and_sit_in_a_session_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """salloc and srun go through the server's one client: GET /asgard/api/monitor counts them, and Ctrl-C in
+    the server's terminal (its process group) does not reach them."""
+    (tmp_path / "srun").write_text("#!/bin/sh\nps -o sid= -p $$\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    client = SlurmClient()
+    process = await client.spawn(["srun"])
+    out, _ = await process.communicate()
+    assert client.calls["srun"] == 1
+    assert int(out) == process.pid != os.getsid(0)
+
+
+def test_a_failed_command_says_slurms_words_unless_the_caller_tolerates_them() -> None:
+    failed = CommandResult(1, "", "scancel: error: Invalid job id specified\n", "scancel")
+    assert failed.checked(tolerated=("Invalid job id",)) is failed
+    with pytest.raises(SlurmError, match="^scancel: error: Invalid job id specified$"):
+        failed.checked()
+    with pytest.raises(SlurmError, match="^sinfo exited with 2$"):
+        CommandResult(2, "", "", "sinfo").checked()
