@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .kernel_row import ENDED_STATES, KernelRow
 from .monitor import SlurmMonitor
 from .provisioner import PyxisProvisioner, live_provisioners
-from .slurm_commands import ENDED_STATES, JobInfo, duration_seconds, tres_gpus
+from .slurm_commands import JobInfo, duration_seconds, tres_gpus
 
 
 def gpus_of(info: JobInfo | None, provisioner: PyxisProvisioner) -> dict[str, Any]:
@@ -32,26 +33,27 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
     state = info.state if info else ("SUBMITTING" if provisioner.launch else "")
     if provisioner.end_state and state not in ENDED_STATES:
         state = provisioner.end_state
-    return {
-        "kernel_id": provisioner.kernel_id,
-        "kernel_name": getattr(km, "kernel_name", ""),
-        "display_name": getattr(provisioner.kernel_spec, "display_name", ""),
-        "execution_state": getattr(km, "execution_state", "starting"),
-        "job_id": job_id,
-        "state": state,
-        "reason": info.reason if info and state == "PENDING" else "",
-        "queue_position": monitor.positions.get(job_id),
-        "node": provisioner.node or (info.nodes if info else ""),
-        "gpus": gpus_of(info, provisioner),
-        "partition": info.partition if info else (provisioner.launch.partition if provisioner.launch else ""),
-        "start_time": info.start_time if info and state != "PENDING" else "",
-        "time_limit": info.time_limit if info else "",
-        "time_left": info.time_left if info else "",
-        "time_left_seconds": duration_seconds(info.time_left) if info else None,
-        "image": provisioner.launch.image if provisioner.launch else provisioner.image,
-        "slurm_reachable": monitor.reachable,
-        "session_name": provisioner.session_name,
-    }
+    row = KernelRow(
+        kernel_id=provisioner.kernel_id,
+        kernel_name=getattr(km, "kernel_name", ""),
+        display_name=getattr(provisioner.kernel_spec, "display_name", ""),
+        execution_state=getattr(km, "execution_state", "starting"),
+        job_id=job_id,
+        state=state,
+        reason=info.reason if info and state == "PENDING" else "",
+        queue_position=monitor.positions.get(job_id),
+        node=provisioner.node or (info.nodes if info else ""),
+        gpus=gpus_of(info, provisioner),
+        partition=info.partition if info else (provisioner.launch.partition if provisioner.launch else ""),
+        start_time=info.start_time if info and state != "PENDING" else "",
+        time_limit=info.time_limit if info else "",
+        time_left=info.time_left if info else "",
+        time_left_seconds=duration_seconds(info.time_left) if info else None,
+        image=provisioner.launch.image if provisioner.launch else provisioner.image,
+        slurm_reachable=monitor.reachable,
+    )
+    # The handler turns the notebook's server-side name into row.path (jupyter_server's sessions know it).
+    return {**row.to_json(), "session_name": provisioner.session_name}
 
 
 def kernel_jobs(monitor: SlurmMonitor) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_core.paths import jupyter_data_dir
 
-from .launch_config import LaunchConfig
 from .kernelspecs import DEFAULT_KERNEL, KERNEL_NAME, PROVISIONER_NAME, bundled_kernelspec_dir, provisioner_config
+from .launch_config import LaunchConfig
 
 MARKER = "jupyter_asgard"
 KERNEL_ARGV = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]

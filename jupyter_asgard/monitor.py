@@ -14,8 +14,9 @@ from collections.abc import Callable
 from traitlets import Float, Instance
 from traitlets.config import SingletonConfigurable
 
+from .kernel_row import ENDED_STATES
 from .slurm_client import SlurmClient, SlurmError
-from .slurm_commands import ENDED_STATES, JobInfo
+from .slurm_commands import JobInfo
 
 Listener = Callable[[JobInfo | None], None]
 

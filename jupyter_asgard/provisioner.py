@@ -26,15 +26,16 @@ from traitlets.config import Configurable
 
 from . import bootstrap
 from .allocation import Allocation
+from .container_starts import CONTAINER_STARTS
 from .errors import KernelStartError
 from .kernel_address import address, keep_connection_file, rewatch_activity
 from .kernel_env import STEERING_PREFIXES, steering_names, step_environment
-from .container_starts import CONTAINER_STARTS
-from .launch_plan import container_base_name, container_name, kernel_step_argv
-from .site_policy import SitePolicy, check_launch
-from .launch_config import LaunchConfig, LaunchConfigError
-from .monitor import SlurmMonitor
+from .kernel_row import why_ended
 from .kernel_step import KernelStep
+from .launch_config import LaunchConfig, LaunchConfigError
+from .launch_plan import container_base_name, container_name, kernel_step_argv
+from .monitor import SlurmMonitor
+from .site_policy import SitePolicy, check_launch
 from .slurm_client import SlurmError, SlurmNotFound
 from .slurm_commands import holder_comment
 
@@ -62,14 +63,6 @@ def live_provisioner(kernel_id: str) -> "PyxisProvisioner | None":
     return _live.get(kernel_id)
 
 
-ENDED_WORDS = {
-    "CANCELLED": "it was cancelled (scancel, by you or an admin)",
-    "TIMEOUT": "it reached its time limit",
-    "PREEMPTED": "it was preempted by a job of higher priority",
-    "OUT_OF_MEMORY": "it ran out of memory",
-    "DEADLINE": "it reached its deadline",
-    "REVOKED": "Slurm revoked the allocation",
-}
 # srun's words when it cannot reach the node a step was meant to run on.
 NODE_LOST_MARKS = ("Communication connection failure", "Unable to contact slurm node", "Node failure",
                    "Task launch for", "Zero Bytes were transmitted or received")
@@ -270,7 +263,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
     def _ended_error(self) -> KernelStartError:
         job = self.allocation.job_id if self.allocation else "of this kernel"
         return KernelStartError(
-            f"the kernel's Slurm job {job} has ended: {ENDED_WORDS.get(self.end_state, self.end_state.lower())}",
+            f"the kernel's Slurm job {job} has ended: {why_ended(self.end_state)}",
             "shut this kernel down and start a new one (its allocation, and what was in memory, are gone)")
 
     async def _node_lost(self) -> bool:

@@ -31,8 +31,6 @@ SQUEUE_FIELDS = {
     "partition": "Partition",
     "comment": "Comment",
 }
-ENDED_STATES = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
-                          "DEADLINE", "OUT_OF_MEMORY", "REVOKED", "SPECIAL_EXIT"})
 _SALLOC_LINE = re.compile(
     r"^salloc: (?:(?P<granted>Granted job allocation) (?P<granted_id>\d+)"
     r"|(?P<pending>Pending job allocation) (?P<pending_id>\d+)"

@@ -16,15 +16,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from .kernel_row import KernelRow
 from .slurm_client import SlurmClient, SlurmError
 from .slurm_commands import (
     SQUEUE_FIELDS,
     JobInfo,
     duration_seconds,
-    parse_queue_positions,
-    parse_squeue,
     kernel_id_of,
     parse_holder,
+    parse_queue_positions,
+    parse_squeue,
     pid_alive,
     queue_order_argv,
     tres_gpus,
@@ -114,17 +115,14 @@ def started_by(comment: str) -> str:
 
 def unknown_job_row(job: JobInfo, position: int | None) -> dict[str, Any]:
     """A row like the servers' for a job no server reported, from squeue alone."""
-    return {
-        "kernel_id": kernel_id_of(job.name), "kernel_name": "", "display_name": "",
-        "execution_state": "", "job_id": job.job_id, "state": job.state,
-        "reason": job.reason if job.state == "PENDING" else "", "queue_position": position,
-        "node": "" if job.state == "PENDING" else job.nodes,
-        "gpus": tres_gpus(job) or {"count": 0, "type": ""},
-        "partition": job.partition, "start_time": job.start_time if job.state != "PENDING" else "",
-        "time_limit": job.time_limit, "time_left": job.time_left, "time_left_seconds": duration_seconds(job.time_left),
-        "image": "", "slurm_reachable": True, "path": "", "server": "", "known_to_server": False,
-        "started_by": started_by(job.comment),
-    }
+    row = KernelRow(
+        kernel_id=kernel_id_of(job.name) or "", job_id=job.job_id, state=job.state,
+        reason=job.reason if job.state == "PENDING" else "", queue_position=position,
+        node="" if job.state == "PENDING" else job.nodes, gpus=tres_gpus(job) or {"count": 0, "type": ""},
+        partition=job.partition, start_time=job.start_time if job.state != "PENDING" else "",
+        time_limit=job.time_limit, time_left=job.time_left, time_left_seconds=duration_seconds(job.time_left),
+    )
+    return {**row.to_json(), "server": "", "known_to_server": False, "started_by": started_by(job.comment)}
 
 
 async def unknown_jobs(known: list[dict[str, Any]], timeout: float) -> Status:

@@ -51,3 +51,34 @@ def test_jupyterlab_has_the_extension_enabled() -> None:
                             text=True, timeout=120)
     listing = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
     assert re.search(r"jupyter-asgard v\S+ enabled OK \(python, jupyter-asgard\)", listing), listing
+
+
+TS_TYPES = {"string": "string", "number": "integer", "boolean": "boolean", "null": "null", "IGpus": "object"}
+
+
+def typescript_interface(name: str) -> dict[str, list[str]]:
+    """The fields of a TypeScript interface in api.ts, with their types as JSON schema type names."""
+    source = (LABEXTENSION / "src" / "api.ts").read_text()
+    body = re.search(rf"export interface {name} \{{(.*?)\n\}}", source, re.DOTALL)
+    assert body, f"no interface {name} in api.ts"
+    fields = re.findall(r"^\s+(\w+): ([^;]+);", body.group(1), re.MULTILINE)
+    return {field: sorted(TS_TYPES[kind.strip()] for kind in kinds.split("|")) for field, kinds in fields}
+
+
+def test_the_typescript_kernel_row_is_the_rows_schema() -> None:
+    """The row is defined once (jupyter_asgard/kernel_row.py); the front end's IKernelRow is held to its schema."""
+    from jupyter_asgard.kernel_row import row_schema
+
+    schema = {name: sorted([spec["type"]] if isinstance(spec["type"], str) else spec["type"])
+              for name, spec in row_schema()["properties"].items()}
+    assert typescript_interface("IKernelRow") == schema
+
+
+def test_the_front_ends_words_for_ended_jobs_are_the_servers() -> None:
+    from jupyter_asgard.kernel_row import ENDED
+
+    source = (LABEXTENSION / "src" / "format.ts").read_text()
+    table = re.search(r"const ENDED_WORDS: \{ \[state: string\]: string \} = \{(.*?)\};", source, re.DOTALL)
+    assert table
+    assert dict(re.findall(r"(\w+): '([^']*)'", table.group(1))) == {state: short for state, (short, _) in
+                                                                    ENDED.items()}

@@ -1,0 +1,75 @@
+"""The kernel row: one Asgard kernel and where its Slurm job stands, as the REST API, `jupyter asgard status`
+and the JupyterLab extension (IKernelRow in labextension/src/api.ts) show it. Defined once, here, with its JSON
+schema, which the tests hold the TypeScript interface to; so are the words for a job that has ended."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+# Slurm's final job states: a short label (status bar, side panel) and why a kernel's job ended (its error).
+ENDED: dict[str, tuple[str, str]] = {
+    "BOOT_FAIL": ("node boot failure", "its node failed to boot"),
+    "CANCELLED": ("cancelled", "it was cancelled (scancel, by you or an admin)"),
+    "COMPLETED": ("completed", "it completed"),
+    "DEADLINE": ("deadline reached", "it reached its deadline"),
+    "FAILED": ("failed", "it failed"),
+    "NODE_FAIL": ("node failure", "its node failed"),
+    "OUT_OF_MEMORY": ("out of memory", "it ran out of memory"),
+    "PREEMPTED": ("preempted", "it was preempted by a job of higher priority"),
+    "REVOKED": ("revoked", "Slurm revoked the allocation"),
+    "SPECIAL_EXIT": ("failed", "it failed (special exit)"),
+    "TIMEOUT": ("time limit", "it reached its time limit"),
+}
+ENDED_STATES = frozenset(ENDED)
+
+
+def why_ended(state: str) -> str:
+    """Why a kernel's job ended, in words for its error message."""
+    return ENDED[state][1] if state in ENDED else state.lower().replace("_", " ")
+
+
+def _no_gpus() -> dict[str, Any]:
+    return {"count": 0, "type": ""}
+
+
+@dataclass
+class KernelRow:
+    """One Asgard kernel; field by field the IKernelRow of the JupyterLab extension."""
+
+    kernel_id: str
+    kernel_name: str = ""
+    display_name: str = ""
+    execution_state: str | None = None  # the Jupyter server's kernel state: None until the kernel first answered
+    job_id: str = ""
+    state: str = ""  # Slurm's job state, or SUBMITTING before Slurm knows the job
+    reason: str = ""  # Slurm's pending reason; empty unless PENDING
+    queue_position: int | None = None  # jobs ahead of this one in its partition; None when not queued
+    node: str = ""
+    gpus: dict[str, Any] = field(default_factory=_no_gpus)  # {"count": N, "type": "h100" or ""}
+    partition: str = ""
+    start_time: str = ""
+    time_limit: str = ""
+    time_left: str = ""
+    time_left_seconds: int | None = None
+    image: str = ""
+    slurm_reachable: bool = True
+    path: str = ""  # the notebook's path relative to the server root
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_JSON_TYPES = {str: "string", int: "integer", bool: "boolean", dict: "object", type(None): "null"}
+
+
+def row_schema() -> dict[str, Any]:
+    """The JSON schema of a row: every field required, with its JSON type(s)."""
+    hints = get_type_hints(KernelRow)
+    properties = {}
+    for spec in fields(KernelRow):
+        kinds = get_args(hints[spec.name]) if get_origin(hints[spec.name]) in (Union, type(int | None)) else (
+            hints[spec.name],)
+        names = [_JSON_TYPES[get_origin(kind) or kind] for kind in kinds]
+        properties[spec.name] = {"type": names[0] if len(names) == 1 else names}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
