@@ -15,6 +15,9 @@ from tests.cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequ
 from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, running_lab
 
+# Run apart, by tests/test_rest_inprocess.py: pytest-jupyter's event loop would take over this suite's async tests.
+collect_ignore = ["rest_inprocess"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Async tests run Asgard kernels in the test's own event loop: their monitor must settle before it closes."""
