@@ -171,11 +171,11 @@ class BareRunner:
         connections may still hold its ports on the node (its srun returns as soon as it has died)."""
         kernel.launches += 1
         info = {"ip": self.ip, "transport": "tcp", "key": uuid.uuid4().hex, "signature_scheme": "hmac-sha256",
-                **dict(zip(PORT_NAMES, random.sample(KERNEL_PORTS, len(PORT_NAMES))))}
+                **dict(zip(PORT_NAMES, random.sample(KERNEL_PORTS, len(PORT_NAMES)), strict=True))}
         connection_file = kernel.directory / f"conn-{kernel.launches}.json"
         connection_file.write_text(json.dumps(info))
         mount = kernel.directory
-        with open(kernel.output, "wb") as output:
+        with open(kernel.output, "wb") as output:  # noqa: ASYNC230 - a local file, opened for srun's stdout
             kernel.srun = await asyncio.create_subprocess_exec(
                 "srun", f"--jobid={kernel.job_id}", "--overlap", "--nodes=1", "--ntasks=1",
                 f"--container-image={self.image}", f"--container-name={kernel.container}:no_exec",

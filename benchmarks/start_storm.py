@@ -164,7 +164,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="storms per count and kind")
     parser.add_argument("--memory-kernels", type=int, default=20, help="kernels for the memory figure")
     args = parser.parse_args()
-    if max(args.counts + [args.memory_kernels]) > 30:
+    if max([*args.counts, args.memory_kernels]) > 30:
         parser.error("at most 30 kernels: the two test nodes have 32 CPUs")
     cluster = LocalCluster().start()
     try:

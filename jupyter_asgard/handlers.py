@@ -219,7 +219,7 @@ class KernelspecHandler(AsgardHandler):
     async def put(self, name: str) -> None:
         body = self.json_body()
         values = json_object(body.get("config", {}), "the kernelspec's config")
-        config, problems = await self.asgard.site.validate(values)
+        _config, problems = await self.asgard.site.validate(values)
         if problems:
             self.refuse(400, "the kernel's settings have problems: " + "; ".join(problems), problems)
             return

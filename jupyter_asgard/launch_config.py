@@ -116,7 +116,7 @@ class LaunchConfig:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
     @classmethod
-    def parse(cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> "LaunchConfig":
+    def parse(cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> LaunchConfig:
         """Coerce, expand ($USER, $HOME, ${VAR}, ~) and check values; raise LaunchConfigError listing every problem."""
         config, problems = cls.check(values, environ)
         if problems:
@@ -125,7 +125,7 @@ class LaunchConfig:
 
     @classmethod
     def check(cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None
-              ) -> tuple["LaunchConfig", list[str]]:
+              ) -> tuple[LaunchConfig, list[str]]:
         """Like parse, but returns the problems beside a config of the usable values, so that callers
         can go on checking (paths, partitions) and report everything at once."""
         environ = default_environ() if environ is None else environ
@@ -286,7 +286,7 @@ def _image_problems(image: str) -> list[str]:
 def policy_problems(config: LaunchConfig, max_gpus: int, allowed_partitions: Sequence[str] = ()) -> list[str]:
     """The site's limits, checked before anything is submitted."""
     problems = []
-    gpu_type, count = config.gpu_request()
+    _gpu_type, count = config.gpu_request()
     if count > max_gpus:
         problems.append(f"gpus: {count} GPUs requested but this site allows at most {max_gpus} per kernel; "
                         f"ask for {max_gpus} or fewer")

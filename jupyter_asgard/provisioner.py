@@ -52,14 +52,14 @@ def kernelspec_settings(kernel_spec: Any) -> set[str]:
 
 # The Asgard kernels of this process by kernel id, from their first launch until cleanup: jupyter_server
 # lists a kernel only once it has started, but a kernel waiting in the queue is the one users ask about.
-_live: dict[str, "PyxisProvisioner"] = {}
+_live: dict[str, PyxisProvisioner] = {}
 
 
-def live_provisioners() -> list["PyxisProvisioner"]:
+def live_provisioners() -> list[PyxisProvisioner]:
     return list(_live.values())
 
 
-def live_provisioner(kernel_id: str) -> "PyxisProvisioner | None":
+def live_provisioner(kernel_id: str) -> PyxisProvisioner | None:
     return _live.get(kernel_id)
 
 

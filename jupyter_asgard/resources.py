@@ -71,7 +71,7 @@ def parse_sinfo(output: str) -> list[Partition]:
         values = [value.strip() for value in line.split("|")]
         if len(values) < len(SINFO_FIELDS) or not values[0]:
             continue
-        row = dict(zip(SINFO_FIELDS, values))
+        row = dict(zip(SINFO_FIELDS, values, strict=False))  # extra fields ignored
         name = row["partition"].rstrip("*")
         partition = partitions.setdefault(
             name, Partition(name, row["partition"].endswith("*"), row["available"], row["time_limit"])

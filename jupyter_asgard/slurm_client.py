@@ -43,7 +43,7 @@ class CommandResult:
     stderr: str
     command: str = ""
 
-    def checked(self, tolerated: tuple[str, ...] = ()) -> "CommandResult":
+    def checked(self, tolerated: tuple[str, ...] = ()) -> CommandResult:
         """This result, or SlurmError with Slurm's own words if the command failed (unless its stderr says one
         of the tolerated things: an answer that is no failure for the caller)."""
         if self.returncode != 0 and not any(words in self.stderr for words in tolerated):

@@ -163,12 +163,14 @@ def srun_argv(
     return argv + container + list(config.srun_args) + command
 
 
-def scancel_argv(job_id: str, step: str | None = None, signal: str | None = None, scancel: str = "scancel") -> list[str]:
+def scancel_argv(
+    job_id: str, step: str | None = None, signal: str | None = None, scancel: str = "scancel"
+) -> list[str]:
     target = f"{job_id}.{step}" if step is not None else job_id
     argv = [scancel, "--quiet"]
     if signal:
         argv.append(f"--signal={signal}")
-    return argv + [target]
+    return [*argv, target]
 
 
 def squeue_argv(job_ids: list[str], squeue: str = "squeue") -> list[str]:
@@ -205,7 +207,7 @@ def parse_squeue(output: str) -> dict[str, JobInfo]:
         values = [value.strip() for value in line.split("|")]
         if len(values) < len(SQUEUE_FIELDS):
             continue
-        job = JobInfo(**dict(zip(SQUEUE_FIELDS, values)))
+        job = JobInfo(**dict(zip(SQUEUE_FIELDS, values, strict=False)))  # extra fields ignored
         jobs[job.job_id] = job
     return jobs
 
@@ -254,7 +256,7 @@ def duration_seconds(text: str) -> int | None:
     days, first, second, third = match.groups()
     parts = [int(first)] + [int(part) for part in (second, third) if part is not None]
     if days is not None:
-        hours, minutes, seconds = (parts + [0, 0])[:3]
+        hours, minutes, seconds = [*parts, 0, 0][:3]
     elif len(parts) == 3:
         hours, minutes, seconds = parts
     elif len(parts) == 2:

@@ -189,7 +189,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         return "No Asgard kernels."
     table = [COLUMNS, *(table_row(row) for row in rows)]
     widths = [max(len(line[column]) for line in table) for column in range(len(COLUMNS) - 1)]
-    lines = ["  ".join([*(cell.ljust(width) for cell, width in zip(line, widths)), line[-1]]) for line in table]
+    lines = ["  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)), line[-1]])
+             for line in table]
     if any(not row["known_to_server"] for row in rows):
         lines.append("Cancel a job that no one uses with: scancel JOB")
     return "\n".join(lines)

@@ -53,7 +53,7 @@ class JupyterServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, env: dict[str, str] | None = None, timeout: float = 60, terminal: bool = False
-              ) -> "JupyterServer":
+              ) -> JupyterServer:
         """terminal: as if run in a terminal of its own: a process group of its own (Ctrl-C goes to all of it)
         and a stdin the test answers the server's questions on."""
         argv = [sys.executable, "-m", "jupyter", self.app, "--no-browser", "--allow-root", f"--port={self.port}",

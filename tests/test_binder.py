@@ -260,7 +260,8 @@ def test_binder_start_brings_the_demo_up_as_a_non_root_user(binder_user: BinderU
     # A GPU job in a real container: enroot runs unprivileged (user namespaces), as the user, with its mounts.
     image = root / "enroot" / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
     job = user.run("srun", "--gpus=1", "-w", "gpu02", f"--container-image={image}",
-                   f"--container-mounts={root / 'ds'}:/ds:ro,{notebooks}:{notebooks}", f"--container-workdir={notebooks}",
+                   f"--container-mounts={root / 'ds'}:/ds:ro,{notebooks}:{notebooks}",
+                   f"--container-workdir={notebooks}",
                    "bash", "-c", "echo $SLURMD_NODENAME $CUDA_VISIBLE_DEVICES $(id -u) $TEST_IMAGE; pwd; "
                    "head -1 /ds/iris.csv; touch /ds/x 2>/dev/null || echo read-only", env=slurm_env)
     assert job.returncode == 0, job.stderr
@@ -301,7 +302,8 @@ async def main():
     finally:
         await shutdown(km)
     print(json.dumps({"first": notebook.cells[0].source, "containers": site.PyxisProvisioner.containers,
-                      "outputs": ["".join(o.get("text", "") for o in cell.get("outputs", [])) for cell in notebook.cells]}))
+                      "outputs": ["".join(o.get("text", "") for o in cell.get("outputs", []))
+                                  for cell in notebook.cells]}))
 
 asyncio.run(main())
 """

@@ -57,7 +57,7 @@ async def test_long_running_slurm_commands_are_counted_with_the_rest_and_sit_in_
 def test_a_failed_command_says_slurms_words_unless_the_caller_tolerates_them() -> None:
     failed = CommandResult(1, "", "scancel: error: Invalid job id specified\n", "scancel")
     assert failed.checked(tolerated=("Invalid job id",)) is failed
-    with pytest.raises(SlurmError, match="^scancel: error: Invalid job id specified$"):
+    with pytest.raises(SlurmError, match=r"^scancel: error: Invalid job id specified$"):
         failed.checked()
-    with pytest.raises(SlurmError, match="^sinfo exited with 2$"):
+    with pytest.raises(SlurmError, match=r"^sinfo exited with 2$"):
         CommandResult(2, "", "", "sinfo").checked()

@@ -8,10 +8,15 @@ from pathlib import Path
 import pytest
 
 from jupyter_asgard.container_starts import ContainerStarts
-from jupyter_asgard.launch_config import LaunchConfig
 from jupyter_asgard.kernel_step import summarize
-from jupyter_asgard.launch_plan import (container_base_name, container_name, kernel_step_argv, step_mounts,
-                                        workdir_problems)
+from jupyter_asgard.launch_config import LaunchConfig
+from jupyter_asgard.launch_plan import (
+    container_base_name,
+    container_name,
+    kernel_step_argv,
+    step_mounts,
+    workdir_problems,
+)
 
 IMAGE = "/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
 
@@ -105,13 +110,14 @@ slurmstepd-gpu01: error: pyxis:     created 8 devices
 slurmstepd-gpu01: error: pyxis: container was not started successfully by another task
 slurmstepd-gpu01: error: spank: required plugin spank_pyxis.so: task_init() failed with rc=-1
 slurmstepd-gpu01: error: Failed to invoke spank plugin stack
-srun: error: gpu01: task 0: Exited with exit code 1"""
+srun: error: gpu01: task 0: Exited with exit code 1"""  # noqa: W291 - enroot's log as Pyxis relays it
 
 
 def test_a_failed_container_start_is_summed_up_by_pyxis_words_without_enroots_progress() -> None:
     """Real Pyxis relays enroot's whole log; the cause is its first line, not the unpacking statistics."""
     text, hint = summarize(REAL_PYXIS_FAILURE.splitlines())
-    assert text.splitlines()[0].endswith("pyxis: --container-mounts: source path does not exist: /netscratch/alice/gone")
+    assert text.splitlines()[0].endswith(
+        "pyxis: --container-mounts: source path does not exist: /netscratch/alice/gone")
     assert "created" not in text and "spank:" not in text
     assert hint == "check the mounts: every source must exist on the compute node"
 

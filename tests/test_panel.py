@@ -57,7 +57,7 @@ async def test_panel_shows_site_mounts_images_and_a_live_preview(
     assert panel.image.value == str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh")
     assert f"--container-image={image_dir}/nvcr.io_nvidia_pytorch_23.12-py3.sqsh" in preview_text(panel)
     assert "--container-mounts=/netscratch/root:/netscratch/root,/ds:/ds:ro," in preview_text(panel)
-    gpu_option = [label for label, value in panel.resources.partition.options if value == "gpu"][0]
+    gpu_option = next(label for label, value in panel.resources.partition.options if value == "gpu")
     assert gpu_option == "gpu (default): 4 of 4 H100 free, no time limit"
     panel.resources.partition.value = "debug"
     panel.resources.gpus.value = 2

@@ -14,8 +14,15 @@ from nbclient import NotebookClient
 
 from jupyter_asgard.errors import KernelStartError
 from tests.cluster import NODES, LocalCluster
-from tests.kernels import (CONTAINER_PROBE, KernelSpecs, execute, running_steps, shutdown, start,
-                           wait_until_no_kernel_jobs)
+from tests.kernels import (
+    CONTAINER_PROBE,
+    KernelSpecs,
+    execute,
+    running_steps,
+    shutdown,
+    start,
+    wait_until_no_kernel_jobs,
+)
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -251,8 +258,8 @@ def test_command_line_notebook_runners(kernelspecs: KernelSpecs, tmp_path: Path,
         "import os; print('ran on', os.environ['SLURMD_NODENAME'])")]), notebook)
     output = tmp_path / "out.ipynb"
     if tool == "nbconvert":
-        argv = ["jupyter", "nbconvert", "--to", "notebook", "--execute", "--ExecutePreprocessor.kernel_name=asgard-test",
-                f"--output={output}", str(notebook)]
+        argv = ["jupyter", "nbconvert", "--to", "notebook", "--execute",
+                "--ExecutePreprocessor.kernel_name=asgard-test", f"--output={output}", str(notebook)]
     else:
         argv = ["papermill", "-k", "asgard-test", str(notebook), str(output)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)

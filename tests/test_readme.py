@@ -197,7 +197,7 @@ def run_together(commands: list[tuple[list[str], dict[str, str]]], cwd: Path | N
     processes = [subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for argv, env in commands]
     results = []
-    for (argv, _env), process in zip(commands, processes):
+    for (argv, _env), process in zip(commands, processes, strict=True):
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         finally:
@@ -254,7 +254,8 @@ def test_the_extractor_reads_blocks_prompts_continuations_and_comments() -> None
 def test_every_readme_command_is_accounted_for() -> None:
     commands = {command.text: command.line for command in readme_commands()}
     ways = [set(RUN_HERE), set(EXERCISED_ELSEWHERE), set(RUN_BY_CI)]
-    unaccounted = [f"  README.md:{line}: {text}" for text, line in commands.items() if not any(text in way for way in ways)]
+    unaccounted = [f"  README.md:{line}: {text}" for text, line in commands.items()
+                   if not any(text in way for way in ways)]
     assert not unaccounted, (
         "README.md has commands no test exercises:\n" + "\n".join(unaccounted) + "\n"
         "Run each in a test of tests/test_readme.py (list it in that test's @runs(...)), or, if another test runs it "
@@ -344,7 +345,7 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
     tree, root = _demo_tree(tmp_path), cluster_dir
     notebooks = root / "netscratch" / pwd.getpwuid(os.getuid()).pw_name  # dev/demo's $(id -un)
     lab = JupyterServer(notebooks, tmp_path / "demo.log", app="lab")  # a port for the demo; the token it prints
-    argv = readme_argv("./dev/demo") + [f"--port={lab.port}", "--ServerApp.port_retries=0"]
+    argv = [*readme_argv("./dev/demo"), f"--port={lab.port}", "--ServerApp.port_retries=0"]
     with open(lab.log_path, "w") as log:
         demo = subprocess.Popen(argv, cwd=tree, env={**jupyter_env, "ASGARD_CLUSTER_DIR": str(root)}, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -419,7 +420,8 @@ def test_pip_install_from_a_clone_ships_the_kernelspec_the_labextension_and_the_
                      "--check-build-dependencies"], dict(os.environ), cwd=clone.parent, timeout=300)
     assert "Successfully installed jupyter-asgard-" in installed.stdout
 
-    probe = "import json, jupyter_asgard.kernelspecs as k; print(json.dumps([k.__file__, str(k.bundled_kernelspec_dir())]))"
+    probe = ("import json, jupyter_asgard.kernelspecs as k; "
+             "print(json.dumps([k.__file__, str(k.bundled_kernelspec_dir())]))")
     where = json.loads(run([str(python), "-c", probe], dict(os.environ), cwd=tmp_path).stdout)
     assert all(Path(path).is_relative_to(venv) for path in where), f"not the new environment's package: {where}"
     shipped = Path(where[1]) / "kernel.json"
@@ -427,7 +429,8 @@ def test_pip_install_from_a_clone_ships_the_kernelspec_the_labextension_and_the_
     extension = venv / "share" / "jupyter" / "labextensions" / "jupyter-asgard"
     assert json.loads((extension / "package.json").read_text())["name"] == "jupyter-asgard"
     assert list((extension / "static").glob("remoteEntry.*.js")), "the labextension is shipped prebuilt"
-    server_config = json.loads((venv / "etc" / "jupyter" / "jupyter_server_config.d" / "jupyter_asgard.json").read_text())
+    server_config_d = venv / "etc" / "jupyter" / "jupyter_server_config.d"
+    server_config = json.loads((server_config_d / "jupyter_asgard.json").read_text())
     assert server_config["ServerApp"]["jpserver_extensions"]["jupyter_asgard"] is True
     usage = run([str(venv / "bin" / "jupyter-asgard"), "--help"], dict(os.environ)).stdout
     assert all(command in usage for command in ("install", "kernelspecs", "status"))

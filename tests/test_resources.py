@@ -148,7 +148,8 @@ def test_captured_not_responding_node_offers_nothing() -> None:
 def test_down_partition_offers_nothing_even_on_idle_nodes() -> None:
     output = "maint|down|1:00:00|n1|idle|gpu:a100:4|gpu:a100:0(IDX:N/A)|0/64/0/64|512000|\n"
     assert summary(output) == [
-        ("maint", False, "down", "1:00:00", {"a100": {"total": 4, "free": 0}}, {"total": 64, "idle": 0}, [("n1", "idle")]),
+        ("maint", False, "down", "1:00:00", {"a100": {"total": 4, "free": 0}}, {"total": 64, "idle": 0},
+         [("n1", "idle")]),
     ]
 
 

@@ -254,7 +254,7 @@ async def test_the_key_does_not_outlive_the_kernel_on_the_node(kernelspecs: Kern
             await km.shutdown_kernel()
         else:
             await km.shutdown_kernel(now=how == "kill")
-        left = [str(path) for path, view in zip(files, views) if view.path(path.parent).exists()]
+        left = [str(path) for path, view in zip(files, views, strict=True) if view.path(path.parent).exists()]
         assert left == [], "left in the container, holding the session key"
     finally:
         if km.has_kernel:

@@ -15,7 +15,7 @@ ERROR_STYLE = "color: var(--jp-error-color1, #c62828)"
 class MountRow(w.VBox):
     """One SRC:DST[:FLAGS] entry; flags other than ro (e.g. rprivate) are kept as loaded."""
 
-    def __init__(self, entry: str, on_change: Callable[[], None], on_remove: Callable[["MountRow"], None]) -> None:
+    def __init__(self, entry: str, on_change: Callable[[], None], on_remove: Callable[[MountRow], None]) -> None:
         source, target, flags = _split(entry)
         self.source = w.Text(source, placeholder="source on the cluster, e.g. /netscratch/$USER/data",
                              layout=w.Layout(width="38%"))

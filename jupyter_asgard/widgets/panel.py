@@ -49,6 +49,7 @@ class ContainerPanel(w.VBox):
     def __init__(self, site: AsgardSite | None = None, store: KernelspecStore | None = None,
                  workdir: str | None = None, autoload: bool = True) -> None:
         self._built = False  # controls report changes while being built; the preview waits for all of them
+        self._tasks: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to its tasks
         self.site = site or AsgardSite(config=server_config(), client=SlurmClient(timeout=SLURM_TIMEOUT))
         self.store = store or KernelspecStore()
         policy = self.site.policy
@@ -167,7 +168,9 @@ class ContainerPanel(w.VBox):
                               f"background: var(--jp-layout-color2, #eee)'>{html.escape(text)}</pre>")
 
     def _spawn(self, coroutine: Any) -> None:
-        asyncio.ensure_future(coroutine)
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def refresh_soon(self) -> None:
         """Load in the background when a loop runs (in a kernel it does); never block the cell."""

@@ -1,5 +1,5 @@
 """The local Slurm test cluster (see cluster.py)."""
 
-from .cluster import ClusterUnavailable, LocalCluster, NODES, check_prerequisites
+from .cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequisites
 
-__all__ = ["ClusterUnavailable", "LocalCluster", "NODES", "check_prerequisites"]
+__all__ = ["NODES", "ClusterUnavailable", "LocalCluster", "check_prerequisites"]

@@ -201,7 +201,7 @@ class LocalCluster:
 
     # --- life cycle -------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> "LocalCluster":
+    def start(self, timeout: float = 30.0) -> LocalCluster:
         """Bring the cluster up; on any failure tear down what was started."""
         check_prerequisites(self.state.network, self.state.containers)
         try:
@@ -226,7 +226,7 @@ class LocalCluster:
             kill_namespace_processes(ns)
         if self.loopback:
             _kill_job_processes(self.root)
-        for name, pid in reversed(list(self.state.pids.items())):
+        for pid in reversed(list(self.state.pids.values())):
             terminate(pid)
         for ns in self.state.namespaces:
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
@@ -240,7 +240,7 @@ class LocalCluster:
         (self.root / "state.json").write_text(json.dumps(asdict(self.state)))
 
     @classmethod
-    def attach(cls, root: Path | str) -> "LocalCluster":
+    def attach(cls, root: Path | str) -> LocalCluster:
         """A handle on a cluster another process started at root."""
         cluster = cls(root)
         cluster.state = ClusterState(**json.loads((Path(root) / "state.json").read_text()))
@@ -405,7 +405,10 @@ class LocalCluster:
             states = dict(line.split() for line in result.stdout.splitlines() if line.strip())
             return all(states.get(node) == "idle" for node in NODES)
 
-        logs = lambda: "\n".join(f"--- {name}:\n{self.log(name)}" for name in ("slurmctld", *(f"slurmd-{n}" for n in NODES)))
+        def logs() -> str:
+            daemons = ("slurmctld", *(f"slurmd-{n}" for n in NODES))
+            return "\n".join(f"--- {name}:\n{self.log(name)}" for name in daemons)
+
         _wait_for(idle, timeout, "nodes did not become idle", logs)
 
 
