@@ -116,8 +116,14 @@ class AsgardRunner:
     def kernelspec(self, container: str) -> str:
         """Pinned to NODE, with no GPU, no mount but the workdir and Pyxis's default filesystem: what the
         bare srun asks for too, so that the two differ only in who runs the commands."""
-        return self.specs.make(container, container_name=container, salloc_args=[f"--nodelist={NODE}"],
-                               gpus=None, mounts=None, container_writable=None)
+        return self.specs.make(
+            container,
+            container_name=container,
+            salloc_args=[f"--nodelist={NODE}"],
+            gpus=None,
+            mounts=None,
+            container_writable=None,
+        )
 
     async def restart(self, km: AsyncKernelManager) -> None:
         await km.restart_kernel(now=True)
@@ -170,18 +176,35 @@ class BareRunner:
         """srun ipykernel and wait until it is ready; on fresh ports, since the kernel before's closing
         connections may still hold its ports on the node (its srun returns as soon as it has died)."""
         kernel.launches += 1
-        info = {"ip": self.ip, "transport": "tcp", "key": uuid.uuid4().hex, "signature_scheme": "hmac-sha256",
-                **dict(zip(PORT_NAMES, random.sample(KERNEL_PORTS, len(PORT_NAMES)), strict=True))}
+        info = {
+            "ip": self.ip,
+            "transport": "tcp",
+            "key": uuid.uuid4().hex,
+            "signature_scheme": "hmac-sha256",
+            **dict(zip(PORT_NAMES, random.sample(KERNEL_PORTS, len(PORT_NAMES)), strict=True)),
+        }
         connection_file = kernel.directory / f"conn-{kernel.launches}.json"
         connection_file.write_text(json.dumps(info))
         mount = kernel.directory
         with open(kernel.output, "wb") as output:  # noqa: ASYNC230 - a local file, opened for srun's stdout
             kernel.srun = await asyncio.create_subprocess_exec(
-                "srun", f"--jobid={kernel.job_id}", "--overlap", "--nodes=1", "--ntasks=1",
-                f"--container-image={self.image}", f"--container-name={kernel.container}:no_exec",
-                f"--container-mounts={mount}:{mount}", f"--container-workdir={mount}",
-                "python3", "-m", "ipykernel_launcher", "-f", str(connection_file),
-                stdin=asyncio.subprocess.DEVNULL, stdout=output, stderr=asyncio.subprocess.STDOUT,
+                "srun",
+                f"--jobid={kernel.job_id}",
+                "--overlap",
+                "--nodes=1",
+                "--ntasks=1",
+                f"--container-image={self.image}",
+                f"--container-name={kernel.container}:no_exec",
+                f"--container-mounts={mount}:{mount}",
+                f"--container-workdir={mount}",
+                "python3",
+                "-m",
+                "ipykernel_launcher",
+                "-f",
+                str(connection_file),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
             )
         await until_ready(kernel, info)
 
@@ -214,8 +237,9 @@ async def until_ready(kernel: BareKernel, info: dict[str, Any]) -> None:
 
 async def slurm(*argv: str) -> str:
     """A Slurm command's stderr (where salloc reports); raise with it if the command fails."""
-    process = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                   stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
     _, stderr = await process.communicate()
     if process.returncode:
         raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}): {stderr.decode(errors='replace')}")
@@ -253,8 +277,7 @@ async def warm(runner: Runner[Any], container: str) -> tuple[float, float]:
     return start, restart
 
 
-async def measure(cluster: LocalCluster, runners: list[Runner[Any]], rounds: int
-                  ) -> dict[str, dict[str, list[float]]]:
+async def measure(cluster: LocalCluster, runners: list[Runner[Any]], rounds: int) -> dict[str, dict[str, list[float]]]:
     """Seconds by runner and phase.  Each runner's warm container is made first, untimed, which also
     brings the image and Python into the page cache for both."""
     results = {runner.label: {phase: [] for phase in TARGETS} for runner in runners}
@@ -286,15 +309,18 @@ async def run(cluster: LocalCluster, specs: KernelSpecs, rounds: int) -> dict[st
 
 
 def report(results: dict[str, dict[str, list[float]]], rounds: int) -> None:
-    print(f"median of {rounds} rounds on {NODE}, seconds from request to ready kernel "
-          "(bare salloc + srun + ipykernel vs Asgard kernel, both in Pyxis containers)")
+    print(
+        f"median of {rounds} rounds on {NODE}, seconds from request to ready kernel "
+        "(bare salloc + srun + ipykernel vs Asgard kernel, both in Pyxis containers)"
+    )
     for phase, target in TARGETS.items():
         bare = statistics.median(results["bare"][phase])
         asgard = statistics.median(results["asgard"][phase])
         ratio = asgard / bare
         verdict = "meets" if ratio <= target else "misses"
-        print(f"  {phase:<8} bare {bare:7.3f}  asgard {asgard:7.3f}  ratio {ratio:5.2f}x "
-              f"({verdict} the {target}x target)")
+        print(
+            f"  {phase:<8} bare {bare:7.3f}  asgard {asgard:7.3f}  ratio {ratio:5.2f}x ({verdict} the {target}x target)"
+        )
 
 
 def main() -> int:

@@ -97,6 +97,7 @@ def start_kernel(server: JupyterServer) -> str:
 
 def grow(server: JupyterServer, kernels: list[str], count: int) -> None:
     """Start kernels until count run; each id joins kernels as it comes, so a failed start still shuts all down."""
+
     def start() -> None:
         kernels.append(start_kernel(server))
 
@@ -168,28 +169,39 @@ def run(cluster: LocalCluster, counts: list[int], window: float, poll_interval: 
 
 def report(results: list[Measurement], window: float, poll_interval: float) -> None:
     base = results[0]
-    print(f"one Jupyter server, SlurmMonitor.poll_interval = {poll_interval} s, {window:.0f} s window per row, "
-          f"GET /asgard/api/kernels timed over {LATENCY_REQUESTS} requests")
-    print(f"{'kernels':>7}  {'slurmctld RPC/min':>17}  {'server calls/min':>16}  {'polls/min':>9}  "
-          f"{'GET kernels median':>18}  {'p95':>8}")
+    print(
+        f"one Jupyter server, SlurmMonitor.poll_interval = {poll_interval} s, {window:.0f} s window per row, "
+        f"GET /asgard/api/kernels timed over {LATENCY_REQUESTS} requests"
+    )
+    print(
+        f"{'kernels':>7}  {'slurmctld RPC/min':>17}  {'server calls/min':>16}  {'polls/min':>9}  "
+        f"{'GET kernels median':>18}  {'p95':>8}"
+    )
     for result in results:
-        print(f"{result.kernels:>7}  {result.rpcs_per_minute:>17.1f}  {result.calls_per_minute:>16.1f}  "
-              f"{result.per_minute(result.polls):>9.1f}  {result.median_ms:>15.1f} ms  {result.p95_ms:>5.1f} ms")
-    print(f"ratios against {base.kernels} kernel(s) (target: Slurm load independent of the kernel count, "
-          f"within {TARGET}x)")
+        print(
+            f"{result.kernels:>7}  {result.rpcs_per_minute:>17.1f}  {result.calls_per_minute:>16.1f}  "
+            f"{result.per_minute(result.polls):>9.1f}  {result.median_ms:>15.1f} ms  {result.p95_ms:>5.1f} ms"
+        )
+    print(
+        f"ratios against {base.kernels} kernel(s) (target: Slurm load independent of the kernel count, "
+        f"within {TARGET}x)"
+    )
     for result in results[1:]:
         ratio = result.rpcs_per_minute / base.rpcs_per_minute
         verdict = "meets" if ratio <= TARGET else "misses"
-        print(f"{result.kernels:>7}  RPCs {ratio:5.2f}x ({verdict})  server calls "
-              f"{result.calls_per_minute / base.calls_per_minute:5.2f}x  GET kernels median "
-              f"{result.median_ms / base.median_ms:5.2f}x, p95 {result.p95_ms / base.p95_ms:5.2f}x")
+        print(
+            f"{result.kernels:>7}  RPCs {ratio:5.2f}x ({verdict})  server calls "
+            f"{result.calls_per_minute / base.calls_per_minute:5.2f}x  GET kernels median "
+            f"{result.median_ms / base.median_ms:5.2f}x, p95 {result.p95_ms / base.p95_ms:5.2f}x"
+        )
     print("slurmctld RPCs in each window, by message type (sdiag's own REQUEST_STATS_INFO left out):")
     for result in results:
         print(f"{result.kernels:>7}  " + ", ".join(f"{name} {count}" for name, count in result.rpcs.most_common()))
     print("server's Slurm commands in each window:")
     for result in results:
-        print(f"{result.kernels:>7}  " + ", ".join(f"{name} {count}" for name, count in
-                                                 result.server_calls.most_common()))
+        print(
+            f"{result.kernels:>7}  " + ", ".join(f"{name} {count}" for name, count in result.server_calls.most_common())
+        )
 
 
 def main() -> int:

@@ -99,13 +99,15 @@ def rss_kib(pid: int) -> int:
 
 def start_kernels(server: JupyterServer, kernel_name: str, count: int, failures: list[str]) -> list[str]:
     """count kernels started through the REST API; a failed start is noted in failures and tried again."""
+
     def start(_: int) -> str:
         for _attempt in range(MAX_ATTEMPTS):
             answer = server.request("POST", "/api/kernels", {"name": kernel_name})
             if answer.status == 201:
                 return answer.body["id"]
-            lines = [line.strip() for line in answer.message.splitlines() if line.strip()
-                     and not line.startswith("srun:")]
+            lines = [
+                line.strip() for line in answer.message.splitlines() if line.strip() and not line.startswith("srun:")
+            ]
             failures.append(f"REST start of {kernel_name} ({answer.status}): {lines[-1] if lines else ''}")
         raise RuntimeError(f"kernel start failed {MAX_ATTEMPTS} times: {failures[-MAX_ATTEMPTS:]}\n{server.log()}")
 
@@ -132,10 +134,17 @@ def memory_per_kernel(home: Path, kernel_name: str, count: int, failures: list[s
         server.stop()
 
 
-def report(results: dict[str, dict[int, list[float]]], rounds: int,
-           memory: dict[str, tuple[int, int, float]], memory_kernels: int, failures: list[str]) -> None:
-    print(f"start storm: N kernels started at once (AsyncKernelManager.start_kernel + wait_for_ready, "
-          f"asyncio.gather), seconds until the last is ready, median of {rounds} rounds")
+def report(
+    results: dict[str, dict[int, list[float]]],
+    rounds: int,
+    memory: dict[str, tuple[int, int, float]],
+    memory_kernels: int,
+    failures: list[str],
+) -> None:
+    print(
+        f"start storm: N kernels started at once (AsyncKernelManager.start_kernel + wait_for_ready, "
+        f"asyncio.gather), seconds until the last is ready, median of {rounds} rounds"
+    )
     print(f"{'N':>4}  {'local ipykernel':>15}  {'Asgard kernel':>13}  {'ratio':>6}")
     for count in results["local"]:
         local = statistics.median(results["local"][count])
@@ -143,13 +152,21 @@ def report(results: dict[str, dict[int, list[float]]], rounds: int,
         print(f"{count:>4}  {local:>13.3f} s  {asgard:>11.3f} s  {asgard / local:>5.2f}x")
     print("all rounds, seconds:")
     for kind, by_count in results.items():
-        print(f"  {kind:<7}" + "  ".join(f"N={count}: " + " ".join(f"{value:.2f}" for value in values)
-                                         for count, values in by_count.items()))
-    print(f"memory held by a Jupyter server per running kernel ({memory_kernels} kernels started through "
-          f"the REST API; server RSS after them minus after a warm-up kernel, / {memory_kernels})")
+        print(
+            f"  {kind:<7}"
+            + "  ".join(
+                f"N={count}: " + " ".join(f"{value:.2f}" for value in values) for count, values in by_count.items()
+            )
+        )
+    print(
+        f"memory held by a Jupyter server per running kernel ({memory_kernels} kernels started through "
+        f"the REST API; server RSS after them minus after a warm-up kernel, / {memory_kernels})"
+    )
     for kind, (before, after, per_kernel) in memory.items():
-        print(f"  {kind:<7} server RSS {before / 1024:7.1f} MiB -> {after / 1024:7.1f} MiB: "
-              f"{per_kernel:7.0f} KiB per kernel")
+        print(
+            f"  {kind:<7} server RSS {before / 1024:7.1f} MiB -> {after / 1024:7.1f} MiB: "
+            f"{per_kernel:7.0f} KiB per kernel"
+        )
     local, asgard = memory["local"][2], memory["asgard"][2]
     if local > 0:
         print(f"  ratio Asgard/local: {asgard / local:.2f}x")
@@ -172,12 +189,12 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="start-storm-") as home:
             os.environ["JUPYTER_PATH"] = home
             KernelSpecs(Path(home) / "kernels", cluster).make(KINDS["asgard"], gpus=None)
-            results, failures = asyncio.run(storms(sorted(args.counts), args.rounds,
-                                                   str(cluster.root / "workspace")))
+            results, failures = asyncio.run(storms(sorted(args.counts), args.rounds, str(cluster.root / "workspace")))
             memory = {}
             for kind, kernel_name in KINDS.items():
-                memory[kind] = memory_per_kernel(Path(home) / f"server-{kind}", kernel_name, args.memory_kernels,
-                                                 failures)
+                memory[kind] = memory_per_kernel(
+                    Path(home) / f"server-{kind}", kernel_name, args.memory_kernels, failures
+                )
                 print(f"  memory with {kind} kernels measured", file=sys.stderr)
         report(results, args.rounds, memory, args.memory_kernels, failures)
     finally:

@@ -23,9 +23,9 @@ LEASE_NODE_PATIENCE = 10.0  # seconds from the grant until the lease command has
 HINTS = {
     "invalid partition": "choose one of the partitions `sinfo -s` lists, or leave partition empty for the default",
     "unable to contact slurm controller": "Slurm's controller is not reachable from this host; try again "
-                                          "later or ask your cluster admins",
+    "later or ask your cluster admins",
     "requested node configuration is not available": "no node has what was asked for (GPU type or count, "
-                                                     "memory, CPUs); ask for less",
+    "memory, CPUs); ask for less",
     "time limit": "ask for a shorter time, within the partition's limit (`sinfo -s`)",
     "invalid account": "use an account you belong to (`sacctmgr show assoc user=$USER`)",
     "invalid qos": "use a QOS your account may use",
@@ -62,8 +62,14 @@ class Allocation:
     def job_name(self) -> str:
         return job_name(self.kernel_id)
 
-    async def request(self, config: LaunchConfig, comment: str, queue_timeout: float, env: dict[str, str],
-                      exclude: tuple[str, ...] = ()) -> None:
+    async def request(
+        self,
+        config: LaunchConfig,
+        comment: str,
+        queue_timeout: float,
+        env: dict[str, str],
+        exclude: tuple[str, ...] = (),
+    ) -> None:
         """Submit and wait until Slurm grants the allocation; cancel it on any failure or timeout."""
         argv = salloc_argv(config, self.job_name, comment, exclude, salloc=self.client.command("salloc"))
         self.log.info("Kernel %s: requesting a Slurm allocation: %s", self.kernel_id, " ".join(argv))
@@ -74,8 +80,7 @@ class Allocation:
             reason = self.info.reason if self.info else "unknown"
             await self.cancel()
             raise KernelStartError(
-                f"the kernel's Slurm job waited {queue_timeout:.0f}s in the queue (reason: {reason}) and was "
-                "cancelled",
+                f"the kernel's Slurm job waited {queue_timeout:.0f}s in the queue (reason: {reason}) and was cancelled",
                 "ask for fewer GPUs or another partition, or raise PyxisProvisioner.queue_timeout",
             ) from None
         except BaseException:

@@ -177,7 +177,8 @@ def await_ports(child, ports):
         missing, foreign = port_state(child.pid, ports)
         if foreign:
             return "another process took port {} before the kernel could listen on it".format(
-                ", ".join(map(str, sorted(foreign))))
+                ", ".join(map(str, sorted(foreign)))
+            )
         if not missing or time.monotonic() > deadline:
             return "ready"
         time.sleep(0.05)
@@ -212,19 +213,34 @@ def main():
     ip = node_address()
     argv = sys.argv[1:]
     if not argv or shutil.which(argv[0]) is None:
-        fail("{!r} was not found in the container (PATH={}): the image needs it to run the kernel".format(
-            argv[0] if argv else "", os.environ.get("PATH", "")), 127)
+        fail(
+            "{!r} was not found in the container (PATH={}): the image needs it to run the kernel".format(
+                argv[0] if argv else "", os.environ.get("PATH", "")
+            ),
+            127,
+        )
     ports = reserve_ports(ip, json.loads(os.environ.get("ASGARD_KERNEL_PORTS") or "{}"))
-    info = dict(ports, ip=ip, transport="tcp", key=key,
-                signature_scheme=os.environ.get("ASGARD_SIGNATURE_SCHEME", "hmac-sha256"),
-                kernel_name=os.environ.get("ASGARD_KERNEL_NAME", ""))
+    info = dict(
+        ports,
+        ip=ip,
+        transport="tcp",
+        key=key,
+        signature_scheme=os.environ.get("ASGARD_SIGNATURE_SCHEME", "hmac-sha256"),
+        kernel_name=os.environ.get("ASGARD_KERNEL_NAME", ""),
+    )
     directory, path = write_connection_file(info)
     argv = [arg.replace("{connection_file}", path) for arg in argv]
-    handshake = dict(ports, ip=ip, node=os.environ.get("SLURMD_NODENAME", ""),
-                     step=os.environ.get("SLURM_STEP_ID", ""), pid=os.getpid())
+    handshake = dict(
+        ports,
+        ip=ip,
+        node=os.environ.get("SLURMD_NODENAME", ""),
+        step=os.environ.get("SLURM_STEP_ID", ""),
+        pid=os.getpid(),
+    )
     try:
-        code = run_kernel(argv, kernel_environment(), ports,
-                          lambda: print(HANDSHAKE + json.dumps(handshake), flush=True))
+        code = run_kernel(
+            argv, kernel_environment(), ports, lambda: print(HANDSHAKE + json.dumps(handshake), flush=True)
+        )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     sys.exit(128 - code if code < 0 else code)

@@ -62,9 +62,14 @@ def _install_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-dir", metavar="DIR", help="directory holding the image's squashfs file")
     parser.add_argument("--image", metavar="PATH_OR_URI", help="squashfs file or enroot URI of the container image")
     parser.add_argument("--partition", metavar="P", help="Slurm partition for the kernel's allocation")
-    parser.add_argument("--mount", metavar="SRC:DST[:FLAGS]", action="append", dest="mounts",
-                        help="bind mount (repeatable; replaces the default mounts); single-quote '$USER' so it is "
-                        "expanded at kernel start")
+    parser.add_argument(
+        "--mount",
+        metavar="SRC:DST[:FLAGS]",
+        action="append",
+        dest="mounts",
+        help="bind mount (repeatable; replaces the default mounts); single-quote '$USER' so it is "
+        "expanded at kernel start",
+    )
     parser.add_argument("--gpus", metavar="N", type=_gpus, help="GPUs per kernel: N or TYPE:N")
     parser.add_argument("--name", default=DEFAULT_KERNEL, help=f"kernelspec name (default: {DEFAULT_KERNEL})")
     parser.add_argument("--display-name", metavar="TEXT", help="name shown in JupyterLab's launcher")
@@ -81,8 +86,9 @@ def _install(args: argparse.Namespace) -> int:
     )
     prefix = sys.prefix if args.sys_prefix else args.prefix
     manager = KernelSpecManager()
-    destination = install_kernelspec(bundled_kernelspec_dir(), args.name, overrides, user=prefix is None,
-                                     prefix=prefix, manager=manager)
+    destination = install_kernelspec(
+        bundled_kernelspec_dir(), args.name, overrides, user=prefix is None, prefix=prefix, manager=manager
+    )
     spec = load_kernelspec(destination)
     config = provisioner_config(spec) or {}
     print(f"Installed kernelspec {destination.name!r} in {destination}")
@@ -90,8 +96,10 @@ def _install(args: argparse.Namespace) -> int:
         print(f"  {key + ':':<11}{_show(config.get(key))}")
     if str(destination.parent) not in manager.kernel_dirs:
         print(f"Jupyter does not search {destination.parent} yet: set JUPYTER_PATH={destination.parent.parent}")
-    print(f"In JupyterLab, pick \"{spec['display_name']}\" in the Launcher or with Kernel > Change Kernel; "
-          "its first start waits for a Slurm allocation.")
+    print(
+        f'In JupyterLab, pick "{spec["display_name"]}" in the Launcher or with Kernel > Change Kernel; '
+        "its first start waits for a Slurm allocation."
+    )
     return 0
 
 
@@ -102,8 +110,10 @@ def _show(value: object) -> str:
 
 
 def _list_kernelspecs(args: argparse.Namespace) -> int:
-    rows = [(name, spec.get("display_name", ""), (provisioner_config(spec) or {}).get("image", ""))
-            for name, spec in installed_kernelspecs()]
+    rows = [
+        (name, spec.get("display_name", ""), (provisioner_config(spec) or {}).get("image", ""))
+        for name, spec in installed_kernelspecs()
+    ]
     if not rows:
         print(f"No installed kernelspec uses pyxis-provisioner; add one with: {PROG} install")
         return 0
@@ -145,14 +155,22 @@ def _site_check(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Command] = {
-    "install": Command("install the Asgard PyTorch kernelspec with this site's settings", _install_arguments,
-                       _install),
-    "kernelspecs": Command("list installed kernelspecs that run in Pyxis containers on Slurm",
-                           lambda parser: None, _list_kernelspecs),
-    "status": Command("show this user's Asgard kernel jobs: those of every running Jupyter server, and those in "
-                      "Slurm's queue that no server knows", _status_arguments, _status),
-    "site-check": Command("for admins: which of the site's kernel limits (max_gpus, allowed_partitions) Slurm "
-                          "itself enforces, and how to make it", lambda parser: None, _site_check),
+    "install": Command("install the Asgard PyTorch kernelspec with this site's settings", _install_arguments, _install),
+    "kernelspecs": Command(
+        "list installed kernelspecs that run in Pyxis containers on Slurm", lambda parser: None, _list_kernelspecs
+    ),
+    "status": Command(
+        "show this user's Asgard kernel jobs: those of every running Jupyter server, and those in "
+        "Slurm's queue that no server knows",
+        _status_arguments,
+        _status,
+    ),
+    "site-check": Command(
+        "for admins: which of the site's kernel limits (max_gpus, allowed_partitions) Slurm "
+        "itself enforces, and how to make it",
+        lambda parser: None,
+        _site_check,
+    ),
 }
 
 

@@ -25,7 +25,8 @@ class AsgardExtension(ExtensionApp):
         self.monitor = SlurmMonitor.instance(parent=self.serverapp)
         self.site = AsgardSite(parent=self.serverapp, client=self.monitor.client)
         self.serverapp.kernel_manager.shutdown_kernel = self._shutdown_queued_first(
-            self.serverapp.kernel_manager.shutdown_kernel)
+            self.serverapp.kernel_manager.shutdown_kernel
+        )
         IOLoop.current().add_callback(self.cancel_orphans)
 
     async def cancel_orphans(self) -> None:

@@ -60,13 +60,26 @@ RESERVED_LONG: dict[str, str] = {
     "constraint": _use("constraint"),
     "exclude": "leave it out: jupyter-asgard excludes the nodes a kernel was lost on",
 }
-RESERVED_SHORT = {"J": "job-name", "D": "chdir", "N": "nodes", "n": "ntasks", "p": "partition", "G": "gpus",
-                  "c": "cpus-per-task", "t": "time", "A": "account", "q": "qos", "C": "constraint", "x": "exclude"}
+RESERVED_SHORT = {
+    "J": "job-name",
+    "D": "chdir",
+    "N": "nodes",
+    "n": "ntasks",
+    "p": "partition",
+    "G": "gpus",
+    "c": "cpus-per-task",
+    "t": "time",
+    "A": "account",
+    "q": "qos",
+    "C": "constraint",
+    "x": "exclude",
+}
 # Every Pyxis option (--container-save, --container-entrypoint, those of later Pyxis versions) shapes the
 # container, which is the provisioner's: refused whether or not it is listed above.
 PYXIS_PREFIXES = ("contain", "no-contain")
-PYXIS_ADVICE = ("leave it out: jupyter-asgard sets Pyxis's options from the settings image, mounts, workdir "
-                "and container_*")
+PYXIS_ADVICE = (
+    "leave it out: jupyter-asgard sets Pyxis's options from the settings image, mounts, workdir and container_*"
+)
 # Short options of Slurm 22.05's srun and salloc that take a value (their --help, "-p, --partition=..."): in
 # a cluster, what follows one of them is its value, not more options (-vpgpu is -v -p gpu).  A letter missing
 # here is read as a flag, which can only refuse more, never let a reserved option through.
@@ -78,11 +91,44 @@ SHORT_WITH_VALUE = {
 
 # Long options a kernelspec may add, written in full.
 ALLOWED_LONG = {
-    "srun_args": frozenset({"cpu-bind", "gpu-bind", "mem-bind", "accel-bind", "hint", "distribution", "cpu-freq",
-                            "gpu-freq", "threads-per-core", "signal", "label", "unbuffered", "mpi", "propagate",
-                            "wckey", "mail-type", "mail-user"}),
-    "salloc_args": frozenset({"nodelist", "hint", "gpu-bind", "cpu-freq", "gpu-freq", "signal", "mail-type",
-                              "mail-user", "begin", "wckey", "nice", "bell", "no-bell"}),
+    "srun_args": frozenset(
+        {
+            "cpu-bind",
+            "gpu-bind",
+            "mem-bind",
+            "accel-bind",
+            "hint",
+            "distribution",
+            "cpu-freq",
+            "gpu-freq",
+            "threads-per-core",
+            "signal",
+            "label",
+            "unbuffered",
+            "mpi",
+            "propagate",
+            "wckey",
+            "mail-type",
+            "mail-user",
+        }
+    ),
+    "salloc_args": frozenset(
+        {
+            "nodelist",
+            "hint",
+            "gpu-bind",
+            "cpu-freq",
+            "gpu-freq",
+            "signal",
+            "mail-type",
+            "mail-user",
+            "begin",
+            "wckey",
+            "nice",
+            "bell",
+            "no-bell",
+        }
+    ),
 }
 
 
@@ -97,7 +143,8 @@ def extra_args_problems(key: str, args: Sequence[str]) -> list[str]:
             problem = _long_problem(arg) or _not_allowed(_long_name(arg), ALLOWED_LONG[key])
         else:
             problem = _short_problem(arg, SHORT_WITH_VALUE[key]) or (
-                f"{arg}: write options in their long form (--name=value); {_allowed(ALLOWED_LONG[key])}")
+                f"{arg}: write options in their long form (--name=value); {_allowed(ALLOWED_LONG[key])}"
+            )
         if problem:
             problems.append(f"{key}: {problem}")
     return problems
@@ -113,8 +160,7 @@ def _not_allowed(name: str, allowed: frozenset[str]) -> str | None:
 
 
 def _allowed(allowed: frozenset[str]) -> str:
-    return ("those shape only the kernel's own share of its node: " + ", ".join(f"--{name}" for name in
-                                                                                 sorted(allowed)))
+    return "those shape only the kernel's own share of its node: " + ", ".join(f"--{name}" for name in sorted(allowed))
 
 
 def _is_option(arg: str) -> bool:
@@ -137,8 +183,10 @@ def _long_problem(arg: str) -> str | None:
     if meant:
         shown = ", ".join(f"--{option}" for option in meant[:3]) + (", ..." if len(meant) > 3 else "")
         advice = RESERVED_LONG[meant[0]] if len(meant) == 1 else "write the option you mean in full"
-        return (f"{given} abbreviates {shown}, set by jupyter-asgard (Slurm reads an abbreviation as the whole "
-                f"option); {advice}")
+        return (
+            f"{given} abbreviates {shown}, set by jupyter-asgard (Slurm reads an abbreviation as the whole "
+            f"option); {advice}"
+        )
     if name.startswith(PYXIS_PREFIXES):
         return f"{given} is a Pyxis option, and those are set by jupyter-asgard; {PYXIS_ADVICE}"
     return None
@@ -152,8 +200,10 @@ def _short_problem(arg: str, with_value: frozenset[str]) -> str | None:
             advice = RESERVED_LONG[RESERVED_SHORT[letter]]
             if index == 0:
                 return f"-{letter} is set by jupyter-asgard; {advice}"
-            return (f"{arg} is read by Slurm as {_spelled_out(letters, index)}, and -{letter} is set by "
-                    f"jupyter-asgard; {advice}")
+            return (
+                f"{arg} is read by Slurm as {_spelled_out(letters, index)}, and -{letter} is set by "
+                f"jupyter-asgard; {advice}"
+            )
         if letter in with_value:
             return None
     return None
@@ -161,5 +211,5 @@ def _short_problem(arg: str, with_value: frozenset[str]) -> str | None:
 
 def _spelled_out(letters: str, last: int) -> str:
     """How getopt reads a cluster up to its option at index last: "vJx", 1 -> "-v -J x"."""
-    value = letters[last + 1:]
-    return " ".join(f"-{letter}" for letter in letters[:last + 1]) + (f" {value}" if value else "")
+    value = letters[last + 1 :]
+    return " ".join(f"-{letter}" for letter in letters[: last + 1]) + (f" {value}" if value else "")

@@ -41,8 +41,9 @@ def parse_json(body: bytes) -> Any:
     except RecursionError:
         raise web.HTTPError(400, "the request body's JSON is nested too deeply to read") from None
     except ValueError:  # the only other one: Python's limit on the digits of an integer
-        raise web.HTTPError(400, "the request body's JSON holds a number with more digits than "
-                            f"{sys.get_int_max_str_digits()}") from None
+        raise web.HTTPError(
+            400, f"the request body's JSON holds a number with more digits than {sys.get_int_max_str_digits()}"
+        ) from None
 
 
 def json_object(value: Any, what: str) -> dict[str, Any]:
@@ -109,8 +110,13 @@ class ConfigHandler(AsgardHandler):
     async def get(self) -> None:
         site = self.asgard.site.policy
         defaults = {key: getattr(site, key) for key in json_schema()["properties"]}
-        self.finish({"schema": json_schema(), "defaults": defaults,
-                     "limits": {"max_gpus": site.max_gpus, "allowed_partitions": list(site.allowed_partitions)}})
+        self.finish(
+            {
+                "schema": json_schema(),
+                "defaults": defaults,
+                "limits": {"max_gpus": site.max_gpus, "allowed_partitions": list(site.allowed_partitions)},
+            }
+        )
 
 
 class ValidateHandler(AsgardHandler):
@@ -151,8 +157,11 @@ class KernelRowsHandler(AsgardHandler):
 
     async def _notebook_paths(self) -> dict[str, str]:
         sessions = await self.session_manager.list_sessions()
-        return {session["kernel"]["id"]: session.get("path", "") for session in sessions
-                if session.get("kernel") and not is_placeholder_path(session.get("path", ""))}
+        return {
+            session["kernel"]["id"]: session.get("path", "")
+            for session in sessions
+            if session.get("kernel") and not is_placeholder_path(session.get("path", ""))
+        }
 
 
 class KernelsHandler(KernelRowsHandler):
@@ -160,8 +169,13 @@ class KernelsHandler(KernelRowsHandler):
     @authorized
     async def get(self) -> None:
         rows = await self.located(kernel_jobs(self.asgard.monitor))
-        self.finish({"kernels": rows, "slurm_reachable": self.asgard.monitor.reachable,
-                     "slurm_error": self.asgard.monitor.last_error})
+        self.finish(
+            {
+                "kernels": rows,
+                "slurm_reachable": self.asgard.monitor.reachable,
+                "slurm_error": self.asgard.monitor.last_error,
+            }
+        )
 
 
 class KernelHandler(KernelRowsHandler):

@@ -180,15 +180,17 @@ def registry_images(uris: list[str]) -> list[dict]:
         user, name = parse_image_uri(uri)
         if not name.repository:
             continue
-        entries.append({
-            **_name_json(name),
-            "uri": _with_user(name.uri, user),
-            "path": "",
-            "size": None,
-            "size_text": "",
-            "modified": None,
-            "kind": "registry",
-        })
+        entries.append(
+            {
+                **_name_json(name),
+                "uri": _with_user(name.uri, user),
+                "path": "",
+                "size": None,
+                "size_text": "",
+                "modified": None,
+                "kind": "registry",
+            }
+        )
     return entries
 
 

@@ -14,12 +14,36 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 
-DROPPED = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONUSERBASE",
-                     "VIRTUAL_ENV", "VIRTUAL_ENV_PROMPT", "IPYTHONDIR", "MPLBACKEND", "LD_PRELOAD"})
+DROPPED = frozenset(
+    {
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONSTARTUP",
+        "PYTHONEXECUTABLE",
+        "PYTHONUSERBASE",
+        "VIRTUAL_ENV",
+        "VIRTUAL_ENV_PROMPT",
+        "IPYTHONDIR",
+        "MPLBACKEND",
+        "LD_PRELOAD",
+    }
+)
 # PYXIS_CONTAINER_* act as Pyxis's options and ENROOT_* as enroot's settings (Pyxis hands the step's
 # environment to enroot): the server's own must not change how every kernel's container runs.
-DROPPED_PREFIXES = ("JUPYTER", "JPY_", "CONDA_", "PYXIS_CONTAINER_", "ENROOT_", "SLURM_", "SRUN_", "SALLOC_",
-                    "SBATCH_", "ASGARD_", "PIXI_", "UV_")
+DROPPED_PREFIXES = (
+    "JUPYTER",
+    "JPY_",
+    "CONDA_",
+    "PYXIS_CONTAINER_",
+    "ENROOT_",
+    "SLURM_",
+    "SRUN_",
+    "SALLOC_",
+    "SBATCH_",
+    "ASGARD_",
+    "PIXI_",
+    "UV_",
+)
 KEPT = frozenset({"SLURM_CONF"})  # srun itself needs it to find the cluster
 # Names through which a kernelspec's env would steer Slurm (SLURM_STEP_GRES hands out GPUs, SLURM_CONF another
 # cluster), Pyxis's options or enroot's settings: the kernelspec may not set them.

@@ -28,8 +28,9 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
     """One kernel's row, from its provisioner (and its kernel manager, the provisioner's parent)."""
     km = provisioner.parent
     job_id = provisioner.job_id
-    info = (monitor.job(job_id) if job_id else None) or (provisioner.allocation.info if provisioner.allocation
-                                                          else None)
+    info = (monitor.job(job_id) if job_id else None) or (
+        provisioner.allocation.info if provisioner.allocation else None
+    )
     state = info.state if info else ("SUBMITTING" if provisioner.launch else "")
     if provisioner.end_state and state not in ENDED_STATES:
         state = provisioner.end_state

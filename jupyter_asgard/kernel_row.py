@@ -68,8 +68,11 @@ def row_schema() -> dict[str, Any]:
     hints = get_type_hints(KernelRow)
     properties = {}
     for spec in fields(KernelRow):
-        kinds = get_args(hints[spec.name]) if get_origin(hints[spec.name]) in (Union, type(int | None)) else (
-            hints[spec.name],)
+        kinds = (
+            get_args(hints[spec.name])
+            if get_origin(hints[spec.name]) in (Union, type(int | None))
+            else (hints[spec.name],)
+        )
         names = [_JSON_TYPES[get_origin(kind) or kind] for kind in kinds]
         properties[spec.name] = {"type": names[0] if len(names) == 1 else names}
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}

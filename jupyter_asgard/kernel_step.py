@@ -30,11 +30,11 @@ TERM_PATIENCE = KILL_AFTER + 1.5  # the bootstrap kills a kernel that ignores TE
 
 OUTPUT_HINTS = {
     "No module named ipykernel": "the image has no ipykernel: choose an image with Jupyter (NGC PyTorch has it), "
-                                 "or pip install ipykernel in a writable named container",
+    "or pip install ipykernel in a writable named container",
     "was not found in the container": "the kernelspec's argv[0] must be a program inside the image (e.g. python3)",
     "couldn't chdir": "the workdir must exist inside the container: mount it, or pick another workdir",
     "failed to import docker image": "check the image URI (docker://REGISTRY#IMAGE:TAG) and your enroot "
-                                     "registry credentials",
+    "registry credentials",
     "mount": "check the mounts: every source must exist on the compute node",
     "No such file or directory": "check the image path and the mount sources: they must exist on the compute node",
     "Invalid generic resource": "check the GPU type (`sinfo --Format=PartitionName,Gres` lists them)",
@@ -43,14 +43,17 @@ OUTPUT_HINTS = {
 
 # Lines of a failed container start that explain nothing: enroot's progress as Pyxis relays its log, and
 # Slurm's generic words for any plugin failure.
-NOISE = re.compile(r"pyxis: +(?:\[INFO\]|Parallel unsquashfs|\d+ inodes|created \d+ |\s*$)"
-                   r"|spank: required plugin|Failed to invoke spank plugin stack|pyxis: child \d+ failed")
+NOISE = re.compile(
+    r"pyxis: +(?:\[INFO\]|Parallel unsquashfs|\d+ inodes|created \d+ |\s*$)"
+    r"|spank: required plugin|Failed to invoke spank plugin stack|pyxis: child \d+ failed"
+)
 
 
 def summarize(lines: list[str]) -> tuple[str, str]:
     """The lines that explain a failed step, and a hint for them."""
-    important = [line for line in lines if ("pyxis" in line or FAILURE in line) and not NOISE.search(line)
-                 ] or lines[-8:]
+    important = [line for line in lines if ("pyxis" in line or FAILURE in line) and not NOISE.search(line)] or lines[
+        -8:
+    ]
     text = "\n".join(line.replace(FAILURE, "") for line in important[-8:])
     hint = next((hint for needle, hint in OUTPUT_HINTS.items() if needle in "\n".join(lines)), "")
     return text, hint
@@ -78,17 +81,21 @@ class KernelStep:
         """Run srun and wait for the bootstrap's handshake; raise KernelStartError with srun's words otherwise."""
         self._handshake = asyncio.get_running_loop().create_future()
         self.process = await self.client.spawn(argv, env)
-        self._readers = [asyncio.ensure_future(self._read(self.process.stdout, handshake=True)),
-                         asyncio.ensure_future(self._read(self.process.stderr, handshake=False))]
+        self._readers = [
+            asyncio.ensure_future(self._read(self.process.stdout, handshake=True)),
+            asyncio.ensure_future(self._read(self.process.stderr, handshake=False)),
+        ]
         exited = asyncio.ensure_future(self._wait_output_done())
-        done, _ = await asyncio.wait({self._handshake, exited}, timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({self._handshake, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         exited.cancel()
         if self._handshake.done():
             self.handshake = self._handshake.result()
             return self.handshake
-        raise self._failure("the kernel's container did not start" if done else
-                            f"the kernel's container did not start within {timeout:.0f}s")
+        raise self._failure(
+            "the kernel's container did not start"
+            if done
+            else f"the kernel's container did not start within {timeout:.0f}s"
+        )
 
     async def wait_ready(self, timeout: float) -> None:
         """Until the kernel echoes on its heartbeat port, or the step ends."""
@@ -189,7 +196,7 @@ class KernelStep:
 
     def _take(self, line: str, handshake: bool) -> None:
         if handshake and line.startswith(HANDSHAKE) and self._handshake and not self._handshake.done():
-            self._handshake.set_result(json.loads(line[len(HANDSHAKE):]))
+            self._handshake.set_result(json.loads(line[len(HANDSHAKE) :]))
             return
         self.output.append(line)
         self.log.info("[kernel %s] %s", self.kernel_id, line)

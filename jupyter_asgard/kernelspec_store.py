@@ -54,7 +54,8 @@ def check_name(name: str) -> None:
     if not KERNEL_NAME.match(name) or name.startswith(".") or len(name) > 64:
         raise KernelspecStoreError(
             f"kernelspec name {name!r} may contain only letters, digits, '-', '.' and '_' (at most 64, "
-            "not starting with '.')")
+            "not starting with '.')"
+        )
 
 
 class KernelspecStore:
@@ -66,8 +67,11 @@ class KernelspecStore:
 
     def list(self) -> list[dict[str, Any]]:
         specs = self.manager.get_all_specs()
-        return [self._describe(name, entry["resource_dir"], entry["spec"]) for name, entry in sorted(specs.items())
-                if provisioner_config(entry["spec"]) is not None]
+        return [
+            self._describe(name, entry["resource_dir"], entry["spec"])
+            for name, entry in sorted(specs.items())
+            if provisioner_config(entry["spec"]) is not None
+        ]
 
     def read(self, name: str) -> dict[str, Any]:
         check_name(name)
@@ -104,8 +108,11 @@ class KernelspecStore:
             raise KernelspecStoreError(f"kernelspec {name!r} was not created by jupyter-asgard; it is left alone", 403)
         # The lookup may find the name in a system or environment directory too: only the user's own is deleted.
         if Path(current["resource_dir"]).resolve() != (self.kernels_dir / name).resolve():
-            raise KernelspecStoreError(f"kernelspec {name!r} is installed in {current['resource_dir']}, outside your "
-                                       f"own kernels ({self.kernels_dir}); it is left alone", 403)
+            raise KernelspecStoreError(
+                f"kernelspec {name!r} is installed in {current['resource_dir']}, outside your "
+                f"own kernels ({self.kernels_dir}); it is left alone",
+                403,
+            )
         shutil.rmtree(current["resource_dir"])
 
     def _refuse_foreign(self, name: str) -> None:
@@ -114,16 +121,23 @@ class KernelspecStore:
         except KernelspecStoreError as error:
             if error.status == 404 and not (self.kernels_dir / name).exists():
                 return
-            raise KernelspecStoreError(f"a kernelspec named {name!r} exists and is not an Asgard kernel made "
-                                       "here; choose another name", 409) from None
+            raise KernelspecStoreError(
+                f"a kernelspec named {name!r} exists and is not an Asgard kernel made here; choose another name", 409
+            ) from None
         if not current["managed"]:
-            raise KernelspecStoreError(f"kernelspec {name!r} was not created by jupyter-asgard; choose another "
-                                       "name", 409)
+            raise KernelspecStoreError(
+                f"kernelspec {name!r} was not created by jupyter-asgard; choose another name", 409
+            )
 
     @staticmethod
     def _describe(name: str, resource_dir: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        return {"name": name, "display_name": spec.get("display_name", name), "config": provisioner_config(spec),
-                "managed": is_managed(spec), "resource_dir": str(resource_dir)}
+        return {
+            "name": name,
+            "display_name": spec.get("display_name", name),
+            "config": provisioner_config(spec),
+            "managed": is_managed(spec),
+            "resource_dir": str(resource_dir),
+        }
 
 
 def _stored(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -115,8 +115,9 @@ def apply_overrides(spec: Mapping[str, Any], overrides: SiteOverrides) -> dict[s
 def _move_image(image: str, image_dir: str) -> str:
     """Sites keep the same squashfs files in different directories; only file images can move."""
     if not (image.startswith(("/", ".")) or image.endswith(".sqsh")):
-        raise KernelspecError(f"image_dir {image_dir!r} applies to squashfs files, but the image is the "
-                              f"registry image {image!r}")
+        raise KernelspecError(
+            f"image_dir {image_dir!r} applies to squashfs files, but the image is the registry image {image!r}"
+        )
     return str(PurePosixPath(image_dir) / PurePosixPath(image).name)
 
 
@@ -151,7 +152,8 @@ def install_kernelspec(
         shutil.copytree(resource_dir, staged, ignore=shutil.ignore_patterns("kernel.json"))
         (staged / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
         destination = (manager or KernelSpecManager()).install_kernel_spec(
-            str(staged), kernel_name, user=user, prefix=prefix)
+            str(staged), kernel_name, user=user, prefix=prefix
+        )
     return Path(destination)
 
 

@@ -57,44 +57,81 @@ def _help(text: str, **schema: Any) -> dict[str, Any]:
 class LaunchConfig:
     """Where and how an Asgard kernel runs. Field names are the kernelspec config keys."""
 
-    image: str = field(default="", metadata=_help(
-        "Container image: a squashfs file (/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh) or an enroot URI "
-        "(docker://nvcr.io#nvidia/pytorch:24.05-py3).", type="string", minLength=1))
-    mounts: tuple[str, ...] = field(default=(), metadata=_help(
-        "Bind mounts SRC:DST[:FLAGS], flags joined by '+' (ro, rprivate, ...).", type="array",
-        items={"type": "string"}))
-    workdir: str = field(default="", metadata=_help(
-        "Working directory inside the container; default: the directory Jupyter starts the kernel in.",
-        type="string"))
-    container_name: str = field(default="", metadata=_help(
-        "Named container NAME[:auto|create|exec|no_exec]: what you install there survives restarts; "
-        "default: a name derived from the kernelspec and image.", type="string"))
-    container_writable: bool | None = field(default=None, metadata=_help(
-        "Make the container filesystem writable (needed for pip install into the image).",
-        type=["boolean", "null"]))
-    container_remap_root: bool | None = field(default=None, metadata=_help(
-        "Appear as root inside the container (no real privileges).", type=["boolean", "null"]))
-    container_mount_home: bool | None = field(default=None, metadata=_help(
-        "Bind-mount your home directory (the site may already do so).", type=["boolean", "null"]))
-    container_env: tuple[str, ...] = field(default=(), metadata=_help(
-        "Variables whose value from the kernelspec or host wins over the image's.", type="array",
-        items={"type": "string"}))
+    image: str = field(
+        default="",
+        metadata=_help(
+            "Container image: a squashfs file (/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh) or an enroot URI "
+            "(docker://nvcr.io#nvidia/pytorch:24.05-py3).",
+            type="string",
+            minLength=1,
+        ),
+    )
+    mounts: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "Bind mounts SRC:DST[:FLAGS], flags joined by '+' (ro, rprivate, ...).",
+            type="array",
+            items={"type": "string"},
+        ),
+    )
+    workdir: str = field(
+        default="",
+        metadata=_help(
+            "Working directory inside the container; default: the directory Jupyter starts the kernel in.",
+            type="string",
+        ),
+    )
+    container_name: str = field(
+        default="",
+        metadata=_help(
+            "Named container NAME[:auto|create|exec|no_exec]: what you install there survives restarts; "
+            "default: a name derived from the kernelspec and image.",
+            type="string",
+        ),
+    )
+    container_writable: bool | None = field(
+        default=None,
+        metadata=_help(
+            "Make the container filesystem writable (needed for pip install into the image).", type=["boolean", "null"]
+        ),
+    )
+    container_remap_root: bool | None = field(
+        default=None,
+        metadata=_help("Appear as root inside the container (no real privileges).", type=["boolean", "null"]),
+    )
+    container_mount_home: bool | None = field(
+        default=None,
+        metadata=_help("Bind-mount your home directory (the site may already do so).", type=["boolean", "null"]),
+    )
+    container_env: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "Variables whose value from the kernelspec or host wins over the image's.",
+            type="array",
+            items={"type": "string"},
+        ),
+    )
     partition: str = field(default="", metadata=_help("Slurm partition.", type="string"))
-    gpus: str = field(default="", metadata=_help(
-        "GPUs: a count (1) or TYPE:COUNT (h100:2).", type=["string", "integer"]))
-    cpus_per_task: int = field(default=0, metadata=_help(
-        "CPU cores for the kernel (0: Slurm's default).", type="integer", minimum=0))
+    gpus: str = field(
+        default="", metadata=_help("GPUs: a count (1) or TYPE:COUNT (h100:2).", type=["string", "integer"])
+    )
+    cpus_per_task: int = field(
+        default=0, metadata=_help("CPU cores for the kernel (0: Slurm's default).", type="integer", minimum=0)
+    )
     mem: str = field(default="", metadata=_help("Memory, e.g. 32G (empty: Slurm's default).", type="string"))
-    time: str = field(default="", metadata=_help(
-        "Time limit of the allocation, e.g. 8:00:00 or 1-00:00:00.", type="string"))
+    time: str = field(
+        default="", metadata=_help("Time limit of the allocation, e.g. 8:00:00 or 1-00:00:00.", type="string")
+    )
     account: str = field(default="", metadata=_help("Slurm account.", type="string"))
     qos: str = field(default="", metadata=_help("Slurm QOS.", type="string"))
     reservation: str = field(default="", metadata=_help("Slurm reservation.", type="string"))
     constraint: str = field(default="", metadata=_help("Node features (--constraint).", type="string"))
-    srun_args: tuple[str, ...] = field(default=(), metadata=_help(
-        "Extra srun options for the kernel step.", type="array", items={"type": "string"}))
-    salloc_args: tuple[str, ...] = field(default=(), metadata=_help(
-        "Extra salloc options for the allocation.", type="array", items={"type": "string"}))
+    srun_args: tuple[str, ...] = field(
+        default=(), metadata=_help("Extra srun options for the kernel step.", type="array", items={"type": "string"})
+    )
+    salloc_args: tuple[str, ...] = field(
+        default=(), metadata=_help("Extra salloc options for the allocation.", type="array", items={"type": "string"})
+    )
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -124,13 +161,15 @@ class LaunchConfig:
         return config
 
     @classmethod
-    def check(cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None
-              ) -> tuple[LaunchConfig, list[str]]:
+    def check(
+        cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> tuple[LaunchConfig, list[str]]:
         """Like parse, but returns the problems beside a config of the usable values, so that callers
         can go on checking (paths, partitions) and report everything at once."""
         environ = default_environ() if environ is None else environ
-        problems = [f"unknown setting {key!r} (known: {', '.join(cls.keys())})" for key in values if key not in
-                    cls.keys()]
+        problems = [
+            f"unknown setting {key!r} (known: {', '.join(cls.keys())})" for key in values if key not in cls.keys()
+        ]
         coerced: dict[str, Any] = {}
         for spec in fields(cls):
             if spec.name in values and values[spec.name] is not None:
@@ -142,8 +181,9 @@ class LaunchConfig:
             if key in coerced:
                 coerced[key] = expand_variables(key, coerced[key], environ, problems)
         if "mounts" in coerced:
-            coerced["mounts"] = tuple(expand_variables("mounts", entry, environ, problems)
-                                      for entry in coerced["mounts"])
+            coerced["mounts"] = tuple(
+                expand_variables("mounts", entry, environ, problems) for entry in coerced["mounts"]
+            )
         config = cls(**coerced)
         return config, problems + config.problems()
 
@@ -159,10 +199,13 @@ class LaunchConfig:
         if self.workdir and not self.workdir.startswith("/"):
             found.append(f"workdir {self.workdir!r} must be an absolute path inside the container")
         if self.container_name and not CONTAINER_NAME.match(self.container_name):
-            found.append(f"container_name {self.container_name!r}: use letters, digits, '.', '_', '-' and "
-                         "optionally :auto, :create, :exec or :no_exec")
-        found += [f"container_env: {name!r} is not a variable name" for name in self.container_env
-                  if not ENV_NAME.match(name)]
+            found.append(
+                f"container_name {self.container_name!r}: use letters, digits, '.', '_', '-' and "
+                "optionally :auto, :create, :exec or :no_exec"
+            )
+        found += [
+            f"container_env: {name!r} is not a variable name" for name in self.container_env if not ENV_NAME.match(name)
+        ]
         for key in ("partition", "account", "qos", "reservation"):
             value = getattr(self, key)
             if value and not SLURM_NAME.match(value):
@@ -175,8 +218,7 @@ class LaunchConfig:
             found.append(f"mem {self.mem!r}: write a size such as 16G or 32000M")
         if self.time and not TIME.match(self.time):
             found.append(f"time {self.time!r}: write minutes, HH:MM:SS or D-HH:MM:SS")
-        found += extra_args_problems("srun_args", self.srun_args) + extra_args_problems("salloc_args",
-                                                                                        self.salloc_args)
+        found += extra_args_problems("srun_args", self.srun_args) + extra_args_problems("salloc_args", self.salloc_args)
         return found
 
 
@@ -267,17 +309,23 @@ def expand_variables(key: str, value: str, environ: Mapping[str, str], problems:
 
 def _image_problems(image: str) -> list[str]:
     if not image:
-        return ["image is required: a squashfs file such as /enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh "
-                "or an enroot URI such as docker://nvcr.io#nvidia/pytorch:24.05-py3"]
+        return [
+            "image is required: a squashfs file such as /enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh "
+            "or an enroot URI such as docker://nvcr.io#nvidia/pytorch:24.05-py3"
+        ]
     if image.startswith(("/", ".")):
         return []
     if image.endswith(".sqsh"):
-        return [f"image {image!r} looks like a squashfs file but Pyxis would pull it from a registry: "
-                "give its absolute path (starting with '/')"]
+        return [
+            f"image {image!r} looks like a squashfs file but Pyxis would pull it from a registry: "
+            "give its absolute path (starting with '/')"
+        ]
     scheme = image.partition("://")[0]
     if scheme in ENROOT_ONLY_SCHEMES:
-        return [f"image {image!r}: Pyxis does not take {scheme}:// images (it would pull docker://{image}); "
-                f"use docker://, dockerd:// or a squashfs file (enroot import {scheme}://... makes one)"]
+        return [
+            f"image {image!r}: Pyxis does not take {scheme}:// images (it would pull docker://{image}); "
+            f"use docker://, dockerd:// or a squashfs file (enroot import {scheme}://... makes one)"
+        ]
     if not IMAGE_URI.match(image):
         return [f"image {image!r} is neither a path nor an enroot URI like docker://nvcr.io#nvidia/pytorch:24.05-py3"]
     return []
@@ -288,17 +336,21 @@ def policy_problems(config: LaunchConfig, max_gpus: int, allowed_partitions: Seq
     problems = []
     _gpu_type, count = config.gpu_request()
     if count > max_gpus:
-        problems.append(f"gpus: {count} GPUs requested but this site allows at most {max_gpus} per kernel; "
-                        f"ask for {max_gpus} or fewer")
+        problems.append(
+            f"gpus: {count} GPUs requested but this site allows at most {max_gpus} per kernel; "
+            f"ask for {max_gpus} or fewer"
+        )
     if allowed_partitions and config.partition not in allowed_partitions:
-        which = (f"partition {config.partition!r} is not offered for kernels" if config.partition else
-                 "partition: none is chosen, so Slurm would use its default one, which may not be offered for kernels")
+        which = (
+            f"partition {config.partition!r} is not offered for kernels"
+            if config.partition
+            else "partition: none is chosen, so Slurm would use its default one, which may not be offered for kernels"
+        )
         problems.append(f"{which}; choose one of {', '.join(allowed_partitions)}")
     return problems
 
 
-def with_site_partition(config: LaunchConfig, site_partition: str, allowed_partitions: Sequence[str]
-                        ) -> LaunchConfig:
+def with_site_partition(config: LaunchConfig, site_partition: str, allowed_partitions: Sequence[str]) -> LaunchConfig:
     """Where the site limits partitions, a kernel that names none would run in Slurm's default partition,
     which the limit may exclude: it gets the site's default partition instead, where that one is allowed
     (policy_problems refuses it otherwise)."""
@@ -314,12 +366,13 @@ def path_problems(config: LaunchConfig, exists: Callable[[str], bool]) -> list[s
     """
     problems = []
     if config.image_is_file() and not exists(config.image):
-        problems.append(f"image {config.image} does not exist on the Jupyter server's host: check "
-                        "the path (images are .sqsh files, e.g. in /enroot)")
+        problems.append(
+            f"image {config.image} does not exist on the Jupyter server's host: check "
+            "the path (images are .sqsh files, e.g. in /enroot)"
+        )
     for mount in _valid_mounts(config.mounts):
         if mount.source.startswith("/") and not exists(mount.source):
-            problems.append(f"mount source {mount.source} does not exist: create it or fix the mount "
-                            f"{mount.render()}")
+            problems.append(f"mount source {mount.source} does not exist: create it or fix the mount {mount.render()}")
     return problems
 
 

@@ -35,9 +35,11 @@ def workdir_problems(config: LaunchConfig, workdir: str, mount_workdir: bool) ->
     unsafe = unmountable_characters(workdir)
     if not unsafe or not _mounts_workdir(config, config.parsed_mounts(), workdir, mount_workdir):
         return []
-    return [f"the notebook's directory {workdir!r} cannot be mounted into the container: it contains "
-            f"{describe_characters(unsafe)}, which Pyxis cannot carry in --container-mounts; rename the directory "
-            "(or one above it), or give the kernel a mount that covers it"]
+    return [
+        f"the notebook's directory {workdir!r} cannot be mounted into the container: it contains "
+        f"{describe_characters(unsafe)}, which Pyxis cannot carry in --container-mounts; rename the directory "
+        "(or one above it), or give the kernel a mount that covers it"
+    ]
 
 
 def _mounts_workdir(config: LaunchConfig, mounts: list[Mount], workdir: str, mount_workdir: bool) -> bool:
@@ -52,9 +54,16 @@ def container_name(config: LaunchConfig, template: str, kernel_name: str, job_id
     notebook's kernel of the same kernelspec), ignoring this kernel's mounts and workdir; ``no_exec``
     starts a container of its own from the same filesystem instead.
     """
-    name = config.container_name or re.sub(r"[^A-Za-z0-9_.-]", "-", template.format(
-        kernel_name=kernel_name, user=getpass.getuser(), job_id=job_id,
-        image_hash=hashlib.sha256(config.image.encode()).hexdigest()[:8]))
+    name = config.container_name or re.sub(
+        r"[^A-Za-z0-9_.-]",
+        "-",
+        template.format(
+            kernel_name=kernel_name,
+            user=getpass.getuser(),
+            job_id=job_id,
+            image_hash=hashlib.sha256(config.image.encode()).hexdigest()[:8],
+        ),
+    )
     return name if ":" in name else f"{name}:{OWN_CONTAINER_FLAG}"
 
 
@@ -69,26 +78,51 @@ def container_env_names(config: LaunchConfig, kernelspec_env: list[str]) -> list
 
 
 def kernel_step_argv(
-    config: LaunchConfig, *, job_id: str, workdir: str, mount_workdir: bool, name_template: str,
-    kernel_name: str, kernelspec_env: list[str], command: list[str], srun: str = "srun", containers: bool = True,
+    config: LaunchConfig,
+    *,
+    job_id: str,
+    workdir: str,
+    mount_workdir: bool,
+    name_template: str,
+    kernel_name: str,
+    kernelspec_env: list[str],
+    command: list[str],
+    srun: str = "srun",
+    containers: bool = True,
 ) -> list[str]:
     """containers=False: a cluster without Pyxis; the step runs on the node as it is, in the workdir."""
     if not containers:
         return srun_argv(config, job_id, [f"--chdir={config.workdir or workdir}"], command, srun=srun)
     options = container_options(
-        config, step_mounts(config, workdir, mount_workdir), config.workdir or workdir,
-        container_name(config, name_template, kernel_name, job_id), container_env_names(config, kernelspec_env),
+        config,
+        step_mounts(config, workdir, mount_workdir),
+        config.workdir or workdir,
+        container_name(config, name_template, kernel_name, job_id),
+        container_env_names(config, kernelspec_env),
     )
     return srun_argv(config, job_id, options, command, srun=srun)
 
 
-def preview(config: LaunchConfig, *, kernel_name: str, workdir: str, mount_workdir: bool, name_template: str,
-            kernel_argv: list[str], bootstrap_python: str = "python3") -> str:
+def preview(
+    config: LaunchConfig,
+    *,
+    kernel_name: str,
+    workdir: str,
+    mount_workdir: bool,
+    name_template: str,
+    kernel_argv: list[str],
+    bootstrap_python: str = "python3",
+) -> str:
     """The two commands a kernel start runs, as a shell would show them (ids not known yet in <>)."""
     salloc = salloc_argv(config, job_name("<kernel id>"), f"{HOLDER_MARK}:<server>")
     srun = kernel_step_argv(
-        config, job_id="<job id>", workdir=workdir, mount_workdir=mount_workdir, name_template=name_template,
-        kernel_name=kernel_name, kernelspec_env=[],
+        config,
+        job_id="<job id>",
+        workdir=workdir,
+        mount_workdir=mount_workdir,
+        name_template=name_template,
+        kernel_name=kernel_name,
+        kernelspec_env=[],
         command=[bootstrap_python, "-I", "-S", "-c", BOOTSTRAP_PLACEHOLDER, *kernel_argv],
     )
     return f"{_shell(salloc)}\n{_shell(srun)}"

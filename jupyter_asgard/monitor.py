@@ -94,8 +94,11 @@ class SlurmMonitor(SingletonConfigurable):
 
     async def _final_states(self, gone: list[str]) -> dict[str, JobInfo]:
         """sacct, once, for jobs that left squeue while we still thought them alive."""
-        unsettled = [job_id for job_id in gone if self.jobs.get(job_id) is not None
-                     and self.jobs[job_id].state not in ENDED_STATES]
+        unsettled = [
+            job_id
+            for job_id in gone
+            if self.jobs.get(job_id) is not None and self.jobs[job_id].state not in ENDED_STATES
+        ]
         if not unsettled or not self.accounting:
             return {}
         try:
@@ -147,9 +150,16 @@ class SlurmMonitor(SingletonConfigurable):
 
     def stats(self) -> dict:
         """What the monitor costs Slurm: for admins, and for the test that it does not grow with kernels."""
-        return {"poll_interval": self.poll_interval, "polls": self.polls, "watched_jobs": len(self.jobs),
-                "listeners": sum(map(len, self.listeners.values())), "polling": self.polling,
-                "calls": dict(self.client.calls), "reachable": self.reachable, "last_error": self.last_error}
+        return {
+            "poll_interval": self.poll_interval,
+            "polls": self.polls,
+            "watched_jobs": len(self.jobs),
+            "listeners": sum(map(len, self.listeners.values())),
+            "polling": self.polling,
+            "calls": dict(self.client.calls),
+            "reachable": self.reachable,
+            "last_error": self.last_error,
+        }
 
     @property
     def polling(self) -> bool:

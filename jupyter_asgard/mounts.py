@@ -11,9 +11,29 @@ from dataclasses import dataclass
 
 # Flags enroot accepts in a mount entry (Pyxis turns "+" into enroot's ",").
 KNOWN_FLAGS = frozenset(
-    {"ro", "rw", "bind", "rbind", "private", "rprivate", "shared", "rshared", "slave", "rslave",
-     "nosuid", "suid", "nodev", "dev", "noexec", "exec", "x-create=dir", "x-create=file",
-     "x-create=auto", "x-detach", "nofail"}
+    {
+        "ro",
+        "rw",
+        "bind",
+        "rbind",
+        "private",
+        "rprivate",
+        "shared",
+        "rshared",
+        "slave",
+        "rslave",
+        "nosuid",
+        "suid",
+        "nodev",
+        "dev",
+        "noexec",
+        "exec",
+        "x-create=dir",
+        "x-create=file",
+        "x-create=auto",
+        "x-detach",
+        "nofail",
+    }
 )
 SPECIAL_SOURCES = ("tmpfs", "umount")
 # Pyxis splits --container-mounts at ',' (mounts) and ':' (fields), and writes each path into a bash script
@@ -68,7 +88,7 @@ def parse_mount(entry: str) -> Mount:
     if not (source.startswith(("/", ".")) or source in SPECIAL_SOURCES):
         raise MountError(
             f"invalid mount {entry!r}: the source must be an absolute path, a relative path starting "
-            f"with '.', \"tmpfs\" or \"umount\""
+            f'with \'.\', "tmpfs" or "umount"'
         )
     if "," in source or "," in target:
         raise MountError(f"invalid mount {entry!r}: Pyxis separates mounts with ',', so a path cannot contain one")
@@ -77,8 +97,10 @@ def parse_mount(entry: str) -> Mount:
     # '$' is how a kernelspec names variables (expanded on the server before submitting); '$(' never is.
     unsafe = unmountable_characters((source + target).replace("$", "")) + ("$(" if "$(" in source + target else "")
     if unsafe:
-        raise MountError(f"invalid mount {entry!r}: Pyxis cannot mount a path containing "
-                         f"{describe_characters(unsafe)}; rename it or mount a directory above it")
+        raise MountError(
+            f"invalid mount {entry!r}: Pyxis cannot mount a path containing "
+            f"{describe_characters(unsafe)}; rename it or mount a directory above it"
+        )
     flags = tuple(flag for flag in parts[2].replace(",", "+").split("+") if flag) if len(parts) == 3 else ()
     unknown = [flag for flag in flags if flag not in KNOWN_FLAGS]
     if unknown:

@@ -64,8 +64,13 @@ def live_provisioner(kernel_id: str) -> PyxisProvisioner | None:
 
 
 # srun's words when it cannot reach the node a step was meant to run on.
-NODE_LOST_MARKS = ("Communication connection failure", "Unable to contact slurm node", "Node failure",
-                   "Task launch for", "Zero Bytes were transmitted or received")
+NODE_LOST_MARKS = (
+    "Communication connection failure",
+    "Unable to contact slurm node",
+    "Node failure",
+    "Task launch for",
+    "Zero Bytes were transmitted or received",
+)
 
 
 def _signal_name(signum: int) -> str:
@@ -220,23 +225,31 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
 
     async def _checked_config(self) -> LaunchConfig:
         values = {name: getattr(self, name) for name in LaunchConfig.keys()}
-        problems = [f"unknown setting {name!r} in the kernelspec (known: {', '.join(LaunchConfig.keys())})"
-                    for name in self.unknown_settings]
-        problems += [f"the kernelspec {self._kernel_name()!r} sets {name!r}, a site setting: only the site's "
-                     f"configuration may set it (c.PyxisProvisioner.{name})" for name in self.site_settings]
+        problems = [
+            f"unknown setting {name!r} in the kernelspec (known: {', '.join(LaunchConfig.keys())})"
+            for name in self.unknown_settings
+        ]
+        problems += [
+            f"the kernelspec {self._kernel_name()!r} sets {name!r}, a site setting: only the site's "
+            f"configuration may set it (c.PyxisProvisioner.{name})"
+            for name in self.site_settings
+        ]
         try:
             config = LaunchConfig.parse(values)
         except LaunchConfigError as error:
             raise KernelStartError(
                 f"the kernelspec {self._kernel_name()!r} is not valid: " + "; ".join(problems + error.problems),
-                "fix it in the Asgard panel or in its kernel.json") from None
+                "fix it in the Asgard panel or in its kernel.json",
+            ) from None
         config, refused = await check_launch(config, self, self.site_partition, self.launch_dir)
         problems += refused
         steering = steering_names(getattr(self.kernel_spec, "env", None) or {})
         if steering:
-            problems.append(f"the kernelspec's env sets {', '.join(steering)}: variables starting with "
-                            f"{', '.join(STEERING_PREFIXES)} steer Slurm, Pyxis or enroot, which only the kernel's "
-                            "settings and the site may do; remove them from its env")
+            problems.append(
+                f"the kernelspec's env sets {', '.join(steering)}: variables starting with "
+                f"{', '.join(STEERING_PREFIXES)} steer Slurm, Pyxis or enroot, which only the kernel's "
+                "settings and the site may do; remove them from its env"
+            )
         try:
             self.client.command("srun"), self.client.command("salloc")
         except SlurmNotFound as error:
@@ -264,7 +277,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
         job = self.allocation.job_id if self.allocation else "of this kernel"
         return KernelStartError(
             f"the kernel's Slurm job {job} has ended: {why_ended(self.end_state)}",
-            "shut this kernel down and start a new one (its allocation, and what was in memory, are gone)")
+            "shut this kernel down and start a new one (its allocation, and what was in memory, are gone)",
+        )
 
     async def _node_lost(self) -> bool:
         """After a failed step on a restart: did the node go away (so a new allocation may help)?"""
@@ -300,8 +314,9 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
                 if not (self.step and self.step.lost_a_port()):
                     raise
                 await self.step.stop()
-                self.log.warning("Kernel %s: a port was taken on the node; starting again on other ports",
-                                 self.kernel_id)
+                self.log.warning(
+                    "Kernel %s: a port was taken on the node; starting again on other ports", self.kernel_id
+                )
                 self._ports = {}
         return await self._start_step(cmd, env)
 
@@ -309,23 +324,37 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
         assert self.launch is not None and self.allocation is not None
         session = self.parent.session
         kernelspec_env = {name: env[name] for name in self.kernel_spec.env if name in env}
-        step_env = step_environment(env, kernelspec_env, {
-            "ASGARD_KERNEL_KEY": session.key.decode(),
-            "ASGARD_SIGNATURE_SCHEME": session.signature_scheme,
-            "ASGARD_KERNEL_PORTS": json.dumps(self._ports),
-            "ASGARD_KERNEL_NAME": self._kernel_name(),
-        })
+        step_env = step_environment(
+            env,
+            kernelspec_env,
+            {
+                "ASGARD_KERNEL_KEY": session.key.decode(),
+                "ASGARD_SIGNATURE_SCHEME": session.signature_scheme,
+                "ASGARD_KERNEL_PORTS": json.dumps(self._ports),
+                "ASGARD_KERNEL_NAME": self._kernel_name(),
+            },
+        )
         argv = kernel_step_argv(
-            self.launch, job_id=self.allocation.job_id, workdir=self.launch_dir, mount_workdir=self.mount_workdir,
-            name_template=self.container_name_template, kernel_name=self._kernel_name(),
-            kernelspec_env=list(kernelspec_env), command=[self.bootstrap_python, "-I", "-S", "-c", BOOTSTRAP_SOURCE,
-                                                          *cmd],
-            srun=self.client.command("srun"), containers=self.containers,
+            self.launch,
+            job_id=self.allocation.job_id,
+            workdir=self.launch_dir,
+            mount_workdir=self.mount_workdir,
+            name_template=self.container_name_template,
+            kernel_name=self._kernel_name(),
+            kernelspec_env=list(kernelspec_env),
+            command=[self.bootstrap_python, "-I", "-S", "-c", BOOTSTRAP_SOURCE, *cmd],
+            srun=self.client.command("srun"),
+            containers=self.containers,
         )
         self.log.info("Kernel %s: starting in Slurm job %s", self.kernel_id, self.allocation.job_id)
         self.step = KernelStep(self.client, self.log, self.kernel_id, self.allocation.job_id)
-        name = container_base_name(container_name(self.launch, self.container_name_template, self._kernel_name(),
-                                                  self.allocation.job_id)) if self.containers else ""
+        name = (
+            container_base_name(
+                container_name(self.launch, self.container_name_template, self._kernel_name(), self.allocation.job_id)
+            )
+            if self.containers
+            else ""
+        )
         async with CONTAINER_STARTS.starting(self.allocation.node, name) if name else nullcontext():
             handshake = await self.step.start(argv, step_env, self.start_timeout)
         self.node = handshake["node"]
@@ -334,8 +363,12 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
         self._ports = {name: int(handshake[name]) for name in PORT_NAMES}
         previous = address(self.connection_info)
         self.connection_info = {
-            "ip": handshake["ip"], "transport": "tcp", **self._ports, "key": session.key,
-            "signature_scheme": session.signature_scheme, "kernel_name": self._kernel_name(),
+            "ip": handshake["ip"],
+            "transport": "tcp",
+            **self._ports,
+            "key": session.key,
+            "signature_scheme": session.signature_scheme,
+            "kernel_name": self._kernel_name(),
         }
         self._moved = bool(previous) and previous != address(self.connection_info)
         return self.connection_info
@@ -355,8 +388,9 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
                 try:
                     await self.allocation.cancel()
                 except SlurmError as error:
-                    self.log.error("Kernel %s: could not cancel Slurm job %s: %s", self.kernel_id,
-                                   self.allocation.job_id, error)
+                    self.log.error(
+                        "Kernel %s: could not cancel Slurm job %s: %s", self.kernel_id, self.allocation.job_id, error
+                    )
                 if not self.end_state or not keep_row:  # an ended job stays on show (id, state) until shutdown
                     self.allocation.forget()
                     self.allocation = None

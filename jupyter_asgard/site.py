@@ -37,12 +37,14 @@ class AsgardSite(LoggingConfigurable):
     """The site as users see it; configured like the server (parent=server app, or config=server_config())."""
 
     image_dirs = List(
-        Unicode(), ["/enroot", "/netscratch/$USER"],
+        Unicode(),
+        ["/enroot", "/netscratch/$USER"],
         help="Directories whose *.sqsh files are offered as images ($USER, $HOME and ${VAR} are expanded).",
     ).tag(config=True)
     registry_images = List(
-        Unicode(), [], help="Registry images offered besides the files, as enroot URIs "
-        "(docker://nvcr.io#nvidia/pytorch:24.05-py3).",
+        Unicode(),
+        [],
+        help="Registry images offered besides the files, as enroot URIs (docker://nvcr.io#nvidia/pytorch:24.05-py3).",
     ).tag(config=True)
     resources_cache_seconds = Float(
         10.0, help="How long one sinfo answer serves: partitions change slowly, users refresh often."
@@ -63,8 +65,11 @@ class AsgardSite(LoggingConfigurable):
         dirs = [expand_variables("image_dirs", path, environ, notes) for path in self.image_dirs]
         found, missing = await asyncio.to_thread(scan_image_dirs, dirs)
         notes += missing
-        return {"images": [image.to_json() for image in found] + registry_images(list(self.registry_images)),
-                "directories": dirs, "notes": notes}
+        return {
+            "images": [image.to_json() for image in found] + registry_images(list(self.registry_images)),
+            "directories": dirs,
+            "notes": notes,
+        }
 
     async def resources(self) -> dict[str, Any]:
         """Partitions and GPUs, from one sinfo call shared by all callers within the cache time."""
@@ -99,10 +104,14 @@ class AsgardSite(LoggingConfigurable):
         gpu_type, count = config.gpu_request()
         offered = by_name.get(name, {}).get("gpus", {})
         if gpu_type and gpu_type not in offered:
-            return [f"partition {name!r} has no GPUs of type {gpu_type!r}; it has "
-                    f"{', '.join(sorted(t for t in offered if t)) or 'none'}"]
+            return [
+                f"partition {name!r} has no GPUs of type {gpu_type!r}; it has "
+                f"{', '.join(sorted(t for t in offered if t)) or 'none'}"
+            ]
         total = offered[gpu_type]["total"] if gpu_type else sum(entry["total"] for entry in offered.values())
         if count > total:
-            return [f"partition {name!r} has {total} GPUs{' of type ' + gpu_type if gpu_type else ''} in all; "
-                    f"{count} can never be granted"]
+            return [
+                f"partition {name!r} has {total} GPUs{' of type ' + gpu_type if gpu_type else ''} in all; "
+                f"{count} can never be granted"
+            ]
         return []

@@ -41,7 +41,8 @@ class SlurmSite:
     def limits_enforced(self) -> bool:
         enforce = self.config.get("AccountingStorageEnforce", "none")
         return self.config.get("AccountingStorageType", "") != "accounting_storage/none" and (
-            "limits" in enforce or "safe" in enforce)
+            "limits" in enforce or "safe" in enforce
+        )
 
     @property
     def job_submit(self) -> str:
@@ -61,8 +62,11 @@ def parse_partitions(text: str) -> dict[str, dict[str, str]]:
 
 def parse_config(text: str) -> dict[str, str]:
     """`scontrol show config`: KEY = VALUE lines."""
-    return {key.strip(): value.strip() for key, sep, value in (line.partition("=") for line in text.splitlines())
-            if sep and key.strip()}
+    return {
+        key.strip(): value.strip()
+        for key, sep, value in (line.partition("=") for line in text.splitlines())
+        if sep and key.strip()
+    }
 
 
 def parse_qos_gpu_caps(text: str) -> dict[str, int]:
@@ -91,11 +95,17 @@ def _gpu_cap(site: SlurmSite, partition: str, max_gpus: int) -> Finding:
     if cap is not None and cap <= max_gpus and site.limits_enforced:
         return Finding(limit, partition, True, f"QOS {qos} allows {cap} GPUs per job")
     if site.job_submit:
-        return Finding(limit, partition, None, f"no QOS caps GPUs here, but job_submit plugins run "
-                                               f"({site.job_submit}): check that their rules cap them")
+        return Finding(
+            limit,
+            partition,
+            None,
+            f"no QOS caps GPUs here, but job_submit plugins run ({site.job_submit}): check that their rules cap them",
+        )
     if cap is not None and not site.limits_enforced:
-        why = f"QOS {qos} caps GPUs at {cap} per job, but Slurm does not enforce QOS limits " \
-              "(AccountingStorageEnforce has no 'limits')"
+        why = (
+            f"QOS {qos} caps GPUs at {cap} per job, but Slurm does not enforce QOS limits "
+            "(AccountingStorageEnforce has no 'limits')"
+        )
     elif cap is not None:
         why = f"QOS {qos} allows {cap} GPUs per job, more than max_gpus"
     else:
@@ -121,8 +131,7 @@ async def check(client: SlurmClient, max_gpus: int, allowed_partitions: list[str
     config = parse_config(await _ask(client, ["scontrol", "show", "config"]))
     notes, caps = [], {}
     try:
-        caps = parse_qos_gpu_caps(await _ask(client, ["sacctmgr", "-nP", "show", "qos",
-                                                      "format=Name,MaxTRESPerJob"]))
+        caps = parse_qos_gpu_caps(await _ask(client, ["sacctmgr", "-nP", "show", "qos", "format=Name,MaxTRESPerJob"]))
     except SlurmError as error:
         said = " ".join(str(error).split())
         notes.append(f"sacctmgr: {said} (without an accounting database no QOS limit applies)")
@@ -136,14 +145,17 @@ async def _ask(client: SlurmClient, argv: list[str]) -> str:
 
 def render(found: list[Finding], notes: list[str]) -> str:
     marks = {True: "enforced by Slurm", False: "NOT enforced by Slurm", None: "maybe (check)"}
-    lines = ["jupyter-asgard checks these limits in each user's own Jupyter server; a user's ~/.jupyter "
-             "configuration or a plain salloc lifts any that Slurm does not enforce itself:"]
-    lines += [f"  {item.limit:<24} partition {item.partition:<12} {marks[item.enforced]}: {item.why}"
-              for item in found]
+    lines = [
+        "jupyter-asgard checks these limits in each user's own Jupyter server; a user's ~/.jupyter "
+        "configuration or a plain salloc lifts any that Slurm does not enforce itself:"
+    ]
+    lines += [f"  {item.limit:<24} partition {item.partition:<12} {marks[item.enforced]}: {item.why}" for item in found]
     lines += [f"note: {note}" for note in notes]
     if any(item.enforced is not True for item in found):
-        lines.append("To enforce them: a QOS per kernel partition (sacctmgr add qos kernels "
-                     "MaxTRESPerJob=gres/gpu=N; PartitionName=... QOS=kernels, AccountingStorageEnforce=limits,qos), "
-                     "AllowGroups/AllowAccounts on partitions kernels may not use, or a job_submit rule for jobs "
-                     "named jupyter-asgard-*.")
+        lines.append(
+            "To enforce them: a QOS per kernel partition (sacctmgr add qos kernels "
+            "MaxTRESPerJob=gres/gpu=N; PartitionName=... QOS=kernels, AccountingStorageEnforce=limits,qos), "
+            "AllowGroups/AllowAccounts on partitions kernels may not use, or a job_submit rule for jobs "
+            "named jupyter-asgard-*."
+        )
     return "\n".join(lines)

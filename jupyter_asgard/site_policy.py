@@ -46,26 +46,35 @@ class SitePolicy(LaunchSettings):  # type: ignore[misc, valid-type]
 
     max_gpus = Int(8, help="Most GPUs one kernel may ask for.").tag(config=True)
     allowed_partitions = List(Unicode(), help="Partitions kernels may use (empty: any).").tag(config=True)
-    queue_timeout = Float(3600.0, help="Seconds a kernel's job may wait in the queue before it is cancelled."
-                          ).tag(config=True)
-    start_timeout = Float(120.0, help="Seconds from the allocation's start until the kernel answers "
-                          "(container start included: large images take a while to unpack).").tag(config=True)
-    check_paths = Bool(True, help="Check image and mount paths on the Jupyter server's host before submitting "
-                       "(right where login and compute nodes share /enroot and /netscratch).").tag(config=True)
-    mount_workdir = Bool(True, help="Mount the workdir at the same path when no mount covers it, as the "
-                         "site's srun example does.").tag(config=True)
+    queue_timeout = Float(3600.0, help="Seconds a kernel's job may wait in the queue before it is cancelled.").tag(
+        config=True
+    )
+    start_timeout = Float(
+        120.0,
+        help="Seconds from the allocation's start until the kernel answers "
+        "(container start included: large images take a while to unpack).",
+    ).tag(config=True)
+    check_paths = Bool(
+        True,
+        help="Check image and mount paths on the Jupyter server's host before submitting "
+        "(right where login and compute nodes share /enroot and /netscratch).",
+    ).tag(config=True)
+    mount_workdir = Bool(
+        True, help="Mount the workdir at the same path when no mount covers it, as the site's srun example does."
+    ).tag(config=True)
     container_name_template = Unicode(
         "jupyter-{kernel_name}-{image_hash}",
         help="Default --container-name: keyed to the kernelspec and image so restarts and later kernels reuse "
         "the container (and what was installed in it) without leaving one per kernel on the node. Fields: "
         "kernel_name, image_hash, user, job_id.",
     ).tag(config=True)
-    bootstrap_python = Unicode("python3", help="The image's Python (3.8+) that runs the bootstrap."
-                               ).tag(config=True)
-    containers = Bool(True, help="Run kernels in Pyxis containers. False only on a cluster without Pyxis (a "
-                      "demo cluster where enroot cannot run): kernels then run with the node's own python3 in "
-                      "the notebook's directory, and image, mounts and container settings have no effect."
-                      ).tag(config=True)
+    bootstrap_python = Unicode("python3", help="The image's Python (3.8+) that runs the bootstrap.").tag(config=True)
+    containers = Bool(
+        True,
+        help="Run kernels in Pyxis containers. False only on a cluster without Pyxis (a "
+        "demo cluster where enroot cannot run): kernels then run with the node's own python3 in "
+        "the notebook's directory, and image, mounts and container settings have no effect.",
+    ).tag(config=True)
 
     @classmethod
     def section_names(cls) -> list[str]:
@@ -74,8 +83,9 @@ class SitePolicy(LaunchSettings):  # type: ignore[misc, valid-type]
         return names if CONFIG_SECTION in names else [*names, CONFIG_SECTION]
 
 
-async def check_launch(config: LaunchConfig, policy: SitePolicy, site_partition: str, workdir: str | None = None
-                       ) -> tuple[LaunchConfig, list[str]]:
+async def check_launch(
+    config: LaunchConfig, policy: SitePolicy, site_partition: str, workdir: str | None = None
+) -> tuple[LaunchConfig, list[str]]:
     """The configuration as it will run (the site's partition filled in) and what the site's policy refuses
     in it: limits, a notebook directory Pyxis cannot mount (workdir: where the kernel starts, when known),
     paths that do not exist (where the site checks them, and only for containers)."""

@@ -70,8 +70,12 @@ class SlurmClient:
             )
         return path
 
-    async def spawn(self, argv: list[str], env: dict[str, str] | None = None, stdin: int = asyncio.subprocess.DEVNULL,
-                    ) -> asyncio.subprocess.Process:
+    async def spawn(
+        self,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        stdin: int = asyncio.subprocess.DEVNULL,
+    ) -> asyncio.subprocess.Process:
         """A Slurm command that runs for long (salloc holding an allocation, srun running a kernel), counted
         with the rest. In a session of its own, as jupyter_client starts local kernels: Ctrl-C in the server's
         terminal goes to the whole foreground process group, and would end steps and allocations even when the
@@ -79,17 +83,25 @@ class SlurmClient:
         argv = [self.command(argv[0]), *argv[1:]]
         self.calls[os.path.basename(argv[0])] += 1
         return await asyncio.create_subprocess_exec(
-            *argv, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            *argv,
+            stdin=stdin,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
             start_new_session=True,
         )
 
-    async def run(self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None
-                  ) -> CommandResult:
+    async def run(
+        self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None
+    ) -> CommandResult:
         argv = [self.command(argv[0]), *argv[1:]]
         self.calls[os.path.basename(argv[0])] += 1
         process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env,
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(), timeout or self.timeout)
@@ -97,8 +109,12 @@ class SlurmClient:
             process.kill()
             await process.wait()
             raise SlurmError(f"`{' '.join(argv)}` did not answer within {timeout or self.timeout:.0f}s") from None
-        return CommandResult(process.returncode or 0, stdout.decode(errors="replace"),
-                             stderr.decode(errors="replace"), os.path.basename(argv[0]))
+        return CommandResult(
+            process.returncode or 0,
+            stdout.decode(errors="replace"),
+            stderr.decode(errors="replace"),
+            os.path.basename(argv[0]),
+        )
 
     async def squeue(self, job_ids: list[str]) -> dict[str, JobInfo]:
         """State of the given jobs; jobs Slurm no longer knows are absent from the answer."""

@@ -110,8 +110,9 @@ def pid_alive(pid: int) -> bool:
 LEASE_COMMAND = ["sh", "-c", 'echo "$SLURM_JOB_NODELIST" && exec cat']
 
 
-def salloc_argv(config: LaunchConfig, job_name: str, comment: str, exclude: tuple[str, ...] = (),
-                salloc: str = "salloc") -> list[str]:
+def salloc_argv(
+    config: LaunchConfig, job_name: str, comment: str, exclude: tuple[str, ...] = (), salloc: str = "salloc"
+) -> list[str]:
     """The allocation that holds the kernel's GPUs across restarts, for as long as the server lives."""
     argv = [salloc, f"--job-name={job_name}", "--nodes=1", "--ntasks=1", f"--comment={comment}"]
     options = {
@@ -156,8 +157,16 @@ def srun_argv(
     config: LaunchConfig, job_id: str, container: list[str], command: list[str], srun: str = "srun"
 ) -> list[str]:
     """The kernel step inside the allocation: relaunched alone on restart."""
-    argv = [srun, f"--jobid={job_id}", "--job-name=jupyter-kernel", "--nodes=1", "--ntasks=1", "--overlap",
-            "--kill-on-bad-exit=1", "--input=none"]
+    argv = [
+        srun,
+        f"--jobid={job_id}",
+        "--job-name=jupyter-kernel",
+        "--nodes=1",
+        "--ntasks=1",
+        "--overlap",
+        "--kill-on-bad-exit=1",
+        "--input=none",
+    ]
     if config.cpus_per_task:
         argv.append(f"--cpus-per-task={config.cpus_per_task}")
     return argv + container + list(config.srun_args) + command
@@ -214,8 +223,14 @@ def parse_squeue(output: str) -> dict[str, JobInfo]:
 
 def sacct_argv(job_ids: list[str], sacct: str = "sacct") -> list[str]:
     """Final states of jobs squeue has forgotten (needs Slurm accounting; asked once per job)."""
-    return [sacct, "--noheader", "--parsable2", "--allocations", f"--jobs={','.join(job_ids)}",
-            "--format=JobID,State,ExitCode"]
+    return [
+        sacct,
+        "--noheader",
+        "--parsable2",
+        "--allocations",
+        f"--jobs={','.join(job_ids)}",
+        "--format=JobID,State,ExitCode",
+    ]
 
 
 def parse_sacct(output: str) -> dict[str, JobInfo]:

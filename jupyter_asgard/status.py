@@ -72,8 +72,11 @@ def server_status(server: dict[str, Any], timeout: float) -> Status:
         return _not_shown(url, f"did not answer ({getattr(error, 'reason', error)})")
     except ValueError:
         return _not_shown(url, "did not answer in JSON")
-    notes = [] if answer.get("slurm_reachable", True) else [
-        f"Jupyter server {url} cannot reach Slurm ({answer.get('slurm_error')}); its job states may be stale"]
+    notes = (
+        []
+        if answer.get("slurm_reachable", True)
+        else [f"Jupyter server {url} cannot reach Slurm ({answer.get('slurm_error')}); its job states may be stale"]
+    )
     return Status([{**row, "server": url, "known_to_server": True} for row in answer.get("kernels", [])], notes)
 
 
@@ -82,10 +85,12 @@ async def servers_status(timeout: float) -> Status:
     # Imported here: it takes seconds to import, which every other `jupyter asgard` command would pay.
     from jupyter_server.serverapp import list_running_servers
 
-    answers = await asyncio.gather(*(asyncio.to_thread(server_status, server, timeout)
-                                     for server in list_running_servers()))
-    return Status([row for answer in answers for row in answer.rows],
-                  [note for answer in answers for note in answer.notes])
+    answers = await asyncio.gather(
+        *(asyncio.to_thread(server_status, server, timeout) for server in list_running_servers())
+    )
+    return Status(
+        [row for answer in answers for row in answer.rows], [note for answer in answers for note in answer.notes]
+    )
 
 
 # --- Slurm's view ----------------------------------------------------------------------------------
@@ -116,11 +121,18 @@ def started_by(comment: str) -> str:
 def unknown_job_row(job: JobInfo, position: int | None) -> dict[str, Any]:
     """A row like the servers' for a job no server reported, from squeue alone."""
     row = KernelRow(
-        kernel_id=kernel_id_of(job.name) or "", job_id=job.job_id, state=job.state,
-        reason=job.reason if job.state == "PENDING" else "", queue_position=position,
-        node="" if job.state == "PENDING" else job.nodes, gpus=tres_gpus(job) or {"count": 0, "type": ""},
-        partition=job.partition, start_time=job.start_time if job.state != "PENDING" else "",
-        time_limit=job.time_limit, time_left=job.time_left, time_left_seconds=duration_seconds(job.time_left),
+        kernel_id=kernel_id_of(job.name) or "",
+        job_id=job.job_id,
+        state=job.state,
+        reason=job.reason if job.state == "PENDING" else "",
+        queue_position=position,
+        node="" if job.state == "PENDING" else job.nodes,
+        gpus=tres_gpus(job) or {"count": 0, "type": ""},
+        partition=job.partition,
+        start_time=job.start_time if job.state != "PENDING" else "",
+        time_limit=job.time_limit,
+        time_left=job.time_left,
+        time_left_seconds=duration_seconds(job.time_left),
     )
     return {**row.to_json(), "server": "", "known_to_server": False, "started_by": started_by(job.comment)}
 
@@ -133,8 +145,7 @@ async def unknown_jobs(known: list[dict[str, Any]], timeout: float) -> Status:
         return Status(notes=[f"squeue failed ({error}); jobs no Jupyter server knows are not shown"])
     job_ids = {row.get("job_id") for row in known}
     kernel_ids = {row.get("kernel_id") for row in known}
-    unknown = [job for job in jobs
-               if job.job_id not in job_ids and kernel_id_of(job.name) not in kernel_ids]
+    unknown = [job for job in jobs if job.job_id not in job_ids and kernel_id_of(job.name) not in kernel_ids]
     unknown.sort(key=lambda job: int(job.job_id) if job.job_id.isdigit() else 0)
     return Status([unknown_job_row(job, positions.get(job.job_id)) for job in unknown])
 
@@ -178,9 +189,16 @@ def where_text(row: dict[str, Any]) -> str:
 
 
 def table_row(row: dict[str, Any]) -> tuple[str, ...]:
-    return (row["kernel_id"][:8], row.get("kernel_name") or "-", state_text(row), row.get("node") or "-",
-            gpus_text(row.get("gpus") or {}), row.get("time_left") or "-", row.get("job_id") or "-",
-            where_text(row))
+    return (
+        row["kernel_id"][:8],
+        row.get("kernel_name") or "-",
+        state_text(row),
+        row.get("node") or "-",
+        gpus_text(row.get("gpus") or {}),
+        row.get("time_left") or "-",
+        row.get("job_id") or "-",
+        where_text(row),
+    )
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -189,8 +207,9 @@ def render(rows: list[dict[str, Any]]) -> str:
         return "No Asgard kernels."
     table = [COLUMNS, *(table_row(row) for row in rows)]
     widths = [max(len(line[column]) for line in table) for column in range(len(COLUMNS) - 1)]
-    lines = ["  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)), line[-1]])
-             for line in table]
+    lines = [
+        "  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)), line[-1]]) for line in table
+    ]
     if any(not row["known_to_server"] for row in rows):
         lines.append("Cancel a job that no one uses with: scancel JOB")
     return "\n".join(lines)

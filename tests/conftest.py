@@ -91,8 +91,12 @@ def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
     (reason Resources); yields their job ids, one per node."""
     jobs = []
     for node in NODES:
-        result = subprocess.run(["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            ["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         jobs.append(result.stderr.split()[-1])
     yield jobs
     subprocess.run(["scancel", *jobs], capture_output=True)
@@ -109,8 +113,9 @@ def no_kernel_jobs_left(slurm_cluster: LocalCluster) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def jupyter_server(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+def jupyter_server(
+    kernelspecs: KernelSpecs, slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JupyterServer]:
     """A real `jupyter server` with the jupyter_asgard extension, configured for the test cluster."""
     home = tmp_path_factory.mktemp("server")
     config = home / "jupyter_server_config.py"
@@ -131,18 +136,21 @@ def jupyter_server(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
 
 
 @pytest.fixture(scope="session")
-def jupyter_lab(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+def jupyter_lab(
+    kernelspecs: KernelSpecs, slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JupyterServer]:
     """A real JupyterLab with the jupyter_asgard extensions, configured for the test cluster.
 
     The configuration lives in JUPYTER_CONFIG_DIR, where notebook kernels (the container panel) read it too.
     """
     scratch, datasets = slurm_cluster.netscratch, slurm_cluster.datasets
-    with running_lab(tmp_path_factory.mktemp("lab"),
-                     "c.SlurmMonitor.poll_interval = 0.5\n"
-                     f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}]\n"
-                     f"c.PyxisProvisioner.mounts = ['{scratch}/$USER:{scratch}/$USER', "
-                     f"'{datasets}:{datasets}:ro']\n") as lab:
+    with running_lab(
+        tmp_path_factory.mktemp("lab"),
+        "c.SlurmMonitor.poll_interval = 0.5\n"
+        f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}]\n"
+        f"c.PyxisProvisioner.mounts = ['{scratch}/$USER:{scratch}/$USER', "
+        f"'{datasets}:{datasets}:ro']\n",
+    ) as lab:
         yield lab
 
 

@@ -20,13 +20,16 @@ def revive_node(cluster: LocalCluster, node: str, timeout: float = 60) -> None:
     """Network back, slurmd started again, node resumed: as an admin brings a repaired node back."""
     namespace = f"asg{cluster.state.slot}-{node}"
     subprocess.run(["ip", "-n", namespace, "link", "set", "eth0", "up"], check=True)
-    cluster._spawn(f"slurmd-{node}", ["nsenter", f"--net=/run/netns/{namespace}", "slurmd", "-D", "-N", node,
-                                      "-f", str(cluster.slurm_conf)])
+    cluster._spawn(
+        f"slurmd-{node}",
+        ["nsenter", f"--net=/run/netns/{namespace}", "slurmd", "-D", "-N", node, "-f", str(cluster.slurm_conf)],
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], capture_output=True)
-        state = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], capture_output=True,
-                               text=True).stdout.split()
+        state = subprocess.run(
+            ["sinfo", "-h", "-N", "-n", node, "-o", "%T"], capture_output=True, text=True
+        ).stdout.split()
         if state and state[0] == "idle":
             return
         time.sleep(1)

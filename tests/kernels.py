@@ -38,8 +38,14 @@ class KernelSpecs:
             "container_name": TEST_CONTAINER,
         }
 
-    def make(self, name: str, interrupt_mode: str = "message", env: dict[str, str] | None = None,
-             argv: list[str] | None = None, **config: Any) -> str:
+    def make(
+        self,
+        name: str,
+        interrupt_mode: str = "message",
+        env: dict[str, str] | None = None,
+        argv: list[str] | None = None,
+        **config: Any,
+    ) -> str:
         """A kernelspec named name: the base config with overrides (a value of None removes a key)."""
         merged = {**self.base_config(), **config}
         if "image" in config and "container_name" not in config:  # a named container keeps its first image
@@ -51,10 +57,12 @@ class KernelSpecs:
             "language": "python",
             "interrupt_mode": interrupt_mode,
             "env": env or {},
-            "metadata": {"kernel_provisioner": {
-                "provisioner_name": "pyxis-provisioner",
-                "config": {key: value for key, value in merged.items() if value is not None},
-            }},
+            "metadata": {
+                "kernel_provisioner": {
+                    "provisioner_name": "pyxis-provisioner",
+                    "config": {key: value for key, value in merged.items() if value is not None},
+                }
+            },
         }
         directory = self.kernels_dir / name
         directory.mkdir(parents=True, exist_ok=True)

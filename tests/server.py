@@ -37,8 +37,9 @@ class Response:
 class JupyterServer:
     """`jupyter server` or `jupyter lab` on 127.0.0.1 with a token; stop() ends it and its kernels."""
 
-    def __init__(self, root_dir: Path, log_path: Path, app: str = "server", extra_args: list[str] | None = None
-                 ) -> None:
+    def __init__(
+        self, root_dir: Path, log_path: Path, app: str = "server", extra_args: list[str] | None = None
+    ) -> None:
         self.root_dir = root_dir
         self.log_path = log_path
         self.app = app
@@ -52,17 +53,33 @@ class JupyterServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, env: dict[str, str] | None = None, timeout: float = 60, terminal: bool = False
-              ) -> JupyterServer:
+    def start(self, env: dict[str, str] | None = None, timeout: float = 60, terminal: bool = False) -> JupyterServer:
         """terminal: as if run in a terminal of its own: a process group of its own (Ctrl-C goes to all of it)
         and a stdin the test answers the server's questions on."""
-        argv = [sys.executable, "-m", "jupyter", self.app, "--no-browser", "--allow-root", f"--port={self.port}",
-                "--ip=127.0.0.1", f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root_dir}",
-                "--ServerApp.port_retries=0", *self.extra_args]
+        argv = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            self.app,
+            "--no-browser",
+            "--allow-root",
+            f"--port={self.port}",
+            "--ip=127.0.0.1",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root_dir}",
+            "--ServerApp.port_retries=0",
+            *self.extra_args,
+        ]
         self.env = env or dict(os.environ)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            stdin=subprocess.PIPE if terminal else None, start_new_session=terminal)
+            self.process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                stdin=subprocess.PIPE if terminal else None,
+                start_new_session=terminal,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -87,8 +104,9 @@ class JupyterServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
 
-    def request(self, method: str, path: str, body: Any = None, token: str | None = "", timeout: float = 120
-                ) -> Response:
+    def request(
+        self, method: str, path: str, body: Any = None, token: str | None = "", timeout: float = 120
+    ) -> Response:
         """One HTTP request; token "" means the server's token, None means no credentials at all; a body of
         bytes goes as it is, any other as JSON."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
@@ -110,11 +128,15 @@ def running_lab(home: Path, config: str) -> Iterator[JupyterServer]:
     JUPYTER_CONFIG_DIR, where notebook kernels read it too), without JupyterLab's news and update checks."""
     (home / "config").mkdir()
     (home / "config" / "jupyter_server_config.py").write_text(
-        config + "c.LabApp.news_url = None\n"
-        "c.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n")
+        config + "c.LabApp.news_url = None\nc.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
+    )
     (home / "root").mkdir()
-    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
-           "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+    }
     lab = JupyterServer(home / "root", home / "lab.log", app="lab")
     lab.start(env)
     try:
@@ -141,12 +163,30 @@ def execute_via_websocket(server: JupyterServer, kernel_id: str, code: str, time
         url = f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels?token={server.token}"
         connection = await asyncio.wait_for(websocket_connect(url), timeout)
         msg_id = uuid.uuid4().hex
-        header = {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "execute_request",
-                  "version": "5.3"}
-        await connection.write_message(json.dumps({
-            "header": header, "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                        "allow_stdin": False}}))
+        header = {
+            "msg_id": msg_id,
+            "username": "test",
+            "session": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "version": "5.3",
+        }
+        await connection.write_message(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": "shell",
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": False,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                    },
+                }
+            )
+        )
         output = []
         while True:
             raw = await asyncio.wait_for(connection.read_message(), timeout)

@@ -17,13 +17,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 SMALLEST = {
-    "benchmarks.kernel_start": (["--rounds", "1"], [rf"^ +{phase} +bare +[\d.]+ +asgard +[\d.]+ +ratio +[\d.]+x"
-                                                    for phase in ("cold", "warm", "restart")]),
+    "benchmarks.kernel_start": (
+        ["--rounds", "1"],
+        [rf"^ +{phase} +bare +[\d.]+ +asgard +[\d.]+ +ratio +[\d.]+x" for phase in ("cold", "warm", "restart")],
+    ),
     "benchmarks.slurm_load": (["--counts", "1", "2", "--window", "2"], [r"^ +1 +[\d.]+ +[\d.]+", r"^ +2 +[\d.]+"]),
-    "benchmarks.start_storm": (["--counts", "1", "2", "--rounds", "1", "--memory-kernels", "2"],
-                               [r"ratio Asgard/local: [\d.]+x",
-                                r"kernel starts that failed \(their storm was run again, their REST start tried "
-                                r"again\): 0$"]),
+    "benchmarks.start_storm": (
+        ["--counts", "1", "2", "--rounds", "1", "--memory-kernels", "2"],
+        [
+            r"ratio Asgard/local: [\d.]+x",
+            r"kernel starts that failed \(their storm was run again, their REST start tried "
+            r"again\): 0$",
+        ],
+    ),
 }
 
 
@@ -31,8 +37,7 @@ SMALLEST = {
 @pytest.mark.parametrize("module", sorted(SMALLEST))
 def test_benchmark_runs_and_prints_its_figures(module: str) -> None:
     args, figures = SMALLEST[module]
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=240)
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     for figure in figures:
         assert re.search(figure, done.stdout, re.MULTILINE), f"{figure!r} not in:\n{done.stdout}"

@@ -44,8 +44,9 @@ def _closed_directories(paths: list[Path]) -> dict[Path, set[str]]:
     closed: dict[Path, set[str]] = {}
     for path in paths:
         parts = path.parts
-        found = [(Path(*parts[:i]), parts[i]) for i in range(1, len(parts))
-                 if not os.stat(Path(*parts[:i])).st_mode & 0o001]
+        found = [
+            (Path(*parts[:i]), parts[i]) for i in range(1, len(parts)) if not os.stat(Path(*parts[:i])).st_mode & 0o001
+        ]
         if not path.stat().st_mode & 0o001:
             pytest.skip(f"{path} itself is closed to other users: a non-root user cannot use it")
         if len(found) > 1:
@@ -95,15 +96,22 @@ class BinderUser:
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
-            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--comment", MARKER, name],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["useradd", "--create-home", "--shell", "/bin/bash", "--comment", MARKER, name],
+                check=True,
+                capture_output=True,
+            )
             entry = pwd.getpwnam(name)
         if entry.pw_gecos != MARKER:
             pytest.skip(f"a user {name} exists that this test did not create")
         self.uid, self.home = entry.pw_uid, Path(entry.pw_dir)
         self.python_bin = Path(sys.executable).parent
         self.env = {
-            "HOME": str(self.home), "USER": name, "LOGNAME": name, "SHELL": "/bin/bash", "LANG": "C.UTF-8",
+            "HOME": str(self.home),
+            "USER": name,
+            "LOGNAME": name,
+            "SHELL": "/bin/bash",
+            "LANG": "C.UTF-8",
             # Like Binder's: the environment's bin first. No sbin: binder/start must add it for the daemons.
             "PATH": f"{self.python_bin}:/usr/local/bin:/usr/bin:/bin",
         }
@@ -115,7 +123,9 @@ class BinderUser:
         if closed:
             self.holder = subprocess.Popen(
                 ["unshare", "--mount", "--propagation", "private", "bash", "-c", _namespace_script(closed)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             line = self.holder.stdout.readline().strip()
             if line != "ready":
@@ -126,8 +136,9 @@ class BinderUser:
     def cluster_root(self) -> Path:
         return self.home / CLUSTER_DIR
 
-    def run(self, *argv: str, input: str | None = None, timeout: float = 120,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, *argv: str, input: str | None = None, timeout: float = 120, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         """argv as the user, in the repository, with only the variables of self.env (and env)."""
         variables = [f"{key}={value}" for key, value in {**self.env, **(env or {})}.items()]
         command = ["runuser", "-u", self.name, "--", "env", "-i", "-C", str(REPO), *variables, *argv]
@@ -182,8 +193,9 @@ def binder_user(request: pytest.FixtureRequest) -> Iterator[BinderUser]:
     if os.geteuid() != 0:
         pytest.skip("this test creates a non-root user to run binder/start as, which needs root")
     request.getfixturevalue("fresh_cluster_prerequisites")
-    missing = [command for command in ("useradd", "userdel", "runuser", "unshare", "nsenter")
-               if shutil.which(command) is None]
+    missing = [
+        command for command in ("useradd", "userdel", "runuser", "unshare", "nsenter") if shutil.which(command) is None
+    ]
     if missing:
         pytest.skip(f"missing {', '.join(missing)}")
     ensure_images()  # building them needs root; the user's cluster only reads the machine's cache
@@ -231,8 +243,9 @@ def test_binder_start_brings_the_demo_up_as_a_non_root_user(binder_user: BinderU
     user, root = binder_user, binder_user.cluster_root
     slurm_env = {"SLURM_CONF": str(root / "etc" / "slurm.conf")}
 
-    started = user.run("bash", "binder/start", "bash", "-c", 'echo "server runs with SLURM_CONF=$SLURM_CONF"',
-                       timeout=180)
+    started = user.run(
+        "bash", "binder/start", "bash", "-c", 'echo "server runs with SLURM_CONF=$SLURM_CONF"', timeout=180
+    )
     assert started.returncode == 0, started.stdout + started.stderr
     assert "Asgard demo ready" in started.stdout, started.stdout + started.stderr
     assert f"server runs with SLURM_CONF={root}/etc/slurm.conf" in started.stdout
@@ -259,14 +272,27 @@ def test_binder_start_brings_the_demo_up_as_a_non_root_user(binder_user: BinderU
 
     # A GPU job in a real container: enroot runs unprivileged (user namespaces), as the user, with its mounts.
     image = root / "enroot" / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
-    job = user.run("srun", "--gpus=1", "-w", "gpu02", f"--container-image={image}",
-                   f"--container-mounts={root / 'ds'}:/ds:ro,{notebooks}:{notebooks}",
-                   f"--container-workdir={notebooks}",
-                   "bash", "-c", "echo $SLURMD_NODENAME $CUDA_VISIBLE_DEVICES $(id -u) $TEST_IMAGE; pwd; "
-                   "head -1 /ds/iris.csv; touch /ds/x 2>/dev/null || echo read-only", env=slurm_env)
+    job = user.run(
+        "srun",
+        "--gpus=1",
+        "-w",
+        "gpu02",
+        f"--container-image={image}",
+        f"--container-mounts={root / 'ds'}:/ds:ro,{notebooks}:{notebooks}",
+        f"--container-workdir={notebooks}",
+        "bash",
+        "-c",
+        "echo $SLURMD_NODENAME $CUDA_VISIBLE_DEVICES $(id -u) $TEST_IMAGE; pwd; "
+        "head -1 /ds/iris.csv; touch /ds/x 2>/dev/null || echo read-only",
+        env=slurm_env,
+    )
     assert job.returncode == 0, job.stderr
-    assert job.stdout.splitlines() == [f"gpu02 0 {user.uid} python-ipykernel", str(notebooks),
-                                       "sepal_length,sepal_width,petal_length,petal_width,species", "read-only"]
+    assert job.stdout.splitlines() == [
+        f"gpu02 0 {user.uid} python-ipykernel",
+        str(notebooks),
+        "sepal_length,sepal_width,petal_length,petal_width,species",
+        "read-only",
+    ]
 
     # The demo kernel, started by jupyter_client from the kernelspec binder/start installed.
     checked = user.run("python3", "-", str(notebooks), input=KERNEL_CHECK, env=slurm_env, timeout=300)
@@ -310,14 +336,22 @@ asyncio.run(main())
 
 
 def test_binder_start_without_user_namespaces_runs_kernels_without_a_container_and_says_so(
-    binder_user: BinderUser
+    binder_user: BinderUser,
 ) -> None:
     """Where enroot cannot run (mybinder.org refuses user namespaces; here ASGARD_DEMO_CONTAINERS=no asks for
     it), the demo's kernels run through srun on the nodes as they are, and the first page says so."""
     user, root = binder_user, binder_user.cluster_root
     notebook = root / "netscratch" / user.name / "hello-asgard.ipynb"
-    started = user.run("bash", "binder/start", "python3", "-", str(notebook), input=NOTEBOOK_CHECK,
-                       env={"ASGARD_DEMO_CONTAINERS": "no"}, timeout=300)
+    started = user.run(
+        "bash",
+        "binder/start",
+        "python3",
+        "-",
+        str(notebook),
+        input=NOTEBOOK_CHECK,
+        env={"ASGARD_DEMO_CONTAINERS": "no"},
+        timeout=300,
+    )
     assert started.returncode == 0, started.stdout + started.stderr
     assert "kernels run through srun on the cluster's nodes without a container" in started.stdout
     assert (root / "etc" / "plugstack.conf").read_text() == ""

@@ -99,8 +99,9 @@ def test_a_kernel_that_ends_before_listening_is_not_announced() -> None:
 def test_a_wrapper_s_child_listening_counts(listener: tuple[subprocess.Popen, int]) -> None:
     """A kernelspec may run a wrapper script that starts the kernel as its child."""
     port = free_port()
-    wrapper = subprocess.Popen(["sh", "-c", f"{sys.executable} -c '{LISTEN}' {port}; true"],
-                               stdout=subprocess.PIPE, text=True)
+    wrapper = subprocess.Popen(
+        ["sh", "-c", f"{sys.executable} -c '{LISTEN}' {port}; true"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert wrapper.stdout is not None and wrapper.stdout.readline() == "listening\n"
         assert bootstrap.port_state(wrapper.pid, {"hb_port": port}) == (set(), set())

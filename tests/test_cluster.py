@@ -21,8 +21,15 @@ def run(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("node", NODES)
 def test_gpu_job_runs_at_its_node_address(slurm_cluster: LocalCluster, node: str) -> None:
-    result = run("srun", "--gpus=1", "-w", node, "bash", "-c",
-                 "hostname -I; echo $SLURMD_NODENAME; echo CVD=$CUDA_VISIBLE_DEVICES")
+    result = run(
+        "srun",
+        "--gpus=1",
+        "-w",
+        node,
+        "bash",
+        "-c",
+        "hostname -I; echo $SLURMD_NODENAME; echo CVD=$CUDA_VISIBLE_DEVICES",
+    )
     assert result.returncode == 0, result.stderr
     address, name, devices = result.stdout.split()
     assert address == slurm_cluster.node_addr(node)
@@ -83,11 +90,18 @@ def test_pyxis_refuses_a_missing_image(slurm_cluster: LocalCluster) -> None:
         ("data:/data", 'pyxis: mount source must be a relative path, an absolute path, "tmpfs" or "umount"'),
     ],
 )
-def test_pyxis_refuses_a_bad_mount_spec_before_submitting(slurm_cluster: LocalCluster, mounts: str,
-                                                          message: str) -> None:
+def test_pyxis_refuses_a_bad_mount_spec_before_submitting(
+    slurm_cluster: LocalCluster, mounts: str, message: str
+) -> None:
     jobs_before = run("squeue", "-h", "-o", "%i").stdout.split()
-    result = run("srun", "-w", "gpu01", f"--container-image={slurm_cluster.pytorch_image()}",
-                 f"--container-mounts={mounts}", "true")
+    result = run(
+        "srun",
+        "-w",
+        "gpu01",
+        f"--container-image={slurm_cluster.pytorch_image()}",
+        f"--container-mounts={mounts}",
+        "true",
+    )
     assert result.returncode != 0
     assert message in result.stderr
     assert set(run("squeue", "-h", "-o", "%i").stdout.split()) <= set(jobs_before)  # no job was submitted
@@ -95,29 +109,51 @@ def test_pyxis_refuses_a_bad_mount_spec_before_submitting(slurm_cluster: LocalCl
 
 def test_pyxis_refuses_a_missing_mount_source_on_the_node(slurm_cluster: LocalCluster) -> None:
     source = slurm_cluster.root / "not-there"
-    result = run("srun", "-w", "gpu01", f"--container-image={slurm_cluster.pytorch_image()}",
-                 f"--container-mounts={source}:/data", "true")
+    result = run(
+        "srun",
+        "-w",
+        "gpu01",
+        f"--container-image={slurm_cluster.pytorch_image()}",
+        f"--container-mounts={source}:/data",
+        "true",
+    )
     assert result.returncode != 0
     assert f"pyxis: --container-mounts: source path does not exist: {source}" in result.stderr
 
 
-def test_a_real_container_has_the_images_filesystem_environment_workdir_and_mounts(
-    slurm_cluster: LocalCluster
-) -> None:
+def test_a_real_container_has_the_images_filesystem_environment_workdir_and_mounts(slurm_cluster: LocalCluster) -> None:
     scratch, datasets = slurm_cluster.netscratch, slurm_cluster.datasets
-    probe = ("import json, os, socket, sys; print(json.dumps({'cwd': os.getcwd(), 'python': sys.executable, "
-             "'host_python': os.path.exists(os.environ.get('HOST_PYTHON', '')), 'host': socket.gethostname(), "
-             "'image': os.environ.get('TEST_IMAGE'), 'ipykernel': __import__('ipykernel').__version__, "
-             f"'ro': not os.access({str(datasets)!r}, os.W_OK), 'scratch': os.listdir({str(scratch / 'root')!r})}}))")
-    result = run("srun", "-w", "gpu02", f"--container-image={slurm_cluster.pytorch_image()}",
-                 f"--container-mounts={scratch}:{scratch},{datasets}:{datasets}:ro",
-                 f"--container-workdir={scratch}", "--export", f"ALL,HOST_PYTHON={sys.executable}",
-                 "python3", "-c", probe)
+    probe = (
+        "import json, os, socket, sys; print(json.dumps({'cwd': os.getcwd(), 'python': sys.executable, "
+        "'host_python': os.path.exists(os.environ.get('HOST_PYTHON', '')), 'host': socket.gethostname(), "
+        "'image': os.environ.get('TEST_IMAGE'), 'ipykernel': __import__('ipykernel').__version__, "
+        f"'ro': not os.access({str(datasets)!r}, os.W_OK), 'scratch': os.listdir({str(scratch / 'root')!r})}}))"
+    )
+    result = run(
+        "srun",
+        "-w",
+        "gpu02",
+        f"--container-image={slurm_cluster.pytorch_image()}",
+        f"--container-mounts={scratch}:{scratch},{datasets}:{datasets}:ro",
+        f"--container-workdir={scratch}",
+        "--export",
+        f"ALL,HOST_PYTHON={sys.executable}",
+        "python3",
+        "-c",
+        probe,
+    )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
-    assert seen == {"cwd": str(scratch), "python": "/usr/bin/python3", "host_python": False, "host": "gpu02",
-                    "image": "python-ipykernel", "ipykernel": seen["ipykernel"], "ro": True,
-                    "scratch": ["hello.txt"]}
+    assert seen == {
+        "cwd": str(scratch),
+        "python": "/usr/bin/python3",
+        "host_python": False,
+        "host": "gpu02",
+        "image": "python-ipykernel",
+        "ipykernel": seen["ipykernel"],
+        "ro": True,
+        "scratch": ["hello.txt"],
+    }
 
 
 def test_a_named_container_keeps_its_files_on_its_node_only(slurm_cluster: LocalCluster) -> None:
@@ -136,9 +172,11 @@ def test_a_named_container_keeps_its_files_on_its_node_only(slurm_cluster: Local
 def test_a_node_resolves_names_at_once_without_a_dns_server(slurm_cluster: LocalCluster) -> None:
     """jupyter_client's localinterfaces looks up <hostname>.local in a container without `ip`: on a node whose
     resolver waits for an unreachable DNS server that cost every kernel start 10 s."""
-    probe = ("import socket, time; start = time.monotonic()\n"
-             "try: socket.gethostbyname(socket.gethostname() + '.local')\nexcept OSError: pass\n"
-             "print(socket.gethostbyname(socket.gethostname()), round(time.monotonic() - start, 1))")
+    probe = (
+        "import socket, time; start = time.monotonic()\n"
+        "try: socket.gethostbyname(socket.gethostname() + '.local')\nexcept OSError: pass\n"
+        "print(socket.gethostbyname(socket.gethostname()), round(time.monotonic() - start, 1))"
+    )
     result = run("srun", "-w", "gpu01", f"--container-image={slurm_cluster.pytorch_image()}", "python3", "-c", probe)
     address, seconds = result.stdout.split()
     assert address == slurm_cluster.node_addr("gpu01")
@@ -152,8 +190,10 @@ def test_a_second_cluster_starts_beside_the_first_and_teardown_leaves_nothing(
     state = cluster.state
     assert state.slot != slurm_cluster.state.slot
     sleeper = subprocess.Popen(
-        ["srun", "-w", "gpu01", "sleep", "300"], env={**os.environ, **cluster.env},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ["srun", "-w", "gpu01", "sleep", "300"],
+        env={**os.environ, **cluster.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not _namespace_runs(state.namespaces[0], "sleep"):

@@ -51,8 +51,9 @@ async def test_three_first_starts_of_one_new_named_container_on_one_node_all_sta
 ) -> None:
     """enroot unpacks a new named container once; starts at the same moment must not race it."""
     container = f"first-{uuid.uuid4().hex[:8]}"
-    name = kernelspecs.make("asgard-first-starts", container_name=container, gpus=None,
-                            salloc_args=["--nodelist=gpu02"])
+    name = kernelspecs.make(
+        "asgard-first-starts", container_name=container, gpus=None, salloc_args=["--nodelist=gpu02"]
+    )
     dirs = notebook_dirs(tmp_path, "a", "b", "c")
     kms = await asyncio.gather(*(start(name, directory) for directory in dirs), return_exceptions=True)
     try:
@@ -64,9 +65,7 @@ async def test_three_first_starts_of_one_new_named_container_on_one_node_all_sta
         await asyncio.gather(*(shutdown(km) for km in kms if not isinstance(km, BaseException)))
 
 
-async def test_a_notebook_directory_with_spaces_is_mounted_and_used(
-    kernelspecs: KernelSpecs, tmp_path: Path
-) -> None:
+async def test_a_notebook_directory_with_spaces_is_mounted_and_used(kernelspecs: KernelSpecs, tmp_path: Path) -> None:
     """Pyxis escapes spaces (and tabs) for enroot's fstab: such a directory must just work."""
     (directory,) = notebook_dirs(tmp_path, "my project 2")
     km = await start("asgard-test", directory)
@@ -88,9 +87,11 @@ async def test_enroot_settings_of_the_server_do_not_reach_the_kernels_container(
     monkeypatch.setenv("ENROOT_MOUNT_HOME", "yes")
     km = await start(kernelspecs.make("asgard-site-default", container_writable=None), tmp_path)
     try:
-        code = ("import errno, json, os\ntry:\n    open('/opt/probe', 'w').close(); writable = True\n"
-                "except OSError as error:\n    writable = errno.errorcode[error.errno]\n"
-                "print(json.dumps([writable, sorted(k for k in os.environ if k.startswith('ENROOT_'))]))")
+        code = (
+            "import errno, json, os\ntry:\n    open('/opt/probe', 'w').close(); writable = True\n"
+            "except OSError as error:\n    writable = errno.errorcode[error.errno]\n"
+            "print(json.dumps([writable, sorted(k for k in os.environ if k.startswith('ENROOT_'))]))"
+        )
         assert json.loads((await execute(km, code))["stdout"]) == ["EROFS", []]
     finally:
         await shutdown(km)

@@ -53,8 +53,11 @@ def run(server: JupyterServer, kernel_id: str, code: str, info: dict[str, Any] |
     kernel_client = client(server, kernel_id, info)
     try:
         out: list[str] = []
-        kernel_client.execute_interactive(code, timeout=60, output_hook=lambda m: out.append(
-            m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+        kernel_client.execute_interactive(
+            code,
+            timeout=60,
+            output_hook=lambda m: out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None,
+        )
         return "".join(out)
     finally:
         kernel_client.stop_channels()
@@ -88,8 +91,11 @@ def test_a_job_ended_from_outside_is_reported_dead_with_its_reason_and_not_resta
     final = "CANCELLED" if how == "scancel" else "TIMEOUT"
     # jupyter_server drops a kernel its restarter gave up on ("died, removing from map")
     # Slurm enforces time limits in a periodic check (about a minute apart), then the restarter gives up.
-    wait_for(lambda: execution_state(jupyter_server, kernel_id) in ("dead", "gone"), 180,
-             f"the kernel was not reported dead (server log: {jupyter_server.log_path})")
+    wait_for(
+        lambda: execution_state(jupyter_server, kernel_id) in ("dead", "gone"),
+        180,
+        f"the kernel was not reported dead (server log: {jupyter_server.log_path})",
+    )
     assert row(jupyter_server, kernel_id)["state"] == final
     assert salloc_calls(jupyter_server) == allocations, "a restart asked Slurm for a new allocation"
     words = {"CANCELLED": "it was cancelled", "TIMEOUT": "it reached its time limit"}[final]
@@ -99,8 +105,9 @@ def test_a_job_ended_from_outside_is_reported_dead_with_its_reason_and_not_resta
     assert wait_until_no_kernel_jobs() == []
 
 
-def test_a_crashed_kernel_restarts_in_the_same_allocation(jupyter_server: JupyterServer,
-                                                           slurm_cluster: LocalCluster) -> None:
+def test_a_crashed_kernel_restarts_in_the_same_allocation(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster
+) -> None:
     kernel_id = start_kernel(jupyter_server)
     job_id = row(jupyter_server, kernel_id)["job_id"]
     info = connection_info(jupyter_server, kernel_id)
@@ -132,8 +139,11 @@ def test_a_dead_node_costs_the_allocation_and_the_kernel_comes_back_elsewhere(
 ) -> None:
     kernel_id, first, other = moved_kernel(jupyter_server, slurm_cluster)
     try:
-        moved = wait_for(lambda: (r := row(jupyter_server, kernel_id)).get("node") == other
-                         and r["state"] == "RUNNING" and r, 120, "the kernel did not come back on the other node")
+        moved = wait_for(
+            lambda: (r := row(jupyter_server, kernel_id)).get("node") == other and r["state"] == "RUNNING" and r,
+            120,
+            "the kernel did not come back on the other node",
+        )
         assert moved["job_id"] != first["job_id"]
         assert not [line for line in kernel_jobs() if line.startswith(first["job_id"] + " ")]
         # The row shows the new node once the handshake is in; let the restart finish before the shutdown:
@@ -152,8 +162,9 @@ def test_after_a_node_move_the_server_websocket_reaches_the_kernel(
         wait_for(lambda: row(jupyter_server, kernel_id).get("node") == other, 120, "no move")
         # The websocket's nudge waits for jupyter_server's activity watch to see the kernel leave "starting":
         # that watch must have followed the kernel to its new address.
-        where = execute_via_websocket(jupyter_server, kernel_id, "import os; print(os.environ['SLURMD_NODENAME'])",
-                                      timeout=30)
+        where = execute_via_websocket(
+            jupyter_server, kernel_id, "import os; print(os.environ['SLURMD_NODENAME'])", timeout=30
+        )
         assert where.strip() == other
         wait_for(lambda: execution_state(jupyter_server, kernel_id) == "idle", 10, "a stale execution_state")
         assert connection_info(jupyter_server, kernel_id)["ip"] == slurm_cluster.node_addr(other)
@@ -163,20 +174,27 @@ def test_after_a_node_move_the_server_websocket_reaches_the_kernel(
         revive_node(slurm_cluster, first["node"])
 
 
-def test_kernels_keep_working_while_slurmctld_is_down(jupyter_server: JupyterServer,
-                                                       slurm_cluster: LocalCluster) -> None:
+def test_kernels_keep_working_while_slurmctld_is_down(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster
+) -> None:
     kernel_id = start_kernel(jupyter_server)
     job_id = row(jupyter_server, kernel_id)["job_id"]
     stop_controller(slurm_cluster)
     try:
-        wait_for(lambda: not jupyter_server.request("GET", "/asgard/api/kernels").body["slurm_reachable"], 60,
-                 "the monitor did not notice that Slurm is unreachable")
+        wait_for(
+            lambda: not jupyter_server.request("GET", "/asgard/api/kernels").body["slurm_reachable"],
+            60,
+            "the monitor did not notice that Slurm is unreachable",
+        )
         assert run(jupyter_server, kernel_id, "print('still here')").strip() == "still here"
         assert "slurm" in jupyter_server.request("GET", "/asgard/api/kernels").body["slurm_error"].lower()
     finally:
         start_controller(slurm_cluster)
-    wait_for(lambda: jupyter_server.request("GET", "/asgard/api/kernels").body["slurm_reachable"], 60,
-             "the monitor did not recover")
+    wait_for(
+        lambda: jupyter_server.request("GET", "/asgard/api/kernels").body["slurm_reachable"],
+        60,
+        "the monitor did not recover",
+    )
     assert row(jupyter_server, kernel_id)["state"] == "RUNNING"
     assert row(jupyter_server, kernel_id)["job_id"] == job_id
     assert run(jupyter_server, kernel_id, "print('after')").strip() == "after"
@@ -225,32 +243,54 @@ def test_a_new_server_cancels_allocations_whose_holder_died(own_server, slurm_cl
     holder = subprocess.Popen(["sleep", "0"])
     holder.wait()  # a pid that no longer runs, as a crashed server's
     comment = f"--comment=jupyter-asgard:{socket.gethostname()}:{holder.pid}"
-    result = subprocess.run(["salloc", "--no-shell", "-J", "jupyter-asgard-orphan", comment],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["salloc", "--no-shell", "-J", "jupyter-asgard-orphan", comment], capture_output=True, text=True, check=True
+    )
     job_id = result.stderr.split()[-1]
-    mine = subprocess.run(["salloc", "--no-shell", "-J", "jupyter-asgard-alive",
-                           f"--comment=jupyter-asgard:{socket.gethostname()}:{os.getpid()}"],
-                          capture_output=True, text=True, check=True).stderr.split()[-1]
+    mine = subprocess.run(
+        [
+            "salloc",
+            "--no-shell",
+            "-J",
+            "jupyter-asgard-alive",
+            f"--comment=jupyter-asgard:{socket.gethostname()}:{os.getpid()}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr.split()[-1]
     try:
         server = own_server()
-        wait_for(lambda: not [line for line in kernel_jobs() if line.startswith(job_id + " ")], 30,
-                 "the orphaned allocation was not cancelled")
+        wait_for(
+            lambda: not [line for line in kernel_jobs() if line.startswith(job_id + " ")],
+            30,
+            "the orphaned allocation was not cancelled",
+        )
         assert [line for line in kernel_jobs() if line.startswith(mine + " ")], "a live holder's job was cancelled"
         assert f"Cancelling Slurm job {job_id}" in server.log()
     finally:
         subprocess.run(["scancel", job_id, mine])
 
 
-def test_shutdown_during_container_start_and_twice_in_a_row(jupyter_server: JupyterServer,
-                                                              kernelspecs: KernelSpecs) -> None:
-    slow = kernelspecs.make("asgard-slow-start", argv=[
-        "bash", "-c", "sleep 5; exec python3 -m ipykernel_launcher -f {connection_file}"])
-    thread = threading.Thread(target=lambda: jupyter_server.request("POST", "/api/kernels", {"name": slow}),
-                              daemon=True)
+def test_shutdown_during_container_start_and_twice_in_a_row(
+    jupyter_server: JupyterServer, kernelspecs: KernelSpecs
+) -> None:
+    slow = kernelspecs.make(
+        "asgard-slow-start", argv=["bash", "-c", "sleep 5; exec python3 -m ipykernel_launcher -f {connection_file}"]
+    )
+    thread = threading.Thread(
+        target=lambda: jupyter_server.request("POST", "/api/kernels", {"name": slow}), daemon=True
+    )
     thread.start()
-    starting = wait_for(lambda: [r for r in jupyter_server.request("GET", "/asgard/api/kernels").body["kernels"]
-                                 if r["kernel_name"] == slow and r["state"] == "RUNNING" and r["node"]], 30,
-                        "the slow kernel's container did not start")[0]
+    starting = wait_for(
+        lambda: [
+            r
+            for r in jupyter_server.request("GET", "/asgard/api/kernels").body["kernels"]
+            if r["kernel_name"] == slow and r["state"] == "RUNNING" and r["node"]
+        ],
+        30,
+        "the slow kernel's container did not start",
+    )[0]
     first = jupyter_server.request("DELETE", f"/asgard/api/kernels/{starting['kernel_id']}")
     second = jupyter_server.request("DELETE", f"/asgard/api/kernels/{starting['kernel_id']}")
     assert first.status == 204

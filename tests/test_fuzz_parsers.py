@@ -24,12 +24,17 @@ ENV = {"USER": "alice", "HOME": "/home/alice", "PROJECT": "vision"}
 # Text that is likely to contain the characters that matter to the mount grammar.
 mount_text = st.text(alphabet=st.sampled_from("/.:,+ \t\n-_aZ9~$") | st.characters(), max_size=40)
 path_piece = st.text(alphabet=st.characters(blacklist_characters=":,", blacklist_categories=("Cs",)), max_size=12)
-source = st.one_of(st.sampled_from(["tmpfs", "umount", ".", "..", ""]), st.builds("/{}".format, path_piece),
-                   st.builds("./{}".format, path_piece), path_piece)
+source = st.one_of(
+    st.sampled_from(["tmpfs", "umount", ".", "..", ""]),
+    st.builds("/{}".format, path_piece),
+    st.builds("./{}".format, path_piece),
+    path_piece,
+)
 target = st.one_of(st.sampled_from(["", ".", "/"]), st.builds("/{}".format, path_piece), path_piece)
 flag = st.one_of(st.sampled_from(sorted(KNOWN_FLAGS)), st.sampled_from(["", "RO", "readonly", " ro"]))
 flags = st.lists(flag, max_size=4).flatmap(
-    lambda items: st.sampled_from(["+", ","]).map(lambda separator: separator.join(items)))
+    lambda items: st.sampled_from(["+", ","]).map(lambda separator: separator.join(items))
+)
 structured_entry = st.one_of(
     source,
     st.builds("{}:{}".format, source, target),
@@ -81,14 +86,20 @@ def test_a_parsed_mount_renders_back_to_itself(entry: str) -> None:
     assert "," not in rendered  # the entry fits in a comma-separated --container-mounts value
 
 
-mountable_piece = st.text(alphabet=st.characters(blacklist_characters=UNMOUNTABLE, blacklist_categories=("Cs",)),
-                          max_size=12)
+mountable_piece = st.text(
+    alphabet=st.characters(blacklist_characters=UNMOUNTABLE, blacklist_categories=("Cs",)), max_size=12
+)
 
 
 @FUZZ
-@given(st.builds(Mount, st.builds("/{}".format, mountable_piece.map(str.strip)),
-                 st.builds("/{}".format, mountable_piece.map(str.strip)),
-                 st.lists(st.sampled_from(sorted(KNOWN_FLAGS - {"rw"})), max_size=3).map(tuple)))
+@given(
+    st.builds(
+        Mount,
+        st.builds("/{}".format, mountable_piece.map(str.strip)),
+        st.builds("/{}".format, mountable_piece.map(str.strip)),
+        st.lists(st.sampled_from(sorted(KNOWN_FLAGS - {"rw"})), max_size=3).map(tuple),
+    )
+)
 def test_a_well_formed_mount_round_trips_through_its_entry(mount: Mount) -> None:
     assert parse_mount(mount.render()) == mount
 
@@ -104,9 +115,26 @@ plausible_text = st.one_of(
     st.text(max_size=30),
     mount_text,
     structured_entry,
-    st.sampled_from(["/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh", "docker://nvcr.io#nvidia/pytorch:24.05-py3",
-                     "foo.sqsh", "$HOME/x", "${USER}", "$NOPE", "~/w", "h100:2", "8:00:00", "32G", "--jobid=1",
-                     "-J", "--exclusive", "1", "abc", ""]),
+    st.sampled_from(
+        [
+            "/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh",
+            "docker://nvcr.io#nvidia/pytorch:24.05-py3",
+            "foo.sqsh",
+            "$HOME/x",
+            "${USER}",
+            "$NOPE",
+            "~/w",
+            "h100:2",
+            "8:00:00",
+            "32G",
+            "--jobid=1",
+            "-J",
+            "--exclusive",
+            "1",
+            "abc",
+            "",
+        ]
+    ),
 )
 plausible_value = st.one_of(
     plausible_text,
@@ -133,10 +161,11 @@ def parse_config(values: dict[str, Any], environ: dict[str, str]) -> LaunchConfi
 @given(configs, environs)
 @example({}, ENV)
 @example({"image": "/i.sqsh", "cpus_per_task": "²"}, ENV)
-@example({"image": "/i.sqsh", "cpus_per_task": 10 ** 5000}, ENV)
+@example({"image": "/i.sqsh", "cpus_per_task": 10**5000}, ENV)
 @example({"image": "/i.sqsh", "gpus": float("nan"), "mounts": [None]}, ENV)
-def test_launch_config_parse_returns_a_config_or_raises_its_error(values: dict[str, Any],
-                                                                   environ: dict[str, str]) -> None:
+def test_launch_config_parse_returns_a_config_or_raises_its_error(
+    values: dict[str, Any], environ: dict[str, str]
+) -> None:
     result = parse_config(values, environ)  # anything but LaunchConfigError propagates and fails the test
     if isinstance(result, LaunchConfigError):
         assert result.problems, "an error must say what is wrong"
@@ -173,7 +202,7 @@ def test_a_reserved_letter_in_a_cluster_of_flags_is_always_refused(key: str, dat
 @FUZZ
 @given(st.sampled_from(sorted(SHORT_WITH_VALUE)), st.sampled_from(sorted(RESERVED_LONG)), st.data())
 def test_every_abbreviation_of_a_reserved_option_is_refused(key: str, option: str, data: st.DataObject) -> None:
-    abbreviation = option[:data.draw(st.integers(min_value=1, max_value=len(option)))]
+    abbreviation = option[: data.draw(st.integers(min_value=1, max_value=len(option)))]
     value = data.draw(st.one_of(st.just(""), st.builds("={}".format, st.text(max_size=8))))
     assert extra_args_problems(key, [f"--{abbreviation}{value}"])
 
@@ -182,7 +211,8 @@ def test_every_abbreviation_of_a_reserved_option_is_refused(key: str, option: st
 
 json_bytes = st.builds(lambda value: json.dumps(value).encode(), json_like)
 damaged_json = st.tuples(json_bytes, st.binary(max_size=4), st.integers(min_value=0, max_value=40)).map(
-    lambda parts: parts[0][:parts[2]] + parts[1] + parts[0][parts[2]:])
+    lambda parts: parts[0][: parts[2]] + parts[1] + parts[0][parts[2] :]
+)
 
 
 @FUZZ

@@ -31,8 +31,10 @@ MTIME = 1704164645.0
         # Asgard's site naming: registry kept, fields joined with '_'.
         ("nvcr.io_nvidia_pytorch_23.12-py3.sqsh", ImageName("nvcr.io", "nvidia/pytorch", "23.12-py3")),
         ("ghcr.io_org_team_app_v1.2.sqsh", ImageName("ghcr.io", "org/team/app", "v1.2")),
-        ("registry.example.com:5000_ml_base_2024.01.sqsh",
-         ImageName("registry.example.com:5000", "ml/base", "2024.01")),
+        (
+            "registry.example.com:5000_ml_base_2024.01.sqsh",
+            ImageName("registry.example.com:5000", "ml/base", "2024.01"),
+        ),
         ("ubuntu_22.04.sqsh", ImageName("", "ubuntu", "22.04")),
         ("nvidia_cuda_12.2.0-devel-ubuntu22.04.sqsh", ImageName("", "nvidia/cuda", "12.2.0-devel-ubuntu22.04")),
         # Two fields: the first is the repository even when it has a dot, or no repository would be left.
@@ -66,8 +68,11 @@ def test_parse_image_filename_refuses_non_squashfs(filename: str) -> None:
 @pytest.mark.parametrize(
     ("name", "uri", "display"),
     [
-        (ImageName("nvcr.io", "nvidia/pytorch", "23.12-py3"), "docker://nvcr.io#nvidia/pytorch:23.12-py3",
-         "nvcr.io/nvidia/pytorch:23.12-py3"),
+        (
+            ImageName("nvcr.io", "nvidia/pytorch", "23.12-py3"),
+            "docker://nvcr.io#nvidia/pytorch:23.12-py3",
+            "nvcr.io/nvidia/pytorch:23.12-py3",
+        ),
         (ImageName("", "ubuntu", "22.04"), "docker://ubuntu:22.04", "ubuntu:22.04"),
         (ImageName("", "my-env", ""), "docker://my-env", "my-env"),
         (ImageName("localhost:5000", "app", ""), "docker://localhost:5000#app", "localhost:5000/app"),
@@ -237,13 +242,19 @@ def test_scan_of_nothing() -> None:
     ("uri", "user", "expected"),
     [
         ("docker://nvcr.io#nvidia/pytorch:23.12-py3", "", ImageName("nvcr.io", "nvidia/pytorch", "23.12-py3")),
-        ("docker://alice@nvcr.io#nvidia/pytorch:23.12-py3", "alice",
-         ImageName("nvcr.io", "nvidia/pytorch", "23.12-py3")),
+        (
+            "docker://alice@nvcr.io#nvidia/pytorch:23.12-py3",
+            "alice",
+            ImageName("nvcr.io", "nvidia/pytorch", "23.12-py3"),
+        ),
         ("docker://$oauthtoken@nvcr.io#nvidia/pytorch", "$oauthtoken", ImageName("nvcr.io", "nvidia/pytorch", "")),
         ("docker://ubuntu:22.04", "", ImageName("", "ubuntu", "22.04")),
         ("docker://nvidia/cuda:12.2.0-base-ubuntu22.04", "", ImageName("", "nvidia/cuda", "12.2.0-base-ubuntu22.04")),
-        ("docker://registry.example.com:5000#ml/base:1.0", "",
-         ImageName("registry.example.com:5000", "ml/base", "1.0")),
+        (
+            "docker://registry.example.com:5000#ml/base:1.0",
+            "",
+            ImageName("registry.example.com:5000", "ml/base", "1.0"),
+        ),
         # Pyxis's --container-image form, without the scheme.
         ("nvcr.io#nvidia/pytorch:23.12-py3", "", ImageName("nvcr.io", "nvidia/pytorch", "23.12-py3")),
         ("ubuntu", "", ImageName("", "ubuntu", "")),
@@ -259,13 +270,15 @@ def test_parse_image_uri(uri: str, user: str, expected: ImageName) -> None:
 
 
 def test_registry_images() -> None:
-    assert registry_images([
-        "nvcr.io/nvidia/pytorch:23.12-py3",
-        "docker://alice@ghcr.io#org/tool",
-        "",
-        "docker://",
-        "nvcr.io#",
-    ]) == [
+    assert registry_images(
+        [
+            "nvcr.io/nvidia/pytorch:23.12-py3",
+            "docker://alice@ghcr.io#org/tool",
+            "",
+            "docker://",
+            "nvcr.io#",
+        ]
+    ) == [
         {
             "path": "",
             "uri": "docker://nvcr.io#nvidia/pytorch:23.12-py3",

@@ -56,8 +56,16 @@ SERVER_ENV = {
     "PIXI_PROJECT_ROOT": "/p",
     "UV_CACHE_DIR": "/c",
     "CUDA_VISIBLE_DEVICES": "0",
-    "PATH": path("/home/alice/venvs/jupyter/bin", "/opt/conda/envs/jlab/bin", "/opt/jupyterhub/bin",
-                 "/usr/local/bin", "/usr/bin", "/bin", "/opt/slurm/bin", "/home/alice/.local/bin"),
+    "PATH": path(
+        "/home/alice/venvs/jupyter/bin",
+        "/opt/conda/envs/jlab/bin",
+        "/opt/jupyterhub/bin",
+        "/usr/local/bin",
+        "/usr/bin",
+        "/bin",
+        "/opt/slurm/bin",
+        "/home/alice/.local/bin",
+    ),
 }
 
 
@@ -75,26 +83,57 @@ def test_step_environment_drops_the_servers_python_jupyter_and_slurm() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["PYTHONPATH", "VIRTUAL_ENV", "JUPYTER_PATH", "JUPYTER_RUNTIME_DIR", "JUPYTERHUB_USER", "JPY_SESSION_NAME",
-     "CONDA_PREFIX", "CONDA_SHLVL", "PYXIS_CONTAINER_IMAGE", "PYXIS_CONTAINER_WORKDIR", "PYXIS_CONTAINER_NAME",
-     "SLURM_JOB_ID", "SLURM_NODELIST", "SLURM_STEP_ID", "ASGARD_KERNEL_KEY", "ENROOT_ROOTFS_WRITABLE",
-     "ENROOT_MOUNT_HOME", "ENROOT_REMAP_ROOT", "ENROOT_DATA_PATH"],
+    [
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "JUPYTER_PATH",
+        "JUPYTER_RUNTIME_DIR",
+        "JUPYTERHUB_USER",
+        "JPY_SESSION_NAME",
+        "CONDA_PREFIX",
+        "CONDA_SHLVL",
+        "PYXIS_CONTAINER_IMAGE",
+        "PYXIS_CONTAINER_WORKDIR",
+        "PYXIS_CONTAINER_NAME",
+        "SLURM_JOB_ID",
+        "SLURM_NODELIST",
+        "SLURM_STEP_ID",
+        "ASGARD_KERNEL_KEY",
+        "ENROOT_ROOTFS_WRITABLE",
+        "ENROOT_MOUNT_HOME",
+        "ENROOT_REMAP_ROOT",
+        "ENROOT_DATA_PATH",
+    ],
 )
 def test_each_leaking_variable_is_dropped(name: str) -> None:
     assert step_environment({name: "x", "KEEP": "y"}, {}, {}) == {"KEEP": "y"}
 
 
-@pytest.mark.parametrize("name", ["SLURM_CONF", "HOME", "LANG", "TERM", "MY_SLURM_THING", "XPYXIS_CONTAINER_IMAGE",
-                                  "OMP_NUM_THREADS", "NVIDIA_VISIBLE_DEVICES"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SLURM_CONF",
+        "HOME",
+        "LANG",
+        "TERM",
+        "MY_SLURM_THING",
+        "XPYXIS_CONTAINER_IMAGE",
+        "OMP_NUM_THREADS",
+        "NVIDIA_VISIBLE_DEVICES",
+    ],
+)
 def test_other_variables_are_kept(name: str) -> None:
     assert step_environment({name: "v"}, {}, {}) == {name: "v"}
 
 
 def test_kernelspec_env_and_asgard_values_pass_through_and_win() -> None:
-    server = {"HOME": "/home/alice", "OMP_NUM_THREADS": "64", "ASGARD_KERNEL_KEY": "stale",
-              "PYTHONPATH": "/server"}
-    kernelspec = {"OMP_NUM_THREADS": "8", "HF_HOME": "/netscratch/alice/hf", "PYTHONPATH": "/workspace/src",
-                  "SLURM_CPU_BIND": "none"}
+    server = {"HOME": "/home/alice", "OMP_NUM_THREADS": "64", "ASGARD_KERNEL_KEY": "stale", "PYTHONPATH": "/server"}
+    kernelspec = {
+        "OMP_NUM_THREADS": "8",
+        "HF_HOME": "/netscratch/alice/hf",
+        "PYTHONPATH": "/workspace/src",
+        "SLURM_CPU_BIND": "none",
+    }
     asgard = {"ASGARD_KERNEL_KEY": "fresh", "ASGARD_KERNEL_PORTS": '{"shell_port": 1}'}
     assert step_environment(server, kernelspec, asgard) == {
         "HOME": "/home/alice",
@@ -106,17 +145,30 @@ def test_kernelspec_env_and_asgard_values_pass_through_and_win() -> None:
     }
 
 
-@pytest.mark.parametrize("name", ["SLURM_STEP_GRES", "SLURM_CONF", "SALLOC_GPUS", "SRUN_CPUS_PER_TASK", "SBATCH_QOS",
-                                  "PYXIS_CONTAINER_IMAGE", "ENROOT_ROOTFS_WRITABLE"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SLURM_STEP_GRES",
+        "SLURM_CONF",
+        "SALLOC_GPUS",
+        "SRUN_CPUS_PER_TASK",
+        "SBATCH_QOS",
+        "PYXIS_CONTAINER_IMAGE",
+        "ENROOT_ROOTFS_WRITABLE",
+    ],
+)
 def test_a_kernelspec_cannot_steer_slurm_pyxis_or_enroot_through_its_env(name: str) -> None:
     assert steering_names(["OMP_NUM_THREADS", name]) == [name]
     assert step_environment({"SLURM_CONF": "/etc/slurm/slurm.conf"}, {name: "x"}, {}).get(name) in (
-        None, "/etc/slurm/slurm.conf")
+        None,
+        "/etc/slurm/slurm.conf",
+    )
 
 
 def test_asgard_values_win_over_the_kernelspec() -> None:
     assert step_environment({}, {"ASGARD_KERNEL_NAME": "spec"}, {"ASGARD_KERNEL_NAME": "asgard"}) == {
-        "ASGARD_KERNEL_NAME": "asgard"}
+        "ASGARD_KERNEL_NAME": "asgard"
+    }
 
 
 def test_kernelspec_path_is_not_cleaned() -> None:
@@ -160,9 +212,17 @@ def test_path_entries_inside_the_server_prefix_are_removed(entries: list[str], k
 
 
 def test_virtual_env_and_conda_prefix_from_the_server_environment_are_removed() -> None:
-    server = {"VIRTUAL_ENV": "/home/alice/venvs/jupyter", "CONDA_PREFIX": "/opt/conda",
-              "PATH": path("/home/alice/venvs/jupyter/bin", "/opt/conda/bin", "/opt/conda/condabin",
-                           "/home/alice/venvs/jupyter2/bin", "/usr/bin")}
+    server = {
+        "VIRTUAL_ENV": "/home/alice/venvs/jupyter",
+        "CONDA_PREFIX": "/opt/conda",
+        "PATH": path(
+            "/home/alice/venvs/jupyter/bin",
+            "/opt/conda/bin",
+            "/opt/conda/condabin",
+            "/home/alice/venvs/jupyter2/bin",
+            "/usr/bin",
+        ),
+    }
     assert step_environment(server, {}, {}) == {"PATH": path("/home/alice/venvs/jupyter2/bin", "/usr/bin")}
 
 

@@ -26,15 +26,18 @@ STATUS = ".jp-asgard-StatusItem"
 PANEL = "#jupyter-asgard-panel"
 
 
-
-
 def make_notebook(server: JupyterServer, name: str, kernel_name: str) -> str:
     """A notebook whose metadata names the kernel, so JupyterLab starts that kernel when it opens it."""
     spec = server.request("GET", "/api/kernelspecs").body["kernelspecs"][kernel_name]["spec"]
-    notebook = {"nbformat": 4, "nbformat_minor": 5, "cells": [], "metadata": {"kernelspec": {
-        "name": kernel_name, "display_name": spec["display_name"], "language": spec["language"]}}}
-    answer = server.request("PUT", f"/api/contents/{name}", {"type": "notebook", "format": "json",
-                                                             "content": notebook})
+    notebook = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "cells": [],
+        "metadata": {
+            "kernelspec": {"name": kernel_name, "display_name": spec["display_name"], "language": spec["language"]}
+        },
+    }
+    answer = server.request("PUT", f"/api/contents/{name}", {"type": "notebook", "format": "json", "content": notebook})
     assert answer.status in (200, 201), answer.body
     return name
 
@@ -52,8 +55,9 @@ def shut_down_kernels_of(server: JupyterServer, path: str) -> None:
 def open_notebook(page: Any, server: JupyterServer, path: str) -> None:
     # The answer a person gives to JupyterLab's first question ("notified about official Jupyter news?"),
     # so that its toast does not cover the status bar.
-    server.request("PUT", "/lab/api/settings/@jupyterlab/apputils-extension:notification",
-                   {"raw": '{"fetchNews": "false"}'})
+    server.request(
+        "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:notification", {"raw": '{"fetchNews": "false"}'}
+    )
     # A workspace of its own: JupyterLab would otherwise reopen (and restart the kernels of) the notebooks
     # earlier tests left open in the default workspace of the shared server.
     workspace = f"{Path(path).stem}-{uuid.uuid4().hex[:8]}"
@@ -63,15 +67,15 @@ def open_notebook(page: Any, server: JupyterServer, path: str) -> None:
 
 
 def test_status_bar_follows_a_kernel_from_the_queue_to_its_node_and_the_panel_shuts_it_down(
-        jupyter_lab: JupyterServer, browser: Any, gpus_taken: list[str]) -> None:
+    jupyter_lab: JupyterServer, browser: Any, gpus_taken: list[str]
+) -> None:
     path = make_notebook(jupyter_lab, "asgard-status.ipynb", "asgard-test")
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     try:
         open_notebook(page, jupyter_lab, path)
         status = page.locator(STATUS)
         # The session request blocks while the kernel waits: the item finds the kernel by the notebook's path.
-        expect(status).to_have_text(re.compile(r"queued: waiting for GPUs \(Resources\), next in line"),
-                                    timeout=60_000)
+        expect(status).to_have_text(re.compile(r"queued: waiting for GPUs \(Resources\), next in line"), timeout=60_000)
         expect(status).to_have_attribute("data-phase", "queued")
         screenshot(page, "asgard-status-bar")
 
@@ -83,7 +87,8 @@ def test_status_bar_follows_a_kernel_from_the_queue_to_its_node_and_the_panel_sh
         expect(card).to_have_count(1)
         expect(card.locator(".jp-asgard-Kernel-name")).to_have_text(path)
         expect(card.locator(".jp-asgard-Kernel-state")).to_have_text(
-            "queued: waiting for GPUs (Resources), next in line")
+            "queued: waiting for GPUs (Resources), next in line"
+        )
         expect(card.locator("dd[data-field='GPUs']")).to_have_text("1 GPU")  # asked for
         expect(card.locator("dd[data-field='Node']")).to_have_text("—")
         gpu = panel.locator(".jp-asgard-Partition[data-partition='gpu'] .jp-asgard-Partition-gpus")
@@ -119,23 +124,28 @@ def toasts(page: Any, text: str) -> Any:
     return page.locator(".Toastify__toast", has_text=text)
 
 
-def test_warnings_when_the_allocation_runs_low_and_when_the_job_ends(jupyter_lab: JupyterServer, browser: Any,
-                                                                     kernelspecs: KernelSpecs) -> None:
+def test_warnings_when_the_allocation_runs_low_and_when_the_job_ends(
+    jupyter_lab: JupyterServer, browser: Any, kernelspecs: KernelSpecs
+) -> None:
     name = kernelspecs.make("asgard-short", time="9")  # 9 minutes: under the 10 minutes the warning is for
     path = make_notebook(jupyter_lab, "asgard-short.ipynb", name)
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     try:
         open_notebook(page, jupyter_lab, path)
-        expect(page.locator(STATUS)).to_have_text(re.compile(r"^running on gpu0[12], 1 GPU, [89]m left$"),
-                                                  timeout=60_000)
+        expect(page.locator(STATUS)).to_have_text(
+            re.compile(r"^running on gpu0[12], 1 GPU, [89]m left$"), timeout=60_000
+        )
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
         low = toasts(page, "left in its Slurm allocation")
         expect(low).to_have_count(1, timeout=20_000)
         expect(low).to_contain_text(re.compile(r"The Asgard kernel of asgard-short\.ipynb: [89]m left"))
         screenshot(page, "asgard-warning-low-time")
 
-        job_id = next(row["job_id"] for row in jupyter_lab.request("GET", "/asgard/api/kernels").body["kernels"]
-                      if row["path"] == path)
+        job_id = next(
+            row["job_id"]
+            for row in jupyter_lab.request("GET", "/asgard/api/kernels").body["kernels"]
+            if row["path"] == path
+        )
         subprocess.run(["scancel", job_id], check=True)  # the job ends under the kernel
         ended = toasts(page, f"its Slurm job {job_id} ended")
         expect(ended).to_have_count(1, timeout=30_000)
@@ -150,12 +160,17 @@ def test_warnings_when_the_allocation_runs_low_and_when_the_job_ends(jupyter_lab
 
 
 def test_status_bar_shows_nothing_for_other_kernels_and_polling_stops_in_a_hidden_tab(
-        jupyter_lab: JupyterServer, browser: Any) -> None:
+    jupyter_lab: JupyterServer, browser: Any
+) -> None:
     path = make_notebook(jupyter_lab, "local-kernel.ipynb", "python3")
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     polls: list[float] = []
-    page.on("request", lambda request: polls.append(time.monotonic())
-            if request.url.split("?")[0].endswith("/asgard/api/kernels") else None)
+    page.on(
+        "request",
+        lambda request: (
+            polls.append(time.monotonic()) if request.url.split("?")[0].endswith("/asgard/api/kernels") else None
+        ),
+    )
     try:
         open_notebook(page, jupyter_lab, path)
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
@@ -188,17 +203,20 @@ def test_status_bar_shows_nothing_for_other_kernels_and_polling_stops_in_a_hidde
 
 
 @pytest.fixture(scope="module")
-def jupyter_lab_pending(kernelspecs: KernelSpecs, slurm_cluster: LocalCluster,
-                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+def jupyter_lab_pending(
+    kernelspecs: KernelSpecs, slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JupyterServer]:
     """JupyterLab with pending kernels: a notebook's session (and kernel id) exists while the kernel queues."""
-    with running_lab(tmp_path_factory.mktemp("lab-pending"),
-                     "c.SlurmMonitor.poll_interval = 0.5\n"
-                     "c.MappingKernelManager.use_pending_kernels = True\n") as lab:
+    with running_lab(
+        tmp_path_factory.mktemp("lab-pending"),
+        "c.SlurmMonitor.poll_interval = 0.5\nc.MappingKernelManager.use_pending_kernels = True\n",
+    ) as lab:
         yield lab
 
 
 def test_with_pending_kernels_the_item_finds_the_queued_kernel_by_its_id(
-        jupyter_lab_pending: JupyterServer, browser: Any, gpus_taken: list[str]) -> None:
+    jupyter_lab_pending: JupyterServer, browser: Any, gpus_taken: list[str]
+) -> None:
     lab = jupyter_lab_pending
     path = make_notebook(lab, "pending.ipynb", "asgard-test")
     page = browser.new_page(viewport={"width": 1280, "height": 720})

@@ -16,8 +16,14 @@ LABEXTENSION = Path(__file__).resolve().parent.parent / "labextension"
 
 
 def run(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, cwd=LABEXTENSION, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"})
+    return subprocess.run(
+        argv,
+        cwd=LABEXTENSION,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +53,9 @@ def test_the_lock_pins_every_dependency(node_modules: Path) -> None:
 
 
 def test_jupyterlab_has_the_extension_enabled() -> None:
-    result = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"], capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyter", "labextension", "list"], capture_output=True, text=True, timeout=120
+    )
     listing = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
     assert re.search(r"jupyter-asgard v\S+ enabled OK \(python, jupyter-asgard\)", listing), listing
 
@@ -69,8 +76,10 @@ def test_the_typescript_kernel_row_is_the_rows_schema() -> None:
     """The row is defined once (jupyter_asgard/kernel_row.py); the front end's IKernelRow is held to its schema."""
     from jupyter_asgard.kernel_row import row_schema
 
-    schema = {name: sorted([spec["type"]] if isinstance(spec["type"], str) else spec["type"])
-              for name, spec in row_schema()["properties"].items()}
+    schema = {
+        name: sorted([spec["type"]] if isinstance(spec["type"], str) else spec["type"])
+        for name, spec in row_schema()["properties"].items()
+    }
     assert typescript_interface("IKernelRow") == schema
 
 
@@ -80,5 +89,6 @@ def test_the_front_ends_words_for_ended_jobs_are_the_servers() -> None:
     source = (LABEXTENSION / "src" / "format.ts").read_text()
     table = re.search(r"const ENDED_WORDS: \{ \[state: string\]: string \} = \{(.*?)\};", source, re.DOTALL)
     assert table
-    assert dict(re.findall(r"(\w+): '([^']*)'", table.group(1))) == {state: short for state, (short, _) in
-                                                                    ENDED.items()}
+    assert dict(re.findall(r"(\w+): '([^']*)'", table.group(1))) == {
+        state: short for state, (short, _) in ENDED.items()
+    }

@@ -43,8 +43,7 @@ def problems_of(values: dict[str, Any], environ: dict[str, str] | None = None) -
 
 def test_asgard_pytorch_example() -> None:
     config = parse(ASGARD_PYTORCH)
-    assert config == LaunchConfig(image=IMAGE, mounts=("/netscratch/alice:/netscratch/alice", "/ds:/ds:ro"),
-                                  gpus="1")
+    assert config == LaunchConfig(image=IMAGE, mounts=("/netscratch/alice:/netscratch/alice", "/ds:/ds:ro"), gpus="1")
     assert config.parsed_mounts() == [Mount("/netscratch/alice", "/netscratch/alice"), Mount("/ds", "/ds", ("ro",))]
     assert config.gpu_request() == ("", 1)
     assert config.image_is_file()
@@ -131,8 +130,13 @@ def test_mount_expansion(mount: str, expanded: str) -> None:
 
 @pytest.mark.parametrize(
     ("workdir", "expanded"),
-    [("~", "/home/alice"), ("~/project", "/home/alice/project"), ("$HOME/p", "/home/alice/p"),
-     ("/netscratch/${USER}/p", "/netscratch/alice/p"), ("/plain", "/plain")],
+    [
+        ("~", "/home/alice"),
+        ("~/project", "/home/alice/project"),
+        ("$HOME/p", "/home/alice/p"),
+        ("/netscratch/${USER}/p", "/netscratch/alice/p"),
+        ("/plain", "/plain"),
+    ],
 )
 def test_workdir_expansion(workdir: str, expanded: str) -> None:
     assert parse({"image": IMAGE, "workdir": workdir}).workdir == expanded
@@ -144,8 +148,9 @@ def test_image_expansion() -> None:
 
 
 def test_expansion_uses_the_given_environ_only() -> None:
-    config = parse({"image": IMAGE, "mounts": ["/netscratch/$USER:/data"], "workdir": "~/w"},
-                   {"USER": "bob", "HOME": "/users/bob"})
+    config = parse(
+        {"image": IMAGE, "mounts": ["/netscratch/$USER:/data"], "workdir": "~/w"}, {"USER": "bob", "HOME": "/users/bob"}
+    )
     assert config.mounts == ("/netscratch/bob:/data",)
     assert config.workdir == "/users/bob/w"
 
@@ -222,10 +227,14 @@ def test_wrong_types_are_reported(values: dict[str, Any], problem: str) -> None:
     assert problems_of({"image": IMAGE, **values}) == [problem]
 
 
-@pytest.mark.parametrize(("image", "problem"), [(["/a.sqsh"], "image must be text, not ['/a.sqsh']"),
-                                                (3, "image must be text, not 3"),
-                                                ("/" + "a" * 5000, "image is 5001 characters long; at most 4096 are "
-                                                                   "allowed")])
+@pytest.mark.parametrize(
+    ("image", "problem"),
+    [
+        (["/a.sqsh"], "image must be text, not ['/a.sqsh']"),
+        (3, "image must be text, not 3"),
+        ("/" + "a" * 5000, "image is 5001 characters long; at most 4096 are allowed"),
+    ],
+)
 def test_unusable_image_is_reported_first(image: Any, problem: str) -> None:
     # The image is then also missing, which the following problem may say.
     problems = problems_of({"image": image})
@@ -234,18 +243,20 @@ def test_unusable_image_is_reported_first(image: Any, problem: str) -> None:
 
 
 def test_all_problems_are_collected_at_once() -> None:
-    problems = problems_of({
-        "image": "foo.sqsh",
-        "mounts": "/ds:/ds",
-        "gpus": True,
-        "cpus_per_task": "abc",
-        "workdir": "relative/dir",
-        "mem": "lots",
-        "time": "8h",
-        "partition": "bad name",
-        "srun_args": ["--jobid=3"],
-        "colour": "blue",
-    })
+    problems = problems_of(
+        {
+            "image": "foo.sqsh",
+            "mounts": "/ds:/ds",
+            "gpus": True,
+            "cpus_per_task": "abc",
+            "workdir": "relative/dir",
+            "mem": "lots",
+            "time": "8h",
+            "partition": "bad name",
+            "srun_args": ["--jobid=3"],
+            "colour": "blue",
+        }
+    )
     assert problems[0].startswith("unknown setting 'colour'")
     assert problems[1:] == [
         "mounts must be a list of strings",
@@ -272,7 +283,7 @@ def test_non_ascii_digit_problem_names_the_setting() -> None:
 
 
 def test_huge_number_problem_names_the_setting() -> None:
-    problems = problems_of({"image": IMAGE, "cpus_per_task": 10 ** 5000})
+    problems = problems_of({"image": IMAGE, "cpus_per_task": 10**5000})
     assert len(problems) == 1 and problems[0].startswith("cpus_per_task")
 
 
@@ -320,8 +331,16 @@ def test_images_accepted(image: str, is_file: bool) -> None:
 
 @pytest.mark.parametrize(
     "image",
-    ["docker://", "docker://Ubuntu", "nvcr.io#nvidia/pytorch:24.05 py3", "http://example.com/image",
-     "ubuntu:", "docker://nvcr.io#", "ubuntu@sha256:", "-ubuntu"],
+    [
+        "docker://",
+        "docker://Ubuntu",
+        "nvcr.io#nvidia/pytorch:24.05 py3",
+        "http://example.com/image",
+        "ubuntu:",
+        "docker://nvcr.io#",
+        "ubuntu@sha256:",
+        "-ubuntu",
+    ],
 )
 def test_images_refused(image: str) -> None:
     assert problems_of({"image": image}) == [
@@ -332,7 +351,8 @@ def test_images_refused(image: str) -> None:
 def test_an_image_scheme_only_enroot_import_knows_is_refused_with_what_pyxis_would_do() -> None:
     assert problems_of({"image": "podman://ubuntu"}) == [
         "image 'podman://ubuntu': Pyxis does not take podman:// images (it would pull docker://podman://ubuntu); "
-        "use docker://, dockerd:// or a squashfs file (enroot import podman://... makes one)"]
+        "use docker://, dockerd:// or a squashfs file (enroot import podman://... makes one)"
+    ]
 
 
 @pytest.mark.parametrize("image", ["registry.example.com:5000/team/image:1.0", "localhost:5000/image"])
@@ -368,15 +388,17 @@ def test_gpu_formats_refused(gpus: str) -> None:
     assert problems_of({"image": IMAGE, "gpus": gpus}) == [f"gpus {gpus!r}: write a count (2) or TYPE:COUNT (h100:2)"]
 
 
-@pytest.mark.parametrize(("gpus", "expected"), [(0, ("", 0)), (4, ("", 4)), ("a100_80g:8", ("a100_80g", 8)),
-                                               ("gb-200:1", ("gb-200", 1))])
+@pytest.mark.parametrize(
+    ("gpus", "expected"), [(0, ("", 0)), (4, ("", 4)), ("a100_80g:8", ("a100_80g", 8)), ("gb-200:1", ("gb-200", 1))]
+)
 def test_gpu_requests(gpus: Any, expected: tuple[str, int]) -> None:
     assert parse({"image": IMAGE, "gpus": gpus}).gpu_request() == expected
 
 
 def test_workdir_must_be_absolute() -> None:
     assert problems_of({"image": IMAGE, "workdir": "./project"}) == [
-        "workdir './project' must be an absolute path inside the container"]
+        "workdir './project' must be an absolute path inside the container"
+    ]
 
 
 @pytest.mark.parametrize("name", ["torch", "my-env.v2", "torch:auto", "torch:create", "torch:exec", "torch:no_exec"])
@@ -387,26 +409,31 @@ def test_container_names_accepted(name: str) -> None:
 @pytest.mark.parametrize("name", ["my env", "torch:always", "a/b", "torch:", ":create"])
 def test_container_names_refused(name: str) -> None:
     assert problems_of({"image": IMAGE, "container_name": name}) == [
-        f"container_name {name!r}: use letters, digits, '.', '_', '-' and optionally :auto, :create, :exec or :no_exec"]
+        f"container_name {name!r}: use letters, digits, '.', '_', '-' and optionally :auto, :create, :exec or :no_exec"
+    ]
 
 
 def test_container_env_names() -> None:
     assert parse({"image": IMAGE, "container_env": ["HF_HOME", "_X1"]}).container_env == ("HF_HOME", "_X1")
     assert problems_of({"image": IMAGE, "container_env": ["HF-HOME", "1X", "OK"]}) == [
-        "container_env: 'HF-HOME' is not a variable name", "container_env: '1X' is not a variable name"]
+        "container_env: 'HF-HOME' is not a variable name",
+        "container_env: '1X' is not a variable name",
+    ]
 
 
 @pytest.mark.parametrize("key", ["partition", "account", "qos", "reservation"])
 @pytest.mark.parametrize("value", ["a b", "-p", "x;y", "gpu,cpu"])
 def test_slurm_names_refused(key: str, value: str) -> None:
     assert problems_of({"image": IMAGE, key: value}) == [
-        f"{key} {value!r} is not a valid Slurm name (letters, digits, '_', '.', '-')"]
+        f"{key} {value!r} is not a valid Slurm name (letters, digits, '_', '.', '-')"
+    ]
 
 
 @pytest.mark.parametrize("constraint", ["-x", "h100 & ib"])
 def test_constraint_refused(constraint: str) -> None:
     assert problems_of({"image": IMAGE, "constraint": constraint}) == [
-        f"constraint {constraint!r} must be a feature expression without spaces"]
+        f"constraint {constraint!r} must be a feature expression without spaces"
+    ]
 
 
 def test_invalid_mounts_are_reported_in_pyxis_words() -> None:
@@ -414,37 +441,46 @@ def test_invalid_mounts_are_reported_in_pyxis_words() -> None:
     assert problems == [
         "invalid mount '/ds:/ds:ro+rw': it is both read-only (ro) and read-write (rw)",
         "invalid mount 'data:/data': the source must be an absolute path, a relative path starting with '.', "
-        "\"tmpfs\" or \"umount\"",
+        '"tmpfs" or "umount"',
     ]
 
 
 # --- srun_args / salloc_args ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "args"), [
-    ("srun_args", ["--gpu-bind=closest", "--cpu-bind=cores", "--hint=nomultithread", "--signal=USR1@60"]),
-    ("salloc_args", ["--gpu-bind=closest", "--mail-type=END,FAIL", "--nodelist=gpu01", "--begin=now+1hour"]),
-])
+@pytest.mark.parametrize(
+    ("key", "args"),
+    [
+        ("srun_args", ["--gpu-bind=closest", "--cpu-bind=cores", "--hint=nomultithread", "--signal=USR1@60"]),
+        ("salloc_args", ["--gpu-bind=closest", "--mail-type=END,FAIL", "--nodelist=gpu01", "--begin=now+1hour"]),
+    ],
+)
 def test_extra_options_accepted(key: str, args: list[str]) -> None:
     assert getattr(parse({"image": IMAGE, key: args}), key) == tuple(args)
 
 
 @pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
-@pytest.mark.parametrize("arg", ["--exclusive", "--tres-per-task=gres/gpu:8", "--clusters=other", "--overcommit",
-                                 "--gpus-per-gpu-job=8"])
+@pytest.mark.parametrize(
+    "arg", ["--exclusive", "--tres-per-task=gres/gpu:8", "--clusters=other", "--overcommit", "--gpus-per-gpu-job=8"]
+)
 def test_an_option_off_the_allow_list_is_refused_with_the_list(key: str, arg: str) -> None:
     """--exclusive takes every GPU of a node, --tres-per-task GPUs past max_gpus, --clusters another cluster."""
     (problem,) = problems_of({"image": IMAGE, key: [arg]})
-    assert problem.startswith(f"{key}: {arg.split('=')[0]} is not among the options a kernel may add; those "
-                              "shape only the kernel's own share of its node: --")
+    assert problem.startswith(
+        f"{key}: {arg.split('=')[0]} is not among the options a kernel may add; those "
+        "shape only the kernel's own share of its node: --"
+    )
     assert "--gpu-bind" in problem and "--signal" in problem
 
 
-@pytest.mark.parametrize(("key", "arg", "problem"), [
-    ("srun_args", "--gpu-b=closest", "srun_args: --gpu-b: write the option in full (--gpu-bind)"),
-    ("salloc_args", "-v", "salloc_args: -v: write options in their long form (--name=value); those shape"),
-    ("srun_args", "-oJobs.log", "srun_args: -oJobs.log: write options in their long form"),
-])
+@pytest.mark.parametrize(
+    ("key", "arg", "problem"),
+    [
+        ("srun_args", "--gpu-b=closest", "srun_args: --gpu-b: write the option in full (--gpu-bind)"),
+        ("salloc_args", "-v", "salloc_args: -v: write options in their long form (--name=value); those shape"),
+        ("srun_args", "-oJobs.log", "srun_args: -oJobs.log: write options in their long form"),
+    ],
+)
 def test_abbreviations_and_short_options_are_refused_with_what_to_write(key: str, arg: str, problem: str) -> None:
     (found,) = problems_of({"image": IMAGE, key: [arg]})
     assert found.startswith(problem), found
@@ -467,15 +503,20 @@ def test_extra_non_options_refused(key: str) -> None:
         ("--container-image=/enroot/other.sqsh", "--container-image", "use the setting 'image' instead"),
         ("--container-mounts=/a:/a", "--container-mounts", "use the setting 'mounts' instead"),
         ("--container-writable", "--container-writable", "use the setting 'container_writable' instead"),
-        ("--no-container-mount-home", "--no-container-mount-home",
-         "use the setting 'container_mount_home' instead"),
+        ("--no-container-mount-home", "--no-container-mount-home", "use the setting 'container_mount_home' instead"),
         ("-J", "-J", "leave it out: jupyter-asgard finds its kernels' jobs by their names"),
         ("--job-name=mine", "--job-name", "leave it out: jupyter-asgard finds its kernels' jobs by their names"),
-        ("--no-shell", "--no-shell", ("leave it out: salloc holds the allocation for as long as the Jupyter "
-                                      "server runs")),
+        (
+            "--no-shell",
+            "--no-shell",
+            ("leave it out: salloc holds the allocation for as long as the Jupyter server runs"),
+        ),
         ("--pty", "--pty", "leave it out: the kernel talks to Jupyter through its ports, not a terminal"),
-        ("--export=ALL", "--export", ("leave it out: set variables in the kernelspec's env (container_env lets "
-                                      "them win over the image's)")),
+        (
+            "--export=ALL",
+            "--export",
+            ("leave it out: set variables in the kernelspec's env (container_env lets them win over the image's)"),
+        ),
         ("--chdir=/tmp", "--chdir", "use the setting 'workdir' instead"),
         ("-D", "-D", "use the setting 'workdir' instead"),
         ("-N2", "-N", "leave it out: a kernel is one task on one node"),
@@ -510,33 +551,49 @@ def test_abbreviated_reserved_options_refused(key: str, arg: str, meant: str, in
     """getopt_long, which srun and salloc read their options with, takes any unambiguous abbreviation."""
     [problem] = problems_of({"image": IMAGE, key: [arg]})
     given = arg.split("=")[0]
-    assert problem.startswith(f"{key}: {given} abbreviates {meant}, set by jupyter-asgard (Slurm reads an "
-                              "abbreviation as the whole option); " + instead), problem
+    assert problem.startswith(
+        f"{key}: {given} abbreviates {meant}, set by jupyter-asgard (Slurm reads an "
+        "abbreviation as the whole option); " + instead
+    ), problem
 
 
 @pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
-@pytest.mark.parametrize("arg", ["--container-save=/x.sqsh", "--container-entrypoint", "--no-container-entrypoint",
-                                 "--containers"])
+@pytest.mark.parametrize(
+    "arg", ["--container-save=/x.sqsh", "--container-entrypoint", "--no-container-entrypoint", "--containers"]
+)
 def test_every_pyxis_option_refused(key: str, arg: str) -> None:
-    assert problems_of({"image": IMAGE, key: [arg]}) == [(
-        f"{key}: {arg.split('=')[0]} is a Pyxis option, and those are set by jupyter-asgard; leave it out: "
-        "jupyter-asgard sets Pyxis's options from the settings image, mounts, workdir and container_*")]
+    assert problems_of({"image": IMAGE, key: [arg]}) == [
+        (
+            f"{key}: {arg.split('=')[0]} is a Pyxis option, and those are set by jupyter-asgard; leave it out: "
+            "jupyter-asgard sets Pyxis's options from the settings image, mounts, workdir and container_*"
+        )
+    ]
 
 
 @pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
-@pytest.mark.parametrize(("arg", "spelled", "option"), [("-vJx", "-v -J x", "-J"), ("-vvJ", "-v -v -J", "-J"),
-                                                        ("-QN2", "-Q -N 2", "-N"), ("-Qn4", "-Q -n 4", "-n"),
-                                                        ("-vD/tmp", "-v -D /tmp", "-D")])
+@pytest.mark.parametrize(
+    ("arg", "spelled", "option"),
+    [
+        ("-vJx", "-v -J x", "-J"),
+        ("-vvJ", "-v -v -J", "-J"),
+        ("-QN2", "-Q -N 2", "-N"),
+        ("-Qn4", "-Q -n 4", "-n"),
+        ("-vD/tmp", "-v -D /tmp", "-D"),
+    ],
+)
 def test_reserved_short_option_in_a_cluster_refused(key: str, arg: str, spelled: str, option: str) -> None:
     """getopt reads -vJx as -v -J x: a reserved letter anywhere before the first that takes a value counts."""
     [problem] = problems_of({"image": IMAGE, key: [arg]})
     instead = "use the setting 'workdir' instead" if option == "-D" else "leave it out: "
-    assert problem.startswith(f"{key}: {arg} is read by Slurm as {spelled}, and {option} is set by jupyter-asgard; "
-                              + instead), problem
+    assert problem.startswith(
+        f"{key}: {arg} is read by Slurm as {spelled}, and {option} is set by jupyter-asgard; " + instead
+    ), problem
 
 
-@pytest.mark.parametrize(("key", "arg"), [("srun_args", "-oJobs.log"), ("salloc_args", "-wJnode"),
-                                          ("srun_args", "-voJ.log"), ("salloc_args", "-vwnodeN1")])
+@pytest.mark.parametrize(
+    ("key", "arg"),
+    [("srun_args", "-oJobs.log"), ("salloc_args", "-wJnode"), ("srun_args", "-voJ.log"), ("salloc_args", "-vwnodeN1")],
+)
 def test_a_value_is_not_read_as_options(key: str, arg: str) -> None:
     """In a cluster, the rest after a letter that takes a value is that value: -oJobs.log is the output file
     "Jobs.log", not -o with -J; it is refused for being short, not for a -J it does not hold."""
@@ -544,10 +601,23 @@ def test_a_value_is_not_read_as_options(key: str, arg: str) -> None:
     assert "write options in their long form" in problem and "-J is set" not in problem
 
 
-@pytest.mark.parametrize(("arg", "setting"), [
-    ("--partition=big", "partition"), ("-pbig", "partition"), ("--part=big", "partition"), ("--gpus=8", "gpus"),
-    ("-G8", "gpus"), ("--gres=gpu:8", "gpus"), ("--gpus-per-node=8", "gpus"), ("--time=9-0", "time"),
-    ("-A", "account"), ("--qos=high", "qos"), ("--mem=1T", "mem"), ("--constraint=h100", "constraint")])
+@pytest.mark.parametrize(
+    ("arg", "setting"),
+    [
+        ("--partition=big", "partition"),
+        ("-pbig", "partition"),
+        ("--part=big", "partition"),
+        ("--gpus=8", "gpus"),
+        ("-G8", "gpus"),
+        ("--gres=gpu:8", "gpus"),
+        ("--gpus-per-node=8", "gpus"),
+        ("--time=9-0", "time"),
+        ("-A", "account"),
+        ("--qos=high", "qos"),
+        ("--mem=1T", "mem"),
+        ("--constraint=h100", "constraint"),
+    ],
+)
 def test_what_a_launch_setting_sets_is_refused_so_the_sites_limits_hold(arg: str, setting: str) -> None:
     """Slurm takes the last of two, and salloc_args come after the settings: they would lift allowed_partitions
     and max_gpus."""
@@ -561,7 +631,8 @@ def test_what_a_launch_setting_sets_is_refused_so_the_sites_limits_hold(arg: str
 def test_what_would_end_the_options_is_refused(key: str, arg: str) -> None:
     """After "--" or a lone "-", srun and salloc would take the rest as the command to run."""
     assert problems_of({"image": IMAGE, key: [arg]}) == [
-        f"{key}: {arg!r} is not an option; write each as --name or --name=value"]
+        f"{key}: {arg!r} is not an option; write each as --name or --name=value"
+    ]
 
 
 # --- size limits and control characters -------------------------------------------------------
@@ -570,7 +641,8 @@ def test_what_would_end_the_options_is_refused(key: str, arg: str) -> None:
 def test_oversized_text_refused() -> None:
     long_path = "/" + "a" * 5000
     assert problems_of({"image": IMAGE, "mounts": [long_path]}) == [
-        "mounts is 5001 characters long; at most 4096 are allowed"]
+        "mounts is 5001 characters long; at most 4096 are allowed"
+    ]
 
 
 def test_text_at_the_limit_accepted() -> None:
@@ -580,7 +652,8 @@ def test_text_at_the_limit_accepted() -> None:
 
 def test_oversized_lists_refused() -> None:
     assert problems_of({"image": IMAGE, "mounts": ["/ds:/ds"] * 65}) == [
-        "mounts has 65 entries; at most 64 are allowed"]
+        "mounts has 65 entries; at most 64 are allowed"
+    ]
     assert len(parse({"image": IMAGE, "mounts": ["/ds:/ds"] * 64}).mounts) == 64
 
 
@@ -593,7 +666,8 @@ def test_control_characters_refused(char: str, key: str) -> None:
 
 def test_control_character_in_a_list_entry_refused() -> None:
     assert problems_of({"image": IMAGE, "srun_args": ["--x=a\nb"]}) == [
-        "srun_args contains a control character (newline, tab, ...)"]
+        "srun_args contains a control character (newline, tab, ...)"
+    ]
 
 
 # --- policy and paths -------------------------------------------------------------------------
@@ -607,7 +681,8 @@ def test_policy_allows_up_to_max_gpus() -> None:
 @pytest.mark.parametrize("gpus", [3, "3", "h100:3"])
 def test_policy_refuses_more_gpus(gpus: Any) -> None:
     assert policy_problems(parse({"image": IMAGE, "gpus": gpus}), max_gpus=2) == [
-        "gpus: 3 GPUs requested but this site allows at most 2 per kernel; ask for 2 or fewer"]
+        "gpus: 3 GPUs requested but this site allows at most 2 per kernel; ask for 2 or fewer"
+    ]
 
 
 def test_policy_partitions() -> None:
@@ -616,25 +691,33 @@ def test_policy_partitions() -> None:
     assert policy_problems(parse({"image": IMAGE}), 8, []) == []
     assert policy_problems(parse({"image": IMAGE, "partition": "batch"}), 8, []) == []
     assert policy_problems(parse({"image": IMAGE, "partition": "batch"}), 8, allowed) == [
-        "partition 'batch' is not offered for kernels; choose one of H100, A100"]
+        "partition 'batch' is not offered for kernels; choose one of H100, A100"
+    ]
 
 
 def test_policy_refuses_slurms_default_partition_where_partitions_are_limited() -> None:
     """No partition means Slurm's default one, which the site's list may not hold."""
-    assert policy_problems(parse({"image": IMAGE}), 8, ["H100", "A100"]) == [(
-        "partition: none is chosen, so Slurm would use its default one, which may not be offered for kernels; "
-        "choose one of H100, A100")]
+    assert policy_problems(parse({"image": IMAGE}), 8, ["H100", "A100"]) == [
+        (
+            "partition: none is chosen, so Slurm would use its default one, which may not be offered for kernels; "
+            "choose one of H100, A100"
+        )
+    ]
 
 
-@pytest.mark.parametrize(("partition", "site_partition", "allowed", "expected"), [
-    ("", "A100", ["H100", "A100"], "A100"),  # the site's default, where it is allowed
-    ("", "batch", ["H100", "A100"], ""),  # not allowed: left to policy_problems to refuse
-    ("", "", ["H100", "A100"], ""),  # no site default: likewise
-    ("", "batch", [], ""),  # no limit: Slurm's default partition is fine
-    ("H100", "A100", ["H100", "A100"], "H100"),  # the kernel's own choice stays
-])
+@pytest.mark.parametrize(
+    ("partition", "site_partition", "allowed", "expected"),
+    [
+        ("", "A100", ["H100", "A100"], "A100"),  # the site's default, where it is allowed
+        ("", "batch", ["H100", "A100"], ""),  # not allowed: left to policy_problems to refuse
+        ("", "", ["H100", "A100"], ""),  # no site default: likewise
+        ("", "batch", [], ""),  # no limit: Slurm's default partition is fine
+        ("H100", "A100", ["H100", "A100"], "H100"),  # the kernel's own choice stays
+    ],
+)
 def test_a_kernel_without_a_partition_gets_the_sites_default_where_partitions_are_limited(
-        partition: str, site_partition: str, allowed: list[str], expected: str) -> None:
+    partition: str, site_partition: str, allowed: list[str], expected: str
+) -> None:
     config = parse({"image": IMAGE, "partition": partition})
     assert with_site_partition(config, site_partition, allowed).partition == expected
 
@@ -666,8 +749,12 @@ def test_path_problems_missing_image_and_mount() -> None:
 
 
 def test_path_problems_skip_registry_images_special_and_relative_sources() -> None:
-    config = parse({"image": "docker://nvcr.io#nvidia/pytorch:24.05-py3",
-                    "mounts": ["tmpfs:/scratch", "umount:/opt/x", "./code:/code"]})
+    config = parse(
+        {
+            "image": "docker://nvcr.io#nvidia/pytorch:24.05-py3",
+            "mounts": ["tmpfs:/scratch", "umount:/opt/x", "./code:/code"],
+        }
+    )
     asked: list[str] = []
 
     def exists(path: str) -> bool:
@@ -696,11 +783,25 @@ def test_json_schema_is_valid_and_lists_every_field() -> None:
 def test_json_schema_accepts_the_examples_parse_accepts() -> None:
     validator = Draft202012Validator(json_schema())
     full = {
-        "image": "docker://nvcr.io#nvidia/pytorch:24.05-py3", "mounts": ["/ds:/ds:ro"], "workdir": "/w",
-        "container_name": "t:create", "container_writable": True, "container_remap_root": None,
-        "container_mount_home": False, "container_env": ["HF_HOME"], "partition": "H100", "gpus": "h100:2",
-        "cpus_per_task": 8, "mem": "32G", "time": "8:00:00", "account": "a", "qos": "q", "reservation": "r",
-        "constraint": "ib", "srun_args": ["--gpu-bind=closest"], "salloc_args": ["--mail-type=END"],
+        "image": "docker://nvcr.io#nvidia/pytorch:24.05-py3",
+        "mounts": ["/ds:/ds:ro"],
+        "workdir": "/w",
+        "container_name": "t:create",
+        "container_writable": True,
+        "container_remap_root": None,
+        "container_mount_home": False,
+        "container_env": ["HF_HOME"],
+        "partition": "H100",
+        "gpus": "h100:2",
+        "cpus_per_task": 8,
+        "mem": "32G",
+        "time": "8:00:00",
+        "account": "a",
+        "qos": "q",
+        "reservation": "r",
+        "constraint": "ib",
+        "srun_args": ["--gpu-bind=closest"],
+        "salloc_args": ["--mail-type=END"],
     }
     for example in (ASGARD_PYTORCH, {**ASGARD_PYTORCH, "gpus": "h100:2"}, full, parse(full).to_json()):
         assert list(validator.iter_errors(example)) == []

@@ -25,17 +25,22 @@ def config(**values: object) -> LaunchConfig:
     return LaunchConfig.parse({"image": IMAGE, **values}, {"USER": "alice", "HOME": "/home/alice"})
 
 
-@pytest.mark.parametrize(("configured", "expected"), [
-    ("", "jupyter-asgard-pytorch-{hash}:no_exec"),
-    ("my-env", "my-env:no_exec"),
-    ("my-env:exec", "my-env:exec"),
-    ("my-env:create", "my-env:create"),
-])
-def test_a_kernel_starts_a_container_of_its_own_unless_its_kernelspec_says_otherwise(configured: str,
-                                                                                      expected: str) -> None:
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        ("", "jupyter-asgard-pytorch-{hash}:no_exec"),
+        ("my-env", "my-env:no_exec"),
+        ("my-env:exec", "my-env:exec"),
+        ("my-env:create", "my-env:create"),
+    ],
+)
+def test_a_kernel_starts_a_container_of_its_own_unless_its_kernelspec_says_otherwise(
+    configured: str, expected: str
+) -> None:
     """Pyxis's default (auto) attaches to a running container of that name: another notebook's kernel."""
-    name = container_name(config(container_name=configured), "jupyter-{kernel_name}-{image_hash}", "asgard-pytorch",
-                          "7")
+    name = container_name(
+        config(container_name=configured), "jupyter-{kernel_name}-{image_hash}", "asgard-pytorch", "7"
+    )
     assert name == expected.format(hash=name.split("-")[-1].split(":")[0])
     assert container_base_name(name) == name.split(":")[0]
 
@@ -50,8 +55,7 @@ def test_a_workdir_pyxis_cannot_mount_is_a_problem_only_where_it_would_be_mounte
 
 def test_a_workdir_with_spaces_is_mounted_at_its_own_path() -> None:
     assert workdir_problems(config(), "/n/my project", True) == []
-    assert [mount.render() for mount in step_mounts(config(), "/n/my project", True)] == [
-        "/n/my project:/n/my project"]
+    assert [mount.render() for mount in step_mounts(config(), "/n/my project", True)] == ["/n/my project:/n/my project"]
 
 
 async def test_first_starts_of_a_container_on_a_node_wait_for_each_other_later_ones_do_not(tmp_path: Path) -> None:
@@ -117,16 +121,25 @@ def test_a_failed_container_start_is_summed_up_by_pyxis_words_without_enroots_pr
     """Real Pyxis relays enroot's whole log; the cause is its first line, not the unpacking statistics."""
     text, hint = summarize(REAL_PYXIS_FAILURE.splitlines())
     assert text.splitlines()[0].endswith(
-        "pyxis: --container-mounts: source path does not exist: /netscratch/alice/gone")
+        "pyxis: --container-mounts: source path does not exist: /netscratch/alice/gone"
+    )
     assert "created" not in text and "spank:" not in text
     assert hint == "check the mounts: every source must exist on the compute node"
 
 
 def test_without_containers_the_step_runs_on_the_node_in_the_workdir() -> None:
     """A cluster without Pyxis (c.PyxisProvisioner.containers = False): no Pyxis option, srun's --chdir."""
-    argv = kernel_step_argv(config(mounts=["/ds:/ds:ro"]), job_id="7", workdir="/home/alice/nb", mount_workdir=True,
-                            name_template="jupyter-{kernel_name}", kernel_name="k", kernelspec_env=["X"],
-                            command=["python3"], containers=False)
+    argv = kernel_step_argv(
+        config(mounts=["/ds:/ds:ro"]),
+        job_id="7",
+        workdir="/home/alice/nb",
+        mount_workdir=True,
+        name_template="jupyter-{kernel_name}",
+        kernel_name="k",
+        kernelspec_env=["X"],
+        command=["python3"],
+        containers=False,
+    )
     assert [arg for arg in argv if arg.startswith("--container")] == []
     assert "--chdir=/home/alice/nb" in argv and argv[-1] == "python3"
 

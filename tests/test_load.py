@@ -53,8 +53,11 @@ class Storm:
 
     def start(self, kernel_name: str, count: int) -> None:
         for _ in range(count):
-            thread = threading.Thread(target=lambda: self.answers.append(
-                self.server.request("POST", "/api/kernels", {"name": kernel_name}, timeout=300)))
+            thread = threading.Thread(
+                target=lambda: self.answers.append(
+                    self.server.request("POST", "/api/kernels", {"name": kernel_name}, timeout=300)
+                )
+            )
             thread.start()
             self.threads.append(thread)
 
@@ -87,8 +90,9 @@ def by_state(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return states
 
 
-def test_a_start_storm_waits_in_the_queue_and_drains_as_gpus_free_up(jupyter_server: JupyterServer,
-                                                                      kernelspecs: KernelSpecs, storm: Storm) -> None:
+def test_a_start_storm_waits_in_the_queue_and_drains_as_gpus_free_up(
+    jupyter_server: JupyterServer, kernelspecs: KernelSpecs, storm: Storm
+) -> None:
     server = jupyter_server
     storm.start("asgard-test", STORM)  # 1 GPU each
 
@@ -96,9 +100,12 @@ def test_a_start_storm_waits_in_the_queue_and_drains_as_gpus_free_up(jupyter_ser
         rows = kernel_rows(server)
         states = by_state(rows)
         waiting = states.get("PENDING", [])
-        if (len(rows) == STORM and len(states.get("RUNNING", [])) == GPUS and len(waiting) == STORM - GPUS
-                and all(row["reason"] in ("Resources", "Priority") and row["queue_position"] is not None
-                        for row in waiting)):
+        if (
+            len(rows) == STORM
+            and len(states.get("RUNNING", [])) == GPUS
+            and len(waiting) == STORM - GPUS
+            and all(row["reason"] in ("Resources", "Priority") and row["queue_position"] is not None for row in waiting)
+        ):
             return states
         return None
 
@@ -106,16 +113,22 @@ def test_a_start_storm_waits_in_the_queue_and_drains_as_gpus_free_up(jupyter_ser
     assert {row["node"] for row in states["RUNNING"]} == set(NODES)
     assert all(row["job_id"] and row["node"] == "" for row in states["PENDING"])
     assert sorted(row["queue_position"] for row in states["PENDING"]) == list(range(STORM - GPUS))
-    running = wait_for(lambda: storm.started() if len(storm.started()) == GPUS else None, 90,
-                       f"the {GPUS} granted kernels answering their start requests")
+    running = wait_for(
+        lambda: storm.started() if len(storm.started()) == GPUS else None,
+        90,
+        f"the {GPUS} granted kernels answering their start requests",
+    )
     assert running == {row["kernel_id"] for row in states["RUNNING"]}
 
     # Shut the running kernels down one after another: each time one from the queue takes the GPU and starts.
     for victim in sorted(running):
         started_before = storm.started()
         assert server.request("DELETE", f"/asgard/api/kernels/{victim}").status == 204
-        newcomer = wait_for(lambda before=started_before: storm.started() - before, 90,
-                            f"a queued kernel starting on the GPU {victim} held")
+        newcomer = wait_for(
+            lambda before=started_before: storm.started() - before,
+            90,
+            f"a queued kernel starting on the GPU {victim} held",
+        )
         assert len(newcomer) == 1
 
         def settled() -> dict[str, list[dict[str, Any]]] | None:
@@ -160,8 +173,10 @@ class Counts:
     runtime_files: list[str]
 
     def __str__(self) -> str:
-        return (f"{len(self.fds)} fds, {len(self.children)} child processes {self.children}, jobs {self.jobs}, "
-                f"runtime dir {self.runtime_files}")
+        return (
+            f"{len(self.fds)} fds, {len(self.children)} child processes {self.children}, jobs {self.jobs}, "
+            f"runtime dir {self.runtime_files}"
+        )
 
 
 def open_fds(pid: int) -> list[str]:
@@ -184,10 +199,10 @@ def descendants(pid: int) -> list[str]:
         except OSError:
             continue
         name_end = text.rindex(")")
-        fields = text[name_end + 2:].split()
+        fields = text[name_end + 2 :].split()
         if fields[0] != "Z":
             parents[int(stat.parent.name)] = int(fields[1])
-            names[int(stat.parent.name)] = text[text.index("(") + 1:name_end]
+            names[int(stat.parent.name)] = text[text.index("(") + 1 : name_end]
     found, frontier = [], [pid]
     while frontier:
         parent = frontier.pop()
@@ -278,9 +293,11 @@ class Churn:
         client.start_channels(hb=False)
         try:
             client.wait_for_ready(timeout=30)
-            client.execute("import os, pathlib, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                           f"pathlib.Path({str(marker)!r}).write_text('stopping'); "
-                           "os.kill(os.getpid(), signal.SIGSTOP)")
+            client.execute(
+                "import os, pathlib, signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                f"pathlib.Path({str(marker)!r}).write_text('stopping'); "
+                "os.kill(os.getpid(), signal.SIGSTOP)"
+            )
             wait_for(marker.exists, 30, f"kernel {kernel_id} stopping itself")
         finally:
             client.stop_channels()
@@ -311,8 +328,10 @@ def kernel_files(cluster: LocalCluster, kernel_name: str) -> list[str]:
     """What holds the session key of a kernel of kernel_name on the nodes: a connection directory the
     bootstrap left (in a container's /tmp it lives as long as a process of that container does; in a named
     container's filesystem, for good), or a process of the kernel's step still running."""
-    places = [Path("/tmp"), *(path / "tmp" for node in NODES
-                              for path in (cluster.node_storage(node) / "data").glob("user-*/pyxis_*"))]
+    places = [
+        Path("/tmp"),
+        *(path / "tmp" for node in NODES for path in (cluster.node_storage(node) / "data").glob("user-*/pyxis_*")),
+    ]
     found = []
     for directory in (found_dir for place in places for found_dir in place.glob("asgard-kernel-*")):
         try:
@@ -363,8 +382,9 @@ def test_fifty_kernels_with_restarts_leak_nothing(churn_server: JupyterServer, k
         if after.runtime_files != before.runtime_files:
             problems.append(f"runtime dir: {before.runtime_files} before, {after.runtime_files} after")
         if len(after.fds) > len(before.fds) + FD_SLACK:
-            problems.append(f"{len(after.fds) - len(before.fds)} more descriptors: "
-                            f"{sorted(set(after.fds) - set(before.fds))}")
+            problems.append(
+                f"{len(after.fds) - len(before.fds)} more descriptors: {sorted(set(after.fds) - set(before.fds))}"
+            )
         if server.request("GET", "/api/kernels").body != [] or kernel_rows(server) != []:
             problems.append("kernels still listed by the server")
         monitor = server.request("GET", "/asgard/api/monitor").body
@@ -372,8 +392,9 @@ def test_fifty_kernels_with_restarts_leak_nothing(churn_server: JupyterServer, k
             problems.append(f"the Slurm monitor still follows jobs of ended kernels: {monitor}")
         left = kernel_files(kernelspecs.cluster, kernel_name)
         if left:
-            problems.append(f"{len(left)} connection files of ended kernels, holding their session keys, left on "
-                            f"the nodes: {left}")
+            problems.append(
+                f"{len(left)} connection files of ended kernels, holding their session keys, left on the nodes: {left}"
+            )
         assert problems == []
         assert len(set(churn.started)) == 1 + ROUNDS * PER_ROUND
         assert len(churn.restarted) == 1 + ROUNDS * RESTARTS_PER_ROUND

@@ -47,8 +47,13 @@ def test_parse_mount_valid_forms(entry: str, expected: Mount) -> None:
 
 @pytest.mark.parametrize(
     ("entry", "read_only"),
-    [("/ds:/ds:ro", True), ("/ds:/ds:rw", False), ("/ds:/ds", False), ("/ds:/ds:nosuid+ro", True),
-     ("/ds:/ds:ro,nosuid", True)],
+    [
+        ("/ds:/ds:ro", True),
+        ("/ds:/ds:rw", False),
+        ("/ds:/ds", False),
+        ("/ds:/ds:nosuid+ro", True),
+        ("/ds:/ds:ro,nosuid", True),
+    ],
 )
 def test_read_only(entry: str, read_only: bool) -> None:
     assert parse_mount(entry).read_only is read_only
@@ -72,8 +77,11 @@ def test_render(entry: str, rendered: str) -> None:
 
 
 def test_render_mounts_joins_entries_with_commas() -> None:
-    mounts = [parse_mount("/netscratch/me:/netscratch/me"), parse_mount("/ds:/ds:ro,rprivate"),
-              parse_mount("tmpfs:/scratch")]
+    mounts = [
+        parse_mount("/netscratch/me:/netscratch/me"),
+        parse_mount("/ds:/ds:ro,rprivate"),
+        parse_mount("tmpfs:/scratch"),
+    ]
     assert render_mounts(mounts) == "/netscratch/me:/netscratch/me,/ds:/ds:ro+rprivate,tmpfs:/scratch"
     assert render_mounts([]) == ""
 
@@ -167,9 +175,16 @@ def test_refuses_bad_destination(entry: str) -> None:
     assert "destination must be a path starting with '/' or '.'" in message
 
 
-@pytest.mark.parametrize(("entry", "flag"), [("/ds:/ds:readonly", "readonly"), ("/ds:/ds:ro+bogus", "bogus"),
-                                             ("/ds:/ds:RO", "RO"), ("/ds:/ds:ro,x-create=dirs", "x-create=dirs"),
-                                             ("/ds:/ds:ro+ nosuid", " nosuid")])
+@pytest.mark.parametrize(
+    ("entry", "flag"),
+    [
+        ("/ds:/ds:readonly", "readonly"),
+        ("/ds:/ds:ro+bogus", "bogus"),
+        ("/ds:/ds:RO", "RO"),
+        ("/ds:/ds:ro,x-create=dirs", "x-create=dirs"),
+        ("/ds:/ds:ro+ nosuid", " nosuid"),
+    ],
+)
 def test_refuses_unknown_flag_and_names_it(entry: str, flag: str) -> None:
     with pytest.raises(MountError) as error:
         parse_mount(entry)

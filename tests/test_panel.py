@@ -35,8 +35,7 @@ def store(tmp_path: Path) -> KernelspecStore:
 
 def make_panel(image_dir: Path, store: KernelspecStore, workdir: Path, **site: object) -> ContainerPanel:
     config = Config({"AsgardSite": {"image_dirs": [str(image_dir)], **site}})
-    return ContainerPanel(AsgardSite(config=config, client=SlurmClient(timeout=5)), store, str(workdir),
-                          autoload=False)
+    return ContainerPanel(AsgardSite(config=config, client=SlurmClient(timeout=5)), store, str(workdir), autoload=False)
 
 
 def preview_text(panel: ContainerPanel) -> str:
@@ -68,8 +67,9 @@ async def test_panel_shows_site_mounts_images_and_a_live_preview(
     assert "registry image" in panel.image.details.value
 
 
-def test_a_bad_mount_row_says_why_and_stays_out_of_the_preview(image_dir: Path, store: KernelspecStore,
-                                                                tmp_path: Path) -> None:
+def test_a_bad_mount_row_says_why_and_stays_out_of_the_preview(
+    image_dir: Path, store: KernelspecStore, tmp_path: Path
+) -> None:
     panel = make_panel(image_dir, store, tmp_path)
     panel.image.choice.value = "/enroot/x.sqsh"
     row = panel.mounts.append("")
@@ -85,8 +85,9 @@ def test_a_bad_mount_row_says_why_and_stays_out_of_the_preview(image_dir: Path, 
     assert panel.mounts.entries() == ["/ds:/ds:ro", "/srv/data:/data:ro"]
 
 
-async def test_save_load_and_delete_a_kernel(slurm_cluster: LocalCluster, image_dir: Path,
-                                             store: KernelspecStore, tmp_path: Path) -> None:
+async def test_save_load_and_delete_a_kernel(
+    slurm_cluster: LocalCluster, image_dir: Path, store: KernelspecStore, tmp_path: Path
+) -> None:
     panel = make_panel(image_dir, store, tmp_path)
     await panel.refresh()
     panel.image.value = str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh")
@@ -99,9 +100,14 @@ async def test_save_load_and_delete_a_kernel(slurm_cluster: LocalCluster, image_
     assert "Saved kernel" in panel.messages.value
     spec = json.loads((store.kernels_dir / "pytorch-on-1-gpu" / "kernel.json").read_text())
     config = spec["metadata"]["kernel_provisioner"]["config"]
-    assert config == {"image": str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"),
-                      "mounts": [f"{slurm_cluster.datasets}:/ds:ro"], "container_name": "my-env",
-                      "container_writable": True, "gpus": 1, "time": "4:00:00"}
+    assert config == {
+        "image": str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"),
+        "mounts": [f"{slurm_cluster.datasets}:/ds:ro"],
+        "container_name": "my-env",
+        "container_writable": True,
+        "gpus": 1,
+        "time": "4:00:00",
+    }
     assert ("PyTorch on 1 GPU (pytorch-on-1-gpu)", "pytorch-on-1-gpu") in panel.existing.options
 
     fresh = make_panel(image_dir, store, tmp_path)
@@ -114,23 +120,29 @@ async def test_save_load_and_delete_a_kernel(slurm_cluster: LocalCluster, image_
     assert "Deleted" in fresh.messages.value
 
 
-async def test_save_shows_every_problem_in_the_panel(slurm_cluster: LocalCluster, image_dir: Path,
-                                                     store: KernelspecStore, tmp_path: Path) -> None:
+async def test_save_shows_every_problem_in_the_panel(
+    slurm_cluster: LocalCluster, image_dir: Path, store: KernelspecStore, tmp_path: Path
+) -> None:
     panel = make_panel(image_dir, store, tmp_path)
     panel.image.choice.value = "/enroot/missing.sqsh"
     panel.mounts.set_entries(["/no/such/dir:/data", "relative:/x"])
     panel.resources.gpus.value = 8
     assert await panel.save() is False
     text = panel.messages.value
-    for problem in ("image /enroot/missing.sqsh does not exist", "mount source /no/such/dir does not exist",
-                    "the source must be an absolute path", "8 can never be granted",
-                    "give the kernel a name"):
+    for problem in (
+        "image /enroot/missing.sqsh does not exist",
+        "mount source /no/such/dir does not exist",
+        "the source must be an absolute path",
+        "8 can never be granted",
+        "give the kernel a name",
+    ):
         assert problem in text, text
     assert list(store.kernels_dir.iterdir()) == []
 
 
-async def test_without_slurm_the_panel_shows_what_it_can(image_dir: Path, store: KernelspecStore, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_without_slurm_the_panel_shows_what_it_can(
+    image_dir: Path, store: KernelspecStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo anywhere
     panel = make_panel(image_dir, store, tmp_path)
     await panel.refresh()
@@ -144,9 +156,18 @@ async def test_foreign_kernelspecs_are_listed_read_only_and_never_overwritten(
 ) -> None:
     foreign = store.kernels_dir / "site-pytorch"
     foreign.mkdir()
-    (foreign / "kernel.json").write_text(json.dumps({
-        "argv": ["python3"], "display_name": "Site PyTorch", "language": "python",
-        "metadata": {"kernel_provisioner": {"provisioner_name": "pyxis-provisioner", "config": {"image": "/x"}}}}))
+    (foreign / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": ["python3"],
+                "display_name": "Site PyTorch",
+                "language": "python",
+                "metadata": {
+                    "kernel_provisioner": {"provisioner_name": "pyxis-provisioner", "config": {"image": "/x"}}
+                },
+            }
+        )
+    )
     panel = make_panel(image_dir, store, tmp_path)
     await panel._list_kernels()
     assert ("Site PyTorch (site-pytorch), read-only", "site-pytorch") in panel.existing.options
@@ -160,7 +181,8 @@ def test_deleting_a_kernel_found_outside_the_users_own_kernels_leaves_it_alone(t
     is found by the lookup, but is not the user's to delete."""
     own, site = tmp_path / "own", tmp_path / "site"
     KernelspecStore(KernelSpecManager(kernel_dirs=[str(site)]), kernels_dir=site).write(
-        "shared", "Shared", {"image": "/enroot/x.sqsh"})
+        "shared", "Shared", {"image": "/enroot/x.sqsh"}
+    )
     store = KernelspecStore(KernelSpecManager(kernel_dirs=[str(own), str(site)]), kernels_dir=own)
     with pytest.raises(KernelspecStoreError, match="outside your own kernels"):
         store.delete("shared")
@@ -180,8 +202,9 @@ def test_a_kernel_name_with_a_trailing_newline_is_refused(store: KernelspecStore
     assert list(store.kernels_dir.iterdir()) == []
 
 
-@pytest.mark.parametrize("flags", [{}, {"container_writable": False, "container_remap_root": True,
-                                        "container_mount_home": False}])
+@pytest.mark.parametrize(
+    "flags", [{}, {"container_writable": False, "container_remap_root": True, "container_mount_home": False}]
+)
 async def test_loading_and_saving_a_kernel_keeps_its_container_flags_as_they_were(
     image_dir: Path, store: KernelspecStore, tmp_path: Path, flags: dict[str, bool]
 ) -> None:
@@ -204,7 +227,9 @@ async def test_the_panel_and_the_rest_api_check_as_the_provisioner_does(slurm_cl
     config, problems = await unchecked.validate({"image": image})
     assert problems == [] and config is not None and config.image == image
     config, problems = await AsgardSite(config=Config()).validate({"image": image})
-    assert config is None and problems == [f"image {image} does not exist on the Jupyter server's host: check the "
-                                           "path (images are .sqsh files, e.g. in /enroot)"]
+    assert config is None and problems == [
+        f"image {image} does not exist on the Jupyter server's host: check the "
+        "path (images are .sqsh files, e.g. in /enroot)"
+    ]
     _, problems = await unchecked.validate({"image": image, "gpus": 2})
     assert problems == ["gpus: 2 GPUs requested but this site allows at most 1 per kernel; ask for 1 or fewer"]

@@ -58,8 +58,9 @@ def panel_text_input(page, placeholder_start: str):
     return page.locator(f"input[placeholder^='{placeholder_start}']").last
 
 
-def test_panel_saves_a_kernel_that_then_runs_on_the_cluster(jupyter_lab: JupyterServer, browser,
-                                                             slurm_cluster: LocalCluster) -> None:
+def test_panel_saves_a_kernel_that_then_runs_on_the_cluster(
+    jupyter_lab: JupyterServer, browser, slurm_cluster: LocalCluster
+) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     console: list[str] = []
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
@@ -79,8 +80,9 @@ def test_panel_saves_a_kernel_that_then_runs_on_the_cluster(jupyter_lab: Jupyter
         sources = page.locator("input[placeholder^='source on the cluster']")
         rows = sources.count()
         page.get_by_role("button", name="Add mount").click()
-        page.wait_for_function(f"document.querySelectorAll(\"input[placeholder^='source on the cluster']\")"
-                               f".length > {rows}")
+        page.wait_for_function(
+            f"document.querySelectorAll(\"input[placeholder^='source on the cluster']\").length > {rows}"
+        )
         panel_text_input(page, "source on the cluster").fill(str(slurm_cluster.netscratch / "root"))
         target = "/data"  # only inside the container: Pyxis creates the mount point
         panel_text_input(page, "inside the container").fill(target)

@@ -51,11 +51,13 @@ def test_notebook_runs_on_a_gpu_node_in_its_container(
 ) -> None:
     workdir = notebook_dir(tmp_path)
     scratch_file = slurm_cluster.netscratch / "root" / "hello.txt"
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell(PROBE),
-        nbformat.v4.new_code_cell(f"print(open({str(scratch_file)!r}).read().strip())"),
-        nbformat.v4.new_code_cell(CONTAINER_PROBE),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(PROBE),
+            nbformat.v4.new_code_cell(f"print(open({str(scratch_file)!r}).read().strip())"),
+            nbformat.v4.new_code_cell(CONTAINER_PROBE),
+        ]
+    )
     client = NotebookClient(nb, kernel_name="asgard-test", timeout=60, resources={"metadata": {"path": str(workdir)}})
     client.execute()
     probe = json.loads(nb.cells[0].outputs[0]["text"])
@@ -129,8 +131,9 @@ async def test_restart_keeps_the_allocation_container_and_connection(
         client.stop_channels()
         after = dict(km.get_connection_info())
         assert km.provisioner.job_id == job_id
-        assert {k: after[k] for k in ("ip", "shell_port", "iopub_port", "hb_port", "key")} == \
-               {k: before[k] for k in ("ip", "shell_port", "iopub_port", "hb_port", "key")}
+        assert {k: after[k] for k in ("ip", "shell_port", "iopub_port", "hb_port", "key")} == {
+            k: before[k] for k in ("ip", "shell_port", "iopub_port", "hb_port", "key")
+        }
         # The same named container: what the first run wrote into its filesystem is there.
         assert (await execute(km, "print(open('/opt/restart-marker').read())"))["stdout"].strip() == "written"
         assert running_steps(job_id) == [f"{job_id}.1"]
@@ -201,8 +204,9 @@ async def test_a_port_taken_by_a_neighbour_before_the_kernel_binds_it_is_chosen_
 ) -> None:
     caplog.set_level("INFO")
     marker = tmp_path / "neighbour.pid"
-    name = kernelspecs.make("asgard-neighbour", gpus=None,
-                            argv=["python3", "-c", NEIGHBOUR, str(marker), "{connection_file}"])
+    name = kernelspecs.make(
+        "asgard-neighbour", gpus=None, argv=["python3", "-c", NEIGHBOUR, str(marker), "{connection_file}"]
+    )
     try:
         km = await start(name, tmp_path)
         try:
@@ -233,19 +237,32 @@ async def test_kernel_output_reaches_the_server_log_with_the_kernel_id(
 async def test_kernelspec_env_wins_in_the_container_and_server_env_stays_out(
     kernelspecs: KernelSpecs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {"PYTHONPATH": "/server/lib", "VIRTUAL_ENV": "/server/venv", "JUPYTER_CONFIG_DIR": "/srv",
-                        "PYXIS_CONTAINER_IMAGE": "/wrong.sqsh", "SLURM_JOB_ID": "999999"}.items():
+    for name, value in {
+        "PYTHONPATH": "/server/lib",
+        "VIRTUAL_ENV": "/server/venv",
+        "JUPYTER_CONFIG_DIR": "/srv",
+        "PYXIS_CONTAINER_IMAGE": "/wrong.sqsh",
+        "SLURM_JOB_ID": "999999",
+    }.items():
         monkeypatch.setenv(name, value)
     # The stand-in image sets PYTHONUNBUFFERED=1; the kernelspec's value must win, as Pyxis allows via --container-env.
     name = kernelspecs.make("asgard-env", env={"PYTHONUNBUFFERED": "from-kernelspec", "MY_SETTING": "42"})
     km = await start(name, tmp_path)
     try:
-        code = ("import os, json; print(json.dumps({k: os.environ.get(k) for k in ['PYTHONUNBUFFERED', "
-                "'MY_SETTING', 'PYTHONPATH', 'VIRTUAL_ENV', 'JUPYTER_CONFIG_DIR', 'PYXIS_CONTAINER_IMAGE']}), "
-                "os.environ['SLURM_JOB_ID'])")
+        code = (
+            "import os, json; print(json.dumps({k: os.environ.get(k) for k in ['PYTHONUNBUFFERED', "
+            "'MY_SETTING', 'PYTHONPATH', 'VIRTUAL_ENV', 'JUPYTER_CONFIG_DIR', 'PYXIS_CONTAINER_IMAGE']}), "
+            "os.environ['SLURM_JOB_ID'])"
+        )
         values, job = (await execute(km, code))["stdout"].rsplit(" ", 1)
-        assert json.loads(values) == {"PYTHONUNBUFFERED": "from-kernelspec", "MY_SETTING": "42", "PYTHONPATH": None,
-                                      "VIRTUAL_ENV": None, "JUPYTER_CONFIG_DIR": None, "PYXIS_CONTAINER_IMAGE": None}
+        assert json.loads(values) == {
+            "PYTHONUNBUFFERED": "from-kernelspec",
+            "MY_SETTING": "42",
+            "PYTHONPATH": None,
+            "VIRTUAL_ENV": None,
+            "JUPYTER_CONFIG_DIR": None,
+            "PYXIS_CONTAINER_IMAGE": None,
+        }
         assert job.strip() == km.provisioner.job_id
     finally:
         await shutdown(km)
@@ -254,12 +271,24 @@ async def test_kernelspec_env_wins_in_the_container_and_server_env_stays_out(
 @pytest.mark.parametrize("tool", ["nbconvert", "papermill"])
 def test_command_line_notebook_runners(kernelspecs: KernelSpecs, tmp_path: Path, tool: str) -> None:
     notebook = tmp_path / "run.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import os; print('ran on', os.environ['SLURMD_NODENAME'])")]), notebook)
+    nbformat.write(
+        nbformat.v4.new_notebook(
+            cells=[nbformat.v4.new_code_cell("import os; print('ran on', os.environ['SLURMD_NODENAME'])")]
+        ),
+        notebook,
+    )
     output = tmp_path / "out.ipynb"
     if tool == "nbconvert":
-        argv = ["jupyter", "nbconvert", "--to", "notebook", "--execute",
-                "--ExecutePreprocessor.kernel_name=asgard-test", f"--output={output}", str(notebook)]
+        argv = [
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "--ExecutePreprocessor.kernel_name=asgard-test",
+            f"--output={output}",
+            str(notebook),
+        ]
     else:
         argv = ["papermill", "-k", "asgard-test", str(notebook), str(output)]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -278,8 +307,9 @@ async def test_site_configuration_sets_defaults_and_limits_that_kernelspecs_over
     km = AsyncKernelManager(kernel_name="asgard-test", config=site)
     await km.start_kernel(cwd=str(tmp_path))
     try:
-        partition = subprocess.run(["squeue", "-h", "-j", km.provisioner.job_id, "-o", "%P"], capture_output=True,
-                                   text=True).stdout.strip()
+        partition = subprocess.run(
+            ["squeue", "-h", "-j", km.provisioner.job_id, "-o", "%P"], capture_output=True, text=True
+        ).stdout.strip()
         assert partition == "debug"
     finally:
         await shutdown(km)
@@ -289,8 +319,9 @@ async def test_site_configuration_sets_defaults_and_limits_that_kernelspecs_over
     override = AsyncKernelManager(kernel_name=kernelspecs.make("asgard-gpu-partition", partition="gpu"), config=site)
     await override.start_kernel(cwd=str(tmp_path))
     try:
-        partition = subprocess.run(["squeue", "-h", "-j", override.provisioner.job_id, "-o", "%P"],
-                                   capture_output=True, text=True).stdout.strip()
+        partition = subprocess.run(
+            ["squeue", "-h", "-j", override.provisioner.job_id, "-o", "%P"], capture_output=True, text=True
+        ).stdout.strip()
         assert partition == "gpu"
     finally:
         await shutdown(override)

@@ -15,8 +15,6 @@ from tests.kernels import KernelSpecs, execute, kernel_jobs, shutdown, start
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
 
-
-
 async def wait_for_state(km, state: str, timeout: float = 20) -> None:
     for _ in range(int(timeout / 0.1)):
         if km.provisioner is not None and km.provisioner.job_state == state:
@@ -69,8 +67,9 @@ async def test_abandoning_a_queued_start_cancels_the_job(
     assert not [line for line in kernel_jobs() if line.startswith(f"{job_id} ")]
 
 
-async def test_cleanup_while_queued_cancels_the_job(kernelspecs: KernelSpecs, gpus_taken: list[str],
-                                                    tmp_path: Path) -> None:
+async def test_cleanup_while_queued_cancels_the_job(
+    kernelspecs: KernelSpecs, gpus_taken: list[str], tmp_path: Path
+) -> None:
     """The provisioner's part of a shutdown during the queue wait; the start then fails with a clear reason."""
     km, starting = pending_kernel("asgard-test", tmp_path)
     await wait_for_state(km, "PENDING")

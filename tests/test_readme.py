@@ -53,29 +53,36 @@ NOT_COMMANDS = {"python", "json"}  # configuration and code: kernelspec JSON, ju
 
 # (b) Commands that another test module runs as users run them: command -> that test's node id.
 EXERCISED_ELSEWHERE = {
-    "jupyter asgard status":
-        "tests/test_status.py::test_the_table_shows_a_server_kernel_and_a_job_no_server_knows",
+    "jupyter asgard status": "tests/test_status.py::test_the_table_shows_a_server_kernel_and_a_job_no_server_knows",
     "jupyter asgard site-check": "tests/test_cli.py::test_site_check_says_which_limits_slurm_enforces",
 }
 
 # (c) Commands CI runs itself: command -> (file, what that file runs, why this module does not run it).
 RUN_BY_CI = {
-    "./dev/test": (".ci/run", "bash dev/test",
-                   ("CI's job is `dev/test`: it installs the test dependencies and runs this whole test suite, "
-                    "so running it here would run the suite inside itself")),
+    "./dev/test": (
+        ".ci/run",
+        "bash dev/test",
+        (
+            "CI's job is `dev/test`: it installs the test dependencies and runs this whole test suite, "
+            "so running it here would run the suite inside itself"
+        ),
+    ),
 }
 
 # Commands written inline in the README's prose (`...` spans that start with a command and have arguments):
 # each names the test that runs it as written, or why none can.
-INLINE_START = re.compile(r"^(\./|\.ci/|python3 -m |jupyter |pip |srun |salloc |squeue |scancel |sinfo |scontrol "
-                          r"|sacct |papermill |curl )")
+INLINE_START = re.compile(
+    r"^(\./|\.ci/|python3 -m |jupyter |pip |srun |salloc |squeue |scancel |sinfo |scontrol "
+    r"|sacct |papermill |curl )"
+)
 INLINE = {
     "python3 -m benchmarks.kernel_start": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.slurm_load": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.start_storm": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "scancel --signal=INT": "tests/test_provisioner.py::test_signal_interrupt_reaches_the_kernel_through_slurm",
-    "scontrol show job":
-        "tests/test_security.py::TestServerKernel::test_the_key_is_in_no_command_line_slurm_record_or_log",
+    "scontrol show job": (
+        "tests/test_security.py::TestServerKernel::test_the_key_is_in_no_command_line_slurm_record_or_log"
+    ),
     "salloc --job-name=jupyter-asgard-<kernel id> ... cat": "tests/test_slurm_commands.py::test_salloc_argv_minimal",
     "sinfo -s": "tests/test_readme.py::test_sinfo_lists_the_partitions_as_the_troubleshooting_section_says",
     "salloc --no-shell": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
@@ -85,7 +92,7 @@ INLINE = {
     "python3 -m pytest": "CI: dev/test runs it",
     ".ci/run": "CI: it is what CI runs",
     "pip install ipykernel": "advice for inside a user's writable named container; the test nodes reach no "
-                             "package index (their network namespaces have no route out)",
+    "package index (their network namespaces have no route out)",
 }
 
 T = TypeVar("T", bound=Callable[..., Any])
@@ -94,9 +101,11 @@ RUN_HERE: dict[str, str] = {}  # (a) filled by @runs: command -> the test of thi
 
 def runs(*commands: str) -> Callable[[T], T]:
     """Marks the test that runs these README commands (as written there)."""
+
     def mark(test: T) -> T:
         RUN_HERE.update(dict.fromkeys(commands, test.__name__))
         return test
+
     return mark
 
 
@@ -138,8 +147,10 @@ def extract_commands(markdown: str) -> tuple[list[Command], list[str]]:
         if language in NOT_COMMANDS:
             continue
         if language not in COMMAND_LANGUAGES:
-            problems.append(f"README.md:{start}: a ```{language} block: add {language!r} to COMMAND_LANGUAGES in "
-                            "tests/test_readme.py if it holds shell commands, or to NOT_COMMANDS if not")
+            problems.append(
+                f"README.md:{start}: a ```{language} block: add {language!r} to COMMAND_LANGUAGES in "
+                "tests/test_readme.py if it holds shell commands, or to NOT_COMMANDS if not"
+            )
             continue
         prompted = any(line.startswith("$ ") for line in body)
         pending: list[str] = []
@@ -177,25 +188,30 @@ def readme_commands() -> tuple[Command, ...]:
 
 def readme_argv(command: str, replace: dict[str, str] | None = None) -> list[str]:
     """The README command as an argument list, with placeholders replaced (text for text)."""
-    assert command in {found.text for found in readme_commands()}, \
+    assert command in {found.text for found in readme_commands()}, (
         f"README.md no longer has `{command}`: update tests/test_readme.py"
+    )
     for placeholder, value in (replace or {}).items():
         assert placeholder in command, (placeholder, command)
         command = command.replace(placeholder, shlex.quote(value))
     return shlex.split(command)
 
 
-def run(argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 180
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     return run_together([(argv, env)], cwd, timeout)[0]
 
 
-def run_together(commands: list[tuple[list[str], dict[str, str]]], cwd: Path | None = None, timeout: float = 180
-                 ) -> list[subprocess.CompletedProcess[str]]:
+def run_together(
+    commands: list[tuple[list[str], dict[str, str]]], cwd: Path | None = None, timeout: float = 180
+) -> list[subprocess.CompletedProcess[str]]:
     """Commands (argv, environment) run at the same time (each Jupyter command spends seconds importing);
     all must succeed."""
-    processes = [subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for argv, env in commands]
+    processes = [
+        subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv, env in commands
+    ]
     results = []
     for (argv, _env), process in zip(commands, processes, strict=True):
         try:
@@ -218,6 +234,7 @@ def jupyter_env(tmp_path: Path) -> dict[str, str]:
 
 
 # --- the accounting ---------------------------------------------------------------------------------------
+
 
 def test_the_extractor_reads_blocks_prompts_continuations_and_comments() -> None:
     markdown = textwrap.dedent("""\
@@ -245,17 +262,26 @@ def test_the_extractor_reads_blocks_prompts_continuations_and_comments() -> None
         """)
     commands, problems = extract_commands(markdown)
     assert [(command.text, command.line) for command in commands] == [
-        ("./a --x", 2), ("b 'quoted # kept' --c=1", 4), ("d --image=docker://nvcr.io#nvidia/pytorch", 8), ("e f", 10)]
-    assert problems == [("README.md:16: a ```yaml block: add 'yaml' to COMMAND_LANGUAGES in tests/test_readme.py "
-                         "if it holds shell commands, or to NOT_COMMANDS if not"),
-                        "README.md:20: the block ends inside a continued line: g"]
+        ("./a --x", 2),
+        ("b 'quoted # kept' --c=1", 4),
+        ("d --image=docker://nvcr.io#nvidia/pytorch", 8),
+        ("e f", 10),
+    ]
+    assert problems == [
+        (
+            "README.md:16: a ```yaml block: add 'yaml' to COMMAND_LANGUAGES in tests/test_readme.py "
+            "if it holds shell commands, or to NOT_COMMANDS if not"
+        ),
+        "README.md:20: the block ends inside a continued line: g",
+    ]
 
 
 def test_every_readme_command_is_accounted_for() -> None:
     commands = {command.text: command.line for command in readme_commands()}
     ways = [set(RUN_HERE), set(EXERCISED_ELSEWHERE), set(RUN_BY_CI)]
-    unaccounted = [f"  README.md:{line}: {text}" for text, line in commands.items()
-                   if not any(text in way for way in ways)]
+    unaccounted = [
+        f"  README.md:{line}: {text}" for text, line in commands.items() if not any(text in way for way in ways)
+    ]
     assert not unaccounted, (
         "README.md has commands no test exercises:\n" + "\n".join(unaccounted) + "\n"
         "Run each in a test of tests/test_readme.py (list it in that test's @runs(...)), or, if another test runs it "
@@ -276,8 +302,10 @@ def inline_commands(markdown: str) -> set[str]:
 def test_every_inline_readme_command_is_accounted_for() -> None:
     found = inline_commands(README.read_text())
     unaccounted = sorted(found - set(INLINE))
-    assert not unaccounted, (f"README.md's prose has commands no test accounts for: {unaccounted}; add each to "
-                             "INLINE in tests/test_readme.py with the test that runs it (or why none can)")
+    assert not unaccounted, (
+        f"README.md's prose has commands no test accounts for: {unaccounted}; add each to "
+        "INLINE in tests/test_readme.py with the test that runs it (or why none can)"
+    )
     assert not set(INLINE) - found, f"INLINE lists commands README.md no longer has: {sorted(set(INLINE) - found)}"
 
 
@@ -289,8 +317,10 @@ def _test_named(node_id: str) -> Any:
     return found
 
 
-@pytest.mark.parametrize("command", sorted(EXERCISED_ELSEWHERE) + sorted(
-    command for command, way in INLINE.items() if way.startswith("tests/")))
+@pytest.mark.parametrize(
+    "command",
+    sorted(EXERCISED_ELSEWHERE) + sorted(command for command, way in INLINE.items() if way.startswith("tests/")),
+)
 def test_commands_exercised_elsewhere_name_a_test_that_exists(command: str) -> None:
     node_id = EXERCISED_ELSEWHERE.get(command) or INLINE[command]
     assert callable(_test_named(node_id)), f"{node_id} (which runs `{command}`) does not exist"
@@ -309,6 +339,7 @@ def test_commands_ci_runs_are_still_what_ci_runs(command: str) -> None:
 
 
 # --- the commands, run on the test cluster --------------------------------------------------------------
+
 
 @pytest.fixture
 def cluster_dir(fresh_cluster_prerequisites: None) -> Iterator[Path]:
@@ -347,9 +378,17 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
     lab = JupyterServer(notebooks, tmp_path / "demo.log", app="lab")  # a port for the demo; the token it prints
     argv = [*readme_argv("./dev/demo"), f"--port={lab.port}", "--ServerApp.port_retries=0"]
     with open(lab.log_path, "w") as log:
-        demo = subprocess.Popen(argv, cwd=tree, env={**jupyter_env, "ASGARD_CLUSTER_DIR": str(root)}, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        demo = subprocess.Popen(
+            argv,
+            cwd=tree,
+            env={**jupyter_env, "ASGARD_CLUSTER_DIR": str(root)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
+
         def url() -> str | None:
             assert demo.poll() is None, f"dev/demo exited {demo.returncode}:\n{lab.log()}"
             printed = re.search(rf"{lab.url}/lab\?token=(\w+)", lab.log())
@@ -361,11 +400,20 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
         assert specs["asgard-pytorch"]["spec"]["display_name"] == "Asgard PyTorch (demo)"
         listed = {entry["name"] for entry in lab.request("GET", "/api/contents/").body["content"]}
         assert {path.name for path in (REPO / "examples").glob("*.ipynb")} <= listed
-        opened = lab.request("POST", "/api/sessions", {  # what JupyterLab does when the notebook is opened
-            "path": "hello-asgard.ipynb", "type": "notebook", "name": "", "kernel": {"name": "asgard-pytorch"}})
+        opened = lab.request(
+            "POST",
+            "/api/sessions",
+            {  # what JupyterLab does when the notebook is opened
+                "path": "hello-asgard.ipynb",
+                "type": "notebook",
+                "name": "",
+                "kernel": {"name": "asgard-pytorch"},
+            },
+        )
         assert opened.status == 201, opened.body
-        where = execute_via_websocket(lab, opened.body["kernel"]["id"],
-                                      "import os; print(os.environ['SLURMD_NODENAME'], os.getcwd())")
+        where = execute_via_websocket(
+            lab, opened.body["kernel"]["id"], "import os; print(os.environ['SLURMD_NODENAME'], os.getcwd())"
+        )
         assert where.split() in ([node, str(notebooks)] for node in NODES)
         assert lab.request("DELETE", f"/api/sessions/{opened.body['id']}").status == 204
         _demo_notebooks_run_to_the_end(root, notebooks, jupyter_env, tmp_path)
@@ -384,17 +432,26 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
 def _demo_notebooks_run_to_the_end(root: Path, notebooks: Path, jupyter_env: dict[str, str], tmp_path: Path) -> None:
     """Every example notebook, as a new user runs it in the demo: with the kernel each names (hello-asgard: the
     Asgard PyTorch kernel exactly as dev/demo installed it) and the site configuration dev/demo wrote."""
-    env = {**jupyter_env, "SLURM_CONF": str(root / "etc" / "slurm.conf"),
-           "JUPYTER_PATH": str(root / "jupyter" / "share" / "jupyter"),
-           "JUPYTER_CONFIG_PATH": str(root / "jupyter" / "etc" / "jupyter")}
+    env = {
+        **jupyter_env,
+        "SLURM_CONF": str(root / "etc" / "slurm.conf"),
+        "JUPYTER_PATH": str(root / "jupyter" / "share" / "jupyter"),
+        "JUPYTER_CONFIG_PATH": str(root / "jupyter" / "etc" / "jupyter"),
+    }
     outputs = {}
     for notebook in sorted(notebooks.glob("*.ipynb")):
         done = tmp_path / f"ran-{notebook.name}"
-        result = run(["jupyter", "nbconvert", "--to", "notebook", "--execute", f"--output={done}", str(notebook)],
-                     env, cwd=notebooks)
+        result = run(
+            ["jupyter", "nbconvert", "--to", "notebook", "--execute", f"--output={done}", str(notebook)],
+            env,
+            cwd=notebooks,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
-        outputs[notebook.name] = "".join(output.get("text", "") for cell in nbformat.read(done, as_version=4).cells
-                                         for output in cell.get("outputs", []))
+        outputs[notebook.name] = "".join(
+            output.get("text", "")
+            for cell in nbformat.read(done, as_version=4).cells
+            for output in cell.get("outputs", [])
+        )
     assert set(outputs) == {path.name for path in (REPO / "examples").glob("*.ipynb")}
     assert "3 rows, columns: sepal_length" in outputs["hello-asgard.ipynb"]
     assert "datasets mount is read-only: Read-only file system" in outputs["hello-asgard.ipynb"]
@@ -404,7 +461,7 @@ def _demo_notebooks_run_to_the_end(root: Path, notebooks: Path, jupyter_env: dic
 
 @runs("pip install ./jupyter-asgard")
 def test_pip_install_from_a_clone_ships_the_kernelspec_the_labextension_and_the_server_extension(
-    tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     """Into a new environment (a venv that sees this one's packages, so nothing is downloaded) from a directory
     named as in the README: this working tree, whose JupyterLab extension `pip install -e .` has built already
@@ -416,12 +473,23 @@ def test_pip_install_from_a_clone_ships_the_kernelspec_the_labextension_and_the_
     clone.parent.mkdir()
     clone.symlink_to(REPO)
     python = venv / "bin" / "python"
-    installed = run([str(python), "-m", *readme_argv("pip install ./jupyter-asgard"), "--no-build-isolation",
-                     "--check-build-dependencies"], dict(os.environ), cwd=clone.parent, timeout=300)
+    installed = run(
+        [
+            str(python),
+            "-m",
+            *readme_argv("pip install ./jupyter-asgard"),
+            "--no-build-isolation",
+            "--check-build-dependencies",
+        ],
+        dict(os.environ),
+        cwd=clone.parent,
+        timeout=300,
+    )
     assert "Successfully installed jupyter-asgard-" in installed.stdout
 
-    probe = ("import json, jupyter_asgard.kernelspecs as k; "
-             "print(json.dumps([k.__file__, str(k.bundled_kernelspec_dir())]))")
+    probe = (
+        "import json, jupyter_asgard.kernelspecs as k; print(json.dumps([k.__file__, str(k.bundled_kernelspec_dir())]))"
+    )
     where = json.loads(run([str(python), "-c", probe], dict(os.environ), cwd=tmp_path).stdout)
     assert all(Path(path).is_relative_to(venv) for path in where), f"not the new environment's package: {where}"
     shipped = Path(where[1]) / "kernel.json"
@@ -436,10 +504,13 @@ def test_pip_install_from_a_clone_ships_the_kernelspec_the_labextension_and_the_
     assert all(command in usage for command in ("install", "kernelspecs", "status"))
 
 
-ANALYSIS = """
+ANALYSIS = (
+    """
 import os
 print(os.environ["SLURMD_NODENAME"], os.environ["CUDA_VISIBLE_DEVICES"], os.getcwd(), os.environ["TEST_IMAGE"])
-""" + CONTAINER_PROBE
+"""
+    + CONTAINER_PROBE
+)
 
 
 def _ran_on_the_cluster(notebook: Path, cluster: LocalCluster, workdir: Path) -> None:
@@ -450,9 +521,12 @@ def _ran_on_the_cluster(notebook: Path, cluster: LocalCluster, workdir: Path) ->
     assert "ro" in json.loads(container)["mounts"][str(cluster.datasets)]
 
 
-@runs("jupyter asgard install --user", "jupyter asgard kernelspecs",
-      "jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=asgard-pytorch analysis.ipynb",
-      "papermill -k asgard-pytorch analysis.ipynb out.ipynb")
+@runs(
+    "jupyter asgard install --user",
+    "jupyter asgard kernelspecs",
+    "jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=asgard-pytorch analysis.ipynb",
+    "papermill -k asgard-pytorch analysis.ipynb out.ipynb",
+)
 def test_using_it_on_asgard_install_list_and_run_a_notebook_with_nbconvert_and_papermill(
     slurm_cluster: LocalCluster, no_kernel_jobs_left: None, jupyter_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -462,8 +536,15 @@ def test_using_it_on_asgard_install_list_and_run_a_notebook_with_nbconvert_and_p
     install = readme_argv("jupyter asgard install --user")
     scratch, datasets = slurm_cluster.netscratch, slurm_cluster.datasets
     site_env = {**jupyter_env, "JUPYTER_DATA_DIR": str(tmp_path / "site-user")}
-    site_install = [*install, "--image-dir", str(slurm_cluster.images_dir),
-                    "--mount", f"{scratch}/$USER:{scratch}/$USER", "--mount", f"{datasets}:{datasets}:ro"]
+    site_install = [
+        *install,
+        "--image-dir",
+        str(slurm_cluster.images_dir),
+        "--mount",
+        f"{scratch}/$USER:{scratch}/$USER",
+        "--mount",
+        f"{datasets}:{datasets}:ro",
+    ]
     work = tmp_path / "work"
     work.mkdir()
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(ANALYSIS)]), work / "analysis.ipynb")
@@ -474,12 +555,20 @@ def test_using_it_on_asgard_install_list_and_run_a_notebook_with_nbconvert_and_p
     spec = json.loads((destination / "kernel.json").read_text())
     assert spec == json.loads((bundled_kernelspec_dir() / "kernel.json").read_text())
 
-    listed, _, _ = run_together([
-        (readme_argv("jupyter asgard kernelspecs"), jupyter_env),
-        (readme_argv("jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=asgard-pytorch "
-                     "analysis.ipynb"), site_env),
-        (readme_argv("papermill -k asgard-pytorch analysis.ipynb out.ipynb"), site_env),
-    ], cwd=work)
+    listed, _, _ = run_together(
+        [
+            (readme_argv("jupyter asgard kernelspecs"), jupyter_env),
+            (
+                readme_argv(
+                    "jupyter nbconvert --to notebook --execute --ExecutePreprocessor.kernel_name=asgard-pytorch "
+                    "analysis.ipynb"
+                ),
+                site_env,
+            ),
+            (readme_argv("papermill -k asgard-pytorch analysis.ipynb out.ipynb"), site_env),
+        ],
+        cwd=work,
+    )
     lines = listed.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["NAME", "asgard-pytorch"]
     assert "Asgard PyTorch" in lines[1] and lines[1].endswith(spec["metadata"]["kernel_provisioner"]["config"]["image"])
@@ -496,8 +585,10 @@ def test_the_test_cluster_by_hand_up_status_and_down(cluster_dir: Path) -> None:
     export = f"export SLURM_CONF={cluster_dir}/etc/slurm.conf"  # as the README's comment says, in this directory
     assert export in up.splitlines()[-1], up
     slurm_conf = shlex.split(up.splitlines()[-1])[1].split("=", 1)[1]
-    job = run(["srun", "-w", "gpu02", "--gpus=1", "printenv", "SLURMD_NODENAME", "CUDA_VISIBLE_DEVICES"],
-              {**env, "SLURM_CONF": slurm_conf})
+    job = run(
+        ["srun", "-w", "gpu02", "--gpus=1", "printenv", "SLURMD_NODENAME", "CUDA_VISIBLE_DEVICES"],
+        {**env, "SLURM_CONF": slurm_conf},
+    )
     assert job.stdout.split() == ["gpu02", "0"]
 
     def settled() -> list[str] | None:  # the job's node completes it (Pyxis's and Slurm's clean-up) first
@@ -507,8 +598,10 @@ def test_the_test_cluster_by_hand_up_status_and_down(cluster_dir: Path) -> None:
     status = wait_for(settled, 30, "gpu02 idle again after the job")
     assert status[0].split() == ["NODELIST", "PARTITION", "STATE", "GRES"]
     assert sorted(line.split() for line in status[1:]) == [
-        ["gpu01", "gpu*", "idle", "gpu:h100:2"], ["gpu02", "debug", "idle", "gpu:h100:2"],
-        ["gpu02", "gpu*", "idle", "gpu:h100:2"]]
+        ["gpu01", "gpu*", "idle", "gpu:h100:2"],
+        ["gpu02", "debug", "idle", "gpu:h100:2"],
+        ["gpu02", "gpu*", "idle", "gpu:h100:2"],
+    ]
 
     state = json.loads((cluster_dir / "state.json").read_text())
     down = run(readme_argv("python3 -m tests.cluster down"), env, cwd=REPO).stdout

@@ -99,46 +99,116 @@ def test_captured_idle_cluster() -> None:
 
 def test_captured_one_gpu_allocated() -> None:
     assert summary(CAPTURED_ONE_GPU_ALLOCATED) == [
-        ("gpu", True, "up", "infinite", {"h100": {"total": 4, "free": 3}}, {"total": 32, "idle": 31},
-         [("gpu01", "mixed"), ("gpu02", "idle")]),
-        ("debug", False, "up", "30:00", {"h100": {"total": 2, "free": 2}}, {"total": 16, "idle": 16},
-         [("gpu02", "idle")]),
+        (
+            "gpu",
+            True,
+            "up",
+            "infinite",
+            {"h100": {"total": 4, "free": 3}},
+            {"total": 32, "idle": 31},
+            [("gpu01", "mixed"), ("gpu02", "idle")],
+        ),
+        (
+            "debug",
+            False,
+            "up",
+            "30:00",
+            {"h100": {"total": 2, "free": 2}},
+            {"total": 16, "idle": 16},
+            [("gpu02", "idle")],
+        ),
     ]
 
 
 def test_captured_draining_node_offers_nothing() -> None:
     assert summary(CAPTURED_DRAINING) == [
-        ("gpu", True, "up", "infinite", {"h100": {"total": 4, "free": 0}}, {"total": 32, "idle": 0},
-         [("gpu01", "allocated"), ("gpu02", "draining")]),
-        ("debug", False, "up", "30:00", {"h100": {"total": 2, "free": 0}}, {"total": 16, "idle": 0},
-         [("gpu02", "draining")]),
+        (
+            "gpu",
+            True,
+            "up",
+            "infinite",
+            {"h100": {"total": 4, "free": 0}},
+            {"total": 32, "idle": 0},
+            [("gpu01", "allocated"), ("gpu02", "draining")],
+        ),
+        (
+            "debug",
+            False,
+            "up",
+            "30:00",
+            {"h100": {"total": 2, "free": 0}},
+            {"total": 16, "idle": 0},
+            [("gpu02", "draining")],
+        ),
     ]
 
 
 def test_captured_drained_node_keeps_its_gpus_in_the_total_only() -> None:
     assert summary(CAPTURED_DRAINED) == [
-        ("gpu", True, "up", "infinite", {"h100": {"total": 4, "free": 0}}, {"total": 32, "idle": 0},
-         [("gpu01", "allocated"), ("gpu02", "drained")]),
-        ("debug", False, "up", "30:00", {"h100": {"total": 2, "free": 0}}, {"total": 16, "idle": 0},
-         [("gpu02", "drained")]),
+        (
+            "gpu",
+            True,
+            "up",
+            "infinite",
+            {"h100": {"total": 4, "free": 0}},
+            {"total": 32, "idle": 0},
+            [("gpu01", "allocated"), ("gpu02", "drained")],
+        ),
+        (
+            "debug",
+            False,
+            "up",
+            "30:00",
+            {"h100": {"total": 2, "free": 0}},
+            {"total": 16, "idle": 0},
+            [("gpu02", "drained")],
+        ),
     ]
 
 
 def test_captured_down_node_and_down_partition() -> None:
     assert summary(CAPTURED_DOWN) == [
-        ("gpu", True, "up", "infinite", {"h100": {"total": 4, "free": 0}}, {"total": 32, "idle": 0},
-         [("gpu01", "down"), ("gpu02", "drained")]),
-        ("debug", False, "down", "30:00", {"h100": {"total": 2, "free": 0}}, {"total": 16, "idle": 0},
-         [("gpu02", "drained")]),
+        (
+            "gpu",
+            True,
+            "up",
+            "infinite",
+            {"h100": {"total": 4, "free": 0}},
+            {"total": 32, "idle": 0},
+            [("gpu01", "down"), ("gpu02", "drained")],
+        ),
+        (
+            "debug",
+            False,
+            "down",
+            "30:00",
+            {"h100": {"total": 2, "free": 0}},
+            {"total": 16, "idle": 0},
+            [("gpu02", "drained")],
+        ),
     ]
 
 
 def test_captured_not_responding_node_offers_nothing() -> None:
     assert summary(CAPTURED_NOT_RESPONDING) == [
-        ("gpu", True, "up", "infinite", {"h100": {"total": 4, "free": 2}}, {"total": 32, "idle": 16},
-         [("gpu01", "idle"), ("gpu02", "mixed*")]),
-        ("debug", False, "up", "30:00", {"h100": {"total": 2, "free": 0}}, {"total": 16, "idle": 0},
-         [("gpu02", "mixed*")]),
+        (
+            "gpu",
+            True,
+            "up",
+            "infinite",
+            {"h100": {"total": 4, "free": 2}},
+            {"total": 32, "idle": 16},
+            [("gpu01", "idle"), ("gpu02", "mixed*")],
+        ),
+        (
+            "debug",
+            False,
+            "up",
+            "30:00",
+            {"h100": {"total": 2, "free": 0}},
+            {"total": 16, "idle": 0},
+            [("gpu02", "mixed*")],
+        ),
     ]
 
 
@@ -148,8 +218,15 @@ def test_captured_not_responding_node_offers_nothing() -> None:
 def test_down_partition_offers_nothing_even_on_idle_nodes() -> None:
     output = "maint|down|1:00:00|n1|idle|gpu:a100:4|gpu:a100:0(IDX:N/A)|0/64/0/64|512000|\n"
     assert summary(output) == [
-        ("maint", False, "down", "1:00:00", {"a100": {"total": 4, "free": 0}}, {"total": 64, "idle": 0},
-         [("n1", "idle")]),
+        (
+            "maint",
+            False,
+            "down",
+            "1:00:00",
+            {"a100": {"total": 4, "free": 0}},
+            {"total": 64, "idle": 0},
+            [("n1", "idle")],
+        ),
     ]
 
 

@@ -79,8 +79,13 @@ class ServerKernel:
         try:
             client.wait_for_ready(timeout=timeout)
             stdout: list[str] = []
-            reply = client.execute_interactive(code, timeout=timeout, output_hook=lambda message: stdout.append(
-                message["content"]["text"]) if message["msg_type"] == "stream" else None)
+            reply = client.execute_interactive(
+                code,
+                timeout=timeout,
+                output_hook=lambda message: (
+                    stdout.append(message["content"]["text"]) if message["msg_type"] == "stream" else None
+                ),
+            )
             return {**reply["content"], "stdout": "".join(stdout)}
         finally:
             client.stop_channels()
@@ -142,8 +147,12 @@ class TestServerKernel:
 
         places: dict[str, str] = {}
         places["process command lines"] = "\n".join(command_lines())
-        for argv in (["scontrol", "-d", "show", "job", job_id], ["scontrol", "-d", "show", "step", job_id],
-                     ["squeue", "-j", job_id, "-o", "%all"], ["sstat", "-j", job_id, "-a", "-o", "JobID,NodeList"]):
+        for argv in (
+            ["scontrol", "-d", "show", "job", job_id],
+            ["scontrol", "-d", "show", "step", job_id],
+            ["squeue", "-j", job_id, "-o", "%all"],
+            ["sstat", "-j", job_id, "-a", "-o", "JobID,NodeList"],
+        ):
             result = run_text(*argv)
             places[" ".join(argv)] = result.stdout + result.stderr
         assert job_id in places[f"scontrol -d show job {job_id}"]
@@ -181,8 +190,9 @@ class TestServerKernel:
         assert server_kernel.key not in node["environ"]
 
     @pytest.mark.parametrize("key", [b"not-the-key-" + b"0" * 20, b""], ids=["wrong key", "unsigned"])
-    def test_a_client_without_the_key_is_ignored(self, server_kernel: ServerKernel, slurm_cluster: LocalCluster,
-                                                 key: bytes) -> None:
+    def test_a_client_without_the_key_is_ignored(
+        self, server_kernel: ServerKernel, slurm_cluster: LocalCluster, key: bytes
+    ) -> None:
         # On the user's netscratch, which the kernel's container mounts: the test sees what the kernel wrote.
         marker = slurm_cluster.netscratch / getpass.getuser() / f"marker-{uuid.uuid4().hex}"
         code = f"open({str(marker)!r}, 'w').write('ran')"
@@ -203,8 +213,9 @@ class TestServerKernel:
         assert marker.read_text() == "ran"
         marker.unlink()
 
-    def test_the_server_listens_on_its_http_port_only(self, server_kernel: ServerKernel,
-                                                      jupyter_server: JupyterServer) -> None:
+    def test_the_server_listens_on_its_http_port_only(
+        self, server_kernel: ServerKernel, jupyter_server: JupyterServer
+    ) -> None:
         assert jupyter_server.process is not None
         listening = run_text("ss", "-Hltnp").stdout.splitlines()
         mine = [line for line in listening if f"pid={jupyter_server.process.pid}," in line]
@@ -232,8 +243,9 @@ class ContainerView:
 
 @pytest.mark.usefixtures("no_kernel_jobs_left")
 @pytest.mark.parametrize("how", ["shutdown", "kill", "restart_now"])
-async def test_the_key_does_not_outlive_the_kernel_on_the_node(kernelspecs: KernelSpecs, tmp_path: Path,
-                                                                how: str) -> None:
+async def test_the_key_does_not_outlive_the_kernel_on_the_node(
+    kernelspecs: KernelSpecs, tmp_path: Path, how: str
+) -> None:
     """kill: shutdown_kernel(now=True), which is also what jupyter_client falls back to for a kernel that
     answers neither its shutdown request nor SIGTERM; restart_now: the automatic restart after a crash."""
     name = kernelspecs.make("asgard-sec-cpu", gpus=None)
@@ -275,8 +287,12 @@ async def test_values_with_shell_metacharacters_reach_the_kernel_literally(
     # a mount of the directory above it covers it, and --container-workdir reaches chdir as it is.
     workdir = tmp_path / "proj;$(touch${IFS}m1)`touch${IFS}m2`&&|><'\"*?"
     workdir.mkdir()
-    name = kernelspecs.make("asgard-sec-meta", gpus=None, env={"PROBE": env_value},
-                            mounts=[*kernelspecs.base_config()["mounts"], f"{tmp_path}:{tmp_path}"])
+    name = kernelspecs.make(
+        "asgard-sec-meta",
+        gpus=None,
+        env={"PROBE": env_value},
+        mounts=[*kernelspecs.base_config()["mounts"], f"{tmp_path}:{tmp_path}"],
+    )
     km = await start(name, workdir)
     try:
         code = "import os, json; print(json.dumps([os.getcwd(), os.environ['PROBE']]))"
@@ -313,8 +329,12 @@ async def test_a_kernelspec_cannot_lift_the_sites_limits(kernelspecs: KernelSpec
 
 
 def good_config(cluster: LocalCluster) -> dict[str, Any]:
-    return {"image": str(cluster.pytorch_image()), "mounts": [f"{cluster.datasets}:/ds:ro"], "gpus": 1,
-            "partition": "gpu"}
+    return {
+        "image": str(cluster.pytorch_image()),
+        "mounts": [f"{cluster.datasets}:/ds:ro"],
+        "gpus": 1,
+        "partition": "gpu",
+    }
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -406,8 +426,8 @@ BAD_VALUES = [
     ("image", "/" + "x" * 5000, "image is 5001 characters long; at most 4096 are allowed"),
     ("mounts", ["/ds:/ds"] * 65, "mounts has 65 entries; at most 64 are allowed"),
     ("srun_args", ["--verbose"] * 65, "srun_args has 65 entries; at most 64 are allowed"),
-    ("cpus_per_task", 10 ** 12, "cpus_per_task must be a whole number from 0 to 1000000"),
-    ("gpus", 10 ** 12, "gpus must be a count"),
+    ("cpus_per_task", 10**12, "cpus_per_task must be a whole number from 0 to 1000000"),
+    ("gpus", 10**12, "gpus must be a count"),
     ("mem", "9" * 5000, "mem is 5000 characters long"),
     # settings that are the site's, not the user's, and settings that do not exist
     ("max_gpus", 100, "unknown setting 'max_gpus'"),
@@ -421,13 +441,19 @@ def bad_value_id(case: tuple[str, Any, str]) -> str:
 
 
 @pytest.mark.parametrize(("setting", "value", "problem"), BAD_VALUES, ids=[bad_value_id(c) for c in BAD_VALUES])
-def test_bad_values_are_refused_with_the_problem_named(jupyter_server: JupyterServer, slurm_cluster: LocalCluster,
-                                                       nothing_written: Callable[[], None], setting: str, value: Any,
-                                                       problem: str) -> None:
+def test_bad_values_are_refused_with_the_problem_named(
+    jupyter_server: JupyterServer,
+    slurm_cluster: LocalCluster,
+    nothing_written: Callable[[], None],
+    setting: str,
+    value: Any,
+    problem: str,
+) -> None:
     config = {**good_config(slurm_cluster), setting: value}
     checked = jupyter_server.request("POST", "/asgard/api/validate", config)
-    saved = jupyter_server.request("PUT", f"/asgard/api/kernelspecs/{SPEC_NAME}",
-                                   {"display_name": "Probe", "config": config})
+    saved = jupyter_server.request(
+        "PUT", f"/asgard/api/kernelspecs/{SPEC_NAME}", {"display_name": "Probe", "config": config}
+    )
     for answer in (checked, saved):
         assert answer.status == 400, answer.body
         assert any(problem in line for line in answer.body["problems"]), answer.body
@@ -436,30 +462,54 @@ def test_bad_values_are_refused_with_the_problem_named(jupyter_server: JupyterSe
     nothing_written()
 
 
-TRAVERSALS = ["..", ".", "%2e%2e", "%2e", "%2e%2e%2f%2e%2e%2fetc", "..%2f..%2fetc", "..%2F..%2Fetc%2Fpasswd",
-              "%2fetc", "%2Fetc%2Fkernels", "a%5c..%5cb", "..%5c..%5cetc", "%252e%252e%252f", "x%00y", "x%0ay",
-              "..%c0%af", "x" * 65, "a%20b", "$(id)", "%60id%60", "k;id"]
+TRAVERSALS = [
+    "..",
+    ".",
+    "%2e%2e",
+    "%2e",
+    "%2e%2e%2f%2e%2e%2fetc",
+    "..%2f..%2fetc",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%2fetc",
+    "%2Fetc%2Fkernels",
+    "a%5c..%5cb",
+    "..%5c..%5cetc",
+    "%252e%252e%252f",
+    "x%00y",
+    "x%0ay",
+    "..%c0%af",
+    "x" * 65,
+    "a%20b",
+    "$(id)",
+    "%60id%60",
+    "k;id",
+]
 RAW_TRAVERSALS = ["../../etc", "../..", "x/../../../etc"]  # not one path segment: no handler takes them
 
 
 @pytest.mark.parametrize("name", TRAVERSALS + RAW_TRAVERSALS)
-def test_kernelspec_names_cannot_leave_the_kernels_directory(jupyter_server: JupyterServer,
-                                                             slurm_cluster: LocalCluster,
-                                                             nothing_written: Callable[[], None], name: str) -> None:
+def test_kernelspec_names_cannot_leave_the_kernels_directory(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster, nothing_written: Callable[[], None], name: str
+) -> None:
     path = f"/asgard/api/kernelspecs/{name}"
-    answers = [jupyter_server.request("PUT", path, {"display_name": "x", "config": good_config(slurm_cluster)}),
-               jupyter_server.request("GET", path), jupyter_server.request("DELETE", path)]
+    answers = [
+        jupyter_server.request("PUT", path, {"display_name": "x", "config": good_config(slurm_cluster)}),
+        jupyter_server.request("GET", path),
+        jupyter_server.request("DELETE", path),
+    ]
     for answer in answers:
         assert answer.status in (400, 404), (name, answer)
         if name in TRAVERSALS:  # one path segment: the handler answers, naming the problem
             assert answer.status == 400, (name, answer)
             assert "may contain only letters, digits" in answer.message or (
-                "Invalid unicode in name" in answer.message), (name, answer)  # tornado's, for %c0%af
+                "Invalid unicode in name" in answer.message
+            ), (name, answer)  # tornado's, for %c0%af
     nothing_written()
 
 
-def test_the_kernelspec_store_never_leaves_its_directory(jupyter_server: JupyterServer,
-                                                         slurm_cluster: LocalCluster) -> None:
+def test_the_kernelspec_store_never_leaves_its_directory(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster
+) -> None:
     """A well-formed name lands in JUPYTER_DATA_DIR/kernels/NAME and nowhere else; deleting it removes
     that directory only."""
     data_dir = Path(jupyter_server.env["JUPYTER_DATA_DIR"])
@@ -503,10 +553,20 @@ BAD_BODIES = [
     pytest.param("kernelspec", b"{not json", 400, "not JSON", id="kernelspec-not-json"),
     pytest.param("validate", b'["image"]', 400, "must be a JSON object", id="validate-array"),
     pytest.param("kernelspec", b'"image"', 400, "must be a JSON object", id="kernelspec-string"),
-    pytest.param("kernelspec", b'{"display_name": "' + b"x" * 200 + b'", "config": GOOD}', 400,
-                 "display name must be 1 to 128", id="kernelspec-long-display-name"),
-    pytest.param("kernelspec", b'{"display_name": ["x"], "config": GOOD}', 400, "display_name must be text",
-                 id="kernelspec-display-name-array"),
+    pytest.param(
+        "kernelspec",
+        b'{"display_name": "' + b"x" * 200 + b'", "config": GOOD}',
+        400,
+        "display name must be 1 to 128",
+        id="kernelspec-long-display-name",
+    ),
+    pytest.param(
+        "kernelspec",
+        b'{"display_name": ["x"], "config": GOOD}',
+        400,
+        "display_name must be text",
+        id="kernelspec-display-name-array",
+    ),
     # Malformed in ways json.loads does not call JSONDecodeError: still the client's mistake, a 400 saying so.
     pytest.param("validate", b"[" * 30000 + b"]" * 30000, 400, "JSON", id="validate-nested-30000-deep"),
     pytest.param("validate", b'{"image": "\xff\xfe"}', 400, "JSON", id="validate-not-utf8"),
@@ -520,12 +580,18 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize(("endpoint", "body", "status", "words"), BAD_BODIES)
-def test_bad_bodies_are_refused_and_never_crash_the_handler(jupyter_server: JupyterServer,
-                                                            slurm_cluster: LocalCluster,
-                                                            nothing_written: Callable[[], None], endpoint: str,
-                                                            body: bytes, status: int, words: str) -> None:
-    method, path = (("POST", "/asgard/api/validate") if endpoint == "validate" else
-                    ("PUT", f"/asgard/api/kernelspecs/{SPEC_NAME}"))
+def test_bad_bodies_are_refused_and_never_crash_the_handler(
+    jupyter_server: JupyterServer,
+    slurm_cluster: LocalCluster,
+    nothing_written: Callable[[], None],
+    endpoint: str,
+    body: bytes,
+    status: int,
+    words: str,
+) -> None:
+    method, path = (
+        ("POST", "/asgard/api/validate") if endpoint == "validate" else ("PUT", f"/asgard/api/kernelspecs/{SPEC_NAME}")
+    )
     good = json.dumps(good_config(slurm_cluster)).encode()
     answer = raw_request(jupyter_server, method, path, body.replace(b"GOOD", good))
     assert answer.status == status, answer.body
@@ -536,10 +602,26 @@ def test_bad_bodies_are_refused_and_never_crash_the_handler(jupyter_server: Jupy
 
 # --- no shell anywhere ----------------------------------------------------------------------------------------
 
-SHELL_CALLS = {("os", "system"), ("os", "popen"), ("subprocess", "getoutput"), ("subprocess", "getstatusoutput"),
-               ("asyncio", "create_subprocess_shell")}
-PROCESS_CALLS = {"run", "Popen", "call", "check_call", "check_output", "create_subprocess_exec", "execv", "execvp",
-                 "execvpe", "spawnv", "spawnvp"}
+SHELL_CALLS = {
+    ("os", "system"),
+    ("os", "popen"),
+    ("subprocess", "getoutput"),
+    ("subprocess", "getstatusoutput"),
+    ("asyncio", "create_subprocess_shell"),
+}
+PROCESS_CALLS = {
+    "run",
+    "Popen",
+    "call",
+    "check_call",
+    "check_output",
+    "create_subprocess_exec",
+    "execv",
+    "execvp",
+    "execvpe",
+    "spawnv",
+    "spawnvp",
+}
 
 
 def _dotted(node: ast.AST) -> str:
@@ -562,10 +644,18 @@ def shell_uses(source: str, filename: str) -> list[str]:
         for keyword in node.keywords:
             if keyword.arg == "shell" and not (isinstance(keyword.value, ast.Constant) and not keyword.value.value):
                 found.append(f"{filename}:{node.lineno}: {name}(shell=...)")
-        if name.rsplit(".", 1)[-1] in PROCESS_CALLS and node.args and (
-                isinstance(node.args[0], ast.JoinedStr) or (isinstance(node.args[0], ast.Constant)
-                                                            and isinstance(node.args[0].value, str)
-                                                            and " " in node.args[0].value)):
+        if (
+            name.rsplit(".", 1)[-1] in PROCESS_CALLS
+            and node.args
+            and (
+                isinstance(node.args[0], ast.JoinedStr)
+                or (
+                    isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)
+                    and " " in node.args[0].value
+                )
+            )
+        ):
             found.append(f"{filename}:{node.lineno}: {name}() with the command as one string")
     return found
 
@@ -577,10 +667,20 @@ def test_no_subprocess_goes_through_a_shell() -> None:
     found = [use for path in sources for use in shell_uses(path.read_text(), str(path.relative_to(package)))]
     assert found == []
     # Every process the package starts, found by the same walk, so the check cannot pass by looking nowhere.
-    starters = [f"{path.name}:{node.lineno}" for path in sources for node in ast.walk(ast.parse(path.read_text()))
-                if isinstance(node, ast.Call) and _dotted(node.func).rsplit(".", 1)[-1] in PROCESS_CALLS]
+    starters = [
+        f"{path.name}:{node.lineno}"
+        for path in sources
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and _dotted(node.func).rsplit(".", 1)[-1] in PROCESS_CALLS
+    ]
     assert len(starters) >= 4, starters
     # And the checker itself notices what it must.
-    assert shell_uses("import os, subprocess, asyncio\nos.system('id')\nsubprocess.run('id -u', shell=True)\n"
-                      "asyncio.create_subprocess_shell('id')\nsubprocess.Popen(f'{x} y')\n", "probe.py") != []
+    assert (
+        shell_uses(
+            "import os, subprocess, asyncio\nos.system('id')\nsubprocess.run('id -u', shell=True)\n"
+            "asyncio.create_subprocess_shell('id')\nsubprocess.Popen(f'{x} y')\n",
+            "probe.py",
+        )
+        != []
+    )
     assert len(shell_uses("subprocess.run('id', shell=True)\nos.system('x')\n", "p.py")) == 2

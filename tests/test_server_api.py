@@ -19,11 +19,19 @@ from tests.server import JupyterServer, Response
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
-ENDPOINTS = [("GET", "/asgard/api/images"), ("GET", "/asgard/api/resources"), ("GET", "/asgard/api/config"),
-             ("POST", "/asgard/api/validate"), ("GET", "/asgard/api/kernels"), ("GET", "/asgard/api/monitor"),
-             ("DELETE", "/asgard/api/kernels/0000"), ("GET", "/asgard/api/kernelspecs"),
-             ("GET", "/asgard/api/kernelspecs/x"), ("PUT", "/asgard/api/kernelspecs/x"),
-             ("DELETE", "/asgard/api/kernelspecs/x")]
+ENDPOINTS = [
+    ("GET", "/asgard/api/images"),
+    ("GET", "/asgard/api/resources"),
+    ("GET", "/asgard/api/config"),
+    ("POST", "/asgard/api/validate"),
+    ("GET", "/asgard/api/kernels"),
+    ("GET", "/asgard/api/monitor"),
+    ("DELETE", "/asgard/api/kernels/0000"),
+    ("GET", "/asgard/api/kernelspecs"),
+    ("GET", "/asgard/api/kernelspecs/x"),
+    ("PUT", "/asgard/api/kernelspecs/x"),
+    ("DELETE", "/asgard/api/kernelspecs/x"),
+]
 
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
@@ -35,8 +43,9 @@ def test_no_credentials_no_answer(jupyter_server: JupyterServer, method: str, pa
     assert "image" not in str(response.body) and "kernels" not in str(response.body)
 
 
-def test_images_are_found_and_named_from_their_files(jupyter_server: JupyterServer,
-                                                      slurm_cluster: LocalCluster) -> None:
+def test_images_are_found_and_named_from_their_files(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster
+) -> None:
     answer = jupyter_server.request("GET", "/asgard/api/images")
     assert answer.status == 200
     by_path = {image["path"]: image for image in answer.body["images"] if image["path"]}
@@ -52,8 +61,12 @@ def test_images_are_found_and_named_from_their_files(jupyter_server: JupyterServ
 
 
 def test_resources_list_partitions_and_free_gpus(jupyter_server: JupyterServer) -> None:
-    holder = subprocess.run(["salloc", "--no-shell", "--gpus=1", "--nodelist=gpu01", "-J", "holder"],
-                            capture_output=True, text=True, timeout=30).stderr.split()[-1]
+    holder = subprocess.run(
+        ["salloc", "--no-shell", "--gpus=1", "--nodelist=gpu01", "-J", "holder"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stderr.split()[-1]
     try:
         time.sleep(0.6)  # past the resources cache
         answer = jupyter_server.request("GET", "/asgard/api/resources")
@@ -77,8 +90,12 @@ def test_config_offers_the_schema_defaults_and_limits(jupyter_server: JupyterSer
 
 
 def good_config(cluster: LocalCluster) -> dict[str, Any]:
-    return {"image": str(cluster.pytorch_image()), "mounts": [f"{cluster.datasets}:/ds:ro"], "gpus": "h100:1",
-            "partition": "gpu"}
+    return {
+        "image": str(cluster.pytorch_image()),
+        "mounts": [f"{cluster.datasets}:/ds:ro"],
+        "gpus": "h100:1",
+        "partition": "gpu",
+    }
 
 
 def test_validate_accepts_a_good_configuration(jupyter_server: JupyterServer, slurm_cluster: LocalCluster) -> None:
@@ -87,21 +104,25 @@ def test_validate_accepts_a_good_configuration(jupyter_server: JupyterServer, sl
     assert answer.body["valid"] is True and answer.body["problems"] == []
 
 
-@pytest.mark.parametrize(("change", "problem"), [
-    ({"mounts": ["data:/data"]}, "the source must be an absolute path"),
-    ({"mounts": ["/no/such/source:/data"]}, "mount source /no/such/source does not exist"),
-    ({"image": "/no/such/image.sqsh"}, "image /no/such/image.sqsh does not exist"),
-    ({"image": "pytorch.sqsh"}, "give its absolute path"),
-    ({"partition": "nope"}, "partition 'nope' does not exist; choose one of debug, gpu"),
-    ({"gpus": 16}, "16 GPUs requested but this site allows at most 8"),
-    ({"gpus": "a100:1"}, "partition 'gpu' has no GPUs of type 'a100'; it has h100"),
-    ({"gpus": 6}, "partition 'gpu' has 4 GPUs in all; 6 can never be granted"),
-    ({"time": "forever"}, "time 'forever': write minutes, HH:MM:SS or D-HH:MM:SS"),
-    ({"gpu": 1}, "unknown setting 'gpu'"),
-    ({"srun_args": ["--jobid=5"]}, "--jobid is set by jupyter-asgard"),
-])
-def test_validate_explains_each_problem(jupyter_server: JupyterServer, slurm_cluster: LocalCluster,
-                                        change: dict[str, Any], problem: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"mounts": ["data:/data"]}, "the source must be an absolute path"),
+        ({"mounts": ["/no/such/source:/data"]}, "mount source /no/such/source does not exist"),
+        ({"image": "/no/such/image.sqsh"}, "image /no/such/image.sqsh does not exist"),
+        ({"image": "pytorch.sqsh"}, "give its absolute path"),
+        ({"partition": "nope"}, "partition 'nope' does not exist; choose one of debug, gpu"),
+        ({"gpus": 16}, "16 GPUs requested but this site allows at most 8"),
+        ({"gpus": "a100:1"}, "partition 'gpu' has no GPUs of type 'a100'; it has h100"),
+        ({"gpus": 6}, "partition 'gpu' has 4 GPUs in all; 6 can never be granted"),
+        ({"time": "forever"}, "time 'forever': write minutes, HH:MM:SS or D-HH:MM:SS"),
+        ({"gpu": 1}, "unknown setting 'gpu'"),
+        ({"srun_args": ["--jobid=5"]}, "--jobid is set by jupyter-asgard"),
+    ],
+)
+def test_validate_explains_each_problem(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster, change: dict[str, Any], problem: str
+) -> None:
     answer = jupyter_server.request("POST", "/asgard/api/validate", {**good_config(slurm_cluster), **change})
     assert answer.status == 400
     assert any(problem in line for line in answer.body["problems"]), answer.body
@@ -129,8 +150,9 @@ def test_parse_json_refuses_what_json_cannot_read_as_the_clients_mistake(body: b
 
 
 @pytest.mark.parametrize(("body", "message"), UNREADABLE_BODIES, ids=["not-utf8", "nested", "5000-digits"])
-def test_bodies_json_cannot_read_are_answered_400_not_500(jupyter_server: JupyterServer, body: bytes,
-                                                          message: str) -> None:
+def test_bodies_json_cannot_read_are_answered_400_not_500(
+    jupyter_server: JupyterServer, body: bytes, message: str
+) -> None:
     for method, path in (("POST", "/asgard/api/validate"), ("PUT", "/asgard/api/kernelspecs/api-unreadable")):
         answer = jupyter_server.request(method, path, body)
         assert (answer.status, answer.message) == (400, message), (method, answer.body)
@@ -145,8 +167,9 @@ def test_a_kernelspecs_config_must_be_a_json_object(jupyter_server: JupyterServe
     assert jupyter_server.request("GET", path).status == 404
 
 
-def test_user_kernelspecs_are_created_read_updated_and_deleted(jupyter_server: JupyterServer,
-                                                                slurm_cluster: LocalCluster) -> None:
+def test_user_kernelspecs_are_created_read_updated_and_deleted(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster
+) -> None:
     path = "/asgard/api/kernelspecs/my-pytorch"
     created = jupyter_server.request("PUT", path, {"display_name": "My PyTorch", "config": good_config(slurm_cluster)})
     assert created.status == 200, created.body
@@ -154,8 +177,9 @@ def test_user_kernelspecs_are_created_read_updated_and_deleted(jupyter_server: J
     listed = jupyter_server.request("GET", "/api/kernelspecs").body["kernelspecs"]
     assert listed["my-pytorch"]["spec"]["display_name"] == "My PyTorch"
     assert listed["my-pytorch"]["spec"]["metadata"]["kernel_provisioner"]["config"]["gpus"] == "h100:1"
-    updated = jupyter_server.request("PUT", path, {"display_name": "My PyTorch 2",
-                                                   "config": {**good_config(slurm_cluster), "gpus": 2}})
+    updated = jupyter_server.request(
+        "PUT", path, {"display_name": "My PyTorch 2", "config": {**good_config(slurm_cluster), "gpus": 2}}
+    )
     assert updated.status == 200
     read = jupyter_server.request("GET", path)
     assert read.body["display_name"] == "My PyTorch 2" and read.body["config"]["gpus"] == 2
@@ -164,32 +188,39 @@ def test_user_kernelspecs_are_created_read_updated_and_deleted(jupyter_server: J
     assert "my-pytorch" not in jupyter_server.request("GET", "/api/kernelspecs").body["kernelspecs"]
 
 
-def test_kernelspecs_refuse_bad_input_and_foreign_kernelspecs(jupyter_server: JupyterServer,
-                                                              slurm_cluster: LocalCluster) -> None:
-    bad = jupyter_server.request("PUT", "/asgard/api/kernelspecs/broken",
-                                 {"display_name": "Broken", "config": {"image": "/nope.sqsh", "mounts": ["x"]}})
+def test_kernelspecs_refuse_bad_input_and_foreign_kernelspecs(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster
+) -> None:
+    bad = jupyter_server.request(
+        "PUT",
+        "/asgard/api/kernelspecs/broken",
+        {"display_name": "Broken", "config": {"image": "/nope.sqsh", "mounts": ["x"]}},
+    )
     assert bad.status == 400
     assert len(bad.body["problems"]) == 2
     assert jupyter_server.request("GET", "/asgard/api/kernelspecs/broken").status == 404
     # asgard-test was written by the test suite, not through this API: never overwritten or deleted.
-    foreign = jupyter_server.request("PUT", "/asgard/api/kernelspecs/asgard-test",
-                                     {"display_name": "Mine now", "config": good_config(slurm_cluster)})
+    foreign = jupyter_server.request(
+        "PUT", "/asgard/api/kernelspecs/asgard-test", {"display_name": "Mine now", "config": good_config(slurm_cluster)}
+    )
     assert foreign.status == 409 and "choose another name" in foreign.message
     assert jupyter_server.request("DELETE", "/asgard/api/kernelspecs/asgard-test").status == 403
     assert jupyter_server.request("GET", "/asgard/api/kernelspecs/asgard-test").body["managed"] is False
     for name in ("..", ".hidden", "a b", "x" * 65):
-        answer = jupyter_server.request("PUT", f"/asgard/api/kernelspecs/{name.replace(' ', '%20')}",
-                                        {"display_name": "x", "config": good_config(slurm_cluster)})
+        answer = jupyter_server.request(
+            "PUT",
+            f"/asgard/api/kernelspecs/{name.replace(' ', '%20')}",
+            {"display_name": "x", "config": good_config(slurm_cluster)},
+        )
         assert answer.status in (400, 404), name
-
-
 
 
 def start_in_background(server: JupyterServer, kernel_name: str) -> tuple[threading.Thread, list[Response]]:
     """POST /api/kernels blocks until the kernel has started: run it beside the test."""
     answers: list[Response] = []
-    thread = threading.Thread(target=lambda: answers.append(
-        server.request("POST", "/api/kernels", {"name": kernel_name})))
+    thread = threading.Thread(
+        target=lambda: answers.append(server.request("POST", "/api/kernels", {"name": kernel_name}))
+    )
     thread.start()
     return thread, answers
 
@@ -208,9 +239,9 @@ def wait_for_row(server: JupyterServer, predicate: Callable[[dict], bool], timeo
     raise AssertionError(f"no kernel row matched within {timeout}s: {rows}")
 
 
-def test_kernels_show_pending_with_reason_then_running_with_node(jupyter_server: JupyterServer,
-                                                                 kernelspecs: KernelSpecs,
-                                                                 gpus_taken: list[str]) -> None:
+def test_kernels_show_pending_with_reason_then_running_with_node(
+    jupyter_server: JupyterServer, kernelspecs: KernelSpecs, gpus_taken: list[str]
+) -> None:
     name = kernelspecs.make("asgard-timed", time="2:00:00")
     thread, answers = start_in_background(jupyter_server, name)
     pending = wait_for_row(jupyter_server, lambda row: row["state"] == "PENDING" and row["reason"] == "Resources")
@@ -222,8 +253,10 @@ def test_kernels_show_pending_with_reason_then_running_with_node(jupyter_server:
     thread.join(60)
     assert answers and answers[0].status == 201, answers
     kernel_id = answers[0].body["id"]
-    running = wait_for_row(jupyter_server, lambda row: row["kernel_id"] == kernel_id and row["state"] == "RUNNING"
-                           and row["start_time"] != "")
+    running = wait_for_row(
+        jupyter_server,
+        lambda row: row["kernel_id"] == kernel_id and row["state"] == "RUNNING" and row["start_time"] != "",
+    )
     assert running["node"] == "gpu02"
     assert running["job_id"] == pending["job_id"]
     assert running["time_limit"] == "2:00:00"
@@ -235,8 +268,9 @@ def test_kernels_show_pending_with_reason_then_running_with_node(jupyter_server:
     assert jupyter_server.request("GET", f"/asgard/api/kernels/{kernel_id}").status == 404
 
 
-def test_shutting_down_a_queued_kernel_cancels_its_job_at_once(jupyter_server: JupyterServer,
-                                                               gpus_taken: list[str]) -> None:
+def test_shutting_down_a_queued_kernel_cancels_its_job_at_once(
+    jupyter_server: JupyterServer, gpus_taken: list[str]
+) -> None:
     thread, answers = start_in_background(jupyter_server, "asgard-test")
     pending = wait_for_row(jupyter_server, lambda row: row["state"] == "PENDING")
     started = time.monotonic()
@@ -249,17 +283,20 @@ def test_shutting_down_a_queued_kernel_cancels_its_job_at_once(jupyter_server: J
 
 
 def test_a_kernel_row_names_the_notebook_while_jupyterlab_still_uses_a_placeholder_path(
-        jupyter_server: JupyterServer) -> None:
+    jupyter_server: JupyterServer,
+) -> None:
     """JupyterLab opens a notebook's session under "dir/<uuid>" and renames it once the kernel is up."""
     assert jupyter_server.request("PUT", "/api/contents/work", {"type": "directory"}).status in (200, 201)
     placeholder = f"work/{uuid.uuid4()}"
-    session = jupyter_server.request("POST", "/api/sessions", {
-        "path": placeholder, "name": "analysis.ipynb", "type": "notebook", "kernel": {"name": "asgard-test"}})
+    session = jupyter_server.request(
+        "POST",
+        "/api/sessions",
+        {"path": placeholder, "name": "analysis.ipynb", "type": "notebook", "kernel": {"name": "asgard-test"}},
+    )
     assert session.status == 201, session.body
     try:
         kernel_id = session.body["kernel"]["id"]
-        assert wait_for_row(jupyter_server, lambda row: row["kernel_id"] == kernel_id)["path"] == \
-            "work/analysis.ipynb"
+        assert wait_for_row(jupyter_server, lambda row: row["kernel_id"] == kernel_id)["path"] == "work/analysis.ipynb"
         renamed = jupyter_server.request("PATCH", f"/api/sessions/{session.body['id']}", {"path": "work/b.ipynb"})
         assert renamed.status == 200, renamed.body
         assert jupyter_server.request("GET", f"/asgard/api/kernels/{kernel_id}").body["path"] == "work/b.ipynb"
@@ -268,8 +305,9 @@ def test_a_kernel_row_names_the_notebook_while_jupyterlab_still_uses_a_placehold
     assert wait_until_no_kernel_jobs() == []
 
 
-def test_a_failed_start_shows_the_reason_in_the_kernel_error(jupyter_server: JupyterServer,
-                                                              kernelspecs: KernelSpecs) -> None:
+def test_a_failed_start_shows_the_reason_in_the_kernel_error(
+    jupyter_server: JupyterServer, kernelspecs: KernelSpecs
+) -> None:
     name = kernelspecs.make("api-bad-image", image="/enroot/missing.sqsh")
     answer = jupyter_server.request("POST", "/api/kernels", {"name": name})
     assert answer.status == 500
@@ -277,8 +315,9 @@ def test_a_failed_start_shows_the_reason_in_the_kernel_error(jupyter_server: Jup
     assert "How to fix:" in answer.message
 
 
-def test_slurm_calls_per_interval_do_not_grow_with_kernels(jupyter_server: JupyterServer,
-                                                           kernelspecs: KernelSpecs) -> None:
+def test_slurm_calls_per_interval_do_not_grow_with_kernels(
+    jupyter_server: JupyterServer, kernelspecs: KernelSpecs
+) -> None:
     name = kernelspecs.make("asgard-cpu", gpus=None)
 
     def extra_squeue_calls(seconds: float = 4) -> int:

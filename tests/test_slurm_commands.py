@@ -37,26 +37,59 @@ def config(**values) -> LaunchConfig:
 
 def test_salloc_argv_minimal() -> None:
     assert salloc_argv(config(), "jupyter-asgard-k1", "jupyter-asgard:host:42") == [
-        "salloc", "--job-name=jupyter-asgard-k1", "--nodes=1", "--ntasks=1",
-        "--comment=jupyter-asgard:host:42", *LEASE_COMMAND,
+        "salloc",
+        "--job-name=jupyter-asgard-k1",
+        "--nodes=1",
+        "--ntasks=1",
+        "--comment=jupyter-asgard:host:42",
+        *LEASE_COMMAND,
     ]
 
 
 def test_salloc_argv_all_resources() -> None:
-    launch = config(partition="H100", gpus="h100:2", cpus_per_task=16, mem="64G", time="8:00:00",
-                    account="vision", qos="high", reservation="course", constraint="ib&nvlink",
-                    salloc_args=["--signal=USR1@60", "--mail-type=END"])
+    launch = config(
+        partition="H100",
+        gpus="h100:2",
+        cpus_per_task=16,
+        mem="64G",
+        time="8:00:00",
+        account="vision",
+        qos="high",
+        reservation="course",
+        constraint="ib&nvlink",
+        salloc_args=["--signal=USR1@60", "--mail-type=END"],
+    )
     assert salloc_argv(launch, "jk", "c", salloc="/opt/slurm/bin/salloc") == [
-        "/opt/slurm/bin/salloc", "--job-name=jk", "--nodes=1", "--ntasks=1", "--comment=c",
-        "--partition=H100", "--gpus=h100:2", "--cpus-per-task=16", "--mem=64G", "--time=8:00:00",
-        "--account=vision", "--qos=high", "--reservation=course", "--constraint=ib&nvlink",
-        "--signal=USR1@60", "--mail-type=END", *LEASE_COMMAND,
+        "/opt/slurm/bin/salloc",
+        "--job-name=jk",
+        "--nodes=1",
+        "--ntasks=1",
+        "--comment=c",
+        "--partition=H100",
+        "--gpus=h100:2",
+        "--cpus-per-task=16",
+        "--mem=64G",
+        "--time=8:00:00",
+        "--account=vision",
+        "--qos=high",
+        "--reservation=course",
+        "--constraint=ib&nvlink",
+        "--signal=USR1@60",
+        "--mail-type=END",
+        *LEASE_COMMAND,
     ]
 
 
 def test_salloc_argv_gpu_count_from_int() -> None:
     assert salloc_argv(config(gpus=1), "jk", "c") == [
-        "salloc", "--job-name=jk", "--nodes=1", "--ntasks=1", "--comment=c", "--gpus=1", *LEASE_COMMAND]
+        "salloc",
+        "--job-name=jk",
+        "--nodes=1",
+        "--ntasks=1",
+        "--comment=c",
+        "--gpus=1",
+        *LEASE_COMMAND,
+    ]
 
 
 def test_salloc_argv_avoids_nodes_that_died_under_the_kernel() -> None:
@@ -66,8 +99,13 @@ def test_salloc_argv_avoids_nodes_that_died_under_the_kernel() -> None:
 
 def test_the_lease_command_names_the_node_then_holds_the_allocation_until_its_pipe_closes() -> None:
     """salloc runs it with the allocation's SLURM_JOB_NODELIST; it ends when the server's end of stdin does."""
-    lease = subprocess.Popen(LEASE_COMMAND, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "SLURM_JOB_NODELIST": "gpu07"})
+    lease = subprocess.Popen(
+        LEASE_COMMAND,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SLURM_JOB_NODELIST": "gpu07"},
+    )
     assert lease.stdout.readline() == "gpu07\n"
     assert lease.poll() is None
     lease.stdin.close()
@@ -90,8 +128,9 @@ def test_salloc_args_do_not_go_to_srun_and_back() -> None:
 
 def test_container_options_asgard_example() -> None:
     launch = config(mounts=["/netscratch/$USER:/netscratch/$USER", "/ds:/ds:ro"])
-    options = container_options(launch, launch.parsed_mounts(), "/netscratch/alice/project", "asgard-torch",
-                                ["HF_HOME"])
+    options = container_options(
+        launch, launch.parsed_mounts(), "/netscratch/alice/project", "asgard-torch", ["HF_HOME"]
+    )
     assert options == [
         f"--container-image={IMAGE}",
         "--container-mounts=/netscratch/alice:/netscratch/alice,/ds:/ds:ro",
@@ -102,8 +141,10 @@ def test_container_options_asgard_example() -> None:
 
 
 def test_container_options_minimal() -> None:
-    assert container_options(config(), [], "/work", "", []) == [f"--container-image={IMAGE}",
-                                                              "--container-workdir=/work"]
+    assert container_options(config(), [], "/work", "", []) == [
+        f"--container-image={IMAGE}",
+        "--container-workdir=/work",
+    ]
 
 
 def test_container_options_render_enroot_flags_with_plus() -> None:
@@ -120,23 +161,32 @@ def test_container_options_render_enroot_flags_with_plus() -> None:
     ],
 )
 def test_container_flag_pairs(value: bool | None, expected: list[str]) -> None:
-    launch = LaunchConfig(image=IMAGE, container_writable=value, container_remap_root=value,
-                          container_mount_home=value)
+    launch = LaunchConfig(image=IMAGE, container_writable=value, container_remap_root=value, container_mount_home=value)
     assert container_options(launch, [], "/w", "n", []) == [
-        f"--container-image={IMAGE}", "--container-workdir=/w", "--container-name=n", *expected]
+        f"--container-image={IMAGE}",
+        "--container-workdir=/w",
+        "--container-name=n",
+        *expected,
+    ]
 
 
 def test_container_flags_independent() -> None:
     launch = config(container_writable=True, container_mount_home=False)
     assert container_options(launch, [], "/w", "", ["A", "B"]) == [
-        f"--container-image={IMAGE}", "--container-workdir=/w", "--container-writable",
-        "--no-container-mount-home", "--container-env=A,B"]
+        f"--container-image={IMAGE}",
+        "--container-workdir=/w",
+        "--container-writable",
+        "--no-container-mount-home",
+        "--container-env=A,B",
+    ]
 
 
 def test_container_options_registry_image() -> None:
     launch = config(image="docker://nvcr.io#nvidia/pytorch:24.05-py3")
     assert container_options(launch, [], "/w", "", []) == [
-        "--container-image=docker://nvcr.io#nvidia/pytorch:24.05-py3", "--container-workdir=/w"]
+        "--container-image=docker://nvcr.io#nvidia/pytorch:24.05-py3",
+        "--container-workdir=/w",
+    ]
 
 
 # --- srun -------------------------------------------------------------------------------------
@@ -146,19 +196,40 @@ def test_srun_argv() -> None:
     container = ["--container-image=/i.sqsh", "--container-workdir=/w"]
     command = ["python3", "-m", "ipykernel_launcher", "-f", "/tmp/k.json"]
     assert srun_argv(config(), "12", container, command) == [
-        "srun", "--jobid=12", "--job-name=jupyter-kernel", "--nodes=1", "--ntasks=1", "--overlap",
-        "--kill-on-bad-exit=1", "--input=none",
-        "--container-image=/i.sqsh", "--container-workdir=/w",
-        "python3", "-m", "ipykernel_launcher", "-f", "/tmp/k.json",
+        "srun",
+        "--jobid=12",
+        "--job-name=jupyter-kernel",
+        "--nodes=1",
+        "--ntasks=1",
+        "--overlap",
+        "--kill-on-bad-exit=1",
+        "--input=none",
+        "--container-image=/i.sqsh",
+        "--container-workdir=/w",
+        "python3",
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        "/tmp/k.json",
     ]
 
 
 def test_srun_argv_with_cpus_and_extra_args() -> None:
     launch = config(cpus_per_task=8, srun_args=["--gpu-bind=closest", "--label"])
     assert srun_argv(launch, "13", ["--container-image=/i.sqsh"], ["python3"], srun="/usr/bin/srun") == [
-        "/usr/bin/srun", "--jobid=13", "--job-name=jupyter-kernel", "--nodes=1", "--ntasks=1", "--overlap",
-        "--kill-on-bad-exit=1", "--input=none", "--cpus-per-task=8",
-        "--container-image=/i.sqsh", "--gpu-bind=closest", "--label", "python3",
+        "/usr/bin/srun",
+        "--jobid=13",
+        "--job-name=jupyter-kernel",
+        "--nodes=1",
+        "--ntasks=1",
+        "--overlap",
+        "--kill-on-bad-exit=1",
+        "--input=none",
+        "--cpus-per-task=8",
+        "--container-image=/i.sqsh",
+        "--gpu-bind=closest",
+        "--label",
+        "python3",
     ]
 
 
@@ -166,9 +237,8 @@ def test_srun_argv_with_cpus_and_extra_args() -> None:
 def test_what_jupyter_asgard_sets_cannot_be_given_again_through_extra_args(flags: bool) -> None:
     """Slurm takes the last of two: salloc's own options, the step's hold on its allocation and every Pyxis
     option jupyter-asgard writes are refused in salloc_args and srun_args, abbreviated or not."""
-    launch = LaunchConfig(image=IMAGE, container_writable=flags, container_remap_root=flags,
-                          container_mount_home=flags)
-    own = [arg for arg in salloc_argv(launch, "jupyter-asgard-k1", "c")[1:-len(LEASE_COMMAND)] if arg.startswith("-")]
+    launch = LaunchConfig(image=IMAGE, container_writable=flags, container_remap_root=flags, container_mount_home=flags)
+    own = [arg for arg in salloc_argv(launch, "jupyter-asgard-k1", "c")[1 : -len(LEASE_COMMAND)] if arg.startswith("-")]
     own += [arg for arg in srun_argv(launch, "7", [], [])[1:] if arg.startswith(("--jobid=", "--job-name="))]
     own += container_options(launch, [Mount("/ds", "/ds")], "/w", "n", ["HOME"])
     assert len(own) == 14  # 4 of salloc, 2 of srun, 8 of Pyxis
@@ -180,13 +250,27 @@ def test_what_jupyter_asgard_sets_cannot_be_given_again_through_extra_args(flags
 
 def test_srun_argv_full_pipeline() -> None:
     launch = config(mounts=["/ds:/ds:ro"], gpus="h100:1", cpus_per_task=4, container_writable=True)
-    argv = srun_argv(launch, "99", container_options(launch, launch.parsed_mounts(), "/w", "env", []),
-                     ["python3", "-c", "pass"])
+    argv = srun_argv(
+        launch, "99", container_options(launch, launch.parsed_mounts(), "/w", "env", []), ["python3", "-c", "pass"]
+    )
     assert argv == [
-        "srun", "--jobid=99", "--job-name=jupyter-kernel", "--nodes=1", "--ntasks=1", "--overlap",
-        "--kill-on-bad-exit=1", "--input=none", "--cpus-per-task=4",
-        f"--container-image={IMAGE}", "--container-mounts=/ds:/ds:ro", "--container-workdir=/w",
-        "--container-name=env", "--container-writable", "python3", "-c", "pass",
+        "srun",
+        "--jobid=99",
+        "--job-name=jupyter-kernel",
+        "--nodes=1",
+        "--ntasks=1",
+        "--overlap",
+        "--kill-on-bad-exit=1",
+        "--input=none",
+        "--cpus-per-task=4",
+        f"--container-image={IMAGE}",
+        "--container-mounts=/ds:/ds:ro",
+        "--container-workdir=/w",
+        "--container-name=env",
+        "--container-writable",
+        "python3",
+        "-c",
+        "pass",
     ]
 
 
@@ -207,14 +291,15 @@ def test_scancel_argv(kwargs: dict, expected: list[str]) -> None:
     assert scancel_argv("12", **kwargs) == expected
 
 
-FORMAT = ("--Format=JobID:|,Name:|,State:|,Reason:|,NodeList:|,tres-per-job:|,tres-per-node:|,StartTime:|,"
-          "TimeLimit:|,TimeLeft:|,Partition:|,Comment:|")
+FORMAT = (
+    "--Format=JobID:|,Name:|,State:|,Reason:|,NodeList:|,tres-per-job:|,tres-per-node:|,StartTime:|,"
+    "TimeLimit:|,TimeLeft:|,Partition:|,Comment:|"
+)
 
 
 def test_squeue_argv() -> None:
     assert squeue_argv(["12", "13"]) == ["squeue", "--noheader", "--states=all", "--jobs=12,13", FORMAT]
-    assert squeue_argv(["7"], squeue="/opt/squeue") == ["/opt/squeue", "--noheader", "--states=all", "--jobs=7",
-                                                        FORMAT]
+    assert squeue_argv(["7"], squeue="/opt/squeue") == ["/opt/squeue", "--noheader", "--states=all", "--jobs=7", FORMAT]
 
 
 # --- salloc's stderr --------------------------------------------------------------------------
@@ -226,14 +311,22 @@ def test_squeue_argv() -> None:
         ("salloc: Granted job allocation 12", SallocEvent("granted", "12")),
         ("salloc: Granted job allocation 12\n", SallocEvent("granted", "12")),
         ("salloc: Pending job allocation 13", SallocEvent("pending", "13")),
-        ("salloc: error: invalid partition specified: nope",
-         SallocEvent("error", message="invalid partition specified: nope")),
-        ("salloc: error: Job submit/allocate failed: Requested node configuration is not available\n",
-         SallocEvent("error", message="Job submit/allocate failed: Requested node configuration is not available")),
-        ("salloc: job 13 queued and waiting for resources",
-         SallocEvent("info", message="salloc: job 13 queued and waiting for resources")),
-        ("salloc: job 13 has been allocated resources",
-         SallocEvent("info", message="salloc: job 13 has been allocated resources")),
+        (
+            "salloc: error: invalid partition specified: nope",
+            SallocEvent("error", message="invalid partition specified: nope"),
+        ),
+        (
+            "salloc: error: Job submit/allocate failed: Requested node configuration is not available\n",
+            SallocEvent("error", message="Job submit/allocate failed: Requested node configuration is not available"),
+        ),
+        (
+            "salloc: job 13 queued and waiting for resources",
+            SallocEvent("info", message="salloc: job 13 queued and waiting for resources"),
+        ),
+        (
+            "salloc: job 13 has been allocated resources",
+            SallocEvent("info", message="salloc: job 13 has been allocated resources"),
+        ),
         ("salloc: Nodes gpu1 are ready for job", SallocEvent("info", message="salloc: Nodes gpu1 are ready for job")),
         ("srun: error: something", SallocEvent("info", message="srun: error: something")),
         ("salloc: Granted job allocation", SallocEvent("info", message="salloc: Granted job allocation")),
@@ -255,12 +348,34 @@ SQUEUE_OUTPUT = (
 
 def test_parse_squeue() -> None:
     assert parse_squeue(SQUEUE_OUTPUT) == {
-        "12": JobInfo(job_id="12", name="jupyter-asgard-k1", state="RUNNING", reason="None", nodes="gpu1",
-                      tres_per_job="gres/gpu:h100=2", tres_per_node="N/A", start_time="2024-05-01T10:00:00",
-                      time_limit="8:00:00", time_left="7:59:12", partition="H100", comment="jupyter-asgard:host:42"),
-        "13": JobInfo(job_id="13", name="jupyter-asgard-k2", state="PENDING", reason="Resources", nodes="",
-                      tres_per_job="gres/gpu:1", tres_per_node="N/A", start_time="N/A", time_limit="1:00:00",
-                      time_left="1:00:00", partition="gpu", comment="jupyter-asgard:host:42"),
+        "12": JobInfo(
+            job_id="12",
+            name="jupyter-asgard-k1",
+            state="RUNNING",
+            reason="None",
+            nodes="gpu1",
+            tres_per_job="gres/gpu:h100=2",
+            tres_per_node="N/A",
+            start_time="2024-05-01T10:00:00",
+            time_limit="8:00:00",
+            time_left="7:59:12",
+            partition="H100",
+            comment="jupyter-asgard:host:42",
+        ),
+        "13": JobInfo(
+            job_id="13",
+            name="jupyter-asgard-k2",
+            state="PENDING",
+            reason="Resources",
+            nodes="",
+            tres_per_job="gres/gpu:1",
+            tres_per_node="N/A",
+            start_time="N/A",
+            time_limit="1:00:00",
+            time_left="1:00:00",
+            partition="gpu",
+            comment="jupyter-asgard:host:42",
+        ),
     }
 
 
@@ -272,8 +387,17 @@ def test_parse_squeue_strips_padding_and_skips_other_lines() -> None:
         "15|short|line|\n"
     )
     assert parse_squeue(output) == {
-        "14": JobInfo(job_id="14", name="k", state="COMPLETED", reason="None", nodes="gpu2",
-                      start_time="2024-05-01T10:00:00", time_limit="8:00:00", time_left="0:00", partition="H100"),
+        "14": JobInfo(
+            job_id="14",
+            name="k",
+            state="COMPLETED",
+            reason="None",
+            nodes="gpu2",
+            start_time="2024-05-01T10:00:00",
+            time_limit="8:00:00",
+            time_left="0:00",
+            partition="H100",
+        ),
     }
 
 
@@ -300,11 +424,13 @@ def test_parse_squeue_reads_what_squeue_argv_asks_for() -> None:
 def test_orphaned_jobs_are_asgard_allocations_of_dead_holders_on_this_host() -> None:
     from jupyter_asgard.slurm_commands import orphaned_jobs
 
-    output = ("5|jupyter-asgard-k1|jupyter-asgard:login1:123|\n"
-              "6|jupyter-asgard-k2|jupyter-asgard:login1:456|\n"
-              "7|my-training|jupyter-asgard:login1:123|\n"
-              "8|jupyter-asgard-k3|jupyter-asgard:login2:123|\n"
-              "9|jupyter-asgard-k4|(null)|\n")
+    output = (
+        "5|jupyter-asgard-k1|jupyter-asgard:login1:123|\n"
+        "6|jupyter-asgard-k2|jupyter-asgard:login1:456|\n"
+        "7|my-training|jupyter-asgard:login1:123|\n"
+        "8|jupyter-asgard-k3|jupyter-asgard:login2:123|\n"
+        "9|jupyter-asgard-k4|(null)|\n"
+    )
     assert orphaned_jobs(output, "login1", lambda pid: pid == 456) == ["5"]
 
 
@@ -319,6 +445,8 @@ def test_the_job_name_and_holder_conventions_read_back_what_they_write() -> None
 def test_cli_imports_no_kernel_machinery() -> None:
     """`jupyter asgard install` and `status` start in a fraction of a second: they import neither the
     provisioner nor what it runs (allocation, steps, monitor)."""
-    code = ("import sys, jupyter_asgard.cli; print(sorted(m for m in sys.modules if m.split('.')[-1] in "
-            "('provisioner', 'allocation', 'kernel_step', 'monitor', 'kernel_jobs', 'serverapp')))")
+    code = (
+        "import sys, jupyter_asgard.cli; print(sorted(m for m in sys.modules if m.split('.')[-1] in "
+        "('provisioner', 'allocation', 'kernel_step', 'monitor', 'kernel_jobs', 'serverapp')))"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

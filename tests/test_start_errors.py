@@ -125,14 +125,25 @@ async def test_unknown_kernelspec_setting(kernelspecs: KernelSpecs, tmp_path: Pa
     assert "unknown setting 'gpu'" in message
 
 
-@pytest.mark.parametrize(("setting", "value"), [("max_gpus", 16), ("allowed_partitions", []), ("check_paths", False),
-                                              ("bootstrap_python", "sh"), ("start_timeout", 1.0)])
-async def test_a_site_setting_in_a_kernelspec_is_refused(kernelspecs: KernelSpecs, tmp_path: Path, setting: str,
-                                                         value: object) -> None:
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("max_gpus", 16),
+        ("allowed_partitions", []),
+        ("check_paths", False),
+        ("bootstrap_python", "sh"),
+        ("start_timeout", 1.0),
+    ],
+)
+async def test_a_site_setting_in_a_kernelspec_is_refused(
+    kernelspecs: KernelSpecs, tmp_path: Path, setting: str, value: object
+) -> None:
     """The site's policy (c.PyxisProvisioner in the server's configuration) is not the kernelspec's to change."""
     message = await start_fails(kernelspecs.make("err-site-setting", **{setting: value}), tmp_path)
-    assert (f"the kernelspec 'err-site-setting' sets {setting!r}, a site setting: only the site's configuration "
-            f"may set it (c.PyxisProvisioner.{setting})") in message
+    assert (
+        f"the kernelspec 'err-site-setting' sets {setting!r}, a site setting: only the site's configuration "
+        f"may set it (c.PyxisProvisioner.{setting})"
+    ) in message
     assert kernel_jobs() == []
 
 
@@ -141,8 +152,12 @@ async def test_a_kernelspec_cannot_lift_the_sites_limits_it_names(kernelspecs: K
     site = Config({"PyxisProvisioner": {"max_gpus": 1, "allowed_partitions": ["debug"]}})
     name = kernelspecs.make("err-greedy", gpus=2, partition="gpu", max_gpus=8, allowed_partitions=[])
     message = await start_fails(name, tmp_path, site)
-    for words in ("sets 'allowed_partitions', a site setting", "sets 'max_gpus', a site setting",
-                  "2 GPUs requested but this site allows at most 1", "partition 'gpu' is not offered for kernels"):
+    for words in (
+        "sets 'allowed_partitions', a site setting",
+        "sets 'max_gpus', a site setting",
+        "2 GPUs requested but this site allows at most 1",
+        "partition 'gpu' is not offered for kernels",
+    ):
         assert words in message
     assert kernel_jobs() == []
 
@@ -153,13 +168,16 @@ async def test_a_kernelspec_without_a_partition_is_refused_where_the_site_limits
     """Slurm's default partition (gpu on the test cluster) is not among those the site allows."""
     site = Config({"PyxisProvisioner": {"allowed_partitions": ["debug"]}})
     message = await start_fails("asgard-test", tmp_path, site)
-    assert ("partition: none is chosen, so Slurm would use its default one, which may not be offered for kernels; "
-            "choose one of debug") in message
+    assert (
+        "partition: none is chosen, so Slurm would use its default one, which may not be offered for kernels; "
+        "choose one of debug"
+    ) in message
     assert kernel_jobs() == []
 
 
-async def test_a_kernelspec_without_a_partition_gets_the_sites_default(kernelspecs: KernelSpecs,
-                                                                       tmp_path: Path) -> None:
+async def test_a_kernelspec_without_a_partition_gets_the_sites_default(
+    kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
     """Also where the kernelspec names an empty one, which would otherwise leave the choice to Slurm."""
     site = Config({"PyxisProvisioner": {"allowed_partitions": ["debug"], "partition": "debug"}})
     km = await start(kernelspecs.make("asgard-no-partition", partition=""), tmp_path, site=site)
@@ -189,8 +207,9 @@ async def test_srun_not_on_path(kernelspecs: KernelSpecs, tmp_path: Path, monkey
 
 
 @pytest.mark.parametrize("name", ["SLURM_STEP_GRES", "SLURM_CONF", "PYXIS_CONTAINER_MOUNTS", "ENROOT_REMAP_ROOT"])
-async def test_a_kernelspec_env_that_would_steer_slurm_or_pyxis_is_refused(kernelspecs: KernelSpecs, tmp_path: Path,
-                                                                          name: str) -> None:
+async def test_a_kernelspec_env_that_would_steer_slurm_or_pyxis_is_refused(
+    kernelspecs: KernelSpecs, tmp_path: Path, name: str
+) -> None:
     message = await start_fails(kernelspecs.make("err-steering", env={name: "gpu:8"}), tmp_path)
     assert f"the kernelspec's env sets {name}" in message
     assert kernel_jobs() == []

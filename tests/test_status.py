@@ -21,8 +21,13 @@ pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
 
 def status(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jupyter", "asgard", "status", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter", "asgard", "status", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def line_of(output: str, word: str) -> list[str]:
@@ -48,15 +53,17 @@ def server_kernel(jupyter_server: JupyterServer) -> Iterator[dict]:
 @pytest.fixture
 def unknown_job(slurm_cluster: LocalCluster) -> Iterator[str]:
     """An Asgard-named job no server started, as nbclient or a crashed server leaves one: its job id."""
-    salloc = subprocess.run(["salloc", "--no-shell", "-J", "jupyter-asgard-orphan-test"], capture_output=True,
-                            text=True, timeout=30)
+    salloc = subprocess.run(
+        ["salloc", "--no-shell", "-J", "jupyter-asgard-orphan-test"], capture_output=True, text=True, timeout=30
+    )
     job_id = salloc.stderr.split()[-1]
     yield job_id
     subprocess.run(["scancel", job_id], capture_output=True)
 
 
-def test_the_table_shows_a_server_kernel_and_a_job_no_server_knows(jupyter_server: JupyterServer,
-                                                                   server_kernel: dict, unknown_job: str) -> None:
+def test_the_table_shows_a_server_kernel_and_a_job_no_server_knows(
+    jupyter_server: JupyterServer, server_kernel: dict, unknown_job: str
+) -> None:
     shown = status(jupyter_server.env)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines()[0].split()[:3] == ["KERNEL", "KERNELSPEC", "STATE"]
@@ -110,12 +117,15 @@ def test_silent_servers_are_noted_and_nothing_running_is_said(slurm_cluster: Loc
     assert notes == [f"{refused}; its kernels are not shown, so their jobs appear as unknown"]
 
 
-@pytest.mark.parametrize(("row", "text"), [
-    ({"state": "RUNNING", "reason": "None", "queue_position": None}, "RUNNING"),
-    ({"state": "PENDING", "reason": "Resources", "queue_position": 2}, "PENDING (Resources, 2 ahead)"),
-    ({"state": "PENDING", "reason": "", "queue_position": 0}, "PENDING (0 ahead)"),
-    ({"state": "PENDING", "reason": "Priority", "queue_position": None}, "PENDING (Priority)"),
-    ({"state": "", "reason": "", "queue_position": None}, "STARTING"),
-])
+@pytest.mark.parametrize(
+    ("row", "text"),
+    [
+        ({"state": "RUNNING", "reason": "None", "queue_position": None}, "RUNNING"),
+        ({"state": "PENDING", "reason": "Resources", "queue_position": 2}, "PENDING (Resources, 2 ahead)"),
+        ({"state": "PENDING", "reason": "", "queue_position": 0}, "PENDING (0 ahead)"),
+        ({"state": "PENDING", "reason": "Priority", "queue_position": None}, "PENDING (Priority)"),
+        ({"state": "", "reason": "", "queue_position": None}, "STARTING"),
+    ],
+)
 def test_state_says_why_a_kernel_waits(row: dict, text: str) -> None:
     assert state_text(row) == text

@@ -14,8 +14,12 @@ class PyxisFlag(w.Dropdown):
     """One flag of a container: flag is True, False or None (the site's default)."""
 
     def __init__(self, description: str, flag: bool | None = None) -> None:
-        super().__init__(options=CHOICES, description=description, style={"description_width": "initial"},
-                         layout=w.Layout(width="auto"))
+        super().__init__(
+            options=CHOICES,
+            description=description,
+            style={"description_width": "initial"},
+            layout=w.Layout(width="auto"),
+        )
         self.flag = flag
 
     @property

@@ -24,7 +24,9 @@ class ImagePicker(w.VBox):
         self.by_label: dict[str, str] = {}
         self.choice = w.Combobox(
             placeholder="choose an image, or type /path/image.sqsh or docker://nvcr.io#nvidia/pytorch:24.05-py3",
-            ensure_option=False, layout=w.Layout(width="100%"))
+            ensure_option=False,
+            layout=w.Layout(width="100%"),
+        )
         self.details = w.HTML()
         self.choice.observe(lambda _: (self._describe(), on_change()), "value")
         super().__init__([self.choice, self.details])
@@ -53,5 +55,6 @@ class ImagePicker(w.VBox):
         elif image.startswith(("/", ".")):
             self.details.value = f"<small>squashfs file <code>{html.escape(image)}</code></small>"
         else:
-            self.details.value = (f"<small>registry image <code>{html.escape(image)}</code>, imported on the node at "
-                                  "start</small>")
+            self.details.value = (
+                f"<small>registry image <code>{html.escape(image)}</code>, imported on the node at start</small>"
+            )

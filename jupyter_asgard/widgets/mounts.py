@@ -17,11 +17,11 @@ class MountRow(w.VBox):
 
     def __init__(self, entry: str, on_change: Callable[[], None], on_remove: Callable[[MountRow], None]) -> None:
         source, target, flags = _split(entry)
-        self.source = w.Text(source, placeholder="source on the cluster, e.g. /netscratch/$USER/data",
-                             layout=w.Layout(width="38%"))
+        self.source = w.Text(
+            source, placeholder="source on the cluster, e.g. /netscratch/$USER/data", layout=w.Layout(width="38%")
+        )
         self.target = w.Text(target, placeholder="inside the container, e.g. /data", layout=w.Layout(width="34%"))
-        self.read_only = w.Checkbox("ro" in flags, description="read-only", indent=False,
-                                    layout=w.Layout(width="auto"))
+        self.read_only = w.Checkbox("ro" in flags, description="read-only", indent=False, layout=w.Layout(width="auto"))
         self.remove = w.Button(icon="trash", tooltip="Remove this mount", layout=w.Layout(width="36px"))
         self.error = w.HTML()
         self.other_flags = [flag for flag in flags if flag not in ("ro", "rw")]

@@ -28,8 +28,10 @@ from .image import ImagePicker
 from .mounts import ERROR_STYLE, MountList
 from .resources import ResourcesBox
 
-NAMED_CONTAINER_NOTE = ("A named container keeps what you install in it (pip install ...) across kernel restarts "
-                        "and later kernels on the same node; leave empty for one per kernel and image.")
+NAMED_CONTAINER_NOTE = (
+    "A named container keeps what you install in it (pip install ...) across kernel restarts "
+    "and later kernels on the same node; leave empty for one per kernel and image."
+)
 SLURM_TIMEOUT = 10.0
 
 
@@ -46,8 +48,13 @@ def _message(text: str, ok: bool = True) -> str:
 class ContainerPanel(w.VBox):
     """ContainerPanel() in a notebook: image, mounts, workdir, container, resources, preview, save."""
 
-    def __init__(self, site: AsgardSite | None = None, store: KernelspecStore | None = None,
-                 workdir: str | None = None, autoload: bool = True) -> None:
+    def __init__(
+        self,
+        site: AsgardSite | None = None,
+        store: KernelspecStore | None = None,
+        workdir: str | None = None,
+        autoload: bool = True,
+    ) -> None:
         self._built = False  # controls report changes while being built; the preview waits for all of them
         self._tasks: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to its tasks
         self.site = site or AsgardSite(config=server_config(), client=SlurmClient(timeout=SLURM_TIMEOUT))
@@ -58,17 +65,20 @@ class ContainerPanel(w.VBox):
         self.status = w.HTML("<small>Loading images and partitions…</small>")
         self.image = ImagePicker(self._changed)
         self.mounts = MountList(self._default_mounts(), self._changed)
-        self.workdir = w.Text(placeholder=f"default: the notebook's directory ({self.launch_dir})",
-                              description="Workdir", layout=w.Layout(width="100%"))
-        self.container_name = w.Text(placeholder="automatic", description="Container",
-                                     layout=w.Layout(width="60%"))
+        self.workdir = w.Text(
+            placeholder=f"default: the notebook's directory ({self.launch_dir})",
+            description="Workdir",
+            layout=w.Layout(width="100%"),
+        )
+        self.container_name = w.Text(placeholder="automatic", description="Container", layout=w.Layout(width="60%"))
         self.writable = PyxisFlag("writable (pip install works)", True)
         self.remap_root = PyxisFlag("appear as root inside")
         self.mount_home = PyxisFlag("home directory mounted")
         self.resources = ResourcesBox(policy.max_gpus, self._changed)
         self.preview = w.HTML()
-        self.display_name = w.Text(placeholder="e.g. PyTorch 24.05 on 2 GPUs", description="Name",
-                                   layout=w.Layout(width="50%"))
+        self.display_name = w.Text(
+            placeholder="e.g. PyTorch 24.05 on 2 GPUs", description="Name", layout=w.Layout(width="50%")
+        )
         self.kernel_name = w.Text(placeholder="kernel name", layout=w.Layout(width="30%"))
         self.save_button = w.Button(description="Save as kernel", icon="save", button_style="primary")
         self.existing = w.Dropdown(options=[("(your Asgard kernels)", "")], layout=w.Layout(width="50%"))
@@ -89,21 +99,36 @@ class ContainerPanel(w.VBox):
             return w.HTML(f"<b>{text}</b>")
 
         return [
-            w.HTML("<h3 style='margin: 0'>Asgard container</h3>"), self.status,
-            heading("Image"), self.image,
-            heading("Mounts"), self.mounts,
-            heading("Container"), self.workdir, self.container_name, w.HTML(f"<small>{NAMED_CONTAINER_NOTE}</small>"),
+            w.HTML("<h3 style='margin: 0'>Asgard container</h3>"),
+            self.status,
+            heading("Image"),
+            self.image,
+            heading("Mounts"),
+            self.mounts,
+            heading("Container"),
+            self.workdir,
+            self.container_name,
+            w.HTML(f"<small>{NAMED_CONTAINER_NOTE}</small>"),
             w.HBox([self.writable, self.remap_root, self.mount_home]),
-            heading("Resources"), self.resources,
-            heading("The kernel will run"), self.preview,
-            heading("Save"), w.HBox([self.display_name, self.kernel_name, self.save_button]),
+            heading("Resources"),
+            self.resources,
+            heading("The kernel will run"),
+            self.preview,
+            heading("Save"),
+            w.HBox([self.display_name, self.kernel_name, self.save_button]),
             w.HBox([self.existing, self.load_button, self.delete_button]),
             self.messages,
         ]
 
     def _wire(self) -> None:
-        for control in (self.workdir, self.container_name, self.writable, self.remap_root, self.mount_home,
-                        self.kernel_name):
+        for control in (
+            self.workdir,
+            self.container_name,
+            self.writable,
+            self.remap_root,
+            self.mount_home,
+            self.kernel_name,
+        ):
             control.observe(lambda _: self._changed(), "value")
         self.display_name.observe(self._name_typed, "value")
         self.save_button.on_click(lambda _: self._spawn(self.save()))
@@ -158,14 +183,21 @@ class ContainerPanel(w.VBox):
             self.preview.value = "<small>Choose an image to see the exact commands.</small>"
             return
         try:
-            text = preview(config, kernel_name=self.kernel_name.value or "asgard-kernel",
-                           workdir=self.launch_dir, mount_workdir=self.policy.mount_workdir,
-                           name_template=self.policy.container_name_template, kernel_argv=KERNEL_ARGV,
-                           bootstrap_python=self.policy.bootstrap_python)
+            text = preview(
+                config,
+                kernel_name=self.kernel_name.value or "asgard-kernel",
+                workdir=self.launch_dir,
+                mount_workdir=self.policy.mount_workdir,
+                name_template=self.policy.container_name_template,
+                kernel_argv=KERNEL_ARGV,
+                bootstrap_python=self.policy.bootstrap_python,
+            )
         except ValueError as error:
             text = f"(not yet: {error})"
-        self.preview.value = (f"<pre style='user-select: text; white-space: pre-wrap; padding: 6px; "
-                              f"background: var(--jp-layout-color2, #eee)'>{html.escape(text)}</pre>")
+        self.preview.value = (
+            f"<pre style='user-select: text; white-space: pre-wrap; padding: 6px; "
+            f"background: var(--jp-layout-color2, #eee)'>{html.escape(text)}</pre>"
+        )
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -200,8 +232,8 @@ class ContainerPanel(w.VBox):
     async def _list_kernels(self) -> None:
         kernels = await asyncio.to_thread(self.store.list)
         self.existing.options = [("(your Asgard kernels)", "")] + [
-            (f"{k['display_name']} ({k['name']})" + ("" if k["managed"] else ", read-only"), k["name"])
-            for k in kernels]
+            (f"{k['display_name']} ({k['name']})" + ("" if k["managed"] else ", read-only"), k["name"]) for k in kernels
+        ]
 
     async def save(self) -> bool:
         """Validate everything (paths, partition, GPUs), then write the kernelspec; problems stay in the panel."""
@@ -222,7 +254,8 @@ class ContainerPanel(w.VBox):
         await self._list_kernels()
         self.messages.value = _message(
             f"Saved kernel <b>{html.escape(saved['display_name'])}</b> ({html.escape(name)}): pick it in the "
-            "Launcher or with Kernel › Change Kernel.")
+            "Launcher or with Kernel › Change Kernel."
+        )
         return True
 
     async def load(self, name: str) -> None:

@@ -15,8 +15,9 @@ def partition_label(partition: dict[str, Any]) -> str:
     free = sum(entry["free"] for entry in gpus.values())
     total = sum(entry["total"] for entry in gpus.values())
     types = ", ".join(sorted(t.upper() for t in gpus if t)) or "GPU"
-    limit = "no time limit" if partition["time_limit"] in ("infinite", "UNLIMITED") else \
-        f"max {partition['time_limit']}"
+    limit = (
+        "no time limit" if partition["time_limit"] in ("infinite", "UNLIMITED") else f"max {partition['time_limit']}"
+    )
     default = " (default)" if partition["default"] else ""
     return f"{partition['name']}{default}: {free} of {total} {types} free, {limit}"
 
@@ -24,19 +25,20 @@ def partition_label(partition: dict[str, Any]) -> str:
 class ResourcesBox(w.VBox):
     def __init__(self, max_gpus: int, on_change: Callable[[], None]) -> None:
         self.partitions: dict[str, dict[str, Any]] = {}
-        self.partition = w.Dropdown(options=[("site default", "")], description="Partition",
-                                    layout=w.Layout(width="100%"))
+        self.partition = w.Dropdown(
+            options=[("site default", "")], description="Partition", layout=w.Layout(width="100%")
+        )
         self.gpus = w.BoundedIntText(1, min=0, max=max_gpus, description="GPUs", layout=w.Layout(width="180px"))
         self.gpu_type = w.Dropdown(options=[ANY_TYPE], description="type", layout=w.Layout(width="220px"))
-        self.cpus = w.BoundedIntText(0, min=0, max=1024, description="CPUs",
-                                     tooltip="0: Slurm's default", layout=w.Layout(width="180px"))
+        self.cpus = w.BoundedIntText(
+            0, min=0, max=1024, description="CPUs", tooltip="0: Slurm's default", layout=w.Layout(width="180px")
+        )
         self.mem = w.Text(placeholder="e.g. 32G", description="Memory", layout=w.Layout(width="220px"))
         self.time = w.Text(placeholder="e.g. 8:00:00", description="Time limit", layout=w.Layout(width="260px"))
         for control in (self.partition, self.gpus, self.gpu_type, self.cpus, self.mem, self.time):
             control.observe(lambda _: on_change(), "value")
         self.partition.observe(lambda _: self._offer_types(), "value")
-        super().__init__([self.partition, w.HBox([self.gpus, self.gpu_type]),
-                          w.HBox([self.cpus, self.mem, self.time])])
+        super().__init__([self.partition, w.HBox([self.gpus, self.gpu_type]), w.HBox([self.cpus, self.mem, self.time])])
 
     def set_partitions(self, partitions: list[dict[str, Any]]) -> None:
         self.partitions = {partition["name"]: partition for partition in partitions}
@@ -48,8 +50,13 @@ class ResourcesBox(w.VBox):
     def values(self) -> dict[str, Any]:
         gpu_type = "" if self.gpu_type.value == ANY_TYPE else self.gpu_type.value
         gpus = f"{gpu_type}:{self.gpus.value}" if gpu_type and self.gpus.value else self.gpus.value
-        return {"partition": self.partition.value, "gpus": gpus or None, "cpus_per_task": self.cpus.value,
-                "mem": self.mem.value.strip(), "time": self.time.value.strip()}
+        return {
+            "partition": self.partition.value,
+            "gpus": gpus or None,
+            "cpus_per_task": self.cpus.value,
+            "mem": self.mem.value.strip(),
+            "time": self.time.value.strip(),
+        }
 
     def set_values(self, config: dict[str, Any]) -> None:
         partition = config.get("partition", "")
@@ -67,7 +74,8 @@ class ResourcesBox(w.VBox):
 
     def _offer_types(self) -> None:
         chosen = self.partitions.get(self.partition.value) or next(
-            (p for p in self.partitions.values() if p["default"]), None)
+            (p for p in self.partitions.values() if p["default"]), None
+        )
         types = sorted(t for t in (chosen or {}).get("gpus", {}) if t)
         current = self.gpu_type.value
         self.gpu_type.options = [ANY_TYPE, *types]

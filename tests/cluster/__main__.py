@@ -22,9 +22,11 @@ def up(root: Path, containers: bool = True) -> int:
     except ClusterUnavailable as error:
         print(f"cannot start the test cluster: {error}", file=sys.stderr)
         return 1
-    print(f"Slurm test cluster up in {root} (nodes gpu01={cluster.node_addr('gpu01')}, "
-          f"gpu02={cluster.node_addr('gpu02')}; "
-          f"{'real Pyxis and enroot' if containers else 'no containers: jobs run on the nodes as they are'}).")
+    print(
+        f"Slurm test cluster up in {root} (nodes gpu01={cluster.node_addr('gpu01')}, "
+        f"gpu02={cluster.node_addr('gpu02')}; "
+        f"{'real Pyxis and enroot' if containers else 'no containers: jobs run on the nodes as they are'})."
+    )
     print(f"images: {cluster.images_dir}  netscratch: {cluster.netscratch}  datasets: {cluster.datasets}")
     print("Use it with:")
     print(f"  export SLURM_CONF={cluster.slurm_conf}")
@@ -53,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="directory holding all cluster state")
-    parser.add_argument("--no-containers", action="store_true",
-                        help="up: without Pyxis, where enroot cannot run (no user namespaces)")
+    parser.add_argument(
+        "--no-containers", action="store_true", help="up: without Pyxis, where enroot cannot run (no user namespaces)"
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         return up(args.root, containers=not args.no_containers)

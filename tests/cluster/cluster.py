@@ -43,8 +43,18 @@ from .images import ImageBuildError, ensure_images
 HERE = Path(__file__).resolve().parent
 NODES = ("gpu01", "gpu02")
 GPUS_PER_NODE = 2
-REQUIRED_COMMANDS = ("munged", "slurmctld", "slurmd", "srun", "sinfo", "enroot", "unsquashfs", "ip", "nsenter",
-                     "unshare")
+REQUIRED_COMMANDS = (
+    "munged",
+    "slurmctld",
+    "slurmd",
+    "srun",
+    "sinfo",
+    "enroot",
+    "unsquashfs",
+    "ip",
+    "nsenter",
+    "unshare",
+)
 NAMESPACE_COMMANDS = ("ip", "nsenter", "unshare")
 CONTAINER_COMMANDS = ("enroot", "unsquashfs")
 NETWORKS = ("namespaces", "loopback")
@@ -79,8 +89,11 @@ def check_prerequisites(network: str = "namespaces", containers: bool = True) ->
     """Raise ClusterUnavailable naming what is missing."""
     if network == "namespaces" and os.geteuid() != 0:
         raise ClusterUnavailable(f"the test cluster needs root: {INSTALL_HINT}{ROOT_HINT}")
-    commands = [cmd for cmd in REQUIRED_COMMANDS if (network == "namespaces" or cmd not in NAMESPACE_COMMANDS)
-                and (containers or cmd not in CONTAINER_COMMANDS)]
+    commands = [
+        cmd
+        for cmd in REQUIRED_COMMANDS
+        if (network == "namespaces" or cmd not in NAMESPACE_COMMANDS) and (containers or cmd not in CONTAINER_COMMANDS)
+    ]
     missing = [cmd for cmd in commands if shutil.which(cmd) is None]
     if containers and not PYXIS_PLUGIN.exists():
         missing.append(str(PYXIS_PLUGIN))
@@ -233,8 +246,9 @@ class LocalCluster:
         for link in self.state.links:
             subprocess.run(["ip", "link", "delete", link], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
-        self.state = ClusterState(root=str(self.root), slot=self.state.slot, network=self.state.network,
-                                  containers=self.state.containers)
+        self.state = ClusterState(
+            root=str(self.root), slot=self.state.slot, network=self.state.network, containers=self.state.containers
+        )
 
     def save_state(self) -> None:
         (self.root / "state.json").write_text(json.dumps(asdict(self.state)))
@@ -251,8 +265,17 @@ class LocalCluster:
     def _make_tree(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
-        for sub in ("etc", "log", "run", "state", "build", "dev", "munge", "workspace",
-                    *(f"state/slurmd-{node}" for node in NODES)):
+        for sub in (
+            "etc",
+            "log",
+            "run",
+            "state",
+            "build",
+            "dev",
+            "munge",
+            "workspace",
+            *(f"state/slurmd-{node}" for node in NODES),
+        ):
             (self.root / sub).mkdir(exist_ok=True)
         (self.root / "munge").chmod(0o700)
         self.netscratch.mkdir(exist_ok=True)
@@ -275,9 +298,11 @@ class LocalCluster:
         except ImageBuildError as error:
             raise ClusterUnavailable(str(error)) from None
         self.images_dir.mkdir(exist_ok=True)
-        links = {self.pytorch_image(): built["python-ipykernel"],
-                 self.images_dir / "nvidia+pytorch+23.12-py3.sqsh": built["python-ipykernel"],
-                 self.bare_image(): built["python"]}
+        links = {
+            self.pytorch_image(): built["python-ipykernel"],
+            self.images_dir / "nvidia+pytorch+23.12-py3.sqsh": built["python-ipykernel"],
+            self.bare_image(): built["python"],
+        }
         for link, target in links.items():
             if not link.is_symlink():
                 link.symlink_to(target)
@@ -300,8 +325,12 @@ class LocalCluster:
 
     def _hosts(self, node: str) -> str:
         controller = socket.gethostname().split(".")[0]
-        lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback",
-                 f"{self.controller_addr} {controller}", *(f"{self.node_addr(n)} {n}" for n in NODES)]
+        lines = [
+            "127.0.0.1 localhost",
+            "::1 localhost ip6-localhost ip6-loopback",
+            f"{self.controller_addr} {controller}",
+            *(f"{self.node_addr(n)} {n}" for n in NODES),
+        ]
         return "\n".join(lines) + "\n"
 
     def _make_data(self) -> None:
@@ -366,9 +395,16 @@ class LocalCluster:
         (munge_dir / "munge.key").chmod(0o400)
         self._spawn(
             "munged",
-            ["munged", "-F", "--force", f"--socket={munge_dir / 'munge.socket'}",
-             f"--key-file={munge_dir / 'munge.key'}", f"--pid-file={munge_dir / 'munged.pid'}",
-             f"--seed-file={munge_dir / 'munged.seed'}", f"--log-file={self.root / 'log' / 'munged.log'}"],
+            [
+                "munged",
+                "-F",
+                "--force",
+                f"--socket={munge_dir / 'munge.socket'}",
+                f"--key-file={munge_dir / 'munge.key'}",
+                f"--pid-file={munge_dir / 'munged.pid'}",
+                f"--seed-file={munge_dir / 'munged.seed'}",
+                f"--log-file={self.root / 'log' / 'munged.log'}",
+            ],
         )
         _wait_for(lambda: (munge_dir / "munge.socket").exists(), 10, "munged did not start", lambda: self.log("munged"))
         self._spawn("slurmctld", ["slurmctld", "-D", "-c", "-f", str(self.slurm_conf)])
@@ -380,17 +416,39 @@ class LocalCluster:
         """argv in the node's network namespace and in mount and UTS namespaces of its own: its hostname,
         /etc/hosts, resolver and enroot storage, which containers started on it see too."""
         files = self.root / "nodes" / node
-        setup = ('mount --bind "$1" "$2" && mount --bind "$3" /etc/hosts && mount --bind "$4" /etc/resolv.conf '
-                 '&& hostname "$5" && shift 5 && exec "$@"')
-        return ["nsenter", f"--net=/run/netns/asg{self.state.slot}-{node}", "unshare", "--mount", "--uts",
-                "--propagation", "private", "sh", "-c", setup, "node-setup", str(self.node_storage(node)),
-                str(NODE_STORAGE), str(files / "hosts"), str(files / "resolv.conf"), node, *argv]
+        setup = (
+            'mount --bind "$1" "$2" && mount --bind "$3" /etc/hosts && mount --bind "$4" /etc/resolv.conf '
+            '&& hostname "$5" && shift 5 && exec "$@"'
+        )
+        return [
+            "nsenter",
+            f"--net=/run/netns/asg{self.state.slot}-{node}",
+            "unshare",
+            "--mount",
+            "--uts",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            setup,
+            "node-setup",
+            str(self.node_storage(node)),
+            str(NODE_STORAGE),
+            str(files / "hosts"),
+            str(files / "resolv.conf"),
+            node,
+            *argv,
+        ]
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.stdout", "ab")
         process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **self.env},
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **self.env},
         )
         log.close()
         self.state.pids[name] = process.pid
@@ -400,7 +458,9 @@ class LocalCluster:
         def idle() -> bool:
             result = subprocess.run(
                 ["sinfo", "-h", "-N", "-p", "gpu", "-o", "%N %T"],
-                capture_output=True, text=True, env={**os.environ, **self.env},
+                capture_output=True,
+                text=True,
+                env={**os.environ, **self.env},
             )
             states = dict(line.split() for line in result.stdout.splitlines() if line.strip())
             return all(states.get(node) == "idle" for node in NODES)

@@ -26,19 +26,31 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 IMAGE_VARIABLE = "TEST_IMAGE"  # set by each image's ENV; a kernelspec env of the same name must win
 # name: (extra Debian packages, ENV)
 RECIPES: dict[str, tuple[list[str], dict[str, str]]] = {
-    "python-ipykernel": (["python3-ipykernel"], {"PATH": SYSTEM_PATH, "PYTHONUNBUFFERED": "1",
-                                                 IMAGE_VARIABLE: "python-ipykernel"}),
+    "python-ipykernel": (
+        ["python3-ipykernel"],
+        {"PATH": SYSTEM_PATH, "PYTHONUNBUFFERED": "1", IMAGE_VARIABLE: "python-ipykernel"},
+    ),
     "python": ([], {"PATH": SYSTEM_PATH, IMAGE_VARIABLE: "python"}),
 }
 BASE_PACKAGES = ["python3"]
 # Besides documentation and caches, /dev's device nodes: a Docker image has none (the container gets the
 # host's /dev), and an unprivileged enroot cannot unpack them.
-TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/lib/apt/lists",
-           "var/cache/apt", "var/cache/debconf", "var/log", "dev")
+TRIMMED = (
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "var/lib/apt/lists",
+    "var/cache/apt",
+    "var/cache/debconf",
+    "var/log",
+    "dev",
+)
 SQUASHFS_OPTIONS = ["-comp", "zstd", "-noappend", "-quiet"]
 # What the recipe is: a change to any of it builds the images anew.
-RECIPE_HASH = hashlib.sha256(json.dumps([SUITE, BASE_PACKAGES, RECIPES, TRIMMED, SQUASHFS_OPTIONS],
-                                        sort_keys=True).encode()).hexdigest()[:12]
+RECIPE_HASH = hashlib.sha256(
+    json.dumps([SUITE, BASE_PACKAGES, RECIPES, TRIMMED, SQUASHFS_OPTIONS], sort_keys=True).encode()
+).hexdigest()[:12]
 
 
 class ImageBuildError(RuntimeError):
@@ -55,12 +67,15 @@ def ensure_images() -> dict[str, Path]:
     if all(path.exists() for path in paths.values()):
         return paths
     if os.geteuid() != 0:
-        raise ImageBuildError(f"the test images are not built yet ({CACHE / RECIPE_HASH}): run `./dev/install` "
-                              "as root once (debootstrap needs root)")
+        raise ImageBuildError(
+            f"the test images are not built yet ({CACHE / RECIPE_HASH}): run `./dev/install` "
+            "as root once (debootstrap needs root)"
+        )
     missing = [tool for tool in ("debootstrap", "mksquashfs", "chroot") if shutil.which(tool) is None]
     if missing:
-        raise ImageBuildError(f"missing {', '.join(missing)}: run ./dev/install (apt-get install debootstrap "
-                              "squashfs-tools)")
+        raise ImageBuildError(
+            f"missing {', '.join(missing)}: run ./dev/install (apt-get install debootstrap squashfs-tools)"
+        )
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "build.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -82,14 +97,22 @@ def _build_all(paths: dict[str, Path]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="asgard-images-", dir=CACHE) as work:
         base = Path(work) / "base"
-        _run("debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(base),
-             *_mirror())
+        _run("debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(base), *_mirror())
         for name, (packages, environment) in RECIPES.items():
             root = Path(work) / name
             _run("cp", "-a", str(base), str(root))
             if packages:
-                _run("chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages,
-                     env={"DEBIAN_FRONTEND": "noninteractive", "PATH": SYSTEM_PATH})
+                _run(
+                    "chroot",
+                    str(root),
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    *packages,
+                    env={"DEBIAN_FRONTEND": "noninteractive", "PATH": SYSTEM_PATH},
+                )
             (root / "etc" / "environment").write_text("".join(f"{k}={v}\n" for k, v in environment.items()))
             for trimmed in TRIMMED:
                 shutil.rmtree(root / trimmed, ignore_errors=True)
@@ -117,5 +140,6 @@ def _mirror() -> list[str]:
 def _run(*argv: str, env: dict[str, str] | None = None) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, env=env)
     if result.returncode != 0:
-        raise ImageBuildError(f"building the test images: `{' '.join(argv[:4])} ...` failed:\n"
-                              f"{(result.stdout + result.stderr)[-3000:]}")
+        raise ImageBuildError(
+            f"building the test images: `{' '.join(argv[:4])} ...` failed:\n{(result.stdout + result.stderr)[-3000:]}"
+        )
