@@ -56,7 +56,7 @@ class Allocation:
         self.revoked = False
         self.released = False
         self._salloc: asyncio.subprocess.Process | None = None
-        self._watcher: asyncio.Task | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def job_name(self) -> str:

@@ -10,6 +10,8 @@ ports in one line on stdout (srun relays it).  The session key arrives in the en
 the kernel's own environment.
 """
 
+from __future__ import annotations  # annotations stay unevaluated text: Python 3.8 cannot evaluate list[str]
+
 import json
 import os
 import shutil
@@ -20,6 +22,12 @@ import sys
 import tempfile
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for mypy only: at run time the bootstrap imports nothing it does not use
+    from collections.abc import Callable, Iterator, Mapping
+    from types import FrameType
+    from typing import Any, NoReturn
+
 HANDSHAKE = "ASGARD-HANDSHAKE "
 FAILURE = "ASGARD-ERROR "
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
@@ -27,14 +35,15 @@ BIND_PATIENCE = 60.0  # seconds to wait for the kernel to listen before leaving 
 KILL_AFTER = 2.0  # seconds a kernel has to end after SIGTERM; the provisioner waits longer (kernel_step.py)
 
 
-def fail(message, code=1):
+def fail(message: str, code: int = 1) -> NoReturn:
     print(FAILURE + message, flush=True)
     sys.exit(code)
 
 
-def reserve_ports(ip, preferred):
+def reserve_ports(ip: str, preferred: Mapping[str, Any]) -> dict[str, int]:
     """Pick five free ports, the preferred ones where still free; hold them all until chosen."""
-    held, ports = [], {}
+    held: list[socket.socket] = []
+    ports: dict[str, int] = {}
     for name in PORT_NAMES:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -49,7 +58,7 @@ def reserve_ports(ip, preferred):
     return ports
 
 
-def write_connection_file(info):
+def write_connection_file(info: dict[str, Any]) -> tuple[str, str]:
     directory = tempfile.mkdtemp(prefix="asgard-kernel-")
     path = os.path.join(directory, "kernel.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -58,11 +67,11 @@ def write_connection_file(info):
     return directory, path
 
 
-def kernel_environment():
+def kernel_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if not name.startswith("ASGARD_")}
 
 
-def run_kernel(argv, env, ports, announce):
+def run_kernel(argv: list[str], env: dict[str, str], ports: dict[str, int], announce: Callable[[], None]) -> int:
     """Run the kernel as a child so its connection file can be removed when it ends; announce it once it
     listens on its ports.
 
@@ -72,9 +81,9 @@ def run_kernel(argv, env, ports, announce):
     itself still ends before Slurm's KILL and removes the connection file.
     """
     child = subprocess.Popen(argv, env=env)
-    stopping = []
+    stopping: list[float] = []
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> None:
         stopping.append(time.monotonic())
         for signum in (signal.SIGTERM, signal.SIGCONT):  # CONT: a stopped kernel must see the TERM too
             try:
@@ -101,9 +110,9 @@ def run_kernel(argv, env, ports, announce):
             continue
 
 
-def listeners():
+def listeners() -> dict[int, str] | None:
     """{port: socket inode} of this node's listening TCP sockets; None where /proc cannot tell."""
-    found = {}
+    found: dict[int, str] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as handle:
@@ -117,9 +126,9 @@ def listeners():
     return found or None
 
 
-def socket_inodes(root):
+def socket_inodes(root: int) -> set[str]:
     """Inodes of the sockets held by process root and every process below it (a kernel may be a wrapper)."""
-    parents = {}
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         try:
             with open("/proc/{}/stat".format(entry)) as handle:
@@ -132,7 +141,7 @@ def socket_inodes(root):
         children = [pid for pid, its_parent in parents.items() if its_parent == parent and pid not in family]
         family.update(children)
         frontier.extend(children)
-    inodes = set()
+    inodes: set[str] = set()
     for pid in family:
         for link in fd_links(pid):
             if link.startswith("socket:["):
@@ -140,7 +149,7 @@ def socket_inodes(root):
     return inodes
 
 
-def fd_links(pid):
+def fd_links(pid: int) -> Iterator[str]:
     """What process pid's descriptors point to; one closed while we look is skipped, not the process."""
     try:
         fds = os.listdir("/proc/{}/fd".format(pid))
@@ -153,7 +162,7 @@ def fd_links(pid):
             continue
 
 
-def port_state(pid, ports):
+def port_state(pid: int, ports: Mapping[str, int]) -> tuple[set[int], set[int]]:
     """The kernel's ports nobody listens on yet, and those another process listens on.
 
     Ports are chosen before the kernel binds them, so a kernel starting beside
@@ -169,7 +178,7 @@ def port_state(pid, ports):
     return missing, {port for port in ports.values() if port in listening and listening[port] not in ours}
 
 
-def await_ports(child, ports):
+def await_ports(child: subprocess.Popen[Any], ports: Mapping[str, int]) -> str:
     """Until the kernel listens on all its ports: "ready"; "ended" if it ended first, else which ports
     another process took (both happen when a neighbour took a port: the provisioner starts again)."""
     deadline = time.monotonic() + BIND_PATIENCE
@@ -185,7 +194,7 @@ def await_ports(child, ports):
     return "ended"
 
 
-def node_address():
+def node_address() -> str:
     """This node's address on the route back to the host srun runs on, where the Jupyter server is.
 
     Slurm tells the step that host's address; the local end of a (connectionless)
@@ -199,14 +208,15 @@ def node_address():
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             probe.connect((peer, 9))
-            return probe.getsockname()[0]
+            address: str = probe.getsockname()[0]
+            return address
         finally:
             probe.close()
     except OSError as error:
         fail("cannot find this node's address towards {}: {}".format(peer or "the network", error))
 
 
-def main():
+def main() -> None:
     key = os.environ.get("ASGARD_KERNEL_KEY")
     if not key:
         fail("no session key in the environment (ASGARD_KERNEL_KEY); the kernel must be started by jupyter-asgard")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
@@ -22,10 +23,13 @@ class AsgardExtension(ExtensionApp):
     name = "jupyter_asgard"
 
     def initialize_settings(self) -> None:
+        assert self.serverapp is not None  # the server links its extensions before it initializes them
         self.monitor = SlurmMonitor.instance(parent=self.serverapp)
         self.site = AsgardSite(parent=self.serverapp, client=self.monitor.client)
-        self.serverapp.kernel_manager.shutdown_kernel = self._shutdown_queued_first(
-            self.serverapp.kernel_manager.shutdown_kernel
+        kernel_manager = self.serverapp.kernel_manager
+        # Wraps the method of this server's kernel manager only (an instance attribute, not its class's method).
+        kernel_manager.shutdown_kernel = self._shutdown_queued_first(  # type: ignore[method-assign]
+            kernel_manager.shutdown_kernel
         )
         IOLoop.current().add_callback(self.cancel_orphans)
 
@@ -52,7 +56,9 @@ class AsgardExtension(ExtensionApp):
 
     # --- shutdown of a kernel that waits in the queue ----------------------------------------
 
-    def _shutdown_queued_first(self, shutdown_kernel):
+    def _shutdown_queued_first(
+        self, shutdown_kernel: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Coroutine[Any, Any, Any]]:
         """jupyter_server waits for a starting kernel before it shuts it down: for a kernel waiting
         in the Slurm queue that can be an hour. Withdraw its allocation first; the start then fails
         at once and the shutdown completes."""

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -156,7 +157,9 @@ class KernelRowsHandler(AsgardHandler):
         return os.path.relpath(session_name, root).replace(os.sep, "/")
 
     async def _notebook_paths(self) -> dict[str, str]:
-        sessions = await self.session_manager.list_sessions()
+        # jupyter_server's SessionManager is unannotated: what its list_sessions returns, for mypy.
+        list_sessions: Callable[[], Awaitable[list[dict[str, Any]]]] = self.session_manager.list_sessions
+        sessions = await list_sessions()
         return {
             session["kernel"]["id"]: session.get("path", "")
             for session in sessions
@@ -192,7 +195,9 @@ class KernelHandler(KernelRowsHandler):
         self._row(kernel_id)
         await self.asgard.withdraw_queued(kernel_id)
         if kernel_id in self.kernel_manager:
-            await self.kernel_manager.shutdown_kernel(kernel_id)
+            # jupyter_server's kernel manager is unannotated: what its shutdown_kernel takes, for mypy.
+            shutdown_kernel: Callable[[str], Awaitable[None]] = self.kernel_manager.shutdown_kernel
+            await shutdown_kernel(kernel_id)
         provisioner = live_provisioner(kernel_id)
         if provisioner is not None:  # a kernel Jupyter gave up on as dead: its row goes now
             await provisioner.cleanup(restart=False)

@@ -14,6 +14,7 @@ import os
 import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 SQUASHFS_SUFFIX = ".sqsh"
 _SIZE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
@@ -51,7 +52,7 @@ class ImageFile:
     size: int
     modified: float
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             **_name_json(self.name),
             "path": self.path,
@@ -62,7 +63,7 @@ class ImageFile:
         }
 
 
-def _name_json(name: ImageName) -> dict:
+def _name_json(name: ImageName) -> dict[str, Any]:
     return {
         "uri": name.uri,
         "display": name.display,
@@ -170,7 +171,7 @@ def parse_image_uri(uri: str) -> tuple[str, ImageName]:
     return user, ImageName(registry, repository, tag)
 
 
-def registry_images(uris: list[str]) -> list[dict]:
+def registry_images(uris: list[str]) -> list[dict[str, Any]]:
     """Configured registry images as list entries shaped like squashfs ones, so the panel shows them side by side.
 
     Entries naming no repository (blank or malformed configuration) are left out: there is nothing to pull.

@@ -18,17 +18,21 @@ two things do not, and this module handles both:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .bootstrap import PORT_NAMES
 
+if TYPE_CHECKING:
+    from jupyter_client.connect import KernelConnectionInfo
 
-def address(info: dict[str, Any]) -> tuple[Any, ...]:
+
+def address(info: Mapping[str, Any]) -> tuple[Any, ...]:
     """Where a kernel listens: its IP and ports (empty for a kernel that has not started)."""
     return (info.get("ip"), *(info.get(name) for name in PORT_NAMES)) if info else ()
 
 
-def keep_connection_file(kernel_manager: Any, info: dict[str, Any]) -> None:
+def keep_connection_file(kernel_manager: Any, info: KernelConnectionInfo) -> None:
     """Write the connection file again from info if a restart dropped it (a no-op while it is there)."""
     if kernel_manager is None or not hasattr(kernel_manager, "write_connection_file"):
         return
@@ -41,7 +45,7 @@ def rewatch_activity(kernel_manager: Any, kernel_id: str) -> None:
 
     execution_state starts over at "starting", as for a new kernel: the first status from the kernel that
     now runs sets it again."""
-    kernels = getattr(kernel_manager, "parent", None)
+    kernels: Any = getattr(kernel_manager, "parent", None)
     if getattr(kernel_manager, "_activity_stream", None) is None or not hasattr(kernels, "start_watching_activity"):
         return
     kernels.stop_watching_activity(kernel_id)

@@ -70,8 +70,8 @@ class KernelStep:
         self.process: asyncio.subprocess.Process | None = None
         self.handshake: dict[str, Any] = {}
         self.output: deque[str] = deque(maxlen=200)
-        self._handshake: asyncio.Future | None = None
-        self._readers: list[asyncio.Task] = []
+        self._handshake: asyncio.Future[dict[str, Any]] | None = None
+        self._readers: list[asyncio.Task[None]] = []
 
     @property
     def step_id(self) -> str:
@@ -86,7 +86,8 @@ class KernelStep:
             asyncio.ensure_future(self._read(self.process.stderr, handshake=False)),
         ]
         exited = asyncio.ensure_future(self._wait_output_done())
-        done, _ = await asyncio.wait({self._handshake, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {self._handshake, exited}
+        done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         exited.cancel()
         if self._handshake.done():
             self.handshake = self._handshake.result()

@@ -79,7 +79,8 @@ def bundled_kernelspec_dir(name: str = DEFAULT_KERNEL) -> Path:
 
 
 def load_kernelspec(resource_dir: Path) -> dict[str, Any]:
-    return json.loads((resource_dir / "kernel.json").read_text())
+    spec: dict[str, Any] = json.loads((resource_dir / "kernel.json").read_text())
+    return spec
 
 
 def provisioner_config(spec: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -87,7 +88,8 @@ def provisioner_config(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     provisioner = spec.get("metadata", {}).get("kernel_provisioner", {})
     if provisioner.get("provisioner_name") != PROVISIONER_NAME:
         return None
-    return provisioner.get("config", {})
+    config: dict[str, Any] = provisioner.get("config", {})
+    return config
 
 
 def apply_overrides(spec: Mapping[str, Any], overrides: SiteOverrides) -> dict[str, Any]:

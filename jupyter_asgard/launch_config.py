@@ -292,7 +292,7 @@ def _has_control_character(value: str) -> bool:
 def expand_variables(key: str, value: str, environ: Mapping[str, str], problems: list[str]) -> str:
     """Expand ~, $NAME and ${NAME}; an unknown variable is a problem, not silently kept."""
 
-    def replace(match: re.Match) -> str:
+    def replace(match: re.Match[str]) -> str:
         name = match["braced"] or match["plain"]
         if name not in environ:
             problems.append(f"{key}: ${name} is not set on the Jupyter server")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from traitlets import Float, Instance
 from traitlets.config import SingletonConfigurable
@@ -27,7 +28,7 @@ class SlurmMonitor(SingletonConfigurable):
     poll_interval = Float(5.0, help="Seconds between two squeue calls for all watched jobs.").tag(config=True)
     client = Instance(SlurmClient, args=())
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.jobs: dict[str, JobInfo | None] = {}
         self.listeners: dict[str, list[Listener]] = {}
@@ -36,8 +37,8 @@ class SlurmMonitor(SingletonConfigurable):
         self.last_error = ""
         self.accounting = True
         self.polls = 0
-        self._task: asyncio.Task | None = None
-        self._refreshing: asyncio.Future | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Future[None] | None = None
         self._refreshing_ids: set[str] = set()
 
     def watch(self, job_id: str, listener: Listener | None = None) -> None:
@@ -95,9 +96,7 @@ class SlurmMonitor(SingletonConfigurable):
     async def _final_states(self, gone: list[str]) -> dict[str, JobInfo]:
         """sacct, once, for jobs that left squeue while we still thought them alive."""
         unsettled = [
-            job_id
-            for job_id in gone
-            if self.jobs.get(job_id) is not None and self.jobs[job_id].state not in ENDED_STATES
+            job_id for job_id in gone if (info := self.jobs.get(job_id)) is not None and info.state not in ENDED_STATES
         ]
         if not unsettled or not self.accounting:
             return {}
@@ -148,7 +147,7 @@ class SlurmMonitor(SingletonConfigurable):
             await asyncio.sleep(self.poll_interval)
         self._task = None
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """What the monitor costs Slurm: for admins, and for the test that it does not grow with kernels."""
         return {
             "poll_interval": self.poll_interval,

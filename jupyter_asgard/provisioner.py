@@ -19,8 +19,9 @@ import signal
 import socket
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets.config import Configurable
 
@@ -77,7 +78,7 @@ def _signal_name(signum: int) -> str:
     return signal.Signals(signum).name.removeprefix("SIG")
 
 
-class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
+class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
     """Runs the kernelspec's argv inside a Pyxis container, as a step of a Slurm allocation of its own."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -144,7 +145,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
         cmd = list(self.kernel_spec.argv) + list(kwargs.pop("extra_arguments", []))
         return {**kwargs, "cmd": cmd}
 
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> dict[str, Any]:
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         assert self.launch is not None
         env = dict(kwargs.get("env") or os.environ)
         requested, self._restart_requested = self._restart_requested, False
@@ -304,7 +305,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
         salloc_env = step_environment(env, {}, {})
         await self.allocation.request(self.launch, comment, self.queue_timeout, salloc_env, tuple(self.lost_nodes))
 
-    async def _start_on_free_ports(self, cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    async def _start_on_free_ports(self, cmd: list[str], env: dict[str, str]) -> KernelConnectionInfo:
         """Start the step; again on other ports when a kernel starting beside it on the node took one first
         (the bootstrap picks free ports, the kernel binds them a moment later)."""
         for _ in range(PORT_ATTEMPTS - 1):
@@ -320,8 +321,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
                 self._ports = {}
         return await self._start_step(cmd, env)
 
-    async def _start_step(self, cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
-        assert self.launch is not None and self.allocation is not None
+    async def _start_step(self, cmd: list[str], env: dict[str, str]) -> KernelConnectionInfo:
+        assert self.launch is not None and self.allocation is not None and self.parent is not None
         session = self.parent.session
         kernelspec_env = {name: env[name] for name in self.kernel_spec.env if name in env}
         step_env = step_environment(
@@ -362,7 +363,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
         self.log.info("Kernel %s: running on %s (%s)", self.kernel_id, self.node, handshake["ip"])
         self._ports = {name: int(handshake[name]) for name in PORT_NAMES}
         previous = address(self.connection_info)
-        self.connection_info = {
+        info: dict[str, Any] = {
             "ip": handshake["ip"],
             "transport": "tcp",
             **self._ports,
@@ -370,6 +371,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[misc]
             "signature_scheme": session.signature_scheme,
             "kernel_name": self._kernel_name(),
         }
+        self.connection_info = cast(KernelConnectionInfo, info)  # mypy reads no TypedDict from **self._ports
         self._moved = bool(previous) and previous != address(self.connection_info)
         return self.connection_info
 

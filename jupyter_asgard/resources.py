@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 # sinfo --Format columns, each followed by "|" (":|" = no width limit, "|" after the value).
 # "Partition" (unlike "PartitionName") marks the default partition with "*", which keeps this one call.
@@ -40,12 +41,12 @@ class Partition:
     default: bool
     available: str  # "up", "down", "drain" or "inact", as sinfo prints it
     time_limit: str  # as Slurm prints it: "infinite", "30:00", "1-00:00:00"
-    nodes: list[dict] = field(default_factory=list)  # {"name", "state"}
+    nodes: list[dict[str, str]] = field(default_factory=list)  # {"name", "state"}
     gpus: dict[str, dict[str, int]] = field(default_factory=dict)  # GPU type ("" if untyped) -> {"total", "free"}
     cpus: dict[str, int] = field(default_factory=lambda: {"total": 0, "idle": 0})
     max_memory_mb: int = 0  # the largest node's memory: the most a one-node kernel can ask for
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "default": self.default,

@@ -54,14 +54,15 @@ class AsgardSite(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._resources: tuple[float, dict[str, Any]] | None = None
-        self._resources_call: asyncio.Future | None = None
+        self._resources_call: asyncio.Future[dict[str, Any]] | None = None
         # The site's defaults and limits, configured as the server's kernels' provisioners are.
         self.policy = SitePolicy(config=self.config)
 
     # --- data for the API -------------------------------------------------------------------
 
     async def images(self) -> dict[str, Any]:
-        environ, notes = default_environ(), []
+        environ = default_environ()
+        notes: list[str] = []
         dirs = [expand_variables("image_dirs", path, environ, notes) for path in self.image_dirs]
         found, missing = await asyncio.to_thread(scan_image_dirs, dirs)
         notes += missing

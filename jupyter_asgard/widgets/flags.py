@@ -10,7 +10,7 @@ CHOICES = (("site default", "default"), ("yes", "yes"), ("no", "no"))
 FLAG_OF = {"default": None, "yes": True, "no": False}
 
 
-class PyxisFlag(w.Dropdown):
+class PyxisFlag(w.Dropdown):  # type: ignore[misc]  # ipywidgets is untyped: its classes are Any to mypy
     """One flag of a container: flag is True, False or None (the site's default)."""
 
     def __init__(self, description: str, flag: bool | None = None) -> None:

@@ -17,7 +17,7 @@ def image_label(image: dict[str, Any]) -> str:
     return f"{image['display']} · {image['size_text']} · {date}"
 
 
-class ImagePicker(w.VBox):
+class ImagePicker(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: its classes are Any to mypy
     """A combobox: choose a listed image, or type /path/to/image.sqsh or docker://REGISTRY#IMAGE:TAG."""
 
     def __init__(self, on_change: Callable[[], None]) -> None:
@@ -28,13 +28,18 @@ class ImagePicker(w.VBox):
             layout=w.Layout(width="100%"),
         )
         self.details = w.HTML()
-        self.choice.observe(lambda _: (self._describe(), on_change()), "value")
+
+        def changed(_: Any) -> None:
+            self._describe()
+            on_change()
+
+        self.choice.observe(changed, "value")
         super().__init__([self.choice, self.details])
 
     @property
     def value(self) -> str:
         """What goes to --container-image: a listed image's path or URI, else the text as typed."""
-        text = self.choice.value.strip()
+        text: str = self.choice.value.strip()
         return self.by_label.get(text, text)
 
     @value.setter

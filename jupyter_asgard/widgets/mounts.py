@@ -12,7 +12,7 @@ from ..mounts import MountError, parse_mount
 ERROR_STYLE = "color: var(--jp-error-color1, #c62828)"
 
 
-class MountRow(w.VBox):
+class MountRow(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: its classes are Any to mypy
     """One SRC:DST[:FLAGS] entry; flags other than ro (e.g. rprivate) are kept as loaded."""
 
     def __init__(self, entry: str, on_change: Callable[[], None], on_remove: Callable[[MountRow], None]) -> None:
@@ -52,7 +52,7 @@ class MountRow(w.VBox):
         return problem
 
 
-class MountList(w.VBox):
+class MountList(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: its classes are Any to mypy
     """The mounts, pre-filled with the site's defaults; "Add mount" appends an empty row."""
 
     def __init__(self, entries: list[str], on_change: Callable[[], None]) -> None:

@@ -45,7 +45,7 @@ def _message(text: str, ok: bool = True) -> str:
     return f'<div style="{style}">{text}</div>'
 
 
-class ContainerPanel(w.VBox):
+class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: its classes are Any to mypy
     """ContainerPanel() in a notebook: image, mounts, workdir, container, resources, preview, save."""
 
     def __init__(

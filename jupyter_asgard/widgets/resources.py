@@ -22,7 +22,7 @@ def partition_label(partition: dict[str, Any]) -> str:
     return f"{partition['name']}{default}: {free} of {total} {types} free, {limit}"
 
 
-class ResourcesBox(w.VBox):
+class ResourcesBox(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: its classes are Any to mypy
     def __init__(self, max_gpus: int, on_change: Callable[[], None]) -> None:
         self.partitions: dict[str, dict[str, Any]] = {}
         self.partition = w.Dropdown(
