@@ -1,15 +1,21 @@
-"""The bootstrap's port checks on this machine: a kernel is announced only once it listens on its ports itself."""
+"""The bootstrap's port checks on this machine: a kernel is announced only once it listens on its ports itself.
+
+And dev/check-bootstrap, which keeps the bootstrap runnable by an image's python3 (3.8+, standard library only)."""
 
 from __future__ import annotations
 
+import runpy
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from jupyter_asgard import bootstrap
+
+CHECK_BOOTSTRAP = Path(__file__).resolve().parent.parent / "dev" / "check-bootstrap"
 
 LISTEN = """
 import socket, sys, time
@@ -108,3 +114,65 @@ def test_a_wrapper_s_child_listening_counts(listener: tuple[subprocess.Popen, in
     finally:
         subprocess.run(["pkill", "-P", str(wrapper.pid)])
         wrapper.wait()
+
+
+# --- dev/check-bootstrap: the bootstrap runs with the image's python3 (3.8+), -I -S -----------------------
+
+
+def check_bootstrap(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(CHECK_BOOTSTRAP), *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def bootstrap_problems() -> Callable[[str], list[str]]:
+    """dev/check-bootstrap's check of a source text."""
+    check: Callable[[str], list[str]] = runpy.run_path(str(CHECK_BOOTSTRAP))["bootstrap_problems"]
+    return check
+
+
+def test_the_bootstrap_is_python_3_8_and_imports_only_the_standard_library() -> None:
+    result = check_bootstrap()
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_bootstrap_fails_for_a_third_party_import_and_3_10_syntax(tmp_path: Path) -> None:
+    third_party = tmp_path / "third_party.py"
+    third_party.write_text("import json\nimport requests\n")
+    result = check_bootstrap(str(third_party))
+    assert result.returncode == 1
+    assert f"{third_party}:2: imports requests, which is not in the standard library" in result.stdout
+    match = tmp_path / "match.py"
+    match.write_text("import sys\n\nmatch sys.argv:\n    case [_, name]:\n        print(name)\n")
+    result = check_bootstrap(str(match))
+    assert result.returncode == 1
+    assert "not Python 3.8 syntax: Pattern matching is only supported in Python 3.10 and greater" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("from jupyter_asgard.bootstrap import HANDSHAKE\n", "imports jupyter_asgard.bootstrap, which is not in"),
+        ("from . import errors\n", "a relative import"),
+        ("import os.path\nimport tomllib\n", "bootstrap.py:2: imports tomllib, which is new in Python 3.11"),
+        ("with (open('a') as a, open('b') as b):\n    pass\n", "Parenthesized context managers are only supported"),
+        ("try:\n    pass\nexcept* OSError:\n    pass\n", "Exception groups are only supported in Python 3.11"),
+        (
+            "def ports() -> dict[str, int]:\n    return {}\n",
+            "bootstrap.py:1: the annotation dict[...] fails on Python 3.8",
+        ),
+        ("PID: int | None = None\n", "bootstrap.py:1: the annotation X | Y fails on Python 3.8"),
+    ],
+)
+def test_check_bootstrap_names_each_problem(
+    bootstrap_problems: Callable[[str], list[str]], source: str, problem: str
+) -> None:
+    assert any(problem in found for found in bootstrap_problems(source)), bootstrap_problems(source)
+
+
+def test_check_bootstrap_accepts_annotations_python_3_8_never_evaluates(
+    bootstrap_problems: Callable[[str], list[str]],
+) -> None:
+    """Postponed (from __future__ import annotations), quoted, or of a local variable."""
+    postponed = "from __future__ import annotations\n\ndef ports() -> dict[str, int]:\n    return {}\n"
+    assert bootstrap_problems(postponed) == []
+    assert bootstrap_problems("def ports() -> 'dict[str, int]':\n    found: dict[str, int] = {}\n") == []
