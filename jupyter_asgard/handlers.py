@@ -77,8 +77,7 @@ class AsgardHandler(ExtensionHandlerMixin, APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every refusal in one JSON shape, also those raised as HTTPError (a body that is no JSON, ...)."""
         error = kwargs.get("exc_info", (None, None, None))[1]
-        message = (error.log_message if isinstance(error, web.HTTPError) and error.log_message else
-                   self._reason)
+        message = error.log_message if isinstance(error, web.HTTPError) and error.log_message else self._reason
         self.set_header("Content-Type", "application/json")
         self.finish({"message": message, "problems": [message]})
 

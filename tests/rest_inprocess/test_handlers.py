@@ -48,15 +48,22 @@ async def test_config_is_the_sites_defaults_and_limits(jp_fetch: Any) -> None:
 async def test_images_are_listed_from_the_sites_directories(jp_fetch: Any, tmp_path: Path) -> None:
     answer = await fetch_json(jp_fetch, "images")
     assert [image["path"] for image in answer["images"]] == [
-        str(tmp_path / "images" / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh")]
+        str(tmp_path / "images" / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh")
+    ]
 
 
-@pytest.mark.parametrize(("body", "words"), [
-    (b"{not json", "the request body is not JSON"),
-    (b"[1, 2]", "must be a JSON object"),
-    (json.dumps({"image": "/enroot/x.sqsh", "gpus": 3}).encode(), "3 GPUs requested but this site allows at most 2"),
-    (json.dumps({"image": "podman://ubuntu"}).encode(), "Pyxis does not take podman:// images"),
-])
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"{not json", "the request body is not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (
+            json.dumps({"image": "/enroot/x.sqsh", "gpus": 3}).encode(),
+            "3 GPUs requested but this site allows at most 2",
+        ),
+        (json.dumps({"image": "podman://ubuntu"}).encode(), "Pyxis does not take podman:// images"),
+    ],
+)
 async def test_validate_refuses_with_the_problem_named(jp_fetch: Any, body: bytes, words: str) -> None:
     status, answer = await refused(jp_fetch, "validate", method="POST", body=body)
     assert status == 400
@@ -71,8 +78,9 @@ async def test_no_kernels_no_jobs_and_a_monitor_that_does_not_poll(jp_fetch: Any
     assert status == 404 and answer["message"]
 
 
-async def test_a_kernelspec_is_not_saved_unchecked_while_slurm_cannot_be_asked(jp_fetch: Any,
-                                                                                jp_data_dir: Path) -> None:
+async def test_a_kernelspec_is_not_saved_unchecked_while_slurm_cannot_be_asked(
+    jp_fetch: Any, jp_data_dir: Path
+) -> None:
     """No Slurm here: partitions and GPUs cannot be checked, so the kernelspec is refused, saying why."""
     body = json.dumps({"display_name": "Mine", "config": {"image": "/enroot/x.sqsh", "gpus": 1}}).encode()
     status, answer = await refused(jp_fetch, "kernelspecs", "mine", method="PUT", body=body)
