@@ -386,16 +386,18 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
                 await self.step.stop()
         finally:
             self.step = None
-            if self.allocation:
+            allocation = self.allocation  # a shutdown may release it while a failed start does too
+            if allocation:
                 try:
-                    await self.allocation.cancel()
+                    await allocation.cancel()
                 except SlurmError as error:
                     self.log.error(
-                        "Kernel %s: could not cancel Slurm job %s: %s", self.kernel_id, self.allocation.job_id, error
+                        "Kernel %s: could not cancel Slurm job %s: %s", self.kernel_id, allocation.job_id, error
                     )
                 if not self.end_state or not keep_row:  # an ended job stays on show (id, state) until shutdown
-                    self.allocation.forget()
-                    self.allocation = None
+                    allocation.forget()
+                    if self.allocation is allocation:
+                        self.allocation = None
 
     # --- derived settings ---------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import secrets
 import socket
 import subprocess
@@ -48,6 +49,7 @@ class JupyterServer:
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.env: dict[str, str] = {}
+        self.terminal: int | None = None  # the terminal's other end, with start(terminal=True)
 
     @property
     def url(self) -> str:
@@ -55,7 +57,7 @@ class JupyterServer:
 
     def start(self, env: dict[str, str] | None = None, timeout: float = 60, terminal: bool = False) -> JupyterServer:
         """terminal: as if run in a terminal of its own: a process group of its own (Ctrl-C goes to all of it)
-        and a stdin the test answers the server's questions on."""
+        and a terminal as stdin (jupyter_server asks before it shuts down only then), answered by answer()."""
         argv = [
             sys.executable,
             "-m",
@@ -71,15 +73,20 @@ class JupyterServer:
             *self.extra_args,
         ]
         self.env = env or dict(os.environ)
+        stdin = None
+        if terminal:
+            self.terminal, stdin = pty.openpty()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
-                stdin=subprocess.PIPE if terminal else None,
+                stdin=stdin,
                 start_new_session=terminal,
             )
+        if stdin is not None:
+            os.close(stdin)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -92,6 +99,11 @@ class JupyterServer:
             time.sleep(0.2)
         raise RuntimeError(f"jupyter {self.app} did not answer within {timeout}s:\n{self.log()}")
 
+    def answer(self, text: str) -> None:
+        """Type text into the server's terminal."""
+        assert self.terminal is not None
+        os.write(self.terminal, text.encode())
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -100,6 +112,9 @@ class JupyterServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.terminal is not None:
+            os.close(self.terminal)
+            self.terminal = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""

@@ -311,11 +311,10 @@ def test_ctrl_c_in_the_servers_terminal_answered_no_leaves_its_kernels_running(
         kernel_id = start_kernel(server)
         job_id = row(server, kernel_id)["job_id"]
         assert execute_via_websocket(server, kernel_id, "print('before')").strip() == "before"
-        assert server.process is not None and server.process.stdin is not None
+        assert server.process is not None
         os.killpg(server.process.pid, signal.SIGINT)
         wait_for(lambda: "Shut down this Jupyter server" in server.log(), 10, "the server's question")
-        server.process.stdin.write(b"n\n")
-        server.process.stdin.flush()
+        server.answer("n\n")
         wait_for(lambda: "resuming operation" in server.log(), 10, "the server carrying on")
         time.sleep(2)  # what the SIGINT would have ended (srun, salloc's lease) has ended by now
         assert execute_via_websocket(server, kernel_id, "print('after')").strip() == "after"

@@ -5,6 +5,7 @@ this suite (pytest-asyncio's); so they run apart, in a few seconds, without a cl
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -28,6 +29,8 @@ def test_the_rest_handlers_answer_and_refuse_in_process() -> None:
             "tests/rest_inprocess",
         ],
         cwd=REPO,
+        # No cluster and no test kernelspecs: the suite's own SLURM_CONF and JUPYTER_PATH stay out.
+        env={name: value for name, value in os.environ.items() if name not in ("SLURM_CONF", "JUPYTER_PATH")},
         capture_output=True,
         text=True,
         timeout=300,
