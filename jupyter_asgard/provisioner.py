@@ -219,8 +219,17 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
 
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
-        info.update(job_id=self.job_id, node=self.node, ports=self._ports)
+        info.update(job_id=self.job_id, node=self.node, ports=self._ports, lost_nodes=self.lost_nodes)
         return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """What another process's provisioner knew of this kernel: where it ran, on which ports (a new start
+        prefers them, so clients keep their connection info) and which nodes to avoid. Not the allocation:
+        it was held by that process, and ends with it."""
+        await super().load_provisioner_info(provisioner_info)
+        self.node = str(provisioner_info.get("node") or "")
+        self._ports = {name: int(port) for name, port in (provisioner_info.get("ports") or {}).items()}
+        self.lost_nodes = [str(node) for node in provisioner_info.get("lost_nodes") or []]
 
     # --- steps of a launch -----------------------------------------------------------
 

@@ -152,3 +152,18 @@ async def test_poll_and_wait_agree_before_a_step_and_after_the_job_ended() -> No
     assert (await provisioner.poll(), await provisioner.wait()) == (0, 0)
     provisioner.exited = True
     assert (await provisioner.poll(), await provisioner.wait()) == (1, 1)
+
+
+async def test_provisioner_info_round_trips_into_another_provisioner() -> None:
+    """jupyter_client's persistence pair: what one provisioner saves, another (another process) loads."""
+    from jupyter_asgard.provisioner import PyxisProvisioner
+
+    first = PyxisProvisioner(kernel_id="k1", kernel_spec=None)
+    first.node, first.lost_nodes = "gpu02", ["gpu01"]
+    first._ports = {"shell_port": 40001, "hb_port": 40005}
+    info = await first.get_provisioner_info()
+    second = PyxisProvisioner(kernel_id="other", kernel_spec=None)
+    await second.load_provisioner_info(info)
+    assert (second.kernel_id, second.node, second.lost_nodes) == ("k1", "gpu02", ["gpu01"])
+    assert second._ports == first._ports
+    assert await second.get_provisioner_info() == info
