@@ -32,6 +32,7 @@ HANDSHAKE = "ASGARD-HANDSHAKE "
 FAILURE = "ASGARD-ERROR "
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 BIND_PATIENCE = 60.0  # seconds to wait for the kernel to listen before leaving the verdict to the provisioner
+KILL_NOW = signal.SIGUSR2  # the provisioner's kill(): the kernel dies at once, the bootstrap cleans up and ends
 KILL_AFTER = 2.0  # seconds a kernel has to end after SIGTERM; the provisioner waits longer (kernel_step.py)
 
 
@@ -78,7 +79,9 @@ def run_kernel(argv: list[str], env: dict[str, str], ports: dict[str, int], anno
     Slurm signals every process of the step (scancel --signal), so the kernel
     gets SIGINT directly; the bootstrap must only survive it.  On SIGTERM the
     kernel gets KILL_AFTER seconds to end before it is killed, so the bootstrap
-    itself still ends before Slurm's KILL and removes the connection file.
+    itself still ends before Slurm's KILL and removes the connection file.  On
+    KILL_NOW (the provisioner's kill) the kernel is killed at once, with no
+    grace, and the bootstrap still removes the file and ends.
     """
     child = subprocess.Popen(argv, env=env)
     stopping: list[float] = []
@@ -91,7 +94,14 @@ def run_kernel(argv: list[str], env: dict[str, str], ports: dict[str, int], anno
             except OSError:
                 pass
 
+    def kill_now(signum: int, frame: FrameType | None) -> None:
+        try:
+            child.kill()
+        except OSError:
+            pass
+
     signal.signal(signal.SIGINT, lambda signum, frame: None)
+    signal.signal(KILL_NOW, kill_now)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
     verdict = await_ports(child, ports)

@@ -19,7 +19,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from .bootstrap import FAILURE, HANDSHAKE, KILL_AFTER
+from .bootstrap import FAILURE, HANDSHAKE, KILL_AFTER, KILL_NOW
 from .errors import KernelStartError
 from .slurm_client import SlurmClient, SlurmError
 
@@ -27,6 +27,7 @@ READ_CHUNK = 64 * 1024
 MAX_LINE = 16 * 1024  # what the server log and a start error keep of one line of srun's output
 PORT_TAKEN = "Address already in use"  # zmq's words (EADDRINUSE), as the kernel prints them
 TERM_PATIENCE = KILL_AFTER + 1.5  # the bootstrap kills a kernel that ignores TERM after KILL_AFTER
+KILL_NOW_PATIENCE = 1.5  # the bootstrap kills the kernel at once on KILL_NOW, then removes its file and ends
 
 OUTPUT_HINTS = {
     "No module named ipykernel": "the image has no ipykernel: choose an image with Jupyter (NGC PyTorch has it), "
@@ -143,11 +144,20 @@ class KernelStep:
             await self.client.scancel(self.job_id, self.step_id, name)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """End the step: TERM first, so the bootstrap removes the connection file holding the session key,
-        then KILL; kill srun itself only if Slurm cannot be reached."""
+        """End the step politely: TERM first, so the kernel may end by itself and the bootstrap removes the
+        connection file holding the session key, then KILL; kill srun itself only if Slurm cannot be reached."""
+        await self._end(("TERM", TERM_PATIENCE), ("KILL", grace))
+
+    async def kill(self, grace: float = 10.0) -> None:
+        """End the kernel at once (jupyter_client's kill): the bootstrap kills it with no grace, removes the
+        connection file and ends; Slurm's KILL follows only if the step lingers."""
+        await self._end((KILL_NOW.name.removeprefix("SIG"), KILL_NOW_PATIENCE), ("KILL", grace))
+
+    async def _end(self, *signals: tuple[str, float]) -> None:
+        """Each signal in turn, through Slurm, until the step has ended within its patience."""
         if self.process is None:
             return
-        for name, patience in (("TERM", TERM_PATIENCE), ("KILL", grace)):
+        for name, patience in signals:
             if self.poll() is not None:
                 break
             await self._deliver(name)

@@ -193,8 +193,9 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
             await self.step.signal(_signal_name(signum))
 
     async def kill(self, restart: bool = False) -> None:
+        """At once, as LocalProvisioner's SIGKILL; terminate() is the polite one."""
         if self.step:
-            await self.step.stop()
+            await self.step.kill()
 
     async def terminate(self, restart: bool = False) -> None:
         if self.step:

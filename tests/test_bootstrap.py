@@ -5,9 +5,11 @@ And dev/check-bootstrap, which keeps the bootstrap runnable by an image's python
 from __future__ import annotations
 
 import runpy
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -176,3 +178,30 @@ def test_check_bootstrap_accepts_annotations_python_3_8_never_evaluates(
     postponed = "from __future__ import annotations\n\ndef ports() -> dict[str, int]:\n    return {}\n"
     assert bootstrap_problems(postponed) == []
     assert bootstrap_problems("def ports() -> 'dict[str, int]':\n    found: dict[str, int] = {}\n") == []
+
+
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+
+
+def test_kill_now_ends_a_kernel_that_ignores_term_at_once_and_removes_its_connection_file(tmp_path: Path) -> None:
+    """The provisioner's kill(): no grace for the kernel, and still no session key left in a file."""
+    source = (Path(bootstrap.__file__)).read_text()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TMPDIR": str(tmp_path),
+        "ASGARD_KERNEL_KEY": "k" * 32,
+        "SLURM_LAUNCH_NODE_IPADDR": "127.0.0.1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", source, sys.executable, "-c", STUBBORN],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 10
+    while not list(tmp_path.glob("asgard-kernel-*/kernel.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob("asgard-kernel-*/kernel.json")), "the bootstrap wrote no connection file"
+    process.send_signal(bootstrap.KILL_NOW)
+    assert process.wait(timeout=5) == 128 + signal.SIGKILL
+    assert list(tmp_path.iterdir()) == []

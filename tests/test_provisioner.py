@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -339,3 +341,23 @@ async def test_a_line_of_300_kb_on_stdout_leaves_the_kernel_answering_and_its_sh
     finally:
         await asyncio.wait_for(km.shutdown_kernel(), 30)
     assert wait_until_no_kernel_jobs() == []
+
+
+async def test_kill_ends_the_kernel_at_once_without_the_polite_term(
+    slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    """shutdown_kernel(now=True) is jupyter_client's kill: like LocalProvisioner's SIGKILL, the kernel gets no
+    TERM to clean up after (terminate() is the polite one)."""
+    marker = slurm_cluster.netscratch / getpass.getuser() / f"term-{uuid.uuid4().hex}"
+    km = await start("asgard-test", tmp_path)
+    try:
+        code = (
+            "import signal, pathlib\n"
+            f"signal.signal(signal.SIGTERM, lambda *_: pathlib.Path({str(marker)!r}).write_text('term'))\n"
+            "print('armed')"
+        )
+        assert (await execute(km, code))["stdout"].strip() == "armed"
+    finally:
+        await km.shutdown_kernel(now=True)
+    assert wait_until_no_kernel_jobs() == []
+    assert not marker.exists()
