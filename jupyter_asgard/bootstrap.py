@@ -2,12 +2,18 @@
 
 It is sent as ``python3 -c <this source> KERNEL_ARGV...`` so that nothing has to
 be installed in the image and no filesystem has to be shared with the Jupyter
-server.  It binds the kernel's ports on the compute node itself (preferring the
+server.  It picks the kernel's ports on the compute node itself (preferring the
 ports of the previous run, so clients stay connected through a restart), writes
 the connection file where only this user can read it, runs the kernel, and
-once the kernel listens on those ports tells the provisioner the address and
-ports in one line on stdout (srun relays it).  The session key arrives in the environment only and is removed from
-the kernel's own environment.
+once the kernel listens tells the provisioner the address, the ports and how
+the kernel is encrypted in one line on stdout (srun relays it).  The session key
+and the CurveZMQ keys arrive in the environment only and are removed from the
+kernel's own environment.
+
+With CurveZMQ keys, curve_proxy.py first says whether the kernel encrypts by
+itself ("curve": the keys go into the connection file) or not ("curve-proxy":
+the kernel binds on ipc in this private directory and the proxy listens on the
+node's ports in its place).
 """
 
 from __future__ import annotations  # annotations stay unevaluated text: Python 3.8 cannot evaluate list[str]
@@ -31,6 +37,7 @@ if TYPE_CHECKING:  # for mypy only: at run time the bootstrap imports nothing it
 HANDSHAKE = "ASGARD-HANDSHAKE "
 FAILURE = "ASGARD-ERROR "
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+ENCRYPTION_VARIABLES = ("ASGARD_CURVE_PUBLICKEY", "ASGARD_CURVE_SECRETKEY")
 BIND_PATIENCE = 60.0  # seconds to wait for the kernel to listen before leaving the verdict to the provisioner
 KILL_NOW = signal.SIGUSR2  # the provisioner's kill(): the kernel dies at once, the bootstrap cleans up and ends
 KILL_AFTER = 2.0  # seconds a kernel has to end after SIGTERM; the provisioner waits longer (kernel_step.py)
@@ -59,20 +66,77 @@ def reserve_ports(ip: str, preferred: Mapping[str, Any]) -> dict[str, int]:
     return ports
 
 
-def write_connection_file(info: dict[str, Any]) -> tuple[str, str]:
-    directory = tempfile.mkdtemp(prefix="asgard-kernel-")
+def write_connection_file(directory: str, info: dict[str, Any]) -> str:
     path = os.path.join(directory, "kernel.json")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(info, handle)
-    return directory, path
+    return path
+
+
+def kernel_python(argv: list[str]) -> str:
+    """The kernel's own python where argv starts one (its pyzmq and ipykernel count), else the bootstrap's."""
+    name = os.path.basename(argv[0])
+    if name == "python" or (name.startswith("python") and name[6:].replace(".", "").isdigit()):
+        return shutil.which(argv[0]) or sys.executable
+    return sys.executable
+
+
+def runs_ipykernel(argv: list[str]) -> bool:
+    return any(argv[i] == "-m" and argv[i + 1].startswith("ipykernel") for i in range(len(argv) - 1))
+
+
+def start_encryption(argv: list[str], ip: str, ports: dict[str, int], ipc: str) -> tuple[str, Any]:
+    """How the kernel is encrypted ("curve", "curve-proxy" or "none") and the proxy process, if any.
+
+    Where the image cannot encrypt (no CurveZMQ in its pyzmq), "auto" starts the kernel unencrypted and
+    "required" fails the start."""
+    if not all(os.environ.get(name) for name in ENCRYPTION_VARIABLES):
+        return "none", None
+    config = dict(ip=ip, ports=ports, ipc=ipc, ipykernel=runs_ipykernel(argv))
+    helper = subprocess.Popen(
+        [kernel_python(argv), "-c", os.environ.get("ASGARD_CURVE_PROXY", ""), json.dumps(config)],
+        stdout=subprocess.PIPE,
+        cwd="/",  # with -c the working directory is on sys.path: a notebook's own zmq.py must not count
+        universal_newlines=True,
+    )
+    assert helper.stdout is not None
+    word = helper.stdout.readline().strip()
+    if word == "ready":
+        return "curve-proxy", helper
+    helper.wait()
+    if word == "native":
+        return "curve", None
+    if word.startswith(FAILURE):
+        fail(word[len(FAILURE) :])
+    why = word[len("no-curve ") :] if word.startswith("no-curve ") else "its encrypting proxy did not start"
+    if os.environ.get("ASGARD_ENCRYPTION") == "required":
+        fail(
+            "this site requires encrypted kernels, but the image cannot encrypt: {}. Use an image whose pyzmq "
+            "has CurveZMQ (pip's pyzmq wheels do) or ipykernel >= 7.4".format(why)
+        )
+    print("jupyter-asgard: the kernel is not encrypted: the image cannot: {}".format(why), file=sys.stderr)
+    return "none", None
+
+
+def connection_info(mode: str, ip: str, ports: dict[str, int], ipc: str) -> dict[str, Any]:
+    """What the kernel binds: the node's ports (with the Curve keys for a kernel that encrypts itself), or
+    ipc sockets in the private directory, numbered 1 to 5, behind the proxy."""
+    if mode == "curve-proxy":
+        return dict({name: number for number, name in enumerate(PORT_NAMES, start=1)}, transport="ipc", ip=ipc)
+    info: dict[str, Any] = dict(ports, transport="tcp", ip=ip)
+    if mode == "curve":
+        info.update(
+            curve_publickey=os.environ[ENCRYPTION_VARIABLES[0]], curve_secretkey=os.environ[ENCRYPTION_VARIABLES[1]]
+        )
+    return info
 
 
 def kernel_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if not name.startswith("ASGARD_")}
 
 
-def run_kernel(argv: list[str], env: dict[str, str], ports: dict[str, int], announce: Callable[[], None]) -> int:
+def run_kernel(argv: list[str], env: dict[str, str], ready: Callable[[Any], str], announce: Callable[[], None]) -> int:
     """Run the kernel as a child so its connection file can be removed when it ends; announce it once it
     listens on its ports.
 
@@ -104,7 +168,7 @@ def run_kernel(argv: list[str], env: dict[str, str], ports: dict[str, int], anno
     signal.signal(KILL_NOW, kill_now)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
-    verdict = await_ports(child, ports)
+    verdict = ready(child)
     if verdict == "ready":
         announce()
     elif verdict != "ended":
@@ -188,6 +252,16 @@ def port_state(pid: int, ports: Mapping[str, int]) -> tuple[set[int], set[int]]:
     return missing, {port for port in ports.values() if port in listening and listening[port] not in ours}
 
 
+def await_ipc(child: subprocess.Popen[Any], paths: list[str]) -> str:
+    """Until the kernel has bound its ipc sockets (behind the proxy): "ready", or "ended" if it ended first."""
+    deadline = time.monotonic() + BIND_PATIENCE
+    while child.poll() is None:
+        if all(os.path.exists(path) for path in paths) or time.monotonic() > deadline:
+            return "ready"
+        time.sleep(0.02)
+    return "ended"
+
+
 def await_ports(child: subprocess.Popen[Any], ports: Mapping[str, int]) -> str:
     """Until the kernel listens on all its ports: "ready"; "ended" if it ended first, else which ports
     another process took (both happen when a neighbour took a port: the provisioner starts again)."""
@@ -240,28 +314,38 @@ def main() -> None:
             127,
         )
     ports = reserve_ports(ip, json.loads(os.environ.get("ASGARD_KERNEL_PORTS") or "{}"))
-    info = dict(
-        ports,
-        ip=ip,
-        transport="tcp",
-        key=key,
-        signature_scheme=os.environ.get("ASGARD_SIGNATURE_SCHEME", "hmac-sha256"),
-        kernel_name=os.environ.get("ASGARD_KERNEL_NAME", ""),
-    )
-    directory, path = write_connection_file(info)
-    argv = [arg.replace("{connection_file}", path) for arg in argv]
-    handshake = dict(
-        ports,
-        ip=ip,
-        node=os.environ.get("SLURMD_NODENAME", ""),
-        step=os.environ.get("SLURM_STEP_ID", ""),
-        pid=os.getpid(),
-    )
+    directory = tempfile.mkdtemp(prefix="asgard-kernel-")  # 0700: the connection file and the ipc sockets
+    ipc = os.path.join(directory, "kernel")
+    proxy = None
     try:
+        mode, proxy = start_encryption(argv, ip, ports, ipc)
+        info = dict(
+            connection_info(mode, ip, ports, ipc),
+            key=key,
+            signature_scheme=os.environ.get("ASGARD_SIGNATURE_SCHEME", "hmac-sha256"),
+            kernel_name=os.environ.get("ASGARD_KERNEL_NAME", ""),
+        )
+        path = write_connection_file(directory, info)
+        argv = [arg.replace("{connection_file}", path) for arg in argv]
+        handshake = dict(
+            ports,
+            ip=ip,
+            encryption=mode,
+            node=os.environ.get("SLURMD_NODENAME", ""),
+            step=os.environ.get("SLURM_STEP_ID", ""),
+            pid=os.getpid(),
+        )
+        ipc_paths = ["{}-{}".format(ipc, info[name]) for name in PORT_NAMES]
         code = run_kernel(
-            argv, kernel_environment(), ports, lambda: print(HANDSHAKE + json.dumps(handshake), flush=True)
+            argv,
+            kernel_environment(),
+            lambda child: await_ipc(child, ipc_paths) if proxy else await_ports(child, ports),
+            lambda: print(HANDSHAKE + json.dumps(handshake), flush=True),
         )
     finally:
+        if proxy is not None:
+            proxy.kill()
+            proxy.wait()
         shutil.rmtree(directory, ignore_errors=True)
     sys.exit(128 - code if code < 0 else code)
 

@@ -52,6 +52,7 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
         time_left_seconds=duration_seconds(info.time_left) if info else None,
         image=provisioner.launch.image if provisioner.launch else provisioner.image,
         slurm_reachable=monitor.reachable,
+        encryption=provisioner.encryption,
     )
     # The handler turns the notebook's server-side name into row.path (jupyter_server's sessions know it).
     return {**row.to_json(), "session_name": provisioner.session_name}

@@ -55,6 +55,9 @@ class KernelRow:
     image: str = ""
     slurm_reachable: bool = True
     path: str = ""  # the notebook's path relative to the server root
+    # How the kernel's traffic goes (encryption.MODES): "curve" (the kernel's own CurveZMQ), "curve-proxy"
+    # (CurveZMQ through the proxy in its container), "none" (in the clear); "" until it has started.
+    encryption: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

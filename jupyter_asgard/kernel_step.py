@@ -99,11 +99,14 @@ class KernelStep:
             else f"the kernel's container did not start within {timeout:.0f}s"
         )
 
-    async def wait_ready(self, timeout: float) -> None:
-        """Until the kernel echoes on its heartbeat port, or the step ends."""
+    async def wait_ready(self, timeout: float, curve: tuple[bytes, bytes] | None = None) -> None:
+        """Until the kernel echoes on its heartbeat port, or the step ends. curve: the kernel's key pair
+        (public, secret), with which jupyter_client's clients connect to an encrypted kernel too."""
         context = zmq.asyncio.Context.instance()
         socket = context.socket(zmq.REQ)
         socket.linger = 0
+        if curve:
+            socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = curve[0], curve[0], curve[1]
         socket.setsockopt(zmq.RECONNECT_IVL, 10)  # the kernel binds moments from now: retry fast
         socket.connect(f"tcp://{self.handshake['ip']}:{self.handshake['hb_port']}")
         try:

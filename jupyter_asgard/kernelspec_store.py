@@ -44,6 +44,7 @@ def build_kernelspec(display_name: str, config: Mapping[str, Any]) -> dict[str, 
         "language": "python",
         "interrupt_mode": "message",
         "metadata": {
+            "supported_encryption": ["curve"],  # every Asgard kernel is encrypted, an old ipykernel by the proxy
             "kernel_provisioner": {"provisioner_name": PROVISIONER_NAME, "config": dict(config)},
             MARKER: {"created_by": "jupyter-asgard"},
         },

@@ -21,13 +21,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, cast
 
+import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets.config import Configurable
 
-from . import bootstrap
+from . import bootstrap, curve_proxy
 from .allocation import Allocation
 from .container_starts import CONTAINER_STARTS
+from .encryption import encryption_problem, stricter, wants_curve
 from .errors import KernelStartError
 from .kernel_address import address, keep_connection_file, rewatch_activity
 from .kernel_env import STEERING_PREFIXES, steering_names, step_environment
@@ -41,6 +43,7 @@ from .slurm_client import SlurmError, SlurmNotFound
 from .slurm_commands import holder_comment
 
 BOOTSTRAP_SOURCE = Path(bootstrap.__file__).read_text()
+CURVE_PROXY_SOURCE = Path(curve_proxy.__file__).read_text()
 PORT_NAMES = bootstrap.PORT_NAMES
 PORT_ATTEMPTS = 3  # starts on fresh ports when a kernel starting beside this one took a port first
 
@@ -109,6 +112,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
         self._ports: dict[str, int] = {}
         self._moved = False  # the last launch came back at another address than the one before
         self._shutting_down = False
+        self.encryption = ""  # how the running kernel's traffic goes (encryption.MODES), once it has started
 
     # --- what the UI reads ---------------------------------------------------------
 
@@ -254,6 +258,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
             ) from None
         config, refused = await check_launch(config, self, self.site_partition, self.launch_dir)
         problems += refused
+        problem = encryption_problem(self._encryption_policy(), self.kernel_spec, self._kernel_name())
+        problems += [problem] if problem else []
         steering = steering_names(getattr(self.kernel_spec, "env", None) or {})
         if steering:
             problems.append(
@@ -335,6 +341,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
         assert self.launch is not None and self.allocation is not None and self.parent is not None
         session = self.parent.session
         kernelspec_env = {name: env[name] for name in self.kernel_spec.env if name in env}
+        curve = self._curve_keys()
         step_env = step_environment(
             env,
             kernelspec_env,
@@ -343,6 +350,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
                 "ASGARD_SIGNATURE_SCHEME": session.signature_scheme,
                 "ASGARD_KERNEL_PORTS": json.dumps(self._ports),
                 "ASGARD_KERNEL_NAME": self._kernel_name(),
+                **self._curve_environment(curve),
             },
         )
         argv = kernel_step_argv(
@@ -369,8 +377,13 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
         async with CONTAINER_STARTS.starting(self.allocation.node, name) if name else nullcontext():
             handshake = await self.step.start(argv, step_env, self.start_timeout)
         self.node = handshake["node"]
-        await self.step.wait_ready(self.start_timeout)
-        self.log.info("Kernel %s: running on %s (%s)", self.kernel_id, self.node, handshake["ip"])
+        self.encryption = str(handshake.get("encryption") or "none")
+        curve = curve if self.encryption != "none" else None
+        self._hold_curve_keys(curve)
+        await self.step.wait_ready(self.start_timeout, curve)
+        self.log.info(
+            "Kernel %s: running on %s (%s), encryption: %s", self.kernel_id, self.node, handshake["ip"], self.encryption
+        )
         self._ports = {name: int(handshake[name]) for name in PORT_NAMES}
         previous = address(self.connection_info)
         info: dict[str, Any] = {
@@ -381,6 +394,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
             "signature_scheme": session.signature_scheme,
             "kernel_name": self._kernel_name(),
         }
+        if curve:
+            info.update(curve_publickey=curve[0].decode(), curve_secretkey=curve[1].decode())
         self.connection_info = cast(KernelConnectionInfo, info)  # mypy reads no TypedDict from **self._ports
         self._moved = bool(previous) and previous != address(self.connection_info)
         return self.connection_info
@@ -408,6 +423,39 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
                     allocation.forget()
                     if self.allocation is allocation:
                         self.allocation = None
+
+    # --- encryption ---------------------------------------------------------------------
+
+    def _encryption_policy(self) -> str:
+        """The stricter of jupyter_client's policy (the kernel manager's) and the site's."""
+        return stricter(getattr(self.parent, "transport_encryption", "disabled"), self.transport_encryption)
+
+    def _curve_keys(self) -> tuple[bytes, bytes] | None:
+        """The kernel's Curve key pair (public, secret) where the policy and kernelspec ask for one: the kernel
+        manager's, kept across restarts as the session key is (clients keep their connection info), else new."""
+        if not wants_curve(self._encryption_policy(), self.kernel_spec):
+            return None
+        public, secret = getattr(self.parent, "curve_publickey", None), getattr(self.parent, "curve_secretkey", None)
+        if public and secret:
+            return public, secret
+        return zmq.curve_keypair()
+
+    def _curve_environment(self, curve: tuple[bytes, bytes] | None) -> dict[str, str]:
+        """The keys and the proxy for the bootstrap: in the step's environment only, never on a command line."""
+        if curve is None:
+            return {}
+        return {
+            "ASGARD_CURVE_PUBLICKEY": curve[0].decode(),
+            "ASGARD_CURVE_SECRETKEY": curve[1].decode(),
+            "ASGARD_ENCRYPTION": self._encryption_policy(),
+            "ASGARD_CURVE_PROXY": CURVE_PROXY_SOURCE,
+        }
+
+    def _hold_curve_keys(self, curve: tuple[bytes, bytes] | None) -> None:
+        """Give the kernel manager the keys the kernel runs with, or none for a kernel in the clear:
+        jupyter_client's load_connection_info never drops keys of an earlier start."""
+        if self.parent is not None and hasattr(self.parent, "curve_publickey"):
+            self.parent.curve_publickey, self.parent.curve_secretkey = curve or (None, None)
 
     # --- derived settings ---------------------------------------------------------------
 

@@ -16,9 +16,10 @@ from dataclasses import fields
 from typing import Any
 
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Float, Int, List, Unicode
+from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode
 from traitlets.config import Configurable
 
+from .encryption import POLICIES
 from .launch_config import LaunchConfig, path_problems, policy_problems, with_site_partition
 from .launch_plan import workdir_problems
 
@@ -74,6 +75,15 @@ class SitePolicy(LaunchSettings):  # type: ignore[misc, valid-type]
         help="Run kernels in Pyxis containers. False only on a cluster without Pyxis (a "
         "demo cluster where enroot cannot run): kernels then run with the node's own python3 in "
         "the notebook's directory, and image, mounts and container settings have no effect.",
+    ).tag(config=True)
+
+    transport_encryption = CaselessStrEnum(
+        list(POLICIES),
+        "auto",
+        help="CurveZMQ encryption of Asgard kernels' traffic, as jupyter_client's "
+        "c.KernelManager.transport_encryption (the stricter of the two applies): 'auto' encrypts every "
+        "kernel whose kernelspec declares metadata.supported_encryption ['curve'] (Asgard's do), "
+        "'required' refuses to start any other, 'disabled' leaves the kernel's ports in the clear.",
     ).tag(config=True)
 
     @classmethod

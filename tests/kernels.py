@@ -44,9 +44,11 @@ class KernelSpecs:
         interrupt_mode: str = "message",
         env: dict[str, str] | None = None,
         argv: list[str] | None = None,
+        encryption: bool = True,
         **config: Any,
     ) -> str:
-        """A kernelspec named name: the base config with overrides (a value of None removes a key)."""
+        """A kernelspec named name: the base config with overrides (a value of None removes a key); it declares
+        CurveZMQ support, as Asgard's kernelspecs do, unless encryption is False."""
         merged = {**self.base_config(), **config}
         if "image" in config and "container_name" not in config:  # a named container keeps its first image
             image_hash = hashlib.sha256(str(config["image"]).encode()).hexdigest()[:8]
@@ -58,10 +60,11 @@ class KernelSpecs:
             "interrupt_mode": interrupt_mode,
             "env": env or {},
             "metadata": {
+                **({"supported_encryption": ["curve"]} if encryption else {}),
                 "kernel_provisioner": {
                     "provisioner_name": "pyxis-provisioner",
                     "config": {key: value for key, value in merged.items() if value is not None},
-                }
+                },
             },
         }
         directory = self.kernels_dir / name

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 
 from jupyter_asgard.errors import KernelStartError
@@ -36,7 +38,7 @@ print(json.dumps({
     "job": os.environ.get("SLURM_JOB_ID"),
     "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
     "cwd": os.getcwd(),
-    "ip": json.loads(get_connection_info())["ip"],
+    "listens": {k: v for k, v in json.loads(get_connection_info()).items() if k in ("transport", "ip")},
     "leaked": sorted(k for k in os.environ if k.startswith(("JUPYTER", "VIRTUAL_ENV", "ASGARD_", "PYTHONPATH"))),
 }))
 """
@@ -60,11 +62,18 @@ def test_notebook_runs_on_a_gpu_node_in_its_container(
             nbformat.v4.new_code_cell(CONTAINER_PROBE),
         ]
     )
-    client = NotebookClient(nb, kernel_name="asgard-test", timeout=60, resources={"metadata": {"path": str(workdir)}})
-    client.execute()
+    km = AsyncKernelManager(kernel_name="asgard-test")
+    client = NotebookClient(nb, km=km, timeout=60, resources={"metadata": {"path": str(workdir)}})
+    try:
+        client.execute()
+    finally:
+        run_sync(km.shutdown_kernel)()  # a kernel manager of its own: nbclient leaves it running
     probe = json.loads(nb.cells[0].outputs[0]["text"])
     assert probe["node"] in NODES
-    assert probe["ip"] == slurm_cluster.node_addr(probe["node"]) != slurm_cluster.controller_addr
+    assert km.ip == slurm_cluster.node_addr(probe["node"]) != slurm_cluster.controller_addr
+    # ipykernel 6 cannot encrypt: it listens on ipc in the bootstrap's private directory, behind the proxy
+    assert probe["listens"]["transport"] == "ipc" and probe["listens"]["ip"].startswith("/tmp/asgard-kernel-")
+    assert km.curve_publickey is not None
     assert probe["gpus"] in {"0", "1"}
     assert probe["cwd"] == str(workdir)
     assert probe["leaked"] == []
@@ -304,7 +313,6 @@ def test_command_line_notebook_runners(kernelspecs: KernelSpecs, tmp_path: Path,
 async def test_site_configuration_sets_defaults_and_limits_that_kernelspecs_override(
     kernelspecs: KernelSpecs, tmp_path: Path
 ) -> None:
-    from jupyter_client.manager import AsyncKernelManager
     from traitlets.config import Config
 
     site = Config({"PyxisProvisioner": {"partition": "debug", "max_gpus": 1}})

@@ -39,6 +39,8 @@ export interface IKernelRow {
   slurm_reachable: boolean;
   /** The notebook's path relative to the server root, also while the kernel waits in the queue. */
   path: string;
+  /** How the kernel's traffic goes: "curve", "curve-proxy", "none"; empty until it has started. */
+  encryption: string;
 }
 
 export interface IKernelsReply {

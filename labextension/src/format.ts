@@ -215,6 +215,16 @@ export function imageName(image: string): string {
   return notebookName(image).replace(/\.sqsh$/, '');
 }
 
+/** How a kernel's traffic goes, in words for the side panel ("" before it has started). */
+export function encryptionWords(encryption: string): string {
+  const words: { [mode: string]: string } = {
+    curve: 'encrypted (CurveZMQ)',
+    'curve-proxy': 'encrypted (CurveZMQ, through a proxy in the container)',
+    none: 'not encrypted'
+  };
+  return words[encryption] ?? encryption;
+}
+
 function joined(...parts: string[]): string {
   return parts.filter(part => part).join(', ');
 }

@@ -11,6 +11,7 @@ import { IKernelRow, IPartition } from './api';
 import {
   freeGpuWords,
   gpuWords,
+  encryptionWords,
   imageName,
   nodeWords,
   notebookName,
@@ -36,7 +37,7 @@ interface ICard {
   button: HTMLButtonElement;
 }
 
-const FIELDS = ['Node', 'GPUs', 'Time left', 'Image', 'Job'];
+const FIELDS = ['Node', 'GPUs', 'Time left', 'Image', 'Job', 'Traffic'];
 
 export class AsgardPanel extends Widget {
   constructor(options: IPanelOptions) {
@@ -265,7 +266,8 @@ function updateCard(card: ICard, row: IKernelRow, shuttingDown: boolean): void {
     GPUs: gpuWords(row.gpus) || 'none',
     'Time left': (phaseOf(row.state) === 'running' && timeLeft(row)) || '—',
     Image: imageName(row.image) || '—',
-    Job: row.job_id ? `${row.job_id}${row.partition ? `, partition ${row.partition}` : ''}` : 'not submitted yet'
+    Job: row.job_id ? `${row.job_id}${row.partition ? `, partition ${row.partition}` : ''}` : 'not submitted yet',
+    Traffic: encryptionWords(row.encryption) || '—'
   };
   for (const label of FIELDS) {
     card.fields[label].textContent = values[label];

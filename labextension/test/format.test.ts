@@ -7,6 +7,7 @@ import type { IKernelRow } from '../src/api';
 import {
   describe,
   duration,
+  encryptionWords,
   freeGpuWords,
   gpuWords,
   imageName,
@@ -38,6 +39,7 @@ function row(changes: Partial<IKernelRow> = {}): IKernelRow {
     image: '/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh',
     slurm_reachable: true,
     path: 'projects/analysis.ipynb',
+    encryption: 'curve-proxy',
     ...changes
   };
 }
@@ -210,5 +212,14 @@ group('alerts', () => {
     );
     assert.match(vanishedAlert(row({ time_left_seconds: 20 })).message, /ended \(time limit\)/);
     assert.match(vanishedAlert(row({ path: '' })).message, /^Asgard kernel Asgard PyTorch:/);
+  });
+});
+
+group('encryptionWords', () => {
+  test('each way a kernel’s traffic goes, and nothing before it has started', () => {
+    assert.equal(encryptionWords('curve'), 'encrypted (CurveZMQ)');
+    assert.equal(encryptionWords('curve-proxy'), 'encrypted (CurveZMQ, through a proxy in the container)');
+    assert.equal(encryptionWords('none'), 'not encrypted');
+    assert.equal(encryptionWords(''), '');
   });
 });

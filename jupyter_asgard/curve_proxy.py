@@ -1,0 +1,136 @@
+"""Runs inside the kernel's container beside the bootstrap, with the kernel's own python3 and pyzmq.
+
+An Asgard kernel listens on the compute node, where any user of the cluster can
+reach its ports. Encrypted with CurveZMQ, nobody without the kernel's keys can
+read or send it anything. ipykernel encrypts by itself from 7.4 on; older ones
+(NGC PyTorch 23.12 has ipykernel 6) do not, so for those the kernel binds on
+ZMQ's ``ipc`` transport in the bootstrap's private ``0700`` directory and this
+process listens on the node's address in its place, as a Curve server, one
+socket per channel, relaying to the kernel's sockets. The Jupyter server's side
+does not change: jupyter_client connects as a Curve client either way.
+
+Started by the bootstrap as ``PYTHON -c <this source> CONFIG_JSON`` with the
+keys in its environment (``ASGARD_CURVE_*``, never on a command line), it says
+on stdout, in one line, which path the kernel takes:
+
+- ``native``: the kernel's ipykernel speaks Curve itself; this process ends;
+- ``no-curve <why>``: this pyzmq cannot encrypt; this process ends;
+- ``ready``: the proxy listens on every port and relays until the bootstrap ends it;
+- the bootstrap's failure prefix and why (a port another process took, ...).
+
+Routing through the relay: a ROUTER in front (as the kernel's own sockets are)
+and a DEALER behind keep each client's identity in the envelope. The kernel
+addresses a cell's ``input_request`` on stdin to the identities of the shell
+request that ran it, so the DEALERs behind shell and stdin present one and the
+same identity to the kernel. IOPub goes through an XPUB/XSUB pair, which passes
+each client's subscription on to the kernel, and the heartbeat through a
+ROUTER/DEALER pair like the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+FAILURE = "ASGARD-ERROR "  # the bootstrap's prefix: srun relays it to the provisioner
+NATIVE_IPYKERNEL = (7, 4)  # ipykernel binds as a Curve server when the connection file carries keys
+CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+# Signals Slurm sends every process of the step: they are the kernel's; the bootstrap ends this one.
+IGNORED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
+def ipykernel_version() -> tuple[int, ...]:
+    """The version of the ipykernel this python imports, from its metadata (importing it takes a second)."""
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            stem, _, suffix = name.rpartition(".")
+            package, _, version = stem.partition("-")
+            if package.lower() == "ipykernel" and suffix in ("dist-info", "egg-info"):
+                return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    return ()
+
+
+def no_curve() -> str:
+    """Why this pyzmq cannot encrypt, or "" if it can."""
+    try:
+        import zmq
+    except ImportError as error:
+        return "pyzmq cannot be imported ({})".format(error)
+    if zmq.has("curve"):
+        return ""
+    return "its pyzmq {} (libzmq {}) was built without CurveZMQ".format(zmq.__version__, zmq.zmq_version())
+
+
+def proxy_sockets(context: Any, config: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """Bind the front sockets on the node's ports as Curve servers and connect the back ones to the kernel."""
+    import zmq
+
+    kinds = {"iopub_port": (zmq.XPUB, zmq.XSUB)}
+    identity = os.urandom(16)  # one identity behind shell and stdin: input requests follow the shell's route
+    pairs = []
+    for index, channel in enumerate(CHANNELS, start=1):
+        front_kind, back_kind = kinds.get(channel, (zmq.ROUTER, zmq.DEALER))
+        front = context.socket(front_kind)
+        front.curve_server = True
+        front.curve_secretkey = os.environ["ASGARD_CURVE_SECRETKEY"].encode()
+        front.curve_publickey = os.environ["ASGARD_CURVE_PUBLICKEY"].encode()
+        if front_kind == zmq.XPUB:
+            front.setsockopt(zmq.XPUB_VERBOSE, 1)  # every client's subscription reaches the kernel
+        front.linger = 1000
+        front.bind("tcp://{}:{}".format(config["ip"], config["ports"][channel]))
+        back = context.socket(back_kind)
+        if channel in ("shell_port", "stdin_port"):
+            back.identity = identity
+        back.setsockopt(zmq.RECONNECT_IVL, 10)  # the kernel binds moments from now
+        back.linger = 1000
+        back.connect("ipc://{}-{}".format(config["ipc"], index))
+        pairs.append((front, back))
+    return pairs
+
+
+def relay(config: dict[str, Any]) -> None:
+    import zmq
+
+    context = zmq.Context()
+    try:
+        pairs = proxy_sockets(context, config)
+    except zmq.ZMQError as error:
+        print("{}the kernel's encrypting proxy cannot listen: {}".format(FAILURE, error), flush=True)
+        sys.exit(1)
+    for front, back in pairs:
+        threading.Thread(target=zmq.proxy, args=(front, back), daemon=True).start()
+    print("ready", flush=True)
+    parent = os.getppid()
+    while os.getppid() == parent:  # the bootstrap ends this process; were it killed, so is this one
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def main() -> None:
+    for name in IGNORED:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    config = json.loads(sys.argv[1])
+    if config.get("ipykernel") and ipykernel_version() >= NATIVE_IPYKERNEL:
+        print("native", flush=True)
+        return
+    why = no_curve()
+    if why:
+        print("no-curve " + why, flush=True)
+        return
+    relay(config)
+
+
+if __name__ == "__main__":
+    main()
