@@ -61,4 +61,4 @@ def test_container_panel_notebook_shows_the_panel(
     ]
     assert len(views) == 1
     printed = "".join(output.get("text", "") for output in notebook.cells[3].outputs)
-    assert printed.startswith("3 images; 2 partitions")
+    assert printed.startswith("4 images; 2 partitions")

@@ -456,7 +456,7 @@ def _demo_notebooks_run_to_the_end(root: Path, notebooks: Path, jupyter_env: dic
     assert "3 rows, columns: sepal_length" in outputs["hello-asgard.ipynb"]
     assert "datasets mount is read-only: Read-only file system" in outputs["hello-asgard.ipynb"]
     assert (notebooks / "asgard-example" / "petal_length_by_species.csv").exists()
-    assert outputs["container-panel.ipynb"].startswith("3 images; 2 partitions")
+    assert outputs["container-panel.ipynb"].startswith("4 images; 2 partitions")
 
 
 @runs("pip install ./jupyter-asgard")

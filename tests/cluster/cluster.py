@@ -195,6 +195,12 @@ class LocalCluster:
     def node_addr(self, node: str) -> str:
         return "127.0.0.1" if self.loopback else f"10.213.{self.state.slot}.{11 + NODES.index(node)}"
 
+    def node_namespace(self, node: str) -> str:
+        """The name of the node's network namespace (`ip netns exec NAME ...`); none in loopback mode."""
+        if self.loopback:
+            raise ValueError("a loopback cluster's nodes have no network namespace of their own")
+        return f"asg{self.state.slot}-{node}"
+
     def node_port(self, node: str) -> int:
         """The node's slurmd port: shared by all nodes (SlurmdPort) unless they share 127.0.0.1."""
         return 16801 + 10 * self.state.slot + (NODES.index(node) if self.loopback else 0)
@@ -206,6 +212,10 @@ class LocalCluster:
     def bare_image(self) -> Path:
         """An image with Python but no ipykernel."""
         return self.images_dir / "debian_12.sqsh"
+
+    def ipykernel7_image(self) -> Path:
+        """An image with the bare image's Python and ipykernel 7.4 with its dependencies from PyPI."""
+        return self.images_dir / "ipykernel-7.4.sqsh"
 
     def log(self, name: str) -> str:
         """The tail of a daemon's log, for error messages."""
@@ -302,6 +312,7 @@ class LocalCluster:
             self.pytorch_image(): built["python-ipykernel"],
             self.images_dir / "nvidia+pytorch+23.12-py3.sqsh": built["python-ipykernel"],
             self.bare_image(): built["python"],
+            self.ipykernel7_image(): built["python-ipykernel7"],
         }
         for link, target in links.items():
             if not link.is_symlink():
@@ -353,7 +364,7 @@ class LocalCluster:
         _run("ip", "addr", "add", f"{self.controller_addr}/24", "dev", bridge)
         _run("ip", "link", "set", bridge, "up")
         for node in NODES:
-            namespace, host_end = f"asg{slot}-{node}", f"va{slot}{node}"
+            namespace, host_end = self.node_namespace(node), f"va{slot}{node}"
             _run("ip", "netns", "add", namespace)
             self.state.namespaces.append(namespace)
             self.save_state()
@@ -422,7 +433,7 @@ class LocalCluster:
         )
         return [
             "nsenter",
-            f"--net=/run/netns/asg{self.state.slot}-{node}",
+            f"--net=/run/netns/{self.node_namespace(node)}",
             "unshare",
             "--mount",
             "--uts",
