@@ -25,6 +25,13 @@ request that ran it, so the DEALERs behind shell and stdin present one and the
 same identity to the kernel. IOPub goes through an XPUB/XSUB pair, which passes
 each client's subscription on to the kernel, and the heartbeat through a
 ROUTER/DEALER pair like the others.
+
+A Curve server accepts any client that knows its public key. jupyter_client's
+clients present the kernel's own key pair, so the proxy also answers ZeroMQ's
+authentication requests (ZAP) and lets in that key alone: a client with a key
+pair of its own is refused even if the kernel's public key got out. The
+heartbeat is the exception: jupyter_client's heartbeat connects with a key pair
+of its own, and what it can do there is have its own bytes echoed.
 """
 
 from __future__ import annotations
@@ -73,6 +80,29 @@ def no_curve() -> str:
     return "its pyzmq {} (libzmq {}) was built without CurveZMQ".format(zmq.__version__, zmq.zmq_version())
 
 
+HEARTBEAT_DOMAIN = b"heartbeat"  # the ZAP domain where any Curve client is let in (see above)
+
+
+def admit_only(context: Any, public_key: bytes) -> None:
+    """Answer ZAP requests on the context: a Curve client presenting public_key is let in, any other only
+    to the heartbeat."""
+    import zmq
+    from zmq.utils import z85
+
+    allowed = z85.decode(public_key)
+    handler = context.socket(zmq.REP)
+    handler.bind("inproc://zeromq.zap.01")  # ZeroMQ asks here before it admits a client to a Curve server
+
+    def serve() -> None:
+        while True:
+            version, request_id, domain, _address, _identity, mechanism, *credentials = handler.recv_multipart()
+            admitted = mechanism == b"CURVE" and (domain == HEARTBEAT_DOMAIN or credentials[:1] == [allowed])
+            status = [b"200", b"OK"] if admitted else [b"400", b"not the kernel's client key"]
+            handler.send_multipart([version, request_id, *status, b"", b""])
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
 def proxy_sockets(context: Any, config: dict[str, Any]) -> list[tuple[Any, Any]]:
     """Bind the front sockets on the node's ports as Curve servers and connect the back ones to the kernel."""
     import zmq
@@ -84,6 +114,7 @@ def proxy_sockets(context: Any, config: dict[str, Any]) -> list[tuple[Any, Any]]
         front_kind, back_kind = kinds.get(channel, (zmq.ROUTER, zmq.DEALER))
         front = context.socket(front_kind)
         front.curve_server = True
+        front.zap_domain = HEARTBEAT_DOMAIN if channel == "hb_port" else b"kernel"
         front.curve_secretkey = os.environ["ASGARD_CURVE_SECRETKEY"].encode()
         front.curve_publickey = os.environ["ASGARD_CURVE_PUBLICKEY"].encode()
         if front_kind == zmq.XPUB:
@@ -105,6 +136,7 @@ def relay(config: dict[str, Any]) -> None:
 
     context = zmq.Context()
     try:
+        admit_only(context, os.environ["ASGARD_CURVE_PUBLICKEY"].encode())
         pairs = proxy_sockets(context, config)
     except zmq.ZMQError as error:
         print("{}the kernel's encrypting proxy cannot listen: {}".format(FAILURE, error), flush=True)

@@ -85,6 +85,12 @@ def kernelspecs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFa
             os.environ["JUPYTER_PATH"] = saved
 
 
+@pytest.fixture(scope="session")
+def native_kernelspec(kernelspecs: KernelSpecs) -> str:
+    """An Asgard kernelspec whose image has ipykernel 7.4, which encrypts with CurveZMQ by itself."""
+    return kernelspecs.make("asgard-test-native", image=str(kernelspecs.cluster.ipykernel7_image()))
+
+
 @pytest.fixture
 def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
     """Every GPU of the cluster held by another user's job, so a kernel's allocation waits in the queue

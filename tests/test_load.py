@@ -119,6 +119,8 @@ def test_a_start_storm_waits_in_the_queue_and_drains_as_gpus_free_up(
         f"the {GPUS} granted kernels answering their start requests",
     )
     assert running == {row["kernel_id"] for row in states["RUNNING"]}
+    # ipykernel 6 in the test image: each runs behind its encrypting proxy, which must go with it (below)
+    assert {row["encryption"] for row in kernel_rows(server) if row["kernel_id"] in running} == {"curve-proxy"}
 
     # Shut the running kernels down one after another: each time one from the queue takes the GPU and starts.
     for victim in sorted(running):
@@ -154,6 +156,7 @@ def test_a_start_storm_waits_in_the_queue_and_drains_as_gpus_free_up(
     assert wait_until_no_kernel_jobs(30) == []
     assert kernel_rows(server) == []
     assert server.request("GET", "/api/kernels").body == []
+    assert kernel_files(kernelspecs.cluster, "asgard-test") == []  # no proxy, ipc socket or connection file
 
 
 # --- fifty kernels: nothing leaks ------------------------------------------------------------------------------
@@ -326,8 +329,10 @@ def _gist(message: str) -> str:
 
 def kernel_files(cluster: LocalCluster, kernel_name: str) -> list[str]:
     """What holds the session key of a kernel of kernel_name on the nodes: a connection directory the
-    bootstrap left (in a container's /tmp it lives as long as a process of that container does; in a named
-    container's filesystem, for good), or a process of the kernel's step still running."""
+    bootstrap left, with the kernel's ipc sockets behind the proxy (in a container's /tmp it lives as long as
+    a process of that container does; in a named container's filesystem, for good), or a process of the
+    kernel's step still running: the kernel, the bootstrap or the encrypting proxy (ASGARD_KERNEL_NAME is in
+    the bootstrap's and the proxy's environment)."""
     places = [
         Path("/tmp"),
         *(path / "tmp" for node in NODES for path in (cluster.node_storage(node) / "data").glob("user-*/pyxis_*")),

@@ -1,0 +1,253 @@
+"""The encrypting proxy and the bootstrap's choice of path, on this machine with its own ipykernel.
+
+The cluster tests (test_encryption.py) run both paths in real containers; these drive the proxy's routing
+closely: several clients at once, input() answered on stdin by the client that ran the cell, IOPub
+subscriptions, the heartbeat, and what the bootstrap does where an image cannot encrypt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from jupyter_client.blocking import BlockingKernelClient
+from jupyter_client.session import new_id_bytes
+
+from jupyter_asgard import bootstrap, curve_proxy
+from jupyter_asgard.encryption import declares_curve, encryption_problem, stricter, wants_curve
+from tests.outsiders import outsiders
+from tests.waiting import wait_for
+
+PROXY_SOURCE = Path(curve_proxy.__file__).read_text()
+
+
+def free_ports() -> dict[str, int]:
+    return bootstrap.reserve_ports("127.0.0.1", {})
+
+
+@pytest.fixture
+def keys() -> tuple[bytes, bytes]:
+    return zmq.curve_keypair()
+
+
+@pytest.fixture
+def proxied_kernel(keys: tuple[bytes, bytes]) -> Iterator[dict[str, Any]]:
+    """This machine's ipykernel on ipc in a private directory, behind the proxy on 127.0.0.1: the
+    connection info a client gets, as the provisioner builds it from the bootstrap's handshake."""
+    directory = tempfile.mkdtemp(prefix="asgard-kernel-")
+    ipc = os.path.join(directory, "kernel")
+    ports = free_ports()
+    key = new_id_bytes()
+    env = {**os.environ, "ASGARD_CURVE_PUBLICKEY": keys[0].decode(), "ASGARD_CURVE_SECRETKEY": keys[1].decode()}
+    config = {"ip": "127.0.0.1", "ports": ports, "ipc": ipc, "ipykernel": False}
+    proxy = subprocess.Popen(
+        [sys.executable, "-c", PROXY_SOURCE, json.dumps(config)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proxy.stdout is not None and proxy.stdout.readline().strip() == "ready"
+    path = bootstrap.write_connection_file(
+        directory,
+        {**bootstrap.connection_info("curve-proxy", "127.0.0.1", ports, ipc), "key": key.decode()},
+    )
+    kernel = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", path])
+    try:
+        yield {
+            **ports,
+            "ip": "127.0.0.1",
+            "transport": "tcp",
+            "key": key,
+            "signature_scheme": "hmac-sha256",
+            "curve_publickey": keys[0].decode(),
+            "curve_secretkey": keys[1].decode(),
+        }
+    finally:
+        for process in (kernel, proxy):
+            process.kill()
+            process.wait()
+        subprocess.run(["rm", "-rf", directory])
+
+
+def connect(info: dict[str, Any]) -> BlockingKernelClient:
+    client = BlockingKernelClient()
+    client.load_connection_info(info)
+    client.start_channels()
+    client.wait_for_ready(timeout=30)
+    return client
+
+
+def stream_text(client: BlockingKernelClient, msg_id: str) -> str:
+    """The stdout of the request msg_id, until the kernel is idle again."""
+    text = ""
+    while True:
+        message = client.get_iopub_msg(timeout=10)
+        if message["parent_header"].get("msg_id") != msg_id:
+            continue
+        if message["msg_type"] == "stream":
+            text += message["content"]["text"]
+        if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+            return text
+
+
+def test_two_clients_through_the_proxy_each_get_their_own_replies_and_input_requests(
+    proxied_kernel: dict[str, Any],
+) -> None:
+    first, second = connect(proxied_kernel), connect(proxied_kernel)
+    try:
+        msg_id = first.execute("answer = input('name? '); print('hello', answer)", allow_stdin=True)
+        request = first.get_stdin_msg(timeout=10)
+        assert request["content"]["prompt"] == "name? "
+        with pytest.raises(queue.Empty):
+            second.get_stdin_msg(timeout=0.5)  # the request goes to the client whose cell asked
+        first.input("asgard")
+        assert first.get_shell_msg(timeout=10)["content"]["status"] == "ok"
+        assert "hello asgard" in stream_text(first, msg_id)
+        # Each client's reply reaches that client alone; both see every output on IOPub.
+        reply = second.execute_interactive("print(answer * 2)", timeout=10)
+        assert reply["content"]["status"] == "ok"
+        assert "asgardasgard" in stream_text(first, reply["parent_header"]["msg_id"])
+        with pytest.raises(queue.Empty):
+            first.get_shell_msg(timeout=0.5)
+        assert first.is_alive() and second.is_alive()
+    finally:
+        first.stop_channels()
+        second.stop_channels()
+
+
+def test_the_heartbeat_and_control_pass_through(proxied_kernel: dict[str, Any]) -> None:
+    client = connect(proxied_kernel)
+    try:
+        context = zmq.Context.instance()
+        with context.socket(zmq.REQ) as heartbeat:
+            heartbeat.curve_serverkey = proxied_kernel["curve_publickey"].encode()
+            heartbeat.curve_publickey, heartbeat.curve_secretkey = zmq.curve_keypair()
+            heartbeat.connect(f"tcp://127.0.0.1:{proxied_kernel['hb_port']}")
+            heartbeat.send(b"ping")
+            assert heartbeat.poll(10_000) and heartbeat.recv() == b"ping"
+        msg_id = client.execute("import time; time.sleep(30)")
+        wait_for(
+            lambda: (
+                (m := client.get_iopub_msg(timeout=10))["parent_header"].get("msg_id") == msg_id
+                and m["msg_type"] == "execute_input"
+            ),
+            15,
+            "the cell running",
+        )
+        client.control_channel.send(client.session.msg("interrupt_request", {}))
+        reply = client.get_control_msg(timeout=10)
+        assert reply["msg_type"] == "interrupt_reply"
+        wait_for(
+            lambda: (
+                (m := client.get_shell_msg(timeout=10))["parent_header"]["msg_id"] == msg_id
+                and m["content"]["status"] == "error"
+            ),
+            15,
+            "the interrupted cell's reply",
+        )
+    finally:
+        client.stop_channels()
+
+
+def test_a_client_without_the_kernel_s_key_pair_reaches_nothing(proxied_kernel: dict[str, Any]) -> None:
+    """Even one that knows the kernel's public key: the proxy admits the kernel's own client key alone."""
+    client = connect(proxied_kernel)
+    try:
+        with outsiders(proxied_kernel) as heard:
+            reply = client.execute_interactive("print('seen by subscribers only')", timeout=10)
+            assert reply["content"]["status"] == "ok"
+            assert heard() == []
+        assert client.execute_interactive("1", timeout=10)["content"]["status"] == "ok"
+    finally:
+        client.stop_channels()
+
+
+@pytest.mark.parametrize(
+    ("word", "policy", "outcome"),
+    [
+        ("no-curve its pyzmq 1.0 (libzmq 4.0) was built without CurveZMQ", "auto", "none"),
+        ("no-curve its pyzmq 1.0 (libzmq 4.0) was built without CurveZMQ", "required", "fails"),
+        ("native", "required", "curve"),
+        (bootstrap.FAILURE + "the kernel's encrypting proxy cannot listen: Address already in use", "auto", "fails"),
+    ],
+    ids=["cannot encrypt, auto", "cannot encrypt, required", "ipykernel 7.4", "a port taken"],
+)
+def test_the_bootstrap_follows_what_the_proxy_says(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], word: str, policy: str, outcome: str
+) -> None:
+    """Where an image cannot encrypt, 'auto' starts the kernel in the clear (and says so) and 'required'
+    fails the start, naming what is missing and how to fix it."""
+    keys = zmq.curve_keypair()
+    monkeypatch.setenv("ASGARD_CURVE_PUBLICKEY", keys[0].decode())
+    monkeypatch.setenv("ASGARD_CURVE_SECRETKEY", keys[1].decode())
+    monkeypatch.setenv("ASGARD_ENCRYPTION", policy)
+    monkeypatch.setenv("ASGARD_CURVE_PROXY", f"print({word!r})")
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    if outcome == "fails":
+        with pytest.raises(SystemExit):
+            bootstrap.start_encryption(argv, "127.0.0.1", free_ports(), "/nonexistent/kernel")
+        printed = capsys.readouterr().out
+        assert printed.startswith(bootstrap.FAILURE)
+        assert ("Address already in use" if "in use" in word else "requires encrypted kernels") in printed
+        if policy == "required":
+            assert "built without CurveZMQ" in printed and "pip's pyzmq wheels" in printed
+        return
+    mode, proxy = bootstrap.start_encryption(argv, "127.0.0.1", free_ports(), "/nonexistent/kernel")
+    assert (mode, proxy) == (outcome, None)
+    if outcome == "none":
+        assert "not encrypted" in capsys.readouterr().err
+
+
+def test_without_keys_there_is_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASGARD_CURVE_SECRETKEY", raising=False)
+    assert bootstrap.start_encryption(["python3"], "127.0.0.1", {}, "/x") == ("none", None)
+
+
+def test_connection_files_for_each_path() -> None:
+    ports = {name: 40000 + number for number, name in enumerate(bootstrap.PORT_NAMES)}
+    proxied = bootstrap.connection_info("curve-proxy", "10.0.0.5", ports, "/tmp/asgard-kernel-x/kernel")
+    assert proxied["transport"] == "ipc" and proxied["ip"] == "/tmp/asgard-kernel-x/kernel"
+    assert sorted(proxied[name] for name in bootstrap.PORT_NAMES) == [1, 2, 3, 4, 5]
+    assert "curve_secretkey" not in proxied  # the kernel never sees the keys: the proxy holds them
+    assert bootstrap.connection_info("none", "10.0.0.5", ports, "") == {**ports, "transport": "tcp", "ip": "10.0.0.5"}
+
+
+def test_the_proxy_runs_with_the_kernel_s_python() -> None:
+    assert bootstrap.kernel_python([sys.executable, "-m", "ipykernel_launcher"]) == sys.executable
+    assert bootstrap.kernel_python(["/opt/wrapper.sh", "-f", "x"]) == sys.executable  # the bootstrap's own
+    assert bootstrap.runs_ipykernel(["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    assert not bootstrap.runs_ipykernel(["python3", "-m", "my_kernel"])
+
+
+def test_ipykernel_s_version_comes_from_its_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ipykernel-6.17.0.dist-info").mkdir()
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    assert curve_proxy.ipykernel_version() == (6, 17)
+    (tmp_path / "ipykernel-6.17.0.dist-info").rmdir()
+    (tmp_path / "ipykernel-7.4.0.dist-info").mkdir()
+    assert curve_proxy.ipykernel_version() >= curve_proxy.NATIVE_IPYKERNEL
+
+
+class Spec:
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self.metadata = metadata
+
+
+def test_the_stricter_policy_applies_and_only_declared_kernels_get_keys() -> None:
+    assert stricter("disabled", "auto") == "auto"
+    assert stricter("Required", "auto") == "required"
+    assert stricter("disabled", "disabled") == "disabled"
+    declared, silent = Spec({"supported_encryption": ["curve"]}), Spec({})
+    assert declares_curve(declared) and declares_curve(Spec({"supported_encryption": "Curve"}))
+    assert not declares_curve(silent) and not declares_curve(Spec({"supported_encryption": 3}))
+    assert wants_curve("auto", declared) and not wants_curve("auto", silent)
+    assert not wants_curve("disabled", declared)
+    assert encryption_problem("auto", silent, "k") == ""
+    problem = encryption_problem("required", silent, "old-spec")
+    assert "'old-spec' does not declare CurveZMQ support" in problem and '"supported_encryption": ["curve"]' in problem
