@@ -20,10 +20,7 @@ def revive_node(cluster: LocalCluster, node: str, timeout: float = 60) -> None:
     """Network back, slurmd started again, node resumed: as an admin brings a repaired node back."""
     namespace = f"asg{cluster.state.slot}-{node}"
     subprocess.run(["ip", "-n", namespace, "link", "set", "eth0", "up"], check=True)
-    cluster._spawn(
-        f"slurmd-{node}",
-        ["nsenter", f"--net=/run/netns/{namespace}", "slurmd", "-D", "-N", node, "-f", str(cluster.slurm_conf)],
-    )
+    cluster.start_slurmd(node)  # with the node's hostname, /etc/hosts and enroot storage, as at the start
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         subprocess.run(["scontrol", "update", f"NodeName={node}", "State=RESUME"], capture_output=True)

@@ -167,7 +167,9 @@ def test_after_a_node_move_the_server_websocket_reaches_the_kernel(
         )
         assert where.strip() == other
         wait_for(lambda: execution_state(jupyter_server, kernel_id) == "idle", 10, "a stale execution_state")
-        assert connection_info(jupyter_server, kernel_id)["ip"] == slurm_cluster.node_addr(other)
+        info = connection_info(jupyter_server, kernel_id)
+        assert info["ip"] == slurm_cluster.node_addr(other)
+        assert info["curve_publickey"] and row(jupyter_server, kernel_id)["encryption"] == "curve-proxy"  # still
         assert run(jupyter_server, kernel_id, "print(6 * 7)").strip() == "42"
     finally:
         shutdown(jupyter_server, kernel_id)

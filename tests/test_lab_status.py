@@ -104,6 +104,10 @@ def test_status_bar_follows_a_kernel_from_the_queue_to_its_node_and_the_panel_sh
         expect(card.locator("dd[data-field='GPUs']")).to_have_text("1 GPU")
         expect(card.locator("dd[data-field='Image']")).to_have_text("nvcr.io_nvidia_pytorch_23.12-py3")
         expect(card.locator("dd[data-field='Time left']")).to_have_text(re.compile(r"^(\d+[dhm]|no limit)"))
+        # JupyterLab's own websocket reaches the kernel through CurveZMQ (ipykernel 6 behind the proxy)
+        expect(card.locator("dd[data-field='Traffic']")).to_have_text(
+            "encrypted (CurveZMQ, through a proxy in the container)"
+        )
         expect(gpu).to_have_text("1 of 4 H100 free", timeout=20_000)
         screenshot(page, "asgard-side-panel")
 

@@ -420,8 +420,12 @@ class LocalCluster:
         _wait_for(lambda: (munge_dir / "munge.socket").exists(), 10, "munged did not start", lambda: self.log("munged"))
         self._spawn("slurmctld", ["slurmctld", "-D", "-c", "-f", str(self.slurm_conf)])
         for node in NODES:
-            slurmd = ["slurmd", "-D", "-N", node, "-f", str(self.slurm_conf)]
-            self._spawn(f"slurmd-{node}", slurmd if self.loopback else self._node_namespaces(node, slurmd))
+            self.start_slurmd(node)
+
+    def start_slurmd(self, node: str) -> None:
+        """node's slurmd, in the node's namespaces (also for a node brought back after a fault)."""
+        slurmd = ["slurmd", "-D", "-N", node, "-f", str(self.slurm_conf)]
+        self._spawn(f"slurmd-{node}", slurmd if self.loopback else self._node_namespaces(node, slurmd))
 
     def _node_namespaces(self, node: str, argv: list[str]) -> list[str]:
         """argv in the node's network namespace and in mount and UTS namespaces of its own: its hostname,
