@@ -67,6 +67,7 @@ def test_install_without_options_copies_the_bundled_spec_for_the_user(
     destination = isolated_jupyter / "kernels" / "asgard-pytorch"
     written = json.loads((destination / "kernel.json").read_text())
     assert written == json.loads((bundled_kernelspec_dir() / "kernel.json").read_text())
+    assert written["metadata"]["supported_encryption"] == ["curve"]  # jupyter_client provisions Curve keys for it
     assert all((destination / logo).is_file() for logo in LOGOS)
     out = capsys.readouterr().out
     assert str(destination) in out and '"Asgard PyTorch"' in out

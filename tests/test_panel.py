@@ -99,6 +99,7 @@ async def test_save_load_and_delete_a_kernel(
     assert await panel.save() is True
     assert "Saved kernel" in panel.messages.value
     spec = json.loads((store.kernels_dir / "pytorch-on-1-gpu" / "kernel.json").read_text())
+    assert spec["metadata"]["supported_encryption"] == ["curve"]  # encrypted, as every Asgard kernel
     config = spec["metadata"]["kernel_provisioner"]["config"]
     assert config == {
         "image": str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"),
