@@ -21,6 +21,19 @@ SMALLEST = {
         ["--rounds", "1"],
         [rf"^ +{phase} +bare +[\d.]+ +asgard +[\d.]+ +ratio +[\d.]+x" for phase in ("cold", "warm", "restart")],
     ),
+    "benchmarks.kernel_messages": (
+        ["--executes", "20", "--print-mib", "1", "--prints", "1", "--starts", "1"],
+        [
+            rf"^ +{title} +{mode} +[\d.]+ ms / [\d.]+ ms +[\d.]+ +[\d.]+$"
+            for title, mode in (
+                ("local ipykernel \\(reference\\)", "none"),
+                ("Asgard, unencrypted", "none"),  # the benchmark checks each kernel's encryption at every start
+                ("Asgard, native Curve", "curve"),
+                ("Asgard, Curve via proxy", "curve-proxy"),
+            )
+        ]
+        + [rf"^ +Asgard, {kind} +round trip [\d.]+x \((meets|misses)" for kind in ("native Curve", "Curve via proxy")],
+    ),
     "benchmarks.slurm_load": (["--counts", "1", "2", "--window", "2"], [r"^ +1 +[\d.]+ +[\d.]+", r"^ +2 +[\d.]+"]),
     "benchmarks.start_storm": (
         ["--counts", "1", "2", "--rounds", "1", "--memory-kernels", "2"],
