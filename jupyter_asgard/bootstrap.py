@@ -87,10 +87,10 @@ def runs_ipykernel(argv: list[str]) -> bool:
 
 
 def start_encryption(argv: list[str], ip: str, ports: dict[str, int], ipc: str) -> tuple[str, Any]:
-    """How the kernel is encrypted ("curve", "curve-proxy" or "none") and the proxy process, if any.
+    """How the kernel is to be encrypted ("curve", "curve-proxy" or "none") and the proxy process, if any,
+    which goes on starting beside the kernel (proxy_ready waits for it).
 
-    Where the image cannot encrypt (no CurveZMQ in its pyzmq), "auto" starts the kernel unencrypted and
-    "required" fails the start."""
+    Where the image cannot encrypt, "auto" starts the kernel unencrypted and "required" fails the start."""
     if not all(os.environ.get(name) for name in ENCRYPTION_VARIABLES):
         return "none", None
     config = dict(ip=ip, ports=ports, ipc=ipc, ipykernel=runs_ipykernel(argv))
@@ -102,21 +102,29 @@ def start_encryption(argv: list[str], ip: str, ports: dict[str, int], ipc: str) 
     )
     assert helper.stdout is not None
     word = helper.stdout.readline().strip()
-    if word == "ready":
+    if word == "proxy":
         return "curve-proxy", helper
     helper.wait()
     if word == "native":
         return "curve", None
-    if word.startswith(FAILURE):
-        fail(word[len(FAILURE) :])
-    why = word[len("no-curve ") :] if word.startswith("no-curve ") else "its encrypting proxy did not start"
+    why = "its python ({}) could not run the encrypting proxy{}".format(
+        kernel_python(argv), ": " + word if word else ""
+    )
     if os.environ.get("ASGARD_ENCRYPTION") == "required":
-        fail(
-            "this site requires encrypted kernels, but the image cannot encrypt: {}. Use an image whose pyzmq "
-            "has CurveZMQ (pip's pyzmq wheels do) or ipykernel >= 7.4".format(why)
-        )
-    print("jupyter-asgard: the kernel is not encrypted: the image cannot: {}".format(why), file=sys.stderr)
+        fail("this site requires encrypted kernels, but the image cannot encrypt: {}".format(why))
+    print("jupyter-asgard: the kernel is not encrypted: {}".format(why), file=sys.stderr)
     return "none", None
+
+
+def proxy_ready(proxy: Any, handshake: dict[str, Any]) -> str:
+    """Until the proxy listens: "" once it does (handshake says whether it encrypts), else what went wrong."""
+    word = proxy.stdout.readline().strip()
+    if word.startswith("ready-plain "):
+        print("jupyter-asgard: the kernel is not encrypted: {}".format(word[len("ready-plain ") :]), file=sys.stderr)
+        handshake["encryption"] = "none"
+    elif word != "ready":
+        return word[len(FAILURE) :] if word.startswith(FAILURE) else "the kernel's encrypting proxy ended"
+    return ""
 
 
 def connection_info(mode: str, ip: str, ports: dict[str, int], ipc: str) -> dict[str, Any]:
@@ -172,7 +180,7 @@ def run_kernel(argv: list[str], env: dict[str, str], ready: Callable[[Any], str]
     if verdict == "ready":
         announce()
     elif verdict != "ended":
-        print("{}{}: Address already in use".format(FAILURE, verdict), flush=True)
+        print(FAILURE + verdict, flush=True)
         stop(signal.SIGTERM, None)
     while True:
         try:
@@ -264,12 +272,13 @@ def await_ipc(child: subprocess.Popen[Any], paths: list[str]) -> str:
 
 def await_ports(child: subprocess.Popen[Any], ports: Mapping[str, int]) -> str:
     """Until the kernel listens on all its ports: "ready"; "ended" if it ended first, else which ports
-    another process took (both happen when a neighbour took a port: the provisioner starts again)."""
+    another process took, in zmq's words (both happen when a neighbour took a port: the provisioner starts
+    again)."""
     deadline = time.monotonic() + BIND_PATIENCE
     while child.poll() is None:
         missing, foreign = port_state(child.pid, ports)
         if foreign:
-            return "another process took port {} before the kernel could listen on it".format(
+            return "another process took port {} before the kernel could listen on it: Address already in use".format(
                 ", ".join(map(str, sorted(foreign)))
             )
         if not missing or time.monotonic() > deadline:
@@ -336,11 +345,14 @@ def main() -> None:
             pid=os.getpid(),
         )
         ipc_paths = ["{}-{}".format(ipc, info[name]) for name in PORT_NAMES]
+
+        def ready(child: subprocess.Popen[Any]) -> str:
+            if proxy is None:
+                return await_ports(child, ports)
+            return proxy_ready(proxy, handshake) or await_ipc(child, ipc_paths)
+
         code = run_kernel(
-            argv,
-            kernel_environment(),
-            lambda child: await_ipc(child, ipc_paths) if proxy else await_ports(child, ports),
-            lambda: print(HANDSHAKE + json.dumps(handshake), flush=True),
+            argv, kernel_environment(), ready, lambda: print(HANDSHAKE + json.dumps(handshake), flush=True)
         )
     finally:
         if proxy is not None:

@@ -14,9 +14,13 @@ keys in its environment (``ASGARD_CURVE_*``, never on a command line), it says
 on stdout, in one line, which path the kernel takes:
 
 - ``native``: the kernel's ipykernel speaks Curve itself; this process ends;
-- ``no-curve <why>``: this pyzmq cannot encrypt; this process ends;
-- ``ready``: the proxy listens on every port and relays until the bootstrap ends it;
-- the bootstrap's failure prefix and why (a port another process took, ...).
+- ``proxy``: the kernel is to bind on ipc, and may start at once: the proxy's own
+  start (importing pyzmq, binding) goes on beside the kernel's. Then one more line:
+  - ``ready``: the proxy listens on every port and relays until the bootstrap ends it;
+  - ``ready-plain <why>``: this pyzmq cannot encrypt and the site's policy is
+    "auto": the proxy relays in the clear (the kernel still binds on ipc);
+  - the bootstrap's failure prefix and why (the policy is "required" and this
+    pyzmq cannot encrypt, a port another process took, ...).
 
 Routing through the relay: a ROUTER in front (as the kernel's own sockets are)
 and a DEALER behind keep each client's identity in the envelope. The kernel
@@ -103,8 +107,9 @@ def admit_only(context: Any, public_key: bytes) -> None:
     threading.Thread(target=serve, daemon=True).start()
 
 
-def proxy_sockets(context: Any, config: dict[str, Any]) -> list[tuple[Any, Any]]:
-    """Bind the front sockets on the node's ports as Curve servers and connect the back ones to the kernel."""
+def proxy_sockets(context: Any, config: dict[str, Any], encrypt: bool) -> list[tuple[Any, Any]]:
+    """Bind the front sockets on the node's ports (as Curve servers where encrypt) and connect the back ones
+    to the kernel."""
     import zmq
 
     kinds = {"iopub_port": (zmq.XPUB, zmq.XSUB)}
@@ -113,10 +118,11 @@ def proxy_sockets(context: Any, config: dict[str, Any]) -> list[tuple[Any, Any]]
     for index, channel in enumerate(CHANNELS, start=1):
         front_kind, back_kind = kinds.get(channel, (zmq.ROUTER, zmq.DEALER))
         front = context.socket(front_kind)
-        front.curve_server = True
-        front.zap_domain = HEARTBEAT_DOMAIN if channel == "hb_port" else b"kernel"
-        front.curve_secretkey = os.environ["ASGARD_CURVE_SECRETKEY"].encode()
-        front.curve_publickey = os.environ["ASGARD_CURVE_PUBLICKEY"].encode()
+        if encrypt:
+            front.curve_server = True
+            front.zap_domain = HEARTBEAT_DOMAIN if channel == "hb_port" else b"kernel"
+            front.curve_secretkey = os.environ["ASGARD_CURVE_SECRETKEY"].encode()
+            front.curve_publickey = os.environ["ASGARD_CURVE_PUBLICKEY"].encode()
         if front_kind == zmq.XPUB:
             front.setsockopt(zmq.XPUB_VERBOSE, 1)  # every client's subscription reaches the kernel
         front.linger = 1000
@@ -131,19 +137,21 @@ def proxy_sockets(context: Any, config: dict[str, Any]) -> list[tuple[Any, Any]]
     return pairs
 
 
-def relay(config: dict[str, Any]) -> None:
+def relay(config: dict[str, Any], why_plain: str) -> None:
+    """Listen on the node's ports and relay to the kernel, encrypted unless why_plain says why not."""
     import zmq
 
     context = zmq.Context()
     try:
-        admit_only(context, os.environ["ASGARD_CURVE_PUBLICKEY"].encode())
-        pairs = proxy_sockets(context, config)
+        if not why_plain:
+            admit_only(context, os.environ["ASGARD_CURVE_PUBLICKEY"].encode())
+        pairs = proxy_sockets(context, config, encrypt=not why_plain)
     except zmq.ZMQError as error:
         print("{}the kernel's encrypting proxy cannot listen: {}".format(FAILURE, error), flush=True)
         sys.exit(1)
     for front, back in pairs:
         threading.Thread(target=zmq.proxy, args=(front, back), daemon=True).start()
-    print("ready", flush=True)
+    print("ready-plain " + why_plain if why_plain else "ready", flush=True)
     parent = os.getppid()
     while os.getppid() == parent:  # the bootstrap ends this process; were it killed, so is this one
         time.sleep(0.5)
@@ -157,11 +165,16 @@ def main() -> None:
     if config.get("ipykernel") and ipykernel_version() >= NATIVE_IPYKERNEL:
         print("native", flush=True)
         return
+    print("proxy", flush=True)
     why = no_curve()
-    if why:
-        print("no-curve " + why, flush=True)
-        return
-    relay(config)
+    if why and os.environ.get("ASGARD_ENCRYPTION") == "required":
+        print(
+            f"{FAILURE}this site requires encrypted kernels, but the image cannot encrypt: {why}. Use an image "
+            "whose pyzmq has CurveZMQ (pip's pyzmq wheels do) or ipykernel >= 7.4",
+            flush=True,
+        )
+        sys.exit(1)
+    relay(config, why)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,9 @@ def test_a_port_another_process_listens_on_is_taken(listener: tuple[subprocess.P
         try:
             assert bootstrap.port_state(kernel.pid, {"hb_port": port}) == (set(), {port})
             verdict = bootstrap.await_ports(kernel, {"hb_port": port})
-            assert verdict == f"another process took port {port} before the kernel could listen on it"
+            assert verdict == (
+                f"another process took port {port} before the kernel could listen on it: Address already in use"
+            )
         finally:
             kernel.kill()
 

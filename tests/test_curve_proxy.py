@@ -52,7 +52,8 @@ def proxied_kernel(keys: tuple[bytes, bytes]) -> Iterator[dict[str, Any]]:
     proxy = subprocess.Popen(
         [sys.executable, "-c", PROXY_SOURCE, json.dumps(config)], stdout=subprocess.PIPE, text=True, env=env
     )
-    assert proxy.stdout is not None and proxy.stdout.readline().strip() == "ready"
+    assert proxy.stdout is not None and proxy.stdout.readline().strip() == "proxy"
+    assert proxy.stdout.readline().strip() == "ready"
     path = bootstrap.write_connection_file(
         directory,
         {**bootstrap.connection_info("curve-proxy", "127.0.0.1", ports, ipc), "key": key.decode()},
@@ -168,18 +169,33 @@ def test_a_client_without_the_kernel_s_key_pair_reaches_nothing(proxied_kernel: 
         client.stop_channels()
 
 
+# The proxy's source as an image whose pyzmq was built without CurveZMQ would run it.
+WITHOUT_CURVE = PROXY_SOURCE.replace(
+    "\nimport json\n", "\nimport json\nimport zmq\nzmq.has = lambda feature: feature != 'curve'\n", 1
+)
+
+
 @pytest.mark.parametrize(
-    ("word", "policy", "outcome"),
+    ("source", "policy", "outcome"),
     [
-        ("no-curve its pyzmq 1.0 (libzmq 4.0) was built without CurveZMQ", "auto", "none"),
-        ("no-curve its pyzmq 1.0 (libzmq 4.0) was built without CurveZMQ", "required", "fails"),
-        ("native", "required", "curve"),
-        (bootstrap.FAILURE + "the kernel's encrypting proxy cannot listen: Address already in use", "auto", "fails"),
+        (WITHOUT_CURVE, "auto", "relays in the clear"),
+        (WITHOUT_CURVE, "required", "requires encrypted kernels"),
+        ("raise SystemExit(3)", "auto", "none"),
+        ("raise SystemExit(3)", "required", "requires encrypted kernels"),
+        ("print('native')", "required", "curve"),
+        (f"print('proxy'); print({bootstrap.FAILURE!r} + 'cannot listen: Address already in use')", "auto", "in use"),
     ],
-    ids=["cannot encrypt, auto", "cannot encrypt, required", "ipykernel 7.4", "a port taken"],
+    ids=[
+        "no Curve in pyzmq, auto",
+        "no Curve in pyzmq, required",
+        "no proxy, auto",
+        "no proxy, required",
+        "ipykernel 7.4",
+        "a port taken",
+    ],
 )
 def test_the_bootstrap_follows_what_the_proxy_says(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], word: str, policy: str, outcome: str
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], source: str, policy: str, outcome: str
 ) -> None:
     """Where an image cannot encrypt, 'auto' starts the kernel in the clear (and says so) and 'required'
     fails the start, naming what is missing and how to fix it."""
@@ -187,21 +203,33 @@ def test_the_bootstrap_follows_what_the_proxy_says(
     monkeypatch.setenv("ASGARD_CURVE_PUBLICKEY", keys[0].decode())
     monkeypatch.setenv("ASGARD_CURVE_SECRETKEY", keys[1].decode())
     monkeypatch.setenv("ASGARD_ENCRYPTION", policy)
-    monkeypatch.setenv("ASGARD_CURVE_PROXY", f"print({word!r})")
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    if outcome == "fails":
-        with pytest.raises(SystemExit):
-            bootstrap.start_encryption(argv, "127.0.0.1", free_ports(), "/nonexistent/kernel")
+    monkeypatch.setenv("ASGARD_CURVE_PROXY", source)
+    # This machine's ipykernel is 7.4: a kernel of another name takes the proxy's path
+    argv = [sys.executable, "-m", "ipykernel_launcher" if outcome == "curve" else "another_kernel", "-f", "x"]
+    ipc = os.path.join(tempfile.mkdtemp(prefix="asgard-kernel-"), "kernel")
+    try:
+        mode, proxy = bootstrap.start_encryption(argv, "127.0.0.1", free_ports(), ipc)
+    except SystemExit:
         printed = capsys.readouterr().out
-        assert printed.startswith(bootstrap.FAILURE)
-        assert ("Address already in use" if "in use" in word else "requires encrypted kernels") in printed
-        if policy == "required":
-            assert "built without CurveZMQ" in printed and "pip's pyzmq wheels" in printed
+        assert printed.startswith(bootstrap.FAILURE) and outcome in printed and "no-proxy" not in printed
         return
-    mode, proxy = bootstrap.start_encryption(argv, "127.0.0.1", free_ports(), "/nonexistent/kernel")
-    assert (mode, proxy) == (outcome, None)
-    if outcome == "none":
-        assert "not encrypted" in capsys.readouterr().err
+    if proxy is None:
+        assert mode == outcome
+        assert mode == "curve" or "not encrypted" in capsys.readouterr().err
+        return
+    handshake = {"encryption": mode}
+    try:
+        verdict = bootstrap.proxy_ready(proxy, handshake)
+    finally:
+        proxy.kill()
+        proxy.wait()
+    if outcome == "relays in the clear":
+        assert (verdict, handshake["encryption"]) == ("", "none")
+        assert "built without CurveZMQ" in capsys.readouterr().err
+    else:
+        assert outcome in verdict
+        if "requires" in outcome:
+            assert "built without CurveZMQ" in verdict and "pip's pyzmq wheels" in verdict
 
 
 def test_without_keys_there_is_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:

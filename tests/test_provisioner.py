@@ -217,8 +217,13 @@ async def test_a_port_taken_by_a_neighbour_before_the_kernel_binds_it_is_chosen_
 ) -> None:
     caplog.set_level("INFO")
     marker = tmp_path / "neighbour.pid"
+    # The kernel binds the node's ports itself unencrypted (and natively encrypted); behind the proxy it binds
+    # ipc sockets, and the proxy binds the ports at once.
     name = kernelspecs.make(
-        "asgard-neighbour", gpus=None, argv=["python3", "-c", NEIGHBOUR, str(marker), "{connection_file}"]
+        "asgard-neighbour",
+        gpus=None,
+        argv=["python3", "-c", NEIGHBOUR, str(marker), "{connection_file}"],
+        encryption=False,
     )
     try:
         km = await start(name, tmp_path)

@@ -77,6 +77,7 @@ INLINE_START = re.compile(
 )
 INLINE = {
     "python3 -m benchmarks.kernel_start": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "python3 -m benchmarks.kernel_messages": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.slurm_load": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.start_storm": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "scancel --signal=INT": "tests/test_provisioner.py::test_signal_interrupt_reaches_the_kernel_through_slurm",
