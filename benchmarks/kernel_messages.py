@@ -12,7 +12,10 @@ benchmarks.kernel_start's), and are reached over the cluster's bridge:
   reference for what the network and containers cost, with no target;
 - none: an Asgard kernel of the default test image (ipykernel 6.17) with the
   site's ``c.PyxisProvisioner.transport_encryption = "disabled"``: the
-  baseline of every ratio;
+  baseline of curve-proxy's ratios (and the reference for the unencrypted rows);
+- none-7.4: the same, of the ipykernel 7.4 image: the baseline of curve's ratios,
+  so that each encrypted kernel is measured against the same kernel in the
+  clear (ipykernel 7.4 and 6.17 differ by themselves);
 - curve: an Asgard kernel of the ipykernel 7.4 image, which encrypts with
   CurveZMQ by itself;
 - curve-proxy: an Asgard kernel of the default image, behind the encrypting
@@ -29,13 +32,14 @@ flush), from the execute_request until the idle status after all its stream
 output (every byte is counted); median of a few cells, after an untimed warm-up
 cell of 1 MiB.  Start: AsyncKernelManager.start_kernel and a client's
 wait_for_ready (as benchmarks.kernel_start's warm start), each kernel started
-once untimed before, so its named container exists.  The four kernels run at
+once untimed before, so its named container exists.  The five kernels run at
 once while their messages are measured, and take turns (the executes in blocks,
 the order rotated every block; the print cells and the starts in rounds), so
-machine noise hits all alike.  Targets against the unencrypted Asgard kernel:
-round trip median at most 1.25x, throughput at least 0.75x, start at most 1.05x.
+machine noise hits all alike.  Targets against the same Asgard kernel
+unencrypted: round trip median at most 1.25x, throughput at least 0.75x, start
+at most 1.05x.
 
-    sudo python3 -m benchmarks.kernel_messages [--executes 500] [--print-mib 20] [--prints 3] [--starts 5]
+    sudo python3 -m benchmarks.kernel_messages [--executes 500] [--print-mib 20] [--prints 9] [--starts 5]
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def print_cell(chunks: int) -> str:
 
 @dataclass
 class Variant:
-    """One of the four kernels: its kernelspec, the site configuration it starts under, and the encryption its
+    """One of the five kernels: its kernelspec, the site configuration it starts under, and the encryption its
     provisioner must report (None for the local kernel, which jupyter_client's default leaves unencrypted: its
     connection info must hold no Curve key)."""
 
@@ -92,6 +96,7 @@ class Variant:
     kernel_name: str
     site: Config
     encryption: str | None
+    baseline: str = BASELINE  # the label of the unencrypted kernel its ratios are against
     mode: str = ""  # the encryption its kernels reported
     starts: list[float] = field(default_factory=list)
     round_trips: list[float] = field(default_factory=list)
@@ -99,7 +104,7 @@ class Variant:
 
 
 def variants(specs: KernelSpecs) -> list[Variant]:
-    """The four kernels; each Asgard kernel pinned to NODE in a named container of its own (the images differ,
+    """The five kernels; each Asgard kernel pinned to NODE in a named container of its own (the images differ,
     and a named container keeps its first image), with no GPU and no mount but the workdir, as
     benchmarks.kernel_start's."""
 
@@ -122,7 +127,19 @@ def variants(specs: KernelSpecs) -> list[Variant]:
             "none", "Asgard, unencrypted", spec("bench-messages-none", cluster.pytorch_image()), unencrypted, "none"
         ),
         Variant(
-            "curve", "Asgard, native Curve", spec("bench-messages-curve", cluster.ipykernel7_image()), Config(), "curve"
+            "none-7.4",
+            "Asgard, unencrypted, 7.4",
+            spec("bench-messages-none-7", cluster.ipykernel7_image()),
+            unencrypted,
+            "none",
+        ),
+        Variant(
+            "curve",
+            "Asgard, native Curve",
+            spec("bench-messages-curve", cluster.ipykernel7_image()),
+            Config(),
+            "curve",
+            baseline="none-7.4",
         ),
         Variant(
             "curve-proxy",
@@ -294,22 +311,24 @@ def report(kernels: list[Variant], executes: int, mib: int, prints: int, starts:
             f"  {variant.title:<28} {variant.mode:<12} {trip:>24} "
             f"{statistics.median(variant.throughputs):12.1f} {statistics.median(variant.starts):8.3f}"
         )
-    baseline = figures(next(variant for variant in kernels if variant.label == BASELINE))
+    by_label = {variant.label: variant for variant in kernels}
     targets = ", ".join(
         f"{name} {op.replace('<=', '≤').replace('>=', '≥')} {value}x" for name, (value, op) in TARGETS.items()
     )
-    print(f"ratios against the unencrypted Asgard kernel (targets: {targets})")
+    print(f"ratios against the same Asgard kernel unencrypted (targets, for the encrypted ones: {targets})")
     for variant in kernels:
         if variant.label == BASELINE:
             continue
+        baseline = figures(by_label[variant.baseline])
+        encrypted = variant.encryption not in (None, "none")
         parts = []
         for name, value in figures(variant).items():
             ratio = value / baseline[name]
             target, op = TARGETS[name]
             met = ratio <= target if op == "<=" else ratio >= target
-            verdict = "" if variant.encryption is None else f" ({'meets' if met else 'misses'} the {target}x target)"
+            verdict = f" ({'meets' if met else 'misses'} the {target}x target)" if encrypted else ""
             parts.append(f"{name} {ratio:.2f}x{verdict}")
-        print(f"  {variant.title:<28} " + "  ".join(parts))
+        print(f"  {variant.title:<28} vs {by_label[variant.baseline].title:<26} " + "  ".join(parts))
     print("all figures:")
     for variant in kernels:
         print(
@@ -323,7 +342,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--executes", type=int, default=500, help="timed executes of `pass` per kernel")
     parser.add_argument("--print-mib", type=int, default=20, help="MiB the throughput cell prints")
-    parser.add_argument("--prints", type=int, default=3, help="timed throughput cells per kernel")
+    parser.add_argument(
+        "--prints", type=int, default=9, help="timed throughput cells per kernel (one cell varies by 10%% and more)"
+    )
     parser.add_argument("--starts", type=int, default=5, help="timed warm starts per kernel")
     args = parser.parse_args()
     cluster = LocalCluster().start()

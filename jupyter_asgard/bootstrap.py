@@ -38,6 +38,8 @@ HANDSHAKE = "ASGARD-HANDSHAKE "
 FAILURE = "ASGARD-ERROR "
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 ENCRYPTION_VARIABLES = ("ASGARD_CURVE_PUBLICKEY", "ASGARD_CURVE_SECRETKEY")
+NATIVE_IPYKERNEL = (7, 4)  # ipykernel binds as a Curve server when the connection file carries keys
+IMPORT_PATH = "import json, sys; print(json.dumps(sys.path))"
 BIND_PATIENCE = 60.0  # seconds to wait for the kernel to listen before leaving the verdict to the provisioner
 KILL_NOW = signal.SIGUSR2  # the provisioner's kill(): the kernel dies at once, the bootstrap cleans up and ends
 KILL_AFTER = 2.0  # seconds a kernel has to end after SIGTERM; the provisioner waits longer (kernel_step.py)
@@ -86,6 +88,36 @@ def runs_ipykernel(argv: list[str]) -> bool:
     return any(argv[i] == "-m" and argv[i + 1].startswith("ipykernel") for i in range(len(argv) - 1))
 
 
+def import_path(python: str) -> list[str]:
+    """Where python imports from. For this very python (the usual case: both are the image's python3) from
+    site's own rules, at no cost; another one is asked (a python's start, some 20 ms)."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        import site
+
+        extra = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+        return [*extra, site.getusersitepackages(), *site.getsitepackages()]
+    try:
+        found = subprocess.run([python, "-c", IMPORT_PATH], stdout=subprocess.PIPE, cwd="/", timeout=30)
+        return [str(entry) for entry in json.loads(found.stdout or b"[]")]
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return []
+
+
+def ipykernel_version(path: list[str]) -> tuple[int, ...]:
+    """The version of the first ipykernel on the import path, from its metadata (importing it takes a second)."""
+    for entry in path:
+        try:
+            names = os.listdir(entry or "/")
+        except OSError:
+            continue
+        for name in names:
+            stem, _, suffix = name.rpartition(".")
+            package, _, version = stem.partition("-")
+            if package.lower() == "ipykernel" and suffix in ("dist-info", "egg-info"):
+                return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    return ()
+
+
 def start_encryption(argv: list[str], ip: str, ports: dict[str, int], ipc: str) -> tuple[str, Any]:
     """How the kernel is to be encrypted ("curve", "curve-proxy" or "none") and the proxy process, if any,
     which goes on starting beside the kernel (proxy_ready waits for it).
@@ -93,9 +125,11 @@ def start_encryption(argv: list[str], ip: str, ports: dict[str, int], ipc: str) 
     Where the image cannot encrypt, "auto" starts the kernel unencrypted and "required" fails the start."""
     if not all(os.environ.get(name) for name in ENCRYPTION_VARIABLES):
         return "none", None
-    config = dict(ip=ip, ports=ports, ipc=ipc, ipykernel=runs_ipykernel(argv))
+    python = kernel_python(argv)
+    if runs_ipykernel(argv) and ipykernel_version(import_path(python)) >= NATIVE_IPYKERNEL:
+        return "curve", None
     helper = subprocess.Popen(
-        [kernel_python(argv), "-c", os.environ.get("ASGARD_CURVE_PROXY", ""), json.dumps(config)],
+        [python, "-c", os.environ.get("ASGARD_CURVE_PROXY", ""), json.dumps(dict(ip=ip, ports=ports, ipc=ipc))],
         stdout=subprocess.PIPE,
         cwd="/",  # with -c the working directory is on sys.path: a notebook's own zmq.py must not count
         universal_newlines=True,
@@ -105,11 +139,7 @@ def start_encryption(argv: list[str], ip: str, ports: dict[str, int], ipc: str) 
     if word == "proxy":
         return "curve-proxy", helper
     helper.wait()
-    if word == "native":
-        return "curve", None
-    why = "its python ({}) could not run the encrypting proxy{}".format(
-        kernel_python(argv), ": " + word if word else ""
-    )
+    why = "its python ({}) could not run the encrypting proxy{}".format(python, ": " + word if word else "")
     if os.environ.get("ASGARD_ENCRYPTION") == "required":
         fail("this site requires encrypted kernels, but the image cannot encrypt: {}".format(why))
     print("jupyter-asgard: the kernel is not encrypted: {}".format(why), file=sys.stderr)

@@ -28,11 +28,15 @@ SMALLEST = {
             for title, mode in (
                 ("local ipykernel \\(reference\\)", "none"),
                 ("Asgard, unencrypted", "none"),  # the benchmark checks each kernel's encryption at every start
+                ("Asgard, unencrypted, 7.4", "none"),
                 ("Asgard, native Curve", "curve"),
                 ("Asgard, Curve via proxy", "curve-proxy"),
             )
         ]
-        + [rf"^ +Asgard, {kind} +round trip [\d.]+x \((meets|misses)" for kind in ("native Curve", "Curve via proxy")],
+        + [
+            rf"^ +Asgard, {kind} +vs Asgard, unencrypted{same} +round trip [\d.]+x \((meets|misses)"
+            for kind, same in (("native Curve", ", 7.4"), ("Curve via proxy", ""))
+        ],
     ),
     "benchmarks.slurm_load": (["--counts", "1", "2", "--window", "2"], [r"^ +1 +[\d.]+ +[\d.]+", r"^ +2 +[\d.]+"]),
     "benchmarks.start_storm": (

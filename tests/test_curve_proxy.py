@@ -48,7 +48,7 @@ def proxied_kernel(keys: tuple[bytes, bytes]) -> Iterator[dict[str, Any]]:
     ports = free_ports()
     key = new_id_bytes()
     env = {**os.environ, "ASGARD_CURVE_PUBLICKEY": keys[0].decode(), "ASGARD_CURVE_SECRETKEY": keys[1].decode()}
-    config = {"ip": "127.0.0.1", "ports": ports, "ipc": ipc, "ipykernel": False}
+    config = {"ip": "127.0.0.1", "ports": ports, "ipc": ipc}
     proxy = subprocess.Popen(
         [sys.executable, "-c", PROXY_SOURCE, json.dumps(config)], stdout=subprocess.PIPE, text=True, env=env
     )
@@ -182,7 +182,7 @@ WITHOUT_CURVE = PROXY_SOURCE.replace(
         (WITHOUT_CURVE, "required", "requires encrypted kernels"),
         ("raise SystemExit(3)", "auto", "none"),
         ("raise SystemExit(3)", "required", "requires encrypted kernels"),
-        ("print('native')", "required", "curve"),
+        ("raise SystemExit('no proxy for a kernel that encrypts itself')", "required", "curve"),
         (f"print('proxy'); print({bootstrap.FAILURE!r} + 'cannot listen: Address already in use')", "auto", "in use"),
     ],
     ids=[
@@ -253,13 +253,26 @@ def test_the_proxy_runs_with_the_kernel_s_python() -> None:
     assert not bootstrap.runs_ipykernel(["python3", "-m", "my_kernel"])
 
 
-def test_ipykernel_s_version_comes_from_its_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ipykernel_s_version_comes_from_its_metadata(tmp_path: Path) -> None:
     (tmp_path / "ipykernel-6.17.0.dist-info").mkdir()
-    monkeypatch.setattr(sys, "path", [str(tmp_path)])
-    assert curve_proxy.ipykernel_version() == (6, 17)
+    assert bootstrap.ipykernel_version([str(tmp_path / "missing"), str(tmp_path)]) == (6, 17)
     (tmp_path / "ipykernel-6.17.0.dist-info").rmdir()
     (tmp_path / "ipykernel-7.4.0.dist-info").mkdir()
-    assert curve_proxy.ipykernel_version() >= curve_proxy.NATIVE_IPYKERNEL
+    assert bootstrap.ipykernel_version([str(tmp_path)]) >= bootstrap.NATIVE_IPYKERNEL
+    assert bootstrap.ipykernel_version([]) == ()
+
+
+def test_the_import_path_of_the_kernel_s_python(tmp_path: Path) -> None:
+    """The bootstrap's own python (run with -I -S) knows its site directories without a process; another
+    python (here a wrapper around this one) is asked for its sys.path."""
+    here = bootstrap.import_path(sys.executable)
+    assert bootstrap.ipykernel_version(here) >= bootstrap.NATIVE_IPYKERNEL  # this machine's ipykernel 7.4
+    wrapper = tmp_path / "python3"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    asked = bootstrap.import_path(str(wrapper))
+    assert asked[0] == "" and bootstrap.ipykernel_version(asked) == bootstrap.ipykernel_version(here)
+    assert bootstrap.import_path(str(tmp_path / "no-such-python")) == []
 
 
 class Spec:
