@@ -40,6 +40,7 @@ PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port
 ENCRYPTION_VARIABLES = ("ASGARD_CURVE_PUBLICKEY", "ASGARD_CURVE_SECRETKEY")
 NATIVE_IPYKERNEL = (7, 4)  # ipykernel binds as a Curve server when the connection file carries keys
 IMPORT_PATH = "import json, sys; print(json.dumps(sys.path))"
+PROXY_FAILURE_PATIENCE = 5.0  # seconds for the kernel to end by itself after its proxy failed (its error explains)
 BIND_PATIENCE = 60.0  # seconds to wait for the kernel to listen before leaving the verdict to the provisioner
 KILL_NOW = signal.SIGUSR2  # the provisioner's kill(): the kernel dies at once, the bootstrap cleans up and ends
 KILL_AFTER = 2.0  # seconds a kernel has to end after SIGTERM; the provisioner waits longer (kernel_step.py)
@@ -146,15 +147,22 @@ def start_encryption(argv: list[str], ip: str, ports: dict[str, int], ipc: str) 
     return "none", None
 
 
-def proxy_ready(proxy: Any, handshake: dict[str, Any]) -> str:
-    """Until the proxy listens: "" once it does (handshake says whether it encrypts), else what went wrong."""
+def proxy_ready(proxy: Any, child: subprocess.Popen[Any], handshake: dict[str, Any]) -> str:
+    """Until the proxy listens: "" once it does (handshake says whether it encrypts), else what went wrong, or
+    "ended" where the kernel ended meanwhile: its own error says more (an image without pyzmq has no
+    ipykernel that runs either)."""
     word = proxy.stdout.readline().strip()
     if word.startswith("ready-plain "):
         print("jupyter-asgard: the kernel is not encrypted: {}".format(word[len("ready-plain ") :]), file=sys.stderr)
         handshake["encryption"] = "none"
-    elif word != "ready":
+        return ""
+    if word == "ready":
+        return ""
+    try:
+        child.wait(timeout=PROXY_FAILURE_PATIENCE)
+        return "ended"
+    except subprocess.TimeoutExpired:
         return word[len(FAILURE) :] if word.startswith(FAILURE) else "the kernel's encrypting proxy ended"
-    return ""
 
 
 def connection_info(mode: str, ip: str, ports: dict[str, int], ipc: str) -> dict[str, Any]:
@@ -379,7 +387,7 @@ def main() -> None:
         def ready(child: subprocess.Popen[Any]) -> str:
             if proxy is None:
                 return await_ports(child, ports)
-            return proxy_ready(proxy, handshake) or await_ipc(child, ipc_paths)
+            return proxy_ready(proxy, child, handshake) or await_ipc(child, ipc_paths)
 
         code = run_kernel(
             argv, kernel_environment(), ready, lambda: print(HANDSHAKE + json.dumps(handshake), flush=True)

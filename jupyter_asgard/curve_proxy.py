@@ -50,7 +50,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-FAILURE = "ASGARD-ERROR "  # the bootstrap's prefix: srun relays it to the provisioner
+# The bootstrap's, repeated (each is sent to the node as source of its own; a test keeps them equal): its
+# failure prefix, which srun relays to the provisioner, and its port names, in the order the ipc sockets
+# are numbered.
+FAILURE = "ASGARD-ERROR "
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 # Signals Slurm sends every process of the step: they are the kernel's; the bootstrap ends this one.
 IGNORED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
@@ -61,7 +64,7 @@ def no_curve() -> str:
     try:
         import zmq
     except ImportError as error:
-        return "pyzmq cannot be imported ({})".format(error)
+        return "its python has no pyzmq ({})".format(error)
     if zmq.has("curve"):
         return ""
     return "its pyzmq {} (libzmq {}) was built without CurveZMQ".format(zmq.__version__, zmq.zmq_version())
@@ -122,7 +125,11 @@ def proxy_sockets(context: Any, config: dict[str, Any], encrypt: bool) -> list[t
 
 def relay(config: dict[str, Any], why_plain: str) -> None:
     """Listen on the node's ports and relay to the kernel, encrypted unless why_plain says why not."""
-    import zmq
+    try:
+        import zmq
+    except ImportError as error:
+        print("{}the image's python has no pyzmq for the kernel's proxy ({})".format(FAILURE, error), flush=True)
+        sys.exit(1)
 
     # Two I/O threads: the kernel's side (ipc) and the clients' (tcp, encrypting) work at once. With one, a
     # cell printing megabytes went 12% slower through the proxy (measured with this machine's ipykernel).

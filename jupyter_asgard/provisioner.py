@@ -4,7 +4,8 @@ Life cycle (jupyter_client calls these in order, see local_provisioner.py):
 pre_launch checks the launch configuration before anything is submitted;
 launch_kernel gets the allocation (once; restarts reuse it), runs the kernel
 as an srun step with Pyxis's options and returns the connection info the
-node reported; post_launch, after a move to another node, points the
+node reported, with the kernel's CurveZMQ keys where its traffic is encrypted
+(encryption.py); post_launch, after a move to another node, points the
 server's activity watch at the new address (kernel_address.py);
 poll/wait/send_signal/kill/terminate act on the step;
 cleanup releases the allocation unless the kernel is restarting.

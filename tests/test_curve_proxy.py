@@ -218,11 +218,14 @@ def test_the_bootstrap_follows_what_the_proxy_says(
         assert mode == "curve" or "not encrypted" in capsys.readouterr().err
         return
     handshake = {"encryption": mode}
+    monkeypatch.setattr(bootstrap, "PROXY_FAILURE_PATIENCE", 0.5)
+    kernel = subprocess.Popen(["sleep", "60"])  # a kernel still starting when its proxy fails
     try:
-        verdict = bootstrap.proxy_ready(proxy, handshake)
+        verdict = bootstrap.proxy_ready(proxy, kernel, handshake)
     finally:
-        proxy.kill()
-        proxy.wait()
+        for process in (proxy, kernel):
+            process.kill()
+            process.wait()
     if outcome == "relays in the clear":
         assert (verdict, handshake["encryption"]) == ("", "none")
         assert "built without CurveZMQ" in capsys.readouterr().err
@@ -230,6 +233,19 @@ def test_the_bootstrap_follows_what_the_proxy_says(
         assert outcome in verdict
         if "requires" in outcome:
             assert "built without CurveZMQ" in verdict and "pip's pyzmq wheels" in verdict
+
+
+def test_a_kernel_that_ends_while_its_proxy_fails_speaks_for_itself() -> None:
+    """An image without pyzmq: the proxy cannot run, and ipykernel cannot either; its own error (No module
+    named ...) tells the user more than the proxy's."""
+    failure = bootstrap.FAILURE + "the image's python has no pyzmq"
+    proxy = subprocess.Popen(["echo", failure], stdout=subprocess.PIPE, text=True)
+    kernel = subprocess.Popen([sys.executable, "-c", "raise SystemExit('No module named ipykernel_launcher')"])
+    try:
+        assert bootstrap.proxy_ready(proxy, kernel, {}) == "ended"
+    finally:
+        proxy.wait()
+        kernel.wait()
 
 
 def test_without_keys_there_is_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -292,3 +308,9 @@ def test_the_stricter_policy_applies_and_only_declared_kernels_get_keys() -> Non
     assert encryption_problem("auto", silent, "k") == ""
     problem = encryption_problem("required", silent, "old-spec")
     assert "'old-spec' does not declare CurveZMQ support" in problem and '"supported_encryption": ["curve"]' in problem
+
+
+def test_the_proxy_and_the_bootstrap_speak_the_same_words() -> None:
+    """Both are sent to the node as source of their own, so neither can import the other's constants."""
+    assert curve_proxy.FAILURE == bootstrap.FAILURE
+    assert curve_proxy.CHANNELS == bootstrap.PORT_NAMES  # the ipc sockets are numbered in this order

@@ -277,6 +277,8 @@ class Churn:
             self.failures.append(f"start: {answer.status} {_gist(answer.message)}")
             return None
         self.started.append(answer.body["id"])
+        if "curve_publickey" not in self.connection(answer.body["id"]):  # each one runs behind its proxy
+            self.failures.append(f"start: kernel {answer.body['id']} is not encrypted")
         return answer.body["id"]
 
     def restart(self, kernel_id: str) -> None:

@@ -82,7 +82,7 @@ INLINE = {
     "python3 -m benchmarks.start_storm": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "scancel --signal=INT": "tests/test_provisioner.py::test_signal_interrupt_reaches_the_kernel_through_slurm",
     "scontrol show job": (
-        "tests/test_security.py::TestServerKernel::test_the_key_is_in_no_command_line_slurm_record_or_log"
+        "tests/test_security.py::TestServerKernel::test_the_keys_are_in_no_command_line_slurm_record_or_log"
     ),
     "salloc --job-name=jupyter-asgard-<kernel id> ... cat": "tests/test_slurm_commands.py::test_salloc_argv_minimal",
     "sinfo -s": "tests/test_readme.py::test_sinfo_lists_the_partitions_as_the_troubleshooting_section_says",
