@@ -12,7 +12,7 @@ from typing import Any
 from .kernel_row import ENDED_STATES, KernelRow
 from .monitor import SlurmMonitor
 from .provisioner import PyxisProvisioner, live_provisioners
-from .slurm_commands import JobInfo, duration_seconds, tres_gpus
+from .slurm_commands import JobInfo, duration_seconds, expected_start, tres_gpus
 
 
 def gpus_of(info: JobInfo | None, provisioner: PyxisProvisioner) -> dict[str, Any]:
@@ -34,6 +34,7 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
     state = info.state if info else ("SUBMITTING" if provisioner.launch else "")
     if provisioner.end_state and state not in ENDED_STATES:
         state = provisioner.end_state
+    expected, seconds = expected_start(info) if info and state == "PENDING" else ("", None)
     row = KernelRow(
         kernel_id=provisioner.kernel_id,
         kernel_name=getattr(km, "kernel_name", ""),
@@ -43,6 +44,8 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
         state=state,
         reason=info.reason if info and state == "PENDING" else "",
         queue_position=monitor.positions.get(job_id),
+        expected_start=expected,
+        expected_start_seconds=seconds,
         node=provisioner.node or (info.nodes if info else ""),
         gpus=gpus_of(info, provisioner),
         partition=info.partition if info else (provisioner.launch.partition if provisioner.launch else ""),

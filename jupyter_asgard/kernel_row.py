@@ -45,6 +45,10 @@ class KernelRow:
     state: str = ""  # Slurm's job state, or SUBMITTING before Slurm knows the job
     reason: str = ""  # Slurm's pending reason; empty unless PENDING
     queue_position: int | None = None  # jobs ahead of this one in its partition; None when not queued
+    # Slurm's expected start of a PENDING job (squeue --start's StartTime, the cluster's local time), and the
+    # seconds until then; "" and None where Slurm has no estimate (or the job is not pending)
+    expected_start: str = ""
+    expected_start_seconds: int | None = None
     node: str = ""
     gpus: dict[str, Any] = field(default_factory=_no_gpus)  # {"count": N, "type": "h100" or ""}
     partition: str = ""

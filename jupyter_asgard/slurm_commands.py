@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .launch_config import LaunchConfig
@@ -279,6 +280,23 @@ def duration_seconds(text: str) -> int | None:
     else:
         hours, minutes, seconds = 0, parts[0], 0
     return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def seconds_until(text: str, now: datetime | None = None) -> int | None:
+    """Seconds from now until Slurm's timestamp (2026-11-30T14:35:00, the cluster's local time, which is the
+    server's); None for N/A, Unknown and the like. Never below 0: a start Slurm expected a moment ago is due."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return max(0, int((when - (now or datetime.now())).total_seconds()))
+
+
+def expected_start(job: JobInfo, now: datetime | None = None) -> tuple[str, int | None]:
+    """A PENDING job's start as Slurm's scheduler expects it (squeue --start's StartTime) and the seconds until
+    then; ("", None) where Slurm has no estimate or the job is not pending."""
+    seconds = seconds_until(job.start_time, now) if job.state == "PENDING" else None
+    return (job.start_time if seconds is not None else "", seconds)
 
 
 def orphans_argv(squeue: str = "squeue") -> list[str]:

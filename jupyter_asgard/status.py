@@ -22,6 +22,7 @@ from .slurm_commands import (
     SQUEUE_FIELDS,
     JobInfo,
     duration_seconds,
+    expected_start,
     kernel_id_of,
     parse_holder,
     parse_queue_positions,
@@ -120,12 +121,15 @@ def started_by(comment: str) -> str:
 
 def unknown_job_row(job: JobInfo, position: int | None) -> dict[str, Any]:
     """A row like the servers' for a job no server reported, from squeue alone."""
+    expected, seconds = expected_start(job)
     row = KernelRow(
         kernel_id=kernel_id_of(job.name) or "",
         job_id=job.job_id,
         state=job.state,
         reason=job.reason if job.state == "PENDING" else "",
         queue_position=position,
+        expected_start=expected,
+        expected_start_seconds=seconds,
         node="" if job.state == "PENDING" else job.nodes,
         gpus=tres_gpus(job) or {"count": 0, "type": ""},
         partition=job.partition,
@@ -165,13 +169,16 @@ def collect(timeout: float = TIMEOUT) -> Status:
 
 
 def state_text(row: dict[str, Any]) -> str:
-    """RUNNING, or PENDING with Slurm's reason and the queue ahead: what a waiting user asks first."""
+    """RUNNING, or PENDING with Slurm's reason, the queue ahead and when Slurm expects it to start: what a
+    waiting user asks first."""
     state = row.get("state") or "STARTING"
     if state != "PENDING":
         return state
     details = [row["reason"]] if row.get("reason") else []
     if row.get("queue_position") is not None:
         details.append(f"{row['queue_position']} ahead")
+    if row.get("expected_start"):
+        details.append(f"expected {row['expected_start'].replace('T', ' ')}")
     return f"PENDING ({', '.join(details)})" if details else state
 
 

@@ -91,19 +91,36 @@ def native_kernelspec(kernelspecs: KernelSpecs) -> str:
     return kernelspecs.make("asgard-test-native", image=str(kernelspecs.cluster.ipykernel7_image()))
 
 
-@pytest.fixture
-def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
-    """Every GPU of the cluster held by another user's job, so a kernel's allocation waits in the queue
-    (reason Resources); yields their job ids, one per node."""
+def take_gpus(time_limit: str = "") -> list[str]:
+    """Every GPU of the cluster held by another user's job, one per node (with time_limit: Slurm can tell when
+    they end); their job ids."""
     jobs = []
     for node in NODES:
         result = subprocess.run(
-            ["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"],
+            ["salloc", "--no-shell", "--gpus=2", f"--nodelist={node}", "-J", "other-user"]
+            + ([f"--time={time_limit}"] if time_limit else []),
             capture_output=True,
             text=True,
             timeout=30,
         )
         jobs.append(result.stderr.split()[-1])
+    return jobs
+
+
+@pytest.fixture
+def gpus_taken(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
+    """Every GPU of the cluster held by another user's job, so a kernel's allocation waits in the queue
+    (reason Resources); yields their job ids, one per node."""
+    jobs = take_gpus()
+    yield jobs
+    subprocess.run(["scancel", *jobs], capture_output=True)
+
+
+@pytest.fixture
+def gpus_taken_for_ten_minutes(slurm_cluster: LocalCluster) -> Iterator[list[str]]:
+    """As gpus_taken, by jobs with a 10-minute time limit: Slurm's scheduler can tell when a waiting kernel
+    will start."""
+    jobs = take_gpus("10")
     yield jobs
     subprocess.run(["scancel", *jobs], capture_output=True)
 

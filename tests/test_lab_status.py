@@ -67,8 +67,9 @@ def open_notebook(page: Any, server: JupyterServer, path: str) -> None:
 
 
 def test_status_bar_follows_a_kernel_from_the_queue_to_its_node_and_the_panel_shuts_it_down(
-    jupyter_lab: JupyterServer, browser: Any, gpus_taken: list[str]
+    jupyter_lab: JupyterServer, browser: Any, gpus_taken_for_ten_minutes: list[str]
 ) -> None:
+    gpus_taken = gpus_taken_for_ten_minutes  # jobs with a time limit: Slurm tells when the kernel will start
     path = make_notebook(jupyter_lab, "asgard-status.ipynb", "asgard-test")
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     try:
@@ -76,6 +77,9 @@ def test_status_bar_follows_a_kernel_from_the_queue_to_its_node_and_the_panel_sh
         status = page.locator(STATUS)
         # The session request blocks while the kernel waits: the item finds the kernel by the notebook's path.
         expect(status).to_have_text(re.compile(r"queued: waiting for GPUs \(Resources\), next in line"), timeout=60_000)
+        # Slurm's estimate: when the other user's jobs reach their limit, some 10 minutes from now
+        expected = re.compile(r", expected \d\d:\d\d \(in ~(9|10)m\)$")
+        expect(status).to_have_text(expected, timeout=30_000)
         expect(status).to_have_attribute("data-phase", "queued")
         screenshot(page, "asgard-status-bar")
 
@@ -87,7 +91,7 @@ def test_status_bar_follows_a_kernel_from_the_queue_to_its_node_and_the_panel_sh
         expect(card).to_have_count(1)
         expect(card.locator(".jp-asgard-Kernel-name")).to_have_text(path)
         expect(card.locator(".jp-asgard-Kernel-state")).to_have_text(
-            "queued: waiting for GPUs (Resources), next in line"
+            re.compile(r"^queued: waiting for GPUs \(Resources\), next in line, expected \d\d:\d\d \(in ~(9|10)m\)$")
         )
         expect(card.locator("dd[data-field='GPUs']")).to_have_text("1 GPU")  # asked for
         expect(card.locator("dd[data-field='Node']")).to_have_text("—")

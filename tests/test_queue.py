@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from traitlets.config import Config
 
 from jupyter_asgard.errors import KernelStartError
+from jupyter_asgard.kernel_jobs import kernel_job
 from tests.kernels import KernelSpecs, execute, kernel_jobs, shutdown, start
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
@@ -49,6 +51,30 @@ async def test_a_queued_kernel_shows_why_and_starts_when_gpus_free(
         await asyncio.wait_for(starting, 60)
         assert km.provisioner.job_state == "RUNNING"
         assert (await execute(km, "print('queued, then ran')"))["stdout"].strip() == "queued, then ran"
+    finally:
+        starting.cancel()
+        await shutdown(km)
+
+
+async def test_a_queued_kernel_s_row_carries_slurm_s_expected_start(
+    kernelspecs: KernelSpecs, gpus_taken_for_ten_minutes: list[str], tmp_path: Path
+) -> None:
+    """From the monitor's one squeue per interval (its StartTime is squeue --start's): the time the GPUs come
+    free, when the other user's jobs reach their 10-minute limit."""
+    km, starting = pending_kernel("asgard-test", tmp_path)
+    try:
+        await wait_for_state(km, "PENDING")
+        for _ in range(100):  # the backfill scheduler estimates every bf_interval (2 s here)
+            row = kernel_job(km.provisioner, km.provisioner.monitor)
+            if row["expected_start"]:
+                break
+            await asyncio.sleep(0.2)
+        assert row["state"] == "PENDING" and row["expected_start"], row
+        job = km.provisioner.job_id
+        squeue = subprocess.run(["squeue", "--start", "-h", "-j", job, "-o", "%S"], capture_output=True, text=True)
+        slurm_says = datetime.fromisoformat(squeue.stdout.strip())
+        assert abs((datetime.fromisoformat(row["expected_start"]) - slurm_says).total_seconds()) <= 5
+        assert 8 * 60 <= row["expected_start_seconds"] <= 10 * 60 + 5  # in the future, when the blockers end
     finally:
         starting.cancel()
         await shutdown(km)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 
@@ -16,6 +17,7 @@ from jupyter_asgard.slurm_commands import (
     JobInfo,
     SallocEvent,
     container_options,
+    expected_start,
     parse_salloc_line,
     parse_squeue,
     salloc_argv,
@@ -450,3 +452,18 @@ def test_cli_imports_no_kernel_machinery() -> None:
         "('provisioner', 'allocation', 'kernel_step', 'monitor', 'kernel_jobs', 'serverapp')))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("state", "start_time", "expected"),
+    [
+        ("PENDING", "2026-11-30T14:35:00", ("2026-11-30T14:35:00", 45 * 60)),
+        ("PENDING", "2026-11-30T13:00:00", ("2026-11-30T13:00:00", 0)),  # due: Slurm's estimate has passed
+        ("PENDING", "N/A", ("", None)),
+        ("PENDING", "Unknown", ("", None)),
+        ("RUNNING", "2026-11-30T13:00:00", ("", None)),  # a running job's StartTime is its start, not an estimate
+    ],
+)
+def test_a_pending_job_s_expected_start(state: str, start_time: str, expected: tuple[str, int | None]) -> None:
+    job = JobInfo(job_id="7", state=state, start_time=start_time)
+    assert expected_start(job, now=datetime(2026, 11, 30, 13, 50)) == expected

@@ -27,6 +27,10 @@ export interface IKernelRow {
   reason: string;
   /** Jobs ahead of this one in its partition, or null when not queued. */
   queue_position: number | null;
+  /** Slurm's expected start of a pending job ("2026-11-30T14:35:00", the cluster's time), or "". */
+  expected_start: string;
+  /** Seconds until then, or null where Slurm has no estimate. */
+  expected_start_seconds: number | null;
   node: string;
   gpus: IGpus;
   partition: string;

@@ -104,6 +104,23 @@ export function aheadWords(position: number | null | undefined): string {
   return position === 0 ? 'next in line' : `${position} ahead`;
 }
 
+/**
+ * When Slurm expects a queued kernel to start: "expected 14:35 (in ~45m)", "expected 12-02 09:10 (in ~1d2h)"
+ * beyond the day, "expected any moment", or "" where Slurm has no estimate.
+ */
+export function expectedWords(row: Pick<IKernelRow, 'expected_start' | 'expected_start_seconds'>): string {
+  const seconds = row.expected_start_seconds;
+  if (seconds === null || seconds === undefined || !row.expected_start) {
+    return '';
+  }
+  if (seconds < 60) {
+    return 'expected any moment';
+  }
+  const clock = row.expected_start.slice(11, 16); // HH:MM of Slurm's YYYY-MM-DDTHH:MM:SS
+  const day = seconds >= 20 * 3600 ? `${row.expected_start.slice(5, 10)} ` : '';
+  return `expected ${day}${clock} (in ~${duration(seconds)})`;
+}
+
 /** 8133 → "2h15m", 2700 → "45m", 40 → "40s", 93600 → "1d2h". */
 export function duration(seconds: number): string {
   const total = Math.max(0, Math.floor(seconds));
@@ -157,7 +174,7 @@ export function stateWords(row: IKernelRow): string {
     case 'queued': {
       const words = base === 'PENDING' ? reasonWords(row.reason, row.gpus) : base.toLowerCase();
       const reason = base === 'PENDING' && row.reason && row.reason !== 'None' ? ` (${row.reason})` : '';
-      return joined(`queued: ${words}${reason}`, aheadWords(row.queue_position));
+      return joined(`queued: ${words}${reason}`, aheadWords(row.queue_position), expectedWords(row));
     }
     case 'running':
       switch (row.execution_state) {

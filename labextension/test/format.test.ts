@@ -8,6 +8,7 @@ import {
   describe,
   duration,
   encryptionWords,
+  expectedWords,
   freeGpuWords,
   gpuWords,
   imageName,
@@ -29,6 +30,8 @@ function row(changes: Partial<IKernelRow> = {}): IKernelRow {
     state: 'RUNNING',
     reason: '',
     queue_position: null,
+    expected_start: '',
+    expected_start_seconds: null,
     node: 'gpu01',
     gpus: { count: 1, type: 'h100' },
     partition: 'gpu',
@@ -221,5 +224,25 @@ group('encryptionWords', () => {
     assert.equal(encryptionWords('curve-proxy'), 'encrypted (CurveZMQ, through a proxy in the container)');
     assert.equal(encryptionWords('none'), 'not encrypted');
     assert.equal(encryptionWords(''), '');
+  });
+});
+
+group('expectedWords', () => {
+  test('Slurm’s expected start of a queued kernel, in the state words too', () => {
+    const queued = row({ state: 'PENDING', reason: 'Resources', queue_position: 0, node: '' });
+    const at = (expected_start: string, seconds: number | null) => ({
+      ...queued,
+      expected_start,
+      expected_start_seconds: seconds
+    });
+    assert.equal(expectedWords(at('2026-11-30T14:35:00', 45 * 60)), 'expected 14:35 (in ~45m)');
+    assert.equal(expectedWords(at('2026-12-02T09:10:00', 26 * 3600)), 'expected 12-02 09:10 (in ~1d2h)');
+    assert.equal(expectedWords(at('2026-11-30T13:50:00', 0)), 'expected any moment');
+    assert.equal(expectedWords(at('', null)), '');
+    assert.equal(
+      stateWords(at('2026-11-30T14:35:00', 45 * 60)),
+      'queued: waiting for GPUs (Resources), next in line, expected 14:35 (in ~45m)'
+    );
+    assert.equal(stateWords(queued), 'queued: waiting for GPUs (Resources), next in line');
   });
 });
