@@ -20,10 +20,12 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
+from .estimates import estimate_launch
 from .kernel_jobs import kernel_job, kernel_jobs
 from .kernelspec_store import KernelspecStore, KernelspecStoreError
-from .launch_config import json_schema
+from .launch_config import LaunchConfig, json_schema
 from .provisioner import live_provisioner
+from .site_policy import check_launch
 from .slurm_client import SlurmError
 
 API = "/asgard/api"
@@ -128,6 +130,21 @@ class ValidateHandler(AsgardHandler):
             self.refuse(400, "the launch configuration has problems: " + "; ".join(problems), problems)
         else:
             self.finish({"valid": True, "config": config.to_json(), "problems": []})
+
+
+class EstimateHandler(AsgardHandler):
+    """When a launch configuration would start, and what cheaper ones the site allows would (estimates.py)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        config, problems = LaunchConfig.check(self.json_body())
+        config, refused = await check_launch(config, self.asgard.site.policy, self.asgard.site.policy.partition)
+        if problems or refused:
+            problems += refused
+            self.refuse(400, "the launch configuration has problems: " + "; ".join(problems), problems)
+            return
+        self.finish(await estimate_launch(self.asgard.site.client, config, self.asgard.site.policy))
 
 
 def is_placeholder_path(path: str) -> bool:
@@ -273,6 +290,7 @@ def handlers() -> list[tuple[str, type]]:
         (f"{API}/resources", ResourcesHandler),
         (f"{API}/config", ConfigHandler),
         (f"{API}/validate", ValidateHandler),
+        (f"{API}/estimate", EstimateHandler),
         (f"{API}/kernels", KernelsHandler),
         (f"{API}/kernels/{kernel_id}", KernelHandler),
         (f"{API}/monitor", MonitorHandler),

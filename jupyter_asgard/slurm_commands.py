@@ -111,11 +111,12 @@ def pid_alive(pid: int) -> bool:
 LEASE_COMMAND = ["sh", "-c", 'echo "$SLURM_JOB_NODELIST" && exec cat']
 
 
-def salloc_argv(
-    config: LaunchConfig, job_name: str, comment: str, exclude: tuple[str, ...] = (), salloc: str = "salloc"
-) -> list[str]:
-    """The allocation that holds the kernel's GPUs across restarts, for as long as the server lives."""
-    argv = [salloc, f"--job-name={job_name}", "--nodes=1", "--ntasks=1", f"--comment={comment}"]
+ONE_TASK = ("--nodes=1", "--ntasks=1")  # a kernel is one process on one node
+
+
+def allocation_options(config: LaunchConfig) -> list[str]:
+    """Slurm options of the kernel's allocation (one node, one task besides), as salloc asks for it and
+    srun --test-only estimates it."""
     options = {
         "--partition": config.partition,
         "--gpus": config.gpus,
@@ -127,10 +128,33 @@ def salloc_argv(
         "--reservation": config.reservation,
         "--constraint": config.constraint,
     }
-    argv += [f"{option}={value}" for option, value in options.items() if value]
+    return [f"{option}={value}" for option, value in options.items() if value]
+
+
+def salloc_argv(
+    config: LaunchConfig, job_name: str, comment: str, exclude: tuple[str, ...] = (), salloc: str = "salloc"
+) -> list[str]:
+    """The allocation that holds the kernel's GPUs across restarts, for as long as the server lives."""
+    argv = [salloc, f"--job-name={job_name}", *ONE_TASK, f"--comment={comment}", *allocation_options(config)]
     if exclude:
         argv.append(f"--exclude={','.join(exclude)}")
     return argv + list(config.salloc_args) + LEASE_COMMAND
+
+
+def estimate_argv(config: LaunchConfig, srun: str = "srun") -> list[str]:
+    """Slurm's estimate of when the allocation would start, submitting nothing (salloc has no --test-only)."""
+    return [srun, "--test-only", *ONE_TASK, *allocation_options(config), *config.salloc_args, "true"]
+
+
+_TEST_ONLY = re.compile(
+    r"Job \d+ to start at (?P<start>\S+) using \d+ processors on nodes (?P<nodes>\S+) in partition (?P<partition>\S+)"
+)
+
+
+def parse_test_only(output: str) -> tuple[str, str, str] | None:
+    """(start, nodes, partition) of srun --test-only's answer, None where Slurm refused the request."""
+    match = _TEST_ONLY.search(output)
+    return (match["start"], match["nodes"], match["partition"]) if match else None
 
 
 def container_options(

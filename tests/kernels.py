@@ -146,3 +146,18 @@ async def start(kernel_name: str, cwd: Path, site: Config | None = None, **kwarg
 async def shutdown(km: AsyncKernelManager) -> None:
     if km.has_kernel or km.provisioner is not None:
         await asyncio.wait_for(km.shutdown_kernel(now=True), 60)
+
+
+async def wait_for_state(km: AsyncKernelManager, state: str, timeout: float = 20) -> None:
+    """Until the kernel's Slurm job is in state (PENDING, RUNNING, ...)."""
+    for _ in range(int(timeout / 0.1)):
+        if km.provisioner is not None and km.provisioner.job_state == state:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"kernel job never reached {state}")
+
+
+def pending_kernel(kernel_name: str, cwd: Path) -> tuple[AsyncKernelManager, asyncio.Future[None]]:
+    """Start a kernel in the background; return its manager-to-be and the start task."""
+    km = AsyncKernelManager(kernel_name=kernel_name)
+    return km, asyncio.ensure_future(km.start_kernel(cwd=str(cwd)))

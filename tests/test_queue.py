@@ -12,25 +12,9 @@ from traitlets.config import Config
 
 from jupyter_asgard.errors import KernelStartError
 from jupyter_asgard.kernel_jobs import kernel_job
-from tests.kernels import KernelSpecs, execute, kernel_jobs, shutdown, start
+from tests.kernels import KernelSpecs, execute, kernel_jobs, pending_kernel, shutdown, start, wait_for_state
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
-
-
-async def wait_for_state(km, state: str, timeout: float = 20) -> None:
-    for _ in range(int(timeout / 0.1)):
-        if km.provisioner is not None and km.provisioner.job_state == state:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"kernel job never reached {state}")
-
-
-def pending_kernel(kernel_name: str, cwd: Path):
-    """Start a kernel in the background; return its manager-to-be and the start task."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    km = AsyncKernelManager(kernel_name=kernel_name)
-    return km, asyncio.ensure_future(km.start_kernel(cwd=str(cwd)))
 
 
 async def test_a_queued_kernel_shows_why_and_starts_when_gpus_free(
