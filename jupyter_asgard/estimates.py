@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .launch_config import LaunchConfig
-from .site_policy import SitePolicy, check_launch
+from .site_policy import SitePolicy, check_allocation
 from .slurm_client import SlurmClient, SlurmError
 from .slurm_commands import duration_seconds, estimate_argv, parse_test_only, seconds_until
 
@@ -99,7 +99,7 @@ async def estimate_launch(client: SlurmClient, config: LaunchConfig, policy: Sit
     partition = config.partition or policy.partition
     candidates: list[tuple[str, dict[str, Any], LaunchConfig]] = [("as configured", {}, config)]
     for label, changes in cheaper_changes(config, partition, list(policy.allowed_partitions)):
-        changed, refused = await check_launch(replace(config, **changes), policy, policy.partition)
+        changed, refused = check_allocation(replace(config, **changes), policy, policy.partition)
         if not refused:
             candidates.append((label, changes, changed))
     found = await asyncio.gather(*(estimate_one(client, cfg, label, changes) for label, changes, cfg in candidates))

@@ -93,14 +93,20 @@ class SitePolicy(LaunchSettings):  # type: ignore[misc, valid-type]
         return names if CONFIG_SECTION in names else [*names, CONFIG_SECTION]
 
 
+def check_allocation(config: LaunchConfig, policy: SitePolicy, site_partition: str) -> tuple[LaunchConfig, list[str]]:
+    """What the site's limits refuse in the allocation a configuration asks for (GPUs, partition), with the
+    site's partition filled in: all a start-time estimate needs checked."""
+    config = with_site_partition(config, site_partition, policy.allowed_partitions)
+    return config, policy_problems(config, policy.max_gpus, policy.allowed_partitions)
+
+
 async def check_launch(
     config: LaunchConfig, policy: SitePolicy, site_partition: str, workdir: str | None = None
 ) -> tuple[LaunchConfig, list[str]]:
     """The configuration as it will run (the site's partition filled in) and what the site's policy refuses
     in it: limits, a notebook directory Pyxis cannot mount (workdir: where the kernel starts, when known),
     paths that do not exist (where the site checks them, and only for containers)."""
-    config = with_site_partition(config, site_partition, policy.allowed_partitions)
-    problems = policy_problems(config, policy.max_gpus, policy.allowed_partitions)
+    config, problems = check_allocation(config, policy, site_partition)
     if workdir is not None:
         problems += workdir_problems(config, workdir, policy.mount_workdir)
     if policy.check_paths and policy.containers:

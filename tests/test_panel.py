@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -234,3 +235,30 @@ async def test_the_panel_and_the_rest_api_check_as_the_provisioner_does(slurm_cl
     ]
     _, problems = await unchecked.validate({"image": image, "gpus": 2})
     assert problems == ["gpus: 2 GPUs requested but this site allows at most 1 per kernel; ask for 1 or fewer"]
+
+
+async def test_the_panel_estimates_when_the_settings_rest_and_only_when_the_allocation_changes(
+    slurm_cluster: LocalCluster, image_dir: Path, store: KernelspecStore, tmp_path: Path
+) -> None:
+    panel = make_panel(image_dir, store, tmp_path)
+    calls = panel.site.client.calls
+    panel.image.value = str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh")
+    before = calls["srun"]
+    for gpus in (1, 2, 1, 2):  # a burst of clicks: one estimate, once they rest
+        panel.resources.gpus.value = gpus
+    panel.resources.time.value = "2:00:00"
+    await panel.estimate.settled()
+    # as configured, one GPU instead of two, a shorter time: one srun --test-only each
+    assert calls["srun"] - before == 3, panel.estimate.value
+    shown = panel.estimate.value
+    assert "starts now on gpu0" in shown and "or 1 GPU instead of 2: starts now on gpu0" in shown
+    assert "or time limit 1:00:00: starts now" in shown
+    asked = calls["srun"]
+    panel.display_name.value = "PyTorch on 2 GPUs"  # nothing the allocation asks for
+    panel.mounts.set_entries([f"{slurm_cluster.datasets}:/ds:ro"])
+    await asyncio.sleep(1.5)
+    await panel.estimate.settled()
+    assert calls["srun"] == asked  # nothing while the allocation stays the same
+    panel.resources.time.value = "soon"  # no time limit Slurm knows: nothing to ask, the box says why
+    await panel.estimate.settled()
+    assert calls["srun"] == asked and "Fix the settings above" in panel.estimate.value

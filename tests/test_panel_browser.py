@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser import open_lab, screenshot
 from tests.cluster import LocalCluster
@@ -77,6 +78,10 @@ def test_panel_saves_a_kernel_that_then_runs_on_the_cluster(
         option = page.locator("datalist option[value^='nvcr.io/nvidia/pytorch:23.12-py3 ·']")
         image.fill(option.first.get_attribute("value"))
         image.press("Enter")
+        # Slurm's estimate and a cheaper alternative, once the settings rest (the cluster has free GPUs)
+        estimate = page.locator(".asgard-estimate")
+        expect(estimate).to_contain_text(re.compile(r"^starts now on gpu0[12]"), timeout=30_000)
+        expect(estimate).to_contain_text(re.compile(r"or time limit 1:00:00: starts now on gpu0[12]"))
         sources = page.locator("input[placeholder^='source on the cluster']")
         rows = sources.count()
         page.get_by_role("button", name="Add mount").click()

@@ -23,6 +23,7 @@ from ..launch_config import LaunchConfig
 from ..launch_plan import preview
 from ..site import AsgardSite, server_config
 from ..slurm_client import SlurmClient, SlurmError
+from .estimate import EstimateBox
 from .flags import PyxisFlag
 from .image import ImagePicker
 from .mounts import ERROR_STYLE, MountList
@@ -76,6 +77,7 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
         self.mount_home = PyxisFlag("home directory mounted")
         self.resources = ResourcesBox(policy.max_gpus, self._changed)
         self.preview = w.HTML()
+        self.estimate = EstimateBox(self.site.client, policy)
         self.display_name = w.Text(
             placeholder="e.g. PyTorch 24.05 on 2 GPUs", description="Name", layout=w.Layout(width="50%")
         )
@@ -112,6 +114,8 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
             w.HBox([self.writable, self.remap_root, self.mount_home]),
             heading("Resources"),
             self.resources,
+            heading("When it would start"),
+            self.estimate,
             heading("The kernel will run"),
             self.preview,
             heading("Save"),
@@ -178,7 +182,8 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
         if not self._built:
             return
         values = {**self.values(), "mounts": self.mounts.valid_entries()}
-        config, _ = LaunchConfig.check({key: value for key, value in values.items() if value not in ("", None)})
+        config, problems = LaunchConfig.check({key: value for key, value in values.items() if value not in ("", None)})
+        self.estimate.update(None if problems or not config.image else config)
         if not config.image:
             self.preview.value = "<small>Choose an image to see the exact commands.</small>"
             return
