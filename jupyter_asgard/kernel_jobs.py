@@ -35,6 +35,7 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
     if provisioner.end_state and state not in ENDED_STATES:
         state = provisioner.end_state
     expected, seconds = expected_start(info) if info and state == "PENDING" else ("", None)
+    phase, in_phase = provisioner.phase
     row = KernelRow(
         kernel_id=provisioner.kernel_id,
         kernel_name=getattr(km, "kernel_name", ""),
@@ -56,6 +57,8 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
         image=provisioner.launch.image if provisioner.launch else provisioner.image,
         slurm_reachable=monitor.reachable,
         encryption=provisioner.encryption,
+        phase=phase,
+        phase_seconds=None if in_phase is None else int(in_phase),
     )
     # The handler turns the notebook's server-side name into row.path (jupyter_server's sessions know it).
     return {**row.to_json(), "session_name": provisioner.session_name}

@@ -59,6 +59,10 @@ class KernelRow:
     image: str = ""
     slurm_reachable: bool = True
     path: str = ""  # the notebook's path relative to the server root
+    # The container's setup while the kernel starts, as Pyxis reports it ("creating container filesystem",
+    # "starting container", ...), and the seconds in it so far; "" and None otherwise
+    phase: str = ""
+    phase_seconds: int | None = None
     # How the kernel's traffic goes (encryption.MODES): "curve" (the kernel's own CurveZMQ), "curve-proxy"
     # (CurveZMQ through the proxy in its container), "none" (in the clear); "" until it has started.
     encryption: str = ""

@@ -20,6 +20,7 @@ import zmq
 import zmq.asyncio
 
 from .bootstrap import FAILURE, HANDSHAKE, KILL_AFTER, KILL_NOW
+from .container_phases import phase_of, setting_up
 from .errors import KernelStartError
 from .slurm_client import SlurmClient, SlurmError
 
@@ -52,9 +53,9 @@ NOISE = re.compile(
 
 def summarize(lines: list[str]) -> tuple[str, str]:
     """The lines that explain a failed step, and a hint for them."""
-    important = [line for line in lines if ("pyxis" in line or FAILURE in line) and not NOISE.search(line)] or lines[
-        -8:
-    ]
+    important = [
+        line for line in lines if ("pyxis" in line or FAILURE in line) and not NOISE.search(line) and not phase_of(line)
+    ] or [line for line in lines if not phase_of(line)][-8:]
     text = "\n".join(line.replace(FAILURE, "") for line in important[-8:])
     hint = next((hint for needle, hint in OUTPUT_HINTS.items() if needle in "\n".join(lines)), "")
     return text, hint
@@ -71,6 +72,8 @@ class KernelStep:
         self.process: asyncio.subprocess.Process | None = None
         self.handshake: dict[str, Any] = {}
         self.output: deque[str] = deque(maxlen=200)
+        self.phase = ""  # the container's setup, as Pyxis reports it (container_phases.py); "" before any
+        self.phase_since = 0.0  # loop time the phase began
         self._handshake: asyncio.Future[dict[str, Any]] | None = None
         self._readers: list[asyncio.Task[None]] = []
 
@@ -213,6 +216,11 @@ class KernelStep:
             self._handshake.set_result(json.loads(line[len(HANDSHAKE) :]))
             return
         self.output.append(line)
+        phase = "" if handshake else phase_of(line)
+        if phase:
+            self.phase, self.phase_since = phase, asyncio.get_running_loop().time()
+            self.log.debug("[kernel %s] container: %s", self.kernel_id, phase)
+            return
         self.log.info("[kernel %s] %s", self.kernel_id, line)
 
     async def _wait_output_done(self) -> None:
@@ -227,4 +235,6 @@ class KernelStep:
 
     def _failure(self, what: str) -> KernelStartError:
         text, hint = summarize(list(self.output))
+        if setting_up(self.phase):
+            what += f" (the container's last step: {self.phase})"
         return KernelStartError(what, hint, text)

@@ -11,6 +11,7 @@ import hashlib
 import re
 import shlex
 
+from .container_phases import PROGRESS_OPTION
 from .launch_config import LaunchConfig
 from .mounts import Mount, describe_characters, unmountable_characters
 from .slurm_commands import HOLDER_MARK, container_options, job_name, salloc_argv, srun_argv
@@ -89,8 +90,10 @@ def kernel_step_argv(
     command: list[str],
     srun: str = "srun",
     containers: bool = True,
+    progress: bool = True,
 ) -> list[str]:
-    """containers=False: a cluster without Pyxis; the step runs on the node as it is, in the workdir."""
+    """containers=False: a cluster without Pyxis; the step runs on the node as it is, in the workdir.
+    progress: Pyxis's setup progress on the step's stderr (container_phases.py)."""
     if not containers:
         return srun_argv(config, job_id, [f"--chdir={config.workdir or workdir}"], command, srun=srun)
     options = container_options(
@@ -100,7 +103,7 @@ def kernel_step_argv(
         container_name(config, name_template, kernel_name, job_id),
         container_env_names(config, kernelspec_env),
     )
-    return srun_argv(config, job_id, options, command, srun=srun)
+    return srun_argv(config, job_id, [*options, *([PROGRESS_OPTION] if progress else [])], command, srun=srun)
 
 
 def preview(
@@ -112,6 +115,7 @@ def preview(
     name_template: str,
     kernel_argv: list[str],
     bootstrap_python: str = "python3",
+    progress: bool = True,
 ) -> str:
     """The two commands a kernel start runs, as a shell would show them (ids not known yet in <>)."""
     salloc = salloc_argv(config, job_name("<kernel id>"), f"{HOLDER_MARK}:<server>")
@@ -124,6 +128,7 @@ def preview(
         kernel_name=kernel_name,
         kernelspec_env=[],
         command=[bootstrap_python, "-I", "-S", "-c", BOOTSTRAP_PLACEHOLDER, *kernel_argv],
+        progress=progress,
     )
     return f"{_shell(salloc)}\n{_shell(srun)}"
 

@@ -127,6 +127,14 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
         return info.state if info else ""
 
     @property
+    def phase(self) -> tuple[str, float | None]:
+        """The container's setup while the kernel starts, as Pyxis reports it, and seconds in it so far."""
+        step = self.step
+        if step is None or step.handshake or not step.phase:
+            return "", None
+        return step.phase, asyncio.get_running_loop().time() - step.phase_since
+
+    @property
     def pending_reason(self) -> str:
         info = self.allocation.info if self.allocation else None
         return info.reason if info and info.state == "PENDING" else ""
@@ -365,6 +373,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
             command=[self.bootstrap_python, "-I", "-S", "-c", BOOTSTRAP_SOURCE, *cmd],
             srun=self.client.command("srun"),
             containers=self.containers,
+            progress=self.container_progress,
         )
         self.log.info("Kernel %s: starting in Slurm job %s", self.kernel_id, self.allocation.job_id)
         self.step = KernelStep(self.client, self.log, self.kernel_id, self.allocation.job_id)

@@ -77,6 +77,12 @@ class SitePolicy(LaunchSettings):  # type: ignore[misc, valid-type]
         "the notebook's directory, and image, mounts and container settings have no effect.",
     ).tag(config=True)
 
+    container_progress = Bool(
+        True,
+        help="Show Pyxis's container setup (creating the container filesystem, starting it) as the kernel's "
+        "phase while it starts: the step runs with srun --slurmd-debug=1, which copies slurmstepd's info "
+        "messages to the step's stderr. Turn off where Slurm refuses --slurmd-debug to users.",
+    ).tag(config=True)
     transport_encryption = CaselessStrEnum(
         list(POLICIES),
         "auto",

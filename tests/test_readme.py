@@ -77,6 +77,9 @@ INLINE_START = re.compile(
 )
 INLINE = {
     "python3 -m benchmarks.kernel_start": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "srun --test-only": (
+        "tests/test_estimates.py::test_the_estimate_matches_slurm_and_the_cheaper_alternative_starts_at_once"
+    ),
     "python3 -m benchmarks.kernel_messages": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.slurm_load": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.start_storm": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",

@@ -196,6 +196,7 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
                 name_template=self.policy.container_name_template,
                 kernel_argv=KERNEL_ARGV,
                 bootstrap_python=self.policy.bootstrap_python,
+                progress=self.policy.container_progress,
             )
         except ValueError as error:
             text = f"(not yet: {error})"

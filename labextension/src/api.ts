@@ -43,6 +43,10 @@ export interface IKernelRow {
   slurm_reachable: boolean;
   /** The notebook's path relative to the server root, also while the kernel waits in the queue. */
   path: string;
+  /** The container's setup while the kernel starts, as Pyxis reports it ("creating container filesystem"), or "". */
+  phase: string;
+  /** Seconds in that phase so far, or null. */
+  phase_seconds: number | null;
   /** How the kernel's traffic goes: "curve", "curve-proxy", "none"; empty until it has started. */
   encryption: string;
 }

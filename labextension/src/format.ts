@@ -121,6 +121,16 @@ export function expectedWords(row: Pick<IKernelRow, 'expected_start' | 'expected
   return `expected ${day}${clock} (in ~${duration(seconds)})`;
 }
 
+/** A starting kernel: "starting: creating container filesystem (12s)" while Pyxis reports its setup. */
+export function phaseWords(row: Pick<IKernelRow, 'phase' | 'phase_seconds'>): string {
+  if (!row.phase) {
+    return 'starting';
+  }
+  const seconds =
+    row.phase_seconds === null || row.phase_seconds === undefined ? '' : ` (${duration(row.phase_seconds)})`;
+  return `starting: ${row.phase}${seconds}`;
+}
+
 /** 8133 → "2h15m", 2700 → "45m", 40 → "40s", 93600 → "1d2h". */
 export function duration(seconds: number): string {
   const total = Math.max(0, Math.floor(seconds));
@@ -184,7 +194,7 @@ export function stateWords(row: IKernelRow): string {
         case 'autorestarting':
         case null:
         case '':
-          return 'starting'; // the server has no kernel state before the kernel answers
+          return phaseWords(row); // the server has no kernel state before the kernel answers
         default:
           return 'running';
       }

@@ -43,6 +43,8 @@ function row(changes: Partial<IKernelRow> = {}): IKernelRow {
     slurm_reachable: true,
     path: 'projects/analysis.ipynb',
     encryption: 'curve-proxy',
+    phase: '',
+    phase_seconds: null,
     ...changes
   };
 }
@@ -244,5 +246,14 @@ group('expectedWords', () => {
       'queued: waiting for GPUs (Resources), next in line, expected 14:35 (in ~45m)'
     );
     assert.equal(stateWords(queued), 'queued: waiting for GPUs (Resources), next in line');
+  });
+});
+
+group('phaseWords', () => {
+  test('a starting kernel names the container setup Pyxis reports, with its time so far', () => {
+    const starting = row({ execution_state: 'starting', phase: 'creating container filesystem', phase_seconds: 12 });
+    assert.equal(stateWords(starting), 'starting: creating container filesystem (12s)');
+    assert.equal(stateWords({ ...starting, phase: '' }), 'starting');
+    assert.equal(stateWords({ ...starting, execution_state: 'idle' }), 'running');
   });
 });
