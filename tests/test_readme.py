@@ -77,6 +77,10 @@ INLINE_START = re.compile(
 )
 INLINE = {
     "python3 -m benchmarks.kernel_start": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "srun --slurmd-debug=1": (
+        "tests/test_container_phases.py::"
+        "test_a_cold_start_shows_creating_the_container_filesystem_before_the_kernel_is_ready"
+    ),
     "srun --test-only": (
         "tests/test_estimates.py::test_the_estimate_matches_slurm_and_the_cheaper_alternative_starts_at_once"
     ),
