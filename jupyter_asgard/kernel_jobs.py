@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .culling import cull_countdown
 from .kernel_row import ENDED_STATES, KernelRow
 from .monitor import SlurmMonitor
 from .provisioner import PyxisProvisioner, live_provisioners
@@ -36,6 +37,7 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
         state = provisioner.end_state
     expected, seconds = expected_start(info) if info and state == "PENDING" else ("", None)
     phase, in_phase = provisioner.phase
+    idle, cull_in = cull_countdown(km, provisioner.kernel_id)
     row = KernelRow(
         kernel_id=provisioner.kernel_id,
         kernel_name=getattr(km, "kernel_name", ""),
@@ -59,6 +61,8 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
         encryption=provisioner.encryption,
         phase=phase,
         phase_seconds=None if in_phase is None else int(in_phase),
+        idle_seconds=idle,
+        cull_in_seconds=cull_in,
     )
     # The handler turns the notebook's server-side name into row.path (jupyter_server's sessions know it).
     return {**row.to_json(), "session_name": provisioner.session_name}

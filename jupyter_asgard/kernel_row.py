@@ -63,6 +63,10 @@ class KernelRow:
     # "starting container", ...), and the seconds in it so far; "" and None otherwise
     phase: str = ""
     phase_seconds: int | None = None
+    # Seconds since the kernel's last activity (the server's), and until jupyter_server's culler shuts it down
+    # and its GPUs are released (None: the server does not cull it)
+    idle_seconds: int | None = None
+    cull_in_seconds: int | None = None
     # How the kernel's traffic goes (encryption.MODES): "curve" (the kernel's own CurveZMQ), "curve-proxy"
     # (CurveZMQ through the proxy in its container), "none" (in the clear); "" until it has started.
     encryption: str = ""

@@ -244,3 +244,41 @@ def test_with_pending_kernels_the_item_finds_the_queued_kernel_by_its_id(
     finally:
         page.close()
         shut_down_kernels_of(lab, path)
+
+
+@pytest.fixture(scope="module")
+def jupyter_lab_culling(
+    kernelspecs: KernelSpecs, slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JupyterServer]:
+    """JupyterLab whose server culls kernels idle for 4 minutes, connected ones too (a notebook tab is open)."""
+    with running_lab(
+        tmp_path_factory.mktemp("lab-culling"),
+        "c.SlurmMonitor.poll_interval = 0.5\n"
+        "c.MappingKernelManager.cull_idle_timeout = 240\n"
+        "c.MappingKernelManager.cull_interval = 10\n"
+        "c.MappingKernelManager.cull_connected = True\n",
+    ) as lab:
+        yield lab
+
+
+def test_the_side_panel_counts_down_to_the_culler_and_warns_before_it_ends_the_kernel(
+    jupyter_lab_culling: JupyterServer, browser: Any
+) -> None:
+    lab = jupyter_lab_culling
+    path = make_notebook(lab, "asgard-idle.ipynb", "asgard-test")
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        open_notebook(page, lab, path)
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        # 4 minutes of idleness at most: within the 5 minutes before culling that the warning is for
+        warning = toasts(page, "the server shuts it down in")
+        expect(warning).to_have_count(1, timeout=30_000)
+        expect(warning).to_contain_text(re.compile(r"The Asgard kernel of asgard-idle\.ipynb: idle for \d+[sm]"))
+        expect(warning).to_contain_text("releases its GPUs. Run a cell to keep it.")
+        page.locator(STATUS).click()  # the side panel
+        idle = page.locator(PANEL).locator("dd[data-field='Idle']")
+        expect(idle).to_have_text(re.compile(r"^\d+[sm], shut down in [34]m(\d+s)? if it stays idle$"), timeout=20_000)
+        screenshot(page, "asgard-warning-cull")
+    finally:
+        page.close()
+        shut_down_kernels_of(lab, path)

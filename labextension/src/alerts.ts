@@ -6,6 +6,8 @@ import { duration, endedWords, notebookName, phaseOf } from './format';
 
 /** Warn when a running kernel's allocation has less than this left. */
 export const LOW_TIME_SECONDS = 10 * 60;
+/** Warn when the server's culler will shut an idle kernel down within this. */
+export const CULL_WARNING_SECONDS = 5 * 60;
 
 export interface IAlert {
   /** Sent once per key: kernel, job and kind of event. */
@@ -17,7 +19,7 @@ export interface IAlert {
 export function alertsFor(rows: readonly IKernelRow[], sent: ReadonlySet<string>): IAlert[] {
   const alerts: IAlert[] = [];
   for (const row of rows) {
-    for (const alert of [lowTimeAlert(row), endedAlert(row)]) {
+    for (const alert of [lowTimeAlert(row), cullAlert(row), endedAlert(row)]) {
       if (alert && !sent.has(alert.key)) {
         alerts.push(alert);
       }
@@ -36,6 +38,20 @@ function lowTimeAlert(row: IKernelRow): IAlert | null {
     message:
       `${kernelOf(row)}: ${duration(left)} left in its Slurm allocation (job ${row.job_id}), ` +
       'then Slurm stops it. Save your work.'
+  };
+}
+
+/** Once per kernel and job: an idle kernel about to be culled, with its GPUs. */
+function cullAlert(row: IKernelRow): IAlert | null {
+  const cull = row.cull_in_seconds;
+  if (phaseOf(row.state) !== 'running' || cull === null || cull === undefined || cull > CULL_WARNING_SECONDS) {
+    return null;
+  }
+  return {
+    key: `${row.kernel_id}:${row.job_id}:cull`,
+    message:
+      `${kernelOf(row)}: idle for ${duration(row.idle_seconds ?? 0)}; the server shuts it down in ` +
+      `${duration(cull)} and releases its GPUs. Run a cell to keep it.`
   };
 }
 

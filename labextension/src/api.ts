@@ -47,6 +47,10 @@ export interface IKernelRow {
   phase: string;
   /** Seconds in that phase so far, or null. */
   phase_seconds: number | null;
+  /** Seconds since the kernel's last activity, or null where the server does not track it. */
+  idle_seconds: number | null;
+  /** Seconds until jupyter_server's culler shuts the kernel down (and its GPUs are released), or null. */
+  cull_in_seconds: number | null;
   /** How the kernel's traffic goes: "curve", "curve-proxy", "none"; empty until it has started. */
   encryption: string;
 }

@@ -131,6 +131,16 @@ export function phaseWords(row: Pick<IKernelRow, 'phase' | 'phase_seconds'>): st
   return `starting: ${row.phase}${seconds}`;
 }
 
+/** "12m", or "12m, shut down in 48m if it stays idle" where the server culls idle kernels; "" if unknown. */
+export function idleWords(row: Pick<IKernelRow, 'idle_seconds' | 'cull_in_seconds'>): string {
+  if (row.idle_seconds === null || row.idle_seconds === undefined) {
+    return '';
+  }
+  const cull = row.cull_in_seconds;
+  const ending = cull === null || cull === undefined ? '' : `, shut down in ${duration(cull)} if it stays idle`;
+  return `${duration(row.idle_seconds)}${ending}`;
+}
+
 /** 8133 → "2h15m", 2700 → "45m", 40 → "40s", 93600 → "1d2h". */
 export function duration(seconds: number): string {
   const total = Math.max(0, Math.floor(seconds));

@@ -12,6 +12,7 @@ import {
   freeGpuWords,
   gpuWords,
   encryptionWords,
+  idleWords,
   imageName,
   nodeWords,
   notebookName,
@@ -37,7 +38,7 @@ interface ICard {
   button: HTMLButtonElement;
 }
 
-const FIELDS = ['Node', 'GPUs', 'Time left', 'Image', 'Job', 'Traffic'];
+const FIELDS = ['Node', 'GPUs', 'Time left', 'Idle', 'Image', 'Job', 'Traffic'];
 
 export class AsgardPanel extends Widget {
   constructor(options: IPanelOptions) {
@@ -265,6 +266,7 @@ function updateCard(card: ICard, row: IKernelRow, shuttingDown: boolean): void {
     Node: row.node || '—',
     GPUs: gpuWords(row.gpus) || 'none',
     'Time left': (phaseOf(row.state) === 'running' && timeLeft(row)) || '—',
+    Idle: (phaseOf(row.state) === 'running' && idleWords(row)) || '—',
     Image: imageName(row.image) || '—',
     Job: row.job_id ? `${row.job_id}${row.partition ? `, partition ${row.partition}` : ''}` : 'not submitted yet',
     Traffic: encryptionWords(row.encryption) || '—'

@@ -9,6 +9,7 @@ import {
   duration,
   encryptionWords,
   expectedWords,
+  idleWords,
   freeGpuWords,
   gpuWords,
   imageName,
@@ -45,6 +46,8 @@ function row(changes: Partial<IKernelRow> = {}): IKernelRow {
     encryption: 'curve-proxy',
     phase: '',
     phase_seconds: null,
+    idle_seconds: null,
+    cull_in_seconds: null,
     ...changes
   };
 }
@@ -255,5 +258,32 @@ group('phaseWords', () => {
     assert.equal(stateWords(starting), 'starting: creating container filesystem (12s)');
     assert.equal(stateWords({ ...starting, phase: '' }), 'starting');
     assert.equal(stateWords({ ...starting, execution_state: 'idle' }), 'running');
+  });
+});
+
+group('idle kernels and the culler', () => {
+  test('the idle time, and when the server shuts the kernel down if it stays idle', () => {
+    assert.equal(
+      idleWords(row({ idle_seconds: 720, cull_in_seconds: 2880 })),
+      '12m, shut down in 48m if it stays idle'
+    );
+    assert.equal(idleWords(row({ idle_seconds: 720 })), '12m');
+    assert.equal(idleWords(row()), '');
+  });
+
+  test('a warning once, a few minutes before the culler shuts an idle kernel down', () => {
+    const soon = row({ idle_seconds: 3420, cull_in_seconds: 180 });
+    const alerts = alertsFor([soon], new Set());
+    assert.deepEqual(
+      alerts.map(alert => alert.key),
+      ['k1:42:cull']
+    );
+    assert.equal(
+      alerts[0].message,
+      'The Asgard kernel of analysis.ipynb: idle for 57m; the server shuts it down in 3m and releases its GPUs. ' +
+        'Run a cell to keep it.'
+    );
+    assert.deepEqual(alertsFor([soon], new Set(['k1:42:cull'])), []);
+    assert.deepEqual(alertsFor([row({ idle_seconds: 60, cull_in_seconds: 3540 })], new Set()), []);
   });
 });

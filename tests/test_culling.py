@@ -1,0 +1,90 @@
+"""jupyter_server's culler and Asgard kernels: an idle kernel is shut down and its allocation released; its
+row counts down to that; and the countdown follows the culler's own rules (unit)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from jupyter_asgard.culling import cull_countdown
+from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
+from tests.server import JupyterServer
+from tests.waiting import wait_for
+
+NOW = datetime(2026, 11, 30, 14, 0, tzinfo=timezone.utc)
+
+
+def kernel(idle: int, state: str = "idle", connections: int = 0, **kernels: Any) -> Any:
+    parent = SimpleNamespace(**{"cull_idle_timeout": 600, "cull_busy": False, "cull_connected": False, **kernels})
+    parent._kernel_connections = {"k": connections}
+    spec = SimpleNamespace(metadata={})
+    return SimpleNamespace(
+        last_activity=NOW - timedelta(seconds=idle), execution_state=state, parent=parent, kernel_spec=spec
+    )
+
+
+@pytest.mark.parametrize(
+    ("km", "expected"),
+    [
+        (kernel(100), (100, 500)),
+        (kernel(700), (700, 0)),
+        (kernel(100, cull_idle_timeout=0), (100, None)),  # culling off
+        (kernel(100, state="busy"), (100, None)),  # a busy kernel is not culled ...
+        (kernel(100, state="busy", cull_busy=True), (100, 500)),  # ... unless the server culls busy ones
+        (kernel(100, connections=1), (100, None)),  # a connected one neither ...
+        (kernel(100, connections=1, cull_connected=True), (100, 500)),
+        (SimpleNamespace(), (None, None)),  # outside jupyter_server: no activity tracked
+    ],
+)
+def test_the_countdown_follows_the_culler_s_rules(km: Any, expected: tuple[int | None, int | None]) -> None:
+    assert cull_countdown(km, "k", now=NOW) == expected
+
+
+def test_a_kernelspec_s_own_cull_timeout_wins() -> None:
+    km = kernel(100)
+    km.kernel_spec.metadata = {"cull_idle_timeout": 3600}
+    assert cull_countdown(km, "k", now=NOW) == (100, 3500)
+
+
+@pytest.fixture
+def culling_server(kernelspecs: KernelSpecs, tmp_path: Path) -> Any:
+    config = tmp_path / "jupyter_server_config.py"
+    config.write_text(
+        "c.SlurmMonitor.poll_interval = 0.5\n"
+        "c.MappingKernelManager.cull_idle_timeout = 8\n"
+        "c.MappingKernelManager.cull_interval = 1\n"
+    )
+    (tmp_path / "root").mkdir()
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
+    server = JupyterServer(tmp_path / "root", tmp_path / "server.log", extra_args=[f"--config={config}"])
+    server.start(env)
+    yield server
+    server.stop()
+
+
+@pytest.mark.usefixtures("no_kernel_jobs_left")
+def test_an_idle_kernel_is_culled_and_its_allocation_released(culling_server: JupyterServer) -> None:
+    server = culling_server
+    answer = server.request("POST", "/api/kernels", {"name": "asgard-test"})
+    assert answer.status == 201, answer.message
+    kernel_id = answer.body["id"]
+    row = server.request("GET", f"/asgard/api/kernels/{kernel_id}").body
+    assert row["job_id"] and any(line.startswith(row["job_id"] + " ") for line in kernel_jobs())
+    counting = wait_for(
+        lambda: (
+            (r := server.request("GET", f"/asgard/api/kernels/{kernel_id}").body).get("cull_in_seconds") is not None
+            and r
+        ),
+        10,
+        "the row's countdown to the culler",
+    )
+    assert counting["idle_seconds"] is not None and 0 <= counting["cull_in_seconds"] <= 8
+    wait_for(lambda: server.request("GET", "/api/kernels").body == [], 30, "the culler shutting the kernel down")
+    assert wait_until_no_kernel_jobs(20) == []  # its GPUs are back
+    assert server.request("GET", "/asgard/api/kernels").body["kernels"] == []
+    assert f"kernel 'asgard-test' ({kernel_id}) with 0 connections due to" in server.log_path.read_text()
