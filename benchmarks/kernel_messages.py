@@ -46,10 +46,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +58,8 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets.config import Config
 
 from benchmarks.kernel_start import ready, timed
+from benchmarks.on_cluster import cluster_kernelspecs
 from jupyter_asgard.monitor import SlurmMonitor
-from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs
 
 NODE = "gpu01"
@@ -347,16 +345,9 @@ def main() -> int:
     )
     parser.add_argument("--starts", type=int, default=5, help="timed warm starts per kernel")
     args = parser.parse_args()
-    cluster = LocalCluster().start()
-    try:
-        os.environ.update(cluster.env)
-        with tempfile.TemporaryDirectory() as jupyter_path:
-            os.environ["JUPYTER_PATH"] = jupyter_path
-            specs = KernelSpecs(Path(jupyter_path) / "kernels", cluster)
-            kernels = asyncio.run(run(specs, args.executes, args.print_mib, args.prints, args.starts))
-        report(kernels, args.executes, args.print_mib, args.prints, args.starts)
-    finally:
-        cluster.stop()
+    with cluster_kernelspecs() as specs:
+        kernels = asyncio.run(run(specs, args.executes, args.print_mib, args.prints, args.starts))
+    report(kernels, args.executes, args.print_mib, args.prints, args.starts)
     return 0
 
 

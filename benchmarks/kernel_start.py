@@ -50,6 +50,7 @@ from typing import Any, Protocol, TypeVar
 import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
 
+from benchmarks.on_cluster import cluster_kernelspecs
 from jupyter_asgard.monitor import SlurmMonitor
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, container_storage
@@ -327,16 +328,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    cluster = LocalCluster().start()
-    try:
-        os.environ.update(cluster.env)
-        with tempfile.TemporaryDirectory() as jupyter_path:
-            os.environ["JUPYTER_PATH"] = jupyter_path
-            specs = KernelSpecs(Path(jupyter_path) / "kernels", cluster)
-            results = asyncio.run(run(cluster, specs, args.rounds))
-        report(results, args.rounds)
-    finally:
-        cluster.stop()
+    with cluster_kernelspecs() as specs:
+        results = asyncio.run(run(specs.cluster, specs, args.rounds))
+    report(results, args.rounds)
     return 0
 
 
