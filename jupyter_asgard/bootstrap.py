@@ -31,7 +31,6 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # for mypy only: at run time the bootstrap imports nothing it does not use
     from collections.abc import Callable, Iterator, Mapping
-    from types import FrameType
     from typing import Any, NoReturn
 
 HANDSHAKE = "ASGARD-HANDSHAKE "
@@ -182,49 +181,73 @@ def kernel_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if not name.startswith("ASGARD_")}
 
 
-def run_kernel(argv: list[str], env: dict[str, str], ready: Callable[[Any], str], announce: Callable[[], None]) -> int:
-    """Run the kernel as a child so its connection file can be removed when it ends; announce it once it
-    listens on its ports.
+class Signals:
+    """What the step's signals ask of the kernel, from the bootstrap's first moment on: one that comes before
+    the kernel runs (the provisioner may kill a kernel whose connection file it has just seen written) is
+    carried out as soon as it does, and never ends the bootstrap before it has removed that file.
 
-    Slurm signals every process of the step (scancel --signal), so the kernel
-    gets SIGINT directly; the bootstrap must only survive it.  On SIGTERM the
-    kernel gets KILL_AFTER seconds to end before it is killed, so the bootstrap
-    itself still ends before Slurm's KILL and removes the connection file.  On
-    KILL_NOW (the provisioner's kill) the kernel is killed at once, with no
-    grace, and the bootstrap still removes the file and ends.
+    Slurm signals every process of the step (scancel --signal), so the kernel gets SIGINT directly; the
+    bootstrap must only survive it. On SIGTERM the kernel gets KILL_AFTER seconds to end before it is
+    killed, so the bootstrap itself still ends before Slurm's KILL and removes the connection file. On
+    KILL_NOW (the provisioner's kill) the kernel is killed at once, with no grace, and the bootstrap still
+    removes the file and ends.
     """
-    child = subprocess.Popen(argv, env=env)
-    stopping: list[float] = []
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.append(time.monotonic())
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[Any] | None = None
+        self.stopping: list[float] = []
+        self.killed = False
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
+        signal.signal(KILL_NOW, lambda signum, frame: self.kill_now())
+        signal.signal(signal.SIGTERM, lambda signum, frame: self.stop())
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.stop())
+
+    def started(self, child: subprocess.Popen[Any]) -> None:
+        self.child = child
+        if self.killed:
+            self.kill_now()
+        elif self.stopping:
+            self.stop()
+
+    def stop(self) -> None:
+        self.stopping.append(time.monotonic())
         for signum in (signal.SIGTERM, signal.SIGCONT):  # CONT: a stopped kernel must see the TERM too
+            self._send(signum)
+
+    def kill_now(self) -> None:
+        self.killed = True
+        self._send(signal.SIGKILL)
+
+    def overdue(self) -> bool:
+        """Whether the kernel has had its KILL_AFTER seconds since the first TERM."""
+        return bool(self.stopping) and time.monotonic() - self.stopping[0] > KILL_AFTER
+
+    def _send(self, signum: int) -> None:
+        if self.child is not None:
             try:
-                child.send_signal(signum)
+                self.child.send_signal(signum)
             except OSError:
                 pass
 
-    def kill_now(signum: int, frame: FrameType | None) -> None:
-        try:
-            child.kill()
-        except OSError:
-            pass
 
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
-    signal.signal(KILL_NOW, kill_now)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
+def run_kernel(
+    argv: list[str], env: dict[str, str], signals: Signals, ready: Callable[[Any], str], announce: Callable[[], None]
+) -> int:
+    """Run the kernel as a child so its connection file can be removed when it ends; announce it once it
+    listens on its ports."""
+    child = subprocess.Popen(argv, env=env)
+    signals.started(child)
     verdict = ready(child)
     if verdict == "ready":
         announce()
     elif verdict != "ended":
         print(FAILURE + verdict, flush=True)
-        stop(signal.SIGTERM, None)
+        signals.stop()
     while True:
         try:
             return child.wait(timeout=0.5)
         except subprocess.TimeoutExpired:
-            if stopping and time.monotonic() - stopping[0] > KILL_AFTER:
+            if signals.overdue():
                 child.kill()
         except InterruptedError:
             continue
@@ -348,6 +371,7 @@ def node_address() -> str:
 
 
 def main() -> None:
+    signals = Signals()
     key = os.environ.get("ASGARD_KERNEL_KEY")
     if not key:
         fail("no session key in the environment (ASGARD_KERNEL_KEY); the kernel must be started by jupyter-asgard")
@@ -390,7 +414,7 @@ def main() -> None:
             return proxy_ready(proxy, child, handshake) or await_ipc(child, ipc_paths)
 
         code = run_kernel(
-            argv, kernel_environment(), ready, lambda: print(HANDSHAKE + json.dumps(handshake), flush=True)
+            argv, kernel_environment(), signals, ready, lambda: print(HANDSHAKE + json.dumps(handshake), flush=True)
         )
     finally:
         if proxy is not None:

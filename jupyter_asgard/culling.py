@@ -14,11 +14,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from traitlets import TraitError
+
 
 def cull_countdown(kernel_manager: Any, kernel_id: str, now: datetime | None = None) -> tuple[int | None, int | None]:
     """(seconds the kernel has been idle, seconds until the culler shuts it down); None where the server does
     not track its activity, or will not cull it (culling off, a busy kernel, a connected one)."""
-    last = getattr(kernel_manager, "last_activity", None)
+    try:
+        last = getattr(kernel_manager, "last_activity", None)
+    except TraitError:  # jupyter_server's kernel manager before its kernel started (one waiting in the queue)
+        return None, None
     if not isinstance(last, datetime):
         return None, None
     idle = max(0, int(((now or datetime.now(timezone.utc)) - last).total_seconds()))

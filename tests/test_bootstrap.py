@@ -4,6 +4,7 @@ And dev/check-bootstrap, which keeps the bootstrap runnable by an image's python
 
 from __future__ import annotations
 
+import os
 import runpy
 import signal
 import socket
@@ -207,3 +208,19 @@ def test_kill_now_ends_a_kernel_that_ignores_term_at_once_and_removes_its_connec
     process.send_signal(bootstrap.KILL_NOW)
     assert process.wait(timeout=5) == 128 + signal.SIGKILL
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_kill_that_comes_before_the_kernel_runs_kills_it_as_soon_as_it_does() -> None:
+    """The provisioner may kill a kernel whose connection file it saw written, before the kernel runs: the
+    bootstrap must not die of the signal (the file would stay) but carry it out on the kernel."""
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, bootstrap.KILL_NOW)
+    saved = {signum: signal.getsignal(signum) for signum in handled}
+    try:
+        signals = bootstrap.Signals()
+        os.kill(os.getpid(), bootstrap.KILL_NOW)  # this process survives it: the bootstrap's handler runs
+        with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as kernel:
+            signals.started(kernel)
+            assert kernel.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

@@ -45,6 +45,13 @@ def test_the_countdown_follows_the_culler_s_rules(km: Any, expected: tuple[int |
     assert cull_countdown(km, "k", now=NOW) == expected
 
 
+def test_a_kernel_manager_whose_kernel_waits_in_the_queue_has_no_countdown() -> None:
+    """jupyter_server's kernel manager has no last_activity before its kernel started: its trait refuses None."""
+    from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
+
+    assert cull_countdown(ServerKernelManager(), "k", now=NOW) == (None, None)
+
+
 def test_a_kernelspec_s_own_cull_timeout_wins() -> None:
     km = kernel(100)
     km.kernel_spec.metadata = {"cull_idle_timeout": 3600}
