@@ -27,7 +27,7 @@ def revive_node(cluster: LocalCluster, node: str, timeout: float = 60) -> None:
         state = subprocess.run(
             ["sinfo", "-h", "-N", "-n", node, "-o", "%T"], capture_output=True, text=True
         ).stdout.split()
-        if state and state[0] == "idle":
+        if state and state[0] in ("idle", "mixed", "allocated"):  # in service (a queued job may land at once)
             return
         time.sleep(1)
     raise AssertionError(f"{node} did not come back: {state}")
