@@ -212,9 +212,14 @@ class KernelStep:
             self._take(buffered.decode(errors="replace"), handshake)
 
     def _take(self, line: str, handshake: bool) -> None:
-        if handshake and line.startswith(HANDSHAKE) and self._handshake and not self._handshake.done():
-            self._handshake.set_result(json.loads(line[len(HANDSHAKE) :]))
-            return
+        if handshake and HANDSHAKE in line and self._handshake and not self._handshake.done():
+            # The kernel shares the bootstrap's stdout: its banner may end without a newline just before the
+            # handshake (one write, so never split), which then ends the kernel's line.
+            before, _, handshake_json = line.partition(HANDSHAKE)
+            self._handshake.set_result(json.loads(handshake_json))
+            if not before:
+                return
+            line = before
         self.output.append(line)
         phase = "" if handshake else phase_of(line)
         if phase:

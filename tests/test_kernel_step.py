@@ -39,6 +39,16 @@ async def test_the_handshake_is_taken_out_of_the_output_also_in_pieces() -> None
     assert list(step.output) == ["hello", "bye"]
 
 
+async def test_the_handshake_is_found_after_a_kernel_line_that_has_no_newline_yet() -> None:
+    """ipykernel's banner and the bootstrap's handshake share stdout; a banner line written without its newline
+    just before the handshake (seen in CI) hid the handshake and the start timed out."""
+    step = await read_all(
+        b"--existing kernel.json" + HANDSHAKE.encode() + b'{"ip": "10.0.0.1"}\n\nbye\n', handshake=True
+    )
+    assert step._handshake is not None and step._handshake.result() == {"ip": "10.0.0.1"}
+    assert list(step.output) == ["--existing kernel.json", "", "bye"]
+
+
 async def test_long_running_slurm_commands_are_counted_with_the_rest_and_sit_in_a_session_of_their_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
