@@ -16,10 +16,15 @@ from typing import Any
 
 from traitlets import TraitError
 
+from .pending_kernels import has_started
+
 
 def cull_countdown(kernel_manager: Any, kernel_id: str, now: datetime | None = None) -> tuple[int | None, int | None]:
     """(seconds the kernel has been idle, seconds until the culler shuts it down); None where the server does
-    not track its activity, or will not cull it (culling off, a busy kernel, a connected one)."""
+    not track its activity, or will not cull it (culling off, a busy kernel, a connected one, or one still
+    waiting for its allocation)."""
+    if not has_started(kernel_manager):
+        return None, None
     try:
         last = getattr(kernel_manager, "last_activity", None)
     except TraitError:  # jupyter_server's kernel manager before its kernel started (one waiting in the queue)

@@ -10,6 +10,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
 
+from . import pending_kernels
 from .monitor import SlurmMonitor
 from .provisioner import live_provisioner
 from .site import AsgardSite
@@ -27,6 +28,7 @@ class AsgardExtension(ExtensionApp):
         self.monitor = SlurmMonitor.instance(parent=self.serverapp)
         self.site = AsgardSite(parent=self.serverapp, client=self.monitor.client)
         kernel_manager = self.serverapp.kernel_manager
+        pending_kernels.install(kernel_manager)
         # Wraps the method of this server's kernel manager only (an instance attribute, not its class's method).
         kernel_manager.shutdown_kernel = self._shutdown_queued_first(  # type: ignore[method-assign]
             kernel_manager.shutdown_kernel
@@ -70,6 +72,11 @@ class AsgardExtension(ExtensionApp):
         return shutdown
 
     async def withdraw_queued(self, kernel_id: str) -> None:
+        """Also waits for the start to fail: jupyter_server's shutdown of a pending kernel cancels its start,
+        and the clients waiting for it would be told nothing but "500"."""
         provisioner = live_provisioner(kernel_id)
         if provisioner is not None and not provisioner.has_process and provisioner.allocation:
             await provisioner.cleanup(restart=False)
+            assert self.serverapp is not None
+            if kernel_id in self.serverapp.kernel_manager:
+                await pending_kernels.start_settled(self.serverapp.kernel_manager.get_kernel(kernel_id))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import pty
+import re
 import secrets
 import socket
 import subprocess
@@ -17,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+GONE = "the kernel is gone (shut down)"  # await_kernel's answer when the server no longer has the kernel
 
 
 def free_port() -> int:
@@ -116,6 +120,37 @@ class JupyterServer:
             os.close(self.terminal)
             self.terminal = None
 
+    def start_kernel(self, name: str, timeout: float = 120) -> str:
+        """POST /api/kernels, then wait until the kernel answers on its websocket as JupyterLab's does: with
+        pending kernels (Asgard's default) the POST answers before the kernel has started."""
+        answer = self.request("POST", "/api/kernels", {"name": name})
+        assert answer.status == 201, (answer.status, answer.body)
+        kernel_id: str = answer.body["id"]
+        error = self.await_kernel(kernel_id, timeout)
+        assert not error, f"kernel {name} did not start: {error}\n{self.log()}"
+        return kernel_id
+
+    def await_kernel(self, kernel_id: str, timeout: float = 120) -> str:
+        """Wait for a kernel's start as a client's websocket does: "" once it answers, else why it did not."""
+        try:
+            execute_via_websocket(self, kernel_id, "", timeout)
+        except Exception as error:
+            model = self.request("GET", f"/api/kernels/{kernel_id}")
+            if model.status == 404:
+                return f"{GONE}: {_error_page_message(error)}"
+            return model.body.get("reason") or _error_page_message(error)
+        return ""
+
+    def failed_start(self, kernel_id: str, timeout: float = 120) -> str:
+        """The reason a pending kernel's start failed, as its kernel model carries it (no websocket asked)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.request("GET", f"/api/kernels/{kernel_id}").body
+            if model["execution_state"] == "dead":
+                return str(model.get("reason", ""))
+            time.sleep(0.2)
+        raise AssertionError(f"kernel {kernel_id} still starting after {timeout:.0f}s: {model}")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
 
@@ -160,6 +195,14 @@ def running_lab(home: Path, config: str) -> Iterator[JupyterServer]:
         lab.stop()
 
 
+def _error_page_message(error: Exception) -> str:
+    """The message of the server's error page that refused a websocket (jupyter_server's error.html)."""
+    response = getattr(error, "response", None)
+    page = response.body.decode(errors="replace") if response is not None and response.body else ""
+    found = re.search(r'<pre class="traceback">(.*?)</pre>', page, re.DOTALL)
+    return html.unescape(found.group(1)) if found else repr(error)
+
+
 def _decode(raw: bytes) -> Any:
     try:
         return json.loads(raw) if raw else None
@@ -172,11 +215,14 @@ def execute_via_websocket(server: JupyterServer, kernel_id: str, code: str, time
     import asyncio
     import uuid
 
+    from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
     async def go() -> str:
         url = f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels?token={server.token}"
-        connection = await asyncio.wait_for(websocket_connect(url), timeout)
+        # tornado's own request timeout (20 s by default) would cut the wait for a kernel still in the queue
+        request = HTTPRequest(url, connect_timeout=timeout, request_timeout=timeout)
+        connection = await asyncio.wait_for(websocket_connect(request), timeout)
         msg_id = uuid.uuid4().hex
         header = {
             "msg_id": msg_id,

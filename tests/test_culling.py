@@ -4,6 +4,8 @@ row counts down to that; and the countdown follows the culler's own rules (unit)
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -77,9 +79,7 @@ def culling_server(kernelspecs: KernelSpecs, tmp_path: Path) -> Any:
 @pytest.mark.usefixtures("no_kernel_jobs_left")
 def test_an_idle_kernel_is_culled_and_its_allocation_released(culling_server: JupyterServer) -> None:
     server = culling_server
-    answer = server.request("POST", "/api/kernels", {"name": "asgard-test"})
-    assert answer.status == 201, answer.message
-    kernel_id = answer.body["id"]
+    kernel_id = server.start_kernel("asgard-test")
     row = server.request("GET", f"/asgard/api/kernels/{kernel_id}").body
     assert row["job_id"] and any(line.startswith(row["job_id"] + " ") for line in kernel_jobs())
     counting = wait_for(
@@ -95,3 +95,26 @@ def test_an_idle_kernel_is_culled_and_its_allocation_released(culling_server: Ju
     assert wait_until_no_kernel_jobs(20) == []  # its GPUs are back
     assert server.request("GET", "/asgard/api/kernels").body["kernels"] == []
     assert f"kernel 'asgard-test' ({kernel_id}) with 0 connections due to" in server.log_path.read_text()
+
+
+@pytest.mark.usefixtures("no_kernel_jobs_left")
+def test_a_kernel_waiting_in_the_queue_is_not_culled_and_its_idle_time_starts_when_it_runs(
+    culling_server: JupyterServer, gpus_taken: list[str]
+) -> None:
+    """With pending kernels jupyter_server's culler sees a queued kernel; its idle clock started at submission,
+    so it would be shut down in the queue after the idle timeout. It has not started: it is not idle."""
+    server = culling_server
+    kernel_id = server.request("POST", "/api/kernels", {"name": "asgard-test"}, timeout=5).body["id"]
+    time.sleep(12)  # longer than the cull timeout (8 s) with a cull every second
+    row = server.request("GET", f"/asgard/api/kernels/{kernel_id}").body
+    assert row["state"] == "PENDING" and row["cull_in_seconds"] is None, row
+    subprocess.run(["scancel", *gpus_taken], check=True)
+    assert server.await_kernel(kernel_id, 60) == ""  # the websocket closes again: 0 connections
+    counting = wait_for(
+        lambda: (r := server.request("GET", f"/asgard/api/kernels/{kernel_id}").body).get("cull_in_seconds") and r,
+        10,
+        "the countdown once the kernel runs",
+    )
+    assert counting["idle_seconds"] <= 5, counting  # counted from its start, not its submission
+    wait_for(lambda: server.request("GET", "/api/kernels").body == [], 30, "the culler shutting the kernel down")
+    assert wait_until_no_kernel_jobs(20) == []

@@ -25,12 +25,6 @@ from tests.waiting import wait_for
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
 
-def start_kernel(server: JupyterServer, name: str = "asgard-test") -> str:
-    answer = server.request("POST", "/api/kernels", {"name": name})
-    assert answer.status == 201, answer.body
-    return answer.body["id"]
-
-
 def row(server: JupyterServer, kernel_id: str) -> dict[str, Any]:
     return server.request("GET", f"/asgard/api/kernels/{kernel_id}").body
 
@@ -80,7 +74,7 @@ def salloc_calls(server: JupyterServer) -> int:
 def test_a_job_ended_from_outside_is_reported_dead_with_its_reason_and_not_restarted(
     jupyter_server: JupyterServer, how: str
 ) -> None:
-    kernel_id = start_kernel(jupyter_server)
+    kernel_id = jupyter_server.start_kernel("asgard-test")
     job_id = row(jupyter_server, kernel_id)["job_id"]
     allocations = salloc_calls(jupyter_server)
     assert allocations >= 1  # the server's one Slurm client counts every salloc it ran
@@ -99,7 +93,7 @@ def test_a_job_ended_from_outside_is_reported_dead_with_its_reason_and_not_resta
     assert row(jupyter_server, kernel_id)["state"] == final
     assert salloc_calls(jupyter_server) == allocations, "a restart asked Slurm for a new allocation"
     words = {"CANCELLED": "it was cancelled", "TIMEOUT": "it reached its time limit"}[final]
-    assert f"Slurm job {job_id} has ended: {words}" in jupyter_server.log()
+    assert f"Slurm job {job_id} has ended: {words}" in jupyter_server.log_path.read_text()  # log(): its tail
     assert jupyter_server.request("DELETE", f"/asgard/api/kernels/{kernel_id}").status == 204
     assert jupyter_server.request("GET", f"/asgard/api/kernels/{kernel_id}").status == 404
     assert wait_until_no_kernel_jobs() == []
@@ -108,7 +102,7 @@ def test_a_job_ended_from_outside_is_reported_dead_with_its_reason_and_not_resta
 def test_a_crashed_kernel_restarts_in_the_same_allocation(
     jupyter_server: JupyterServer, slurm_cluster: LocalCluster
 ) -> None:
-    kernel_id = start_kernel(jupyter_server)
+    kernel_id = jupyter_server.start_kernel("asgard-test")
     job_id = row(jupyter_server, kernel_id)["job_id"]
     info = connection_info(jupyter_server, kernel_id)
     kernel_client = client(jupyter_server, kernel_id, info)
@@ -127,7 +121,7 @@ def test_a_crashed_kernel_restarts_in_the_same_allocation(
 
 def moved_kernel(server: JupyterServer, cluster: LocalCluster) -> tuple[str, dict[str, Any], str]:
     """Start a kernel, kill its node; return the kernel id, its first row and the node it must move to."""
-    kernel_id = start_kernel(server)
+    kernel_id = server.start_kernel("asgard-test")
     first = row(server, kernel_id)
     other = next(node for node in NODES if node != first["node"])
     kill_node(cluster, first["node"])
@@ -179,7 +173,7 @@ def test_after_a_node_move_the_server_websocket_reaches_the_kernel(
 def test_kernels_keep_working_while_slurmctld_is_down(
     jupyter_server: JupyterServer, slurm_cluster: LocalCluster
 ) -> None:
-    kernel_id = start_kernel(jupyter_server)
+    kernel_id = jupyter_server.start_kernel("asgard-test")
     job_id = row(jupyter_server, kernel_id)["job_id"]
     stop_controller(slurm_cluster)
     try:
@@ -223,7 +217,7 @@ def own_server(kernelspecs: KernelSpecs, tmp_path: Path):
 
 def test_a_killed_server_leaves_no_allocation_behind(own_server, kernelspecs: KernelSpecs) -> None:
     server = own_server()
-    start_kernel(server)
+    server.start_kernel("asgard-test")
     later = kernelspecs.make("asgard-begins-later", salloc_args=["--begin=now+1hour"])  # queued for an hour
 
     def start_the_queued_kernel() -> None:
@@ -280,10 +274,7 @@ def test_shutdown_during_container_start_and_twice_in_a_row(
     slow = kernelspecs.make(
         "asgard-slow-start", argv=["bash", "-c", "sleep 5; exec python3 -m ipykernel_launcher -f {connection_file}"]
     )
-    thread = threading.Thread(
-        target=lambda: jupyter_server.request("POST", "/api/kernels", {"name": slow}), daemon=True
-    )
-    thread.start()
+    assert jupyter_server.request("POST", "/api/kernels", {"name": slow}).status == 201
     starting = wait_for(
         lambda: [
             r
@@ -297,7 +288,6 @@ def test_shutdown_during_container_start_and_twice_in_a_row(
     second = jupyter_server.request("DELETE", f"/asgard/api/kernels/{starting['kernel_id']}")
     assert first.status == 204
     assert second.status == 404
-    thread.join(30)
     assert wait_until_no_kernel_jobs() == []
 
 
@@ -310,7 +300,7 @@ def test_ctrl_c_in_the_servers_terminal_answered_no_leaves_its_kernels_running(
     server = JupyterServer(tmp_path / "root", tmp_path / "server.log")
     server.start({**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}, terminal=True)
     try:
-        kernel_id = start_kernel(server)
+        kernel_id = server.start_kernel("asgard-test")
         job_id = row(server, kernel_id)["job_id"]
         assert execute_via_websocket(server, kernel_id, "print('before')").strip() == "before"
         assert server.process is not None

@@ -210,22 +210,11 @@ def test_status_bar_shows_nothing_for_other_kernels_and_polling_stops_in_a_hidde
         shut_down_kernels_of(jupyter_lab, path)
 
 
-@pytest.fixture(scope="module")
-def jupyter_lab_pending(
-    kernelspecs: KernelSpecs, slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[JupyterServer]:
-    """JupyterLab with pending kernels: a notebook's session (and kernel id) exists while the kernel queues."""
-    with running_lab(
-        tmp_path_factory.mktemp("lab-pending"),
-        "c.SlurmMonitor.poll_interval = 0.5\nc.MappingKernelManager.use_pending_kernels = True\n",
-    ) as lab:
-        yield lab
-
-
 def test_with_pending_kernels_the_item_finds_the_queued_kernel_by_its_id(
-    jupyter_lab_pending: JupyterServer, browser: Any, gpus_taken: list[str]
+    jupyter_lab: JupyterServer, browser: Any, gpus_taken: list[str]
 ) -> None:
-    lab = jupyter_lab_pending
+    """Pending kernels are on by default: the notebook's session (and kernel id) exists while it queues."""
+    lab = jupyter_lab
     path = make_notebook(lab, "pending.ipynb", "asgard-test")
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     try:
@@ -244,6 +233,26 @@ def test_with_pending_kernels_the_item_finds_the_queued_kernel_by_its_id(
     finally:
         page.close()
         shut_down_kernels_of(lab, path)
+
+
+def test_a_failed_start_shows_its_reason_as_jupyterlabs_kernel_error(
+    jupyter_lab: JupyterServer, browser: Any, kernelspecs: KernelSpecs
+) -> None:
+    """With pending kernels the start fails after JupyterLab's session request has answered: the reason still
+    reaches the user, in JupyterLab's own "Error Starting Kernel" dialog, and no job is left behind."""
+    name = kernelspecs.make("lab-bad-image", image="/enroot/missing.sqsh")
+    path = make_notebook(jupyter_lab, "bad-image.ipynb", name)
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        open_notebook(page, jupyter_lab, path)
+        dialog = page.locator(".jp-Dialog")
+        expect(dialog).to_contain_text("Error Starting Kernel", timeout=60_000)
+        expect(dialog).to_contain_text("image /enroot/missing.sqsh does not exist")
+        expect(dialog).to_contain_text("How to fix:")
+        assert wait_until_no_kernel_jobs() == []
+    finally:
+        page.close()
+        shut_down_kernels_of(jupyter_lab, path)
 
 
 @pytest.fixture(scope="module")

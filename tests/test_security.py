@@ -93,9 +93,7 @@ class ServerKernel:
 
 @pytest.fixture(scope="class")
 def server_kernel(jupyter_server: JupyterServer, kernelspecs: KernelSpecs) -> Iterator[ServerKernel]:
-    answer = jupyter_server.request("POST", "/api/kernels", {"name": "asgard-test"})
-    assert answer.status == 201, answer.body
-    kernel_id = answer.body["id"]
+    kernel_id = jupyter_server.start_kernel("asgard-test")
     try:
         connection_file = Path(jupyter_server.env["JUPYTER_RUNTIME_DIR"]) / f"kernel-{kernel_id}.json"
         info = json.loads(connection_file.read_text())

@@ -15,7 +15,7 @@ from tornado.web import HTTPError
 from jupyter_asgard.handlers import parse_json
 from tests.cluster import NODES, LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
-from tests.server import JupyterServer, Response
+from tests.server import JupyterServer
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -215,16 +215,6 @@ def test_kernelspecs_refuse_bad_input_and_foreign_kernelspecs(
         assert answer.status in (400, 404), name
 
 
-def start_in_background(server: JupyterServer, kernel_name: str) -> tuple[threading.Thread, list[Response]]:
-    """POST /api/kernels blocks until the kernel has started: run it beside the test."""
-    answers: list[Response] = []
-    thread = threading.Thread(
-        target=lambda: answers.append(server.request("POST", "/api/kernels", {"name": kernel_name}))
-    )
-    thread.start()
-    return thread, answers
-
-
 def wait_for_row(server: JupyterServer, predicate: Callable[[dict], bool], timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     rows: list[dict] = []
@@ -242,17 +232,25 @@ def wait_for_row(server: JupyterServer, predicate: Callable[[dict], bool], timeo
 def test_kernels_show_pending_with_reason_then_running_with_node(
     jupyter_server: JupyterServer, kernelspecs: KernelSpecs, gpus_taken: list[str]
 ) -> None:
+    """A kernel that waits behind a full cluster for longer than a proxy in front of the server waits for an
+    answer (5 s here; nginx's default is 60 s): POST /api/kernels answers at once (pending kernels, on by
+    default), and the kernel's websocket waits for the start, as JupyterLab's does."""
     name = kernelspecs.make("asgard-timed", time="2:00:00")
-    thread, answers = start_in_background(jupyter_server, name)
+    answer = jupyter_server.request("POST", "/api/kernels", {"name": name}, timeout=5)
+    assert answer.status == 201, answer.body
+    kernel_id = answer.body["id"]
+    assert answer.body["execution_state"] == "starting"
     pending = wait_for_row(jupyter_server, lambda row: row["state"] == "PENDING" and row["reason"] == "Resources")
+    assert pending["kernel_id"] == kernel_id
     assert pending["queue_position"] == 0
     assert pending["job_id"] and pending["node"] == ""
     assert pending["gpus"] == {"count": 1, "type": ""}
     assert pending["kernel_name"] == name
+    assert pending["cull_in_seconds"] is None  # not idle: it has not started
+    time.sleep(6)  # longer than the proxy's timeout: the kernel still waits, and nothing cut it
+    assert jupyter_server.request("GET", f"/asgard/api/kernels/{kernel_id}").body["state"] == "PENDING"
     subprocess.run(["scancel", gpus_taken[1]], check=True)
-    thread.join(60)
-    assert answers and answers[0].status == 201, answers
-    kernel_id = answers[0].body["id"]
+    assert jupyter_server.await_kernel(kernel_id, 60) == ""
     running = wait_for_row(
         jupyter_server,
         lambda row: row["kernel_id"] == kernel_id and row["state"] == "RUNNING" and row["start_time"] != "",
@@ -271,15 +269,18 @@ def test_kernels_show_pending_with_reason_then_running_with_node(
 def test_shutting_down_a_queued_kernel_cancels_its_job_at_once(
     jupyter_server: JupyterServer, gpus_taken: list[str]
 ) -> None:
-    thread, answers = start_in_background(jupyter_server, "asgard-test")
+    kernel_id = jupyter_server.request("POST", "/api/kernels", {"name": "asgard-test"}, timeout=5).body["id"]
+    waiting: list[str] = []  # a client's websocket waiting for the start, as JupyterLab's does
+    waiter = threading.Thread(target=lambda: waiting.append(jupyter_server.await_kernel(kernel_id, 60)))
+    waiter.start()
     pending = wait_for_row(jupyter_server, lambda row: row["state"] == "PENDING")
     started = time.monotonic()
-    assert jupyter_server.request("DELETE", f"/asgard/api/kernels/{pending['kernel_id']}").status == 204
+    assert jupyter_server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
     assert time.monotonic() - started < 10
-    thread.join(30)
-    assert answers[0].status == 500
-    assert "shut down before it started" in answers[0].message
+    waiter.join(30)
+    assert waiting and "shut down before it started" in waiting[0]
     assert not [line for line in kernel_jobs() if line.startswith(pending["job_id"] + " ")]
+    assert jupyter_server.request("GET", f"/api/kernels/{kernel_id}").status == 404
 
 
 def test_a_kernel_row_names_the_notebook_while_jupyterlab_still_uses_a_placeholder_path(
@@ -308,11 +309,17 @@ def test_a_kernel_row_names_the_notebook_while_jupyterlab_still_uses_a_placehold
 def test_a_failed_start_shows_the_reason_in_the_kernel_error(
     jupyter_server: JupyterServer, kernelspecs: KernelSpecs
 ) -> None:
+    """With pending kernels the POST answers before the start fails: the kernel model carries the reason for
+    any client, and a client's websocket (JupyterLab's "Error Starting Kernel") gets it too."""
     name = kernelspecs.make("api-bad-image", image="/enroot/missing.sqsh")
     answer = jupyter_server.request("POST", "/api/kernels", {"name": name})
-    assert answer.status == 500
-    assert "image /enroot/missing.sqsh does not exist" in answer.message
-    assert "How to fix:" in answer.message
+    assert answer.status == 201, answer.body
+    reason = jupyter_server.failed_start(answer.body["id"])
+    assert "image /enroot/missing.sqsh does not exist" in reason
+    assert "How to fix:" in reason
+    assert jupyter_server.await_kernel(answer.body["id"], 30) == reason
+    assert jupyter_server.request("DELETE", f"/api/kernels/{answer.body['id']}").status == 204
+    assert wait_until_no_kernel_jobs() == []
 
 
 def test_slurm_calls_per_interval_do_not_grow_with_kernels(
@@ -329,14 +336,12 @@ def test_slurm_calls_per_interval_do_not_grow_with_kernels(
         assert polls >= 4
         return after["calls"]["squeue"] - before["calls"]["squeue"] - polls
 
-    kernels = [jupyter_server.request("POST", "/api/kernels", {"name": name}).body["id"]]
+    kernels = [jupyter_server.start_kernel(name)]
     try:
         assert extra_squeue_calls() in (-1, 0, 1)
-        threads = [start_in_background(jupyter_server, name) for _ in range(9)]
-        for thread, answers in threads:
-            thread.join(300)
-            assert answers, f"a kernel start did not answer within 300s; server log: {jupyter_server.log()}"
-            kernels.append(answers[0].body["id"])
+        kernels += [jupyter_server.request("POST", "/api/kernels", {"name": name}).body["id"] for _ in range(9)]
+        for kernel_id in kernels:
+            assert jupyter_server.await_kernel(kernel_id, 300) == ""
         rows = jupyter_server.request("GET", "/asgard/api/kernels").body["kernels"]
         assert sum(row["state"] == "RUNNING" for row in rows) == 10
         assert extra_squeue_calls() in (-1, 0, 1)

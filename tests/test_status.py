@@ -40,9 +40,7 @@ def line_of(output: str, word: str) -> list[str]:
 @pytest.fixture
 def server_kernel(jupyter_server: JupyterServer) -> Iterator[dict]:
     """A running Asgard kernel of the server: its row in the server's own API."""
-    started = jupyter_server.request("POST", "/api/kernels", {"name": "asgard-test"})
-    assert started.status == 201, started.body
-    kernel_id = started.body["id"]
+    kernel_id = jupyter_server.start_kernel("asgard-test")
     try:
         rows = jupyter_server.request("GET", "/asgard/api/kernels").body["kernels"]
         yield next(row for row in rows if row["kernel_id"] == kernel_id)

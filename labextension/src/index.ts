@@ -13,6 +13,7 @@ import { phaseOf } from './format';
 import { asgardIcon } from './icon';
 import { AsgardModel } from './model';
 import { AsgardPanel } from './panel';
+import { StartErrors } from './starterrors';
 import { AsgardStatus } from './statusbar';
 
 const PANEL_ID = 'jupyter-asgard-panel';
@@ -77,6 +78,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
         void endedUnder(row, settings).then(ended => ended && warn(vanishedAlert(row)));
       }
     });
+
+    const startErrors = new StartErrors(settings);
+    const watchWidgets = (): void => startErrors.watchAll(app.shell.widgets('main'));
+    app.shell.currentChanged?.connect(watchWidgets);
+    model.changed.connect(watchWidgets);
+    watchWidgets();
 
     void model.refresh();
   }
