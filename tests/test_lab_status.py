@@ -75,7 +75,7 @@ def test_status_bar_follows_a_kernel_from_the_queue_to_its_node_and_the_panel_sh
     try:
         open_notebook(page, jupyter_lab, path)
         status = page.locator(STATUS)
-        # The session request blocks while the kernel waits: the item finds the kernel by the notebook's path.
+        # Pending kernels: the session answers at once, and the item finds the queued kernel by its id.
         expect(status).to_have_text(re.compile(r"queued: waiting for GPUs \(Resources\), next in line"), timeout=60_000)
         # Slurm's estimate: when the other user's jobs reach their limit, some 10 minutes from now
         expected = re.compile(r", expected \d\d:\d\d \(in ~(9|10)m\)$")
@@ -233,6 +233,24 @@ def test_with_pending_kernels_the_item_finds_the_queued_kernel_by_its_id(
     finally:
         page.close()
         shut_down_kernels_of(lab, path)
+
+
+def test_the_status_bar_shows_the_container_phase_of_a_cold_start(
+    jupyter_lab: JupyterServer, browser: Any, kernelspecs: KernelSpecs
+) -> None:
+    """A new named container: enroot unpacks the image on the node (seconds), and the item says so."""
+    name = kernelspecs.make("lab-cold-start", container_name=f"asgard-cold-{uuid.uuid4().hex[:8]}")
+    path = make_notebook(jupyter_lab, "cold-start.ipynb", name)
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        open_notebook(page, jupyter_lab, path)
+        status = page.locator(STATUS)
+        expect(status).to_have_text(re.compile(r"^starting: creating container filesystem"), timeout=60_000)
+        screenshot(page, "asgard-status-bar-container-phase")
+        expect(status).to_have_text(re.compile(r"^running on gpu0[12], 1 GPU"), timeout=120_000)
+    finally:
+        page.close()
+        shut_down_kernels_of(jupyter_lab, path)
 
 
 def test_a_failed_start_shows_its_reason_as_jupyterlabs_kernel_error(
