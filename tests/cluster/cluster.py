@@ -60,9 +60,14 @@ CONTAINER_COMMANDS = ("enroot", "unsquashfs")
 NETWORKS = ("namespaces", "loopback")
 LOOPBACK_SLOTS = range(60, 100)  # ports 17400..17992: never those of a root cluster (slots 1..59)
 PYXIS_PLUGIN = Path("/usr/local/lib/slurm/spank_pyxis.so")
-# Where enroot keeps each node's containers (dev/install-container-runtime configures enroot so); the
-# cluster mounts a directory of each node's there, in that node's own mount namespace.
+# Where enroot keeps the containers (dev/install-container-runtime configures enroot so): a loopback
+# cluster's nodes share it; a namespaced cluster's nodes each have storage and settings of their own.
 NODE_STORAGE = Path("/var/lib/enroot-node")
+# dev/install-container-runtime's enroot settings for the test nodes (their paths below NODE_STORAGE). A node
+# gets its own copy, naming its storage by its path on the host: enroot finds the containers a node runs
+# (`enroot list -f`, which Pyxis's NAME:exec asks) by their root's path within its file system, which a
+# bind mount of the storage to NODE_STORAGE would hide.
+ENROOT_NODE_CONF = Path("/usr/local/etc/enroot/enroot.conf.d/50-asgard-test-nodes.conf")
 STORAGE_DIRS = ("runtime", "data", "cache")  # enroot's per-user paths live below these, for any user
 INSTALL_HINT = "run ./dev/install (Slurm, munge, and Pyxis and enroot built from their release sources)"
 ROOT_HINT = " and run as root (the cluster creates network namespaces)"
@@ -330,6 +335,9 @@ class LocalCluster:
                 if (storage / sub).stat().st_uid == os.geteuid():
                     (storage / sub).chmod(0o1777)
             (nodes / node / "hosts").write_text(self._hosts(node))
+            (nodes / node / "enroot.conf").write_text(
+                "".join(f"ENROOT_{sub.upper()}_PATH {storage / sub}/user-$(id -u)\n" for sub in STORAGE_DIRS)
+            )
             # No DNS server on the test network: the node's resolver must say so at once (a real node's
             # DNS answers), not wait 10 s for a server it cannot reach on every kernel start.
             (nodes / node / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
@@ -429,7 +437,8 @@ class LocalCluster:
 
     def _node_namespaces(self, node: str, argv: list[str]) -> list[str]:
         """argv in the node's network namespace and in mount and UTS namespaces of its own: its hostname,
-        /etc/hosts, resolver and enroot storage, which containers started on it see too."""
+        /etc/hosts, resolver and enroot storage (its enroot settings name it), which containers started on
+        it see too."""
         files = self.root / "nodes" / node
         setup = (
             'mount --bind "$1" "$2" && mount --bind "$3" /etc/hosts && mount --bind "$4" /etc/resolv.conf '
@@ -447,8 +456,8 @@ class LocalCluster:
             "-c",
             setup,
             "node-setup",
-            str(self.node_storage(node)),
-            str(NODE_STORAGE),
+            str(files / "enroot.conf"),
+            str(ENROOT_NODE_CONF),
             str(files / "hosts"),
             str(files / "resolv.conf"),
             node,

@@ -57,7 +57,8 @@ RECIPES: dict[str, Recipe] = {
     "python": Recipe(env={"PATH": SYSTEM_PATH, IMAGE_VARIABLE: "python"}),
     "python-ipykernel7": Recipe(
         base="python",
-        pypi_requirements=(f"ipykernel=={IPYKERNEL7}",),
+        # pip: a user installs into a writable named container (offline in the tests: from a local directory)
+        pypi_requirements=(f"ipykernel=={IPYKERNEL7}", "pip"),
         env={"PATH": SYSTEM_PATH, "PYTHONUNBUFFERED": "1", IMAGE_VARIABLE: "python-ipykernel7"},
     ),
 }
