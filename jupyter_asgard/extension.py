@@ -11,6 +11,7 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
 
 from . import pending_kernels
+from .image_saves import ImageSaves
 from .monitor import SlurmMonitor
 from .provisioner import live_provisioner
 from .site import AsgardSite
@@ -27,6 +28,7 @@ class AsgardExtension(ExtensionApp):
         assert self.serverapp is not None  # the server links its extensions before it initializes them
         self.monitor = SlurmMonitor.instance(parent=self.serverapp)
         self.site = AsgardSite(parent=self.serverapp, client=self.monitor.client)
+        self.saves = ImageSaves(self.monitor.client)
         kernel_manager = self.serverapp.kernel_manager
         pending_kernels.install(kernel_manager)
         # Wraps the method of this server's kernel manager only (an instance attribute, not its class's method).

@@ -21,10 +21,12 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from .estimates import estimate_launch
+from .image_saves import SaveRefused
 from .kernel_jobs import kernel_job, kernel_jobs
+from .kernel_terminals import container_problem, open_terminal
 from .kernelspec_store import KernelspecStore, KernelspecStoreError
 from .launch_config import LaunchConfig, json_schema
-from .provisioner import live_provisioner
+from .provisioner import PyxisProvisioner, live_provisioner
 from .site_policy import check_launch
 from .slurm_client import SlurmError
 
@@ -165,6 +167,15 @@ class KernelRowsHandler(AsgardHandler):
             row["path"] = paths.get(row["kernel_id"]) or self._api_path(session_name)
         return rows
 
+    def _provisioner(self, kernel_id: str) -> PyxisProvisioner:
+        provisioner = live_provisioner(kernel_id)
+        if provisioner is None:
+            raise web.HTTPError(404, f"no Asgard kernel {kernel_id!r} runs on this server")
+        return provisioner
+
+    def _row(self, kernel_id: str) -> dict[str, Any]:
+        return kernel_job(self._provisioner(kernel_id), self.asgard.monitor)
+
     def _api_path(self, session_name: str) -> str:
         """A kernel still in the queue has no session yet; its notebook's path came in its environment."""
         root = os.path.abspath(self.serverapp.root_dir)
@@ -220,11 +231,55 @@ class KernelHandler(KernelRowsHandler):
         self.set_status(204)
         self.finish()
 
-    def _row(self, kernel_id: str) -> dict[str, Any]:
-        provisioner = live_provisioner(kernel_id)
-        if provisioner is None:
-            raise web.HTTPError(404, f"no Asgard kernel {kernel_id!r} runs on this server")
-        return kernel_job(provisioner, self.asgard.monitor)
+
+class KernelTerminalHandler(KernelRowsHandler):
+    """POST: a JupyterLab terminal whose shell runs in the kernel's container, on its node."""
+
+    auth_resource = "terminals"
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        provisioner = self._provisioner(kernel_id)
+        terminal_manager = self.settings.get("terminal_manager")
+        if terminal_manager is None:
+            self.refuse(409, "terminals are turned off on this Jupyter server (c.ServerApp.terminals_enabled)")
+            return
+        if problem := container_problem(provisioner, "opened in a terminal"):
+            self.refuse(409, problem)
+            return
+        row = self._row(kernel_id)
+        title = f"{provisioner.node}: {row['display_name'] or row['kernel_name']} ({kernel_id[:8]})"
+        self.set_status(201)
+        self.finish(open_terminal(terminal_manager, provisioner, list(self.asgard.site.policy.terminal_shell), title))
+
+
+class SaveImageHandler(KernelRowsHandler):
+    """POST {"name": NAME}: save the kernel's container as NAME.sqsh; GET: how the latest save went."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        provisioner = self._provisioner(kernel_id)
+        name = self.json_body().get("name")
+        if not isinstance(name, str):
+            raise web.HTTPError(400, 'the request body must name the image: {"name": "my-env"}')
+        policy = self.asgard.site.policy
+        try:
+            save = await self.asgard.saves.start(provisioner, name, policy.saved_images_dir, policy.save_timeout)
+        except SaveRefused as refused:
+            self.refuse(refused.status, refused.message)
+            return
+        self.set_status(202)
+        self.finish(save.to_json())
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        save = self.asgard.saves.latest.get(kernel_id)
+        if save is None:
+            raise web.HTTPError(404, f"kernel {kernel_id!r} has not saved its container on this server")
+        self.finish(save.to_json())
 
 
 class MonitorHandler(AsgardHandler):
@@ -293,6 +348,8 @@ def handlers() -> list[tuple[str, type]]:
         (f"{API}/estimate", EstimateHandler),
         (f"{API}/kernels", KernelsHandler),
         (f"{API}/kernels/{kernel_id}", KernelHandler),
+        (f"{API}/kernels/{kernel_id}/terminal", KernelTerminalHandler),
+        (f"{API}/kernels/{kernel_id}/save-image", SaveImageHandler),
         (f"{API}/monitor", MonitorHandler),
         (f"{API}/kernelspecs", KernelspecsHandler),
         (f"{API}/kernelspecs/{name}", KernelspecHandler),

@@ -10,13 +10,15 @@ A name that fits neither is still listed, under its bare name.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 SQUASHFS_SUFFIX = ".sqsh"
+MANIFEST_SUFFIX = ".json"  # a saved image's manifest: NAME.sqsh.json
 _SIZE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
 
@@ -51,6 +53,7 @@ class ImageFile:
     name: ImageName
     size: int
     modified: float
+    manifest: dict[str, Any] | None = field(default=None, compare=False, hash=False)  # a saved image's
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +63,7 @@ class ImageFile:
             "size_text": format_size(self.size),
             "modified": datetime.fromtimestamp(self.modified, timezone.utc).isoformat(timespec="seconds"),
             "kind": "squashfs",
+            **({"manifest": self.manifest} if self.manifest is not None else {}),
         }
 
 
@@ -150,8 +154,19 @@ def _scan_dir(directory: str) -> list[ImageFile]:
             except OSError:
                 continue  # removed while scanning, or a dangling link
             if stat.S_ISREG(info.st_mode):
-                images.append(ImageFile(os.path.join(directory, entry.name), name, info.st_size, info.st_mtime))
+                path = os.path.join(directory, entry.name)
+                images.append(ImageFile(path, name, info.st_size, info.st_mtime, read_manifest(path)))
     return images
+
+
+def read_manifest(image_path: str) -> dict[str, Any] | None:
+    """The manifest a saved image has beside it (IMAGE.sqsh.json: where it came from, its packages)."""
+    try:
+        with open(image_path + MANIFEST_SUFFIX) as manifest:
+            found = json.load(manifest)
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def parse_image_uri(uri: str) -> tuple[str, ImageName]:

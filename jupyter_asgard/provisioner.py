@@ -106,6 +106,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
         self.launch_dir = ""
         self.session_name = ""  # the notebook's path, as jupyter_server passes it to the kernel
         self.node = ""
+        self.container = ""  # the named container the kernel runs in (no Pyxis flag), once it has started
         self.end_state = ""  # set once the kernel's job has ended for good (CANCELLED, TIMEOUT, ...)
         self.lost_nodes: list[str] = []  # nodes that died under this kernel: new allocations avoid them
         self.exited = False  # its job ended: the kernel counts as a process that has exited
@@ -228,7 +229,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
         """Paths in tracebacks are container paths; those under the workdir are the same on this host."""
         candidate = Path(path).expanduser()
         if not candidate.is_absolute():
-            candidate = Path(self._workdir()) / candidate
+            candidate = Path(self.container_workdir()) / candidate
         return candidate.as_posix() if candidate.exists() else None
 
     async def get_provisioner_info(self) -> dict[str, Any]:
@@ -386,7 +387,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
         )
         async with CONTAINER_STARTS.starting(self.allocation.node, name) if name else nullcontext():
             handshake = await self.step.start(argv, step_env, self.start_timeout)
-        self.node = handshake["node"]
+        self.node, self.container = handshake["node"], name
         self.encryption = str(handshake.get("encryption") or "none")
         curve = curve if self.encryption != "none" else None
         self._hold_curve_keys(curve)
@@ -472,6 +473,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
     def _kernel_name(self) -> str:
         return getattr(self.parent, "kernel_name", "") or "asgard"
 
-    def _workdir(self) -> str:
+    def container_workdir(self) -> str:
+        """The kernel's working directory in its container (a terminal in the container starts there too)."""
         assert self.launch is not None
         return self.launch.workdir or self.launch_dir

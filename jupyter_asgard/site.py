@@ -12,6 +12,7 @@ both ask this class, so they can never disagree.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -64,6 +65,9 @@ class AsgardSite(LoggingConfigurable):
         environ = default_environ()
         notes: list[str] = []
         dirs = [expand_variables("image_dirs", path, environ, notes) for path in self.image_dirs]
+        saved = expand_variables("saved_images_dir", self.policy.saved_images_dir, environ, notes)
+        if await asyncio.to_thread(os.path.isdir, saved):  # made by the first save
+            dirs.append(saved)
         found, missing = await asyncio.to_thread(scan_image_dirs, dirs)
         notes += missing
         return {

@@ -92,6 +92,21 @@ class SitePolicy(LaunchSettings):  # type: ignore[misc, valid-type]
         "'required' refuses to start any other, 'disabled' leaves the kernel's ports in the clear.",
     ).tag(config=True)
 
+    terminal_shell = List(
+        Unicode(),
+        ["bash", "-l"],
+        help="The command a terminal in a kernel's container runs (the panel's 'Terminal in this container').",
+    ).tag(config=True)
+    saved_images_dir = Unicode(
+        "/netscratch/$USER/images",
+        help="Where 'Save environment as image' writes NAME.sqsh and its manifest NAME.sqsh.json: a directory "
+        "the compute nodes can write and the server can read ($USER and ~ are expanded). The panel lists "
+        "its images with the site's.",
+    ).tag(config=True)
+    save_timeout = Float(1800.0, help="Seconds a save of a kernel's container may take before it is cancelled.").tag(
+        config=True
+    )
+
     @classmethod
     def section_names(cls) -> list[str]:
         """A SitePolicy of its own reads the provisioner's section; a PyxisProvisioner reads it anyway."""

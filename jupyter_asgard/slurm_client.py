@@ -70,6 +70,13 @@ class SlurmClient:
             )
         return path
 
+    def resolved(self, argv: list[str]) -> list[str]:
+        """argv with its Slurm command's absolute path, counted with the rest: for a process another component
+        must start (a terminal's srun runs under terminado's pty), and for this client's own."""
+        argv = [self.command(argv[0]), *argv[1:]]
+        self.calls[os.path.basename(argv[0])] += 1
+        return argv
+
     async def spawn(
         self,
         argv: list[str],
@@ -80,8 +87,7 @@ class SlurmClient:
         with the rest. In a session of its own, as jupyter_client starts local kernels: Ctrl-C in the server's
         terminal goes to the whole foreground process group, and would end steps and allocations even when the
         user then answers "n" to "Shut down this Jupyter server?"."""
-        argv = [self.command(argv[0]), *argv[1:]]
-        self.calls[os.path.basename(argv[0])] += 1
+        argv = self.resolved(argv)
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=stdin,
@@ -94,8 +100,7 @@ class SlurmClient:
     async def run(
         self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None
     ) -> CommandResult:
-        argv = [self.command(argv[0]), *argv[1:]]
-        self.calls[os.path.basename(argv[0])] += 1
+        argv = self.resolved(argv)
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,

@@ -1,0 +1,87 @@
+"""Steps that join a running kernel's container: a shell for its user, and a save of its filesystem.
+
+Both attach to the kernel's named container on its node with Pyxis's ``NAME:exec``: the new step enters the
+running container (its mounts, its files, what was installed in it), as a step of the kernel's own allocation
+that overlaps the kernel's (``--overlap``), so it takes nothing from the kernel and ends with the allocation.
+Pyxis ignores mounts and image when it attaches, so none are given.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .images import MANIFEST_SUFFIX, SQUASHFS_SUFFIX
+from .slurm_commands import ONE_TASK
+
+IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+# What a save step runs in the container while Pyxis exports it: the installed distributions, as
+# `pip freeze` lists them, without needing pip (the image's python3 runs the kernel, so it is there).
+PACKAGES = (
+    "import importlib.metadata as m\n"
+    "seen = {}\n"
+    "for d in m.distributions():\n"
+    "    name = d.metadata['Name']\n"
+    "    if name and name.lower() not in seen:\n"
+    "        seen[name.lower()] = '%s==%s' % (name, d.version)\n"
+    "print('\\n'.join(sorted(seen.values(), key=str.lower)))\n"
+)
+
+
+def attach_options(job_id: str, node: str, container: str) -> list[str]:
+    """A step beside the kernel's, in its allocation, on its node, inside its running container."""
+    return [f"--jobid={job_id}", f"--nodelist={node}", *ONE_TASK, "--overlap", f"--container-name={container}:exec"]
+
+
+def terminal_argv(
+    job_id: str, node: str, container: str, workdir: str, shell: list[str], srun: str = "srun"
+) -> list[str]:
+    """An interactive shell in the kernel's container, in the kernel's working directory."""
+    return [
+        srun,
+        "--job-name=jupyter-terminal",
+        *attach_options(job_id, node, container),
+        f"--container-workdir={workdir}",
+        "--pty",
+        *shell,
+    ]
+
+
+def save_argv(
+    job_id: str, node: str, container: str, path: str, python: str = "python3", srun: str = "srun"
+) -> list[str]:
+    """Pyxis exports the running container's filesystem to path (a squashfs) once the step's command, the
+    package listing, has ended."""
+    return [
+        srun,
+        "--job-name=jupyter-save-image",
+        *attach_options(job_id, node, container),
+        f"--container-save={path}",
+        python,
+        "-I",
+        "-c",
+        PACKAGES,
+    ]
+
+
+def image_name_problem(name: str) -> str:
+    """Why name cannot be a saved image's name ("" when it can)."""
+    if IMAGE_NAME.match(name):
+        return ""
+    return (
+        f"the image name {name!r} is not allowed: use 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+        "letter or digit (it becomes the file name NAME.sqsh)"
+    )
+
+
+def saved_image_path(directory: str, name: str) -> str:
+    return os.path.join(directory, name + SQUASHFS_SUFFIX)
+
+
+def manifest_path(image_path: str) -> str:
+    return image_path + MANIFEST_SUFFIX
+
+
+def packages_of(stdout: str) -> list[str]:
+    """The save step's package listing: NAME==VERSION lines."""
+    return [line.strip() for line in stdout.splitlines() if "==" in line]
