@@ -154,6 +154,36 @@ def _site_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save_image_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kernel_id", metavar="KERNEL_ID", help="the kernel (its id, or the start of it)")
+    parser.add_argument("name", metavar="NAME", help="the image's name: it is saved as NAME.sqsh")
+    parser.add_argument("--no-wait", action="store_true", help="start the save and return at once")
+
+
+def _save_image(args: argparse.Namespace) -> int:
+    """Asks the server that runs the kernel, as the panel does; waits for the save, saying how it goes."""
+    import time
+
+    from .server_requests import ServerRefused, call, server_of_kernel
+
+    command = f"{PROG} save-image"
+    try:
+        server, kernel_id = server_of_kernel(args.kernel_id)
+        path = f"/asgard/api/kernels/{kernel_id}/save-image"
+        save = call(server, "POST", path, {"name": args.name})
+        print(f"saving kernel {kernel_id}'s container as {save['path']} ...", file=sys.stderr)
+        while save["state"] == "saving" and not args.no_wait:
+            time.sleep(1)
+            save = call(server, "GET", path)
+    except (LookupError, ServerRefused) as error:
+        return _fail(f"{command}: error: {error}", 1)
+    if save["state"] == "failed":
+        return _fail(f"{command}: error: {save['message']}", 1)
+    if save["state"] == "saved":
+        print(f"saved {save['path']} ({save['packages']} Python packages, listed in {save['path']}.json)")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "install": Command("install the Asgard PyTorch kernelspec with this site's settings", _install_arguments, _install),
     "kernelspecs": Command(
@@ -164,6 +194,11 @@ COMMANDS: dict[str, Command] = {
         "Slurm's queue that no server knows",
         _status_arguments,
         _status,
+    ),
+    "save-image": Command(
+        "save a running kernel's container (what was installed in it) as a squashfs image of your own",
+        _save_image_arguments,
+        _save_image,
     ),
     "site-check": Command(
         "for admins: which of the site's kernel limits (max_gpus, allowed_partitions) Slurm "

@@ -9,14 +9,12 @@ someone cancels them.  Showing both is what keeps anything from running unseen.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 from .kernel_row import KernelRow
+from .server_requests import ServerRefused, call, running_servers
 from .slurm_client import SlurmClient, SlurmError
 from .slurm_commands import (
     SQUEUE_FIELDS,
@@ -48,14 +46,6 @@ class Status:
 # --- the servers' view ---------------------------------------------------------------------------
 
 
-def _get_kernels(url: str, token: str, timeout: float) -> Any:
-    request = urllib.request.Request(url.rstrip("/") + "/asgard/api/kernels")
-    if token:
-        request.add_header("Authorization", f"token {token}")
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        return json.loads(answer.read())
-
-
 def _not_shown(url: str, why: str) -> Status:
     return Status(notes=[f"Jupyter server {url} {why}; its kernels are not shown, so their jobs appear as unknown"])
 
@@ -64,11 +54,11 @@ def server_status(server: dict[str, Any], timeout: float) -> Status:
     """One server's kernel rows, each naming the server; a note instead when it cannot tell."""
     url = server.get("url", "")
     try:
-        answer = _get_kernels(url, server.get("token", ""), timeout)
-    except urllib.error.HTTPError as error:
-        if error.code == 404:  # a server without the jupyter_asgard extension runs no Asgard kernels
+        answer = call(server, "GET", "/asgard/api/kernels", timeout=timeout)
+    except ServerRefused as error:
+        if error.status == 404:  # a server without the jupyter_asgard extension runs no Asgard kernels
             return Status()
-        return _not_shown(url, f"answered HTTP {error.code} ({error.reason})")
+        return _not_shown(url, f"answered HTTP {error.status} ({error})")
     except OSError as error:
         return _not_shown(url, f"did not answer ({getattr(error, 'reason', error)})")
     except ValueError:
@@ -83,12 +73,7 @@ def server_status(server: dict[str, Any], timeout: float) -> Status:
 
 async def servers_status(timeout: float) -> Status:
     """All of this user's servers (JUPYTER_RUNTIME_DIR is honoured), asked side by side."""
-    # Imported here: it takes seconds to import, which every other `jupyter asgard` command would pay.
-    from jupyter_server.serverapp import list_running_servers
-
-    answers = await asyncio.gather(
-        *(asyncio.to_thread(server_status, server, timeout) for server in list_running_servers())
-    )
+    answers = await asyncio.gather(*(asyncio.to_thread(server_status, server, timeout) for server in running_servers()))
     return Status(
         [row for answer in answers for row in answer.rows], [note for answer in answers for note in answer.notes]
     )
