@@ -78,6 +78,26 @@ export interface IResourcesReply {
 
 const API = 'asgard/api';
 
+/** A terminal in a kernel's container (POST /asgard/api/kernels/{id}/terminal). */
+export interface ITerminalReply {
+  name: string;
+  node: string;
+  kernel_id: string;
+  title: string;
+}
+
+/** A save of a kernel's container as an image (/asgard/api/kernels/{id}/save-image). */
+export interface IImageSave {
+  kernel_id: string;
+  name: string;
+  path: string;
+  state: 'saving' | 'saved' | 'failed';
+  message: string;
+  started: string;
+  finished: string;
+  packages: number;
+}
+
 /** Calls to /asgard/api with the settings of the Jupyter server JupyterLab talks to. */
 export class AsgardAPI {
   constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
@@ -93,6 +113,24 @@ export class AsgardAPI {
   /** Shut the kernel down and release its Slurm allocation, also while it waits in the queue. */
   async shutdown(kernelId: string): Promise<void> {
     await this.request<void>(`kernels/${encodeURIComponent(kernelId)}`, { method: 'DELETE' });
+  }
+
+  /** A new jupyter_server terminal whose shell runs in the kernel's container, on its node. */
+  openTerminal(kernelId: string): Promise<ITerminalReply> {
+    return this.request<ITerminalReply>(`kernels/${encodeURIComponent(kernelId)}/terminal`, { method: 'POST' });
+  }
+
+  /** Start saving the kernel's container as NAME.sqsh in the user's image directory. */
+  saveImage(kernelId: string, name: string): Promise<IImageSave> {
+    return this.request<IImageSave>(`kernels/${encodeURIComponent(kernelId)}/save-image`, {
+      method: 'POST',
+      body: JSON.stringify({ name })
+    });
+  }
+
+  /** How the kernel's latest save goes. */
+  imageSave(kernelId: string): Promise<IImageSave> {
+    return this.request<IImageSave>(`kernels/${encodeURIComponent(kernelId)}/save-image`);
   }
 
   private async request<T>(path: string, init: RequestInit = {}): Promise<T> {

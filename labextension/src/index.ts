@@ -6,10 +6,12 @@ import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyte
 import { Notification } from '@jupyterlab/apputils';
 import { KernelAPI, ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import { Widget } from '@lumino/widgets';
 
 import { alertsFor, IAlert, vanishedAlert } from './alerts';
 import { AsgardAPI, IKernelRow } from './api';
 import { phaseOf } from './format';
+import { ContainerActions } from './containeractions';
 import { asgardIcon } from './icon';
 import { AsgardModel } from './model';
 import { AsgardPanel } from './panel';
@@ -18,6 +20,8 @@ import { AsgardStatus } from './statusbar';
 
 const PANEL_ID = 'jupyter-asgard-panel';
 const OPEN_PANEL = 'jupyter-asgard:open-panel';
+const OPEN_TERMINAL = 'jupyter-asgard:open-terminal';
+const SAVE_IMAGE = 'jupyter-asgard:save-image';
 const PROVISIONER = 'pyxis-provisioner';
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -31,7 +35,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const panel = new AsgardPanel({
       model,
-      openPath: path => void app.commands.execute('docmanager:open', { path })
+      openPath: path => void app.commands.execute('docmanager:open', { path }),
+      openTerminal: async terminal => {
+        const widget = (await app.commands.execute('terminal:open', { name: terminal.name })) as Widget | undefined;
+        if (widget) {
+          keepTitle(widget, terminal.title);
+        }
+      }
     });
     panel.id = PANEL_ID;
     panel.title.icon = asgardIcon;
@@ -45,6 +55,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => app.shell.activateById(PANEL_ID)
     });
 
+    const containerCommand = (id: string, label: string, act: (actions: ContainerActions) => Promise<void>) => {
+      app.commands.addCommand(id, {
+        label,
+        isEnabled: () => !!(status?.currentRow && panel.containerActions(status.currentRow.kernel_id)),
+        execute: async () => {
+          const actions = status?.currentRow && panel.containerActions(status.currentRow.kernel_id);
+          if (actions) {
+            app.shell.activateById(PANEL_ID); // its progress and errors show in the panel
+            await act(actions);
+          }
+        }
+      });
+      app.contextMenu.addItem({ command: id, selector: '.jp-asgard-StatusItem' });
+    };
+    let status: AsgardStatus | null = null;
+    containerCommand(OPEN_TERMINAL, "Terminal in This Kernel's Container", actions => actions.openTerminal());
+    containerCommand(SAVE_IMAGE, "Save This Kernel's Environment as Image…", actions => actions.askAndSave());
+
     if (statusBar) {
       const item = new AsgardStatus({
         model,
@@ -52,6 +80,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         mayBeAsgard: name => mayBeAsgard(app, name),
         onClick: () => void app.commands.execute(OPEN_PANEL)
       });
+      status = item;
       statusBar.registerStatusItem('jupyter-asgard:status', {
         item,
         align: 'left',
@@ -88,6 +117,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
     void model.refresh();
   }
 };
+
+/**
+ * Title a terminal tab with its node and kernel for good: JupyterLab's terminal renames itself once it
+ * connects ("Terminal 1"), and again whenever the shell sets the window title.
+ */
+function keepTitle(widget: Widget, label: string): void {
+  const content = (widget as Widget & { content?: Widget }).content ?? widget;
+  const apply = (): void => {
+    if (content.title.label !== label) {
+      content.title.label = label;
+    }
+  };
+  content.title.changed.connect(apply);
+  apply();
+}
 
 /**
  * Whether a kernelspec runs its kernels through the Asgard provisioner: false for no kernelspec, true for

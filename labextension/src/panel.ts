@@ -7,7 +7,8 @@ import { refreshIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { IKernelRow, IPartition } from './api';
+import { IKernelRow, IPartition, ITerminalReply } from './api';
+import { ContainerActions } from './containeractions';
 import {
   freeGpuWords,
   gpuWords,
@@ -27,6 +28,8 @@ export interface IPanelOptions {
   model: AsgardModel;
   /** Open a notebook (by its path relative to the server root). */
   openPath: (path: string) => void;
+  /** Open a terminal the server made in a kernel's container. */
+  openTerminal: (terminal: ITerminalReply) => Promise<void>;
 }
 
 /** The elements of one kernel's card that change between polls. */
@@ -36,6 +39,7 @@ interface ICard {
   state: HTMLElement;
   fields: { [label: string]: HTMLElement };
   button: HTMLButtonElement;
+  container: ContainerActions;
 }
 
 const FIELDS = ['Node', 'GPUs', 'Time left', 'Idle', 'Image', 'Job', 'Traffic'];
@@ -45,6 +49,7 @@ export class AsgardPanel extends Widget {
     super();
     this.model = options.model;
     this.openPath = options.openPath;
+    this.openTerminal = options.openTerminal;
     this.addClass('jp-asgard-Panel');
 
     const header = element('div', 'jp-asgard-Panel-header');
@@ -157,10 +162,16 @@ export class AsgardPanel extends Widget {
       list.append(element('dt', '', label), value);
       fields[label] = value;
     }
+    const container = new ContainerActions(kernelId, { api: this.model.api, openTerminal: this.openTerminal });
     const actions = element('div', 'jp-asgard-Kernel-actions');
-    actions.append(button);
-    node.append(head, state, list, actions);
-    return { node, name, state, fields, button };
+    actions.append(container.terminal, container.save, button);
+    node.append(head, state, list, actions, container.status);
+    return { node, name, state, fields, button, container };
+  }
+
+  /** The container actions of a kernel's card (the status bar's menu uses them), if the panel shows it. */
+  containerActions(kernelId: string): ContainerActions | undefined {
+    return this.cards.get(kernelId)?.container;
   }
 
   private async shutdown(kernelId: string): Promise<void> {
@@ -245,6 +256,7 @@ export class AsgardPanel extends Widget {
 
   private readonly model: AsgardModel;
   private readonly openPath: (path: string) => void;
+  private readonly openTerminal: (terminal: ITerminalReply) => Promise<void>;
   private readonly banner = document.createElement('div');
   private readonly kernelList = document.createElement('div');
   private readonly partitionBox = document.createElement('div');
@@ -278,6 +290,7 @@ function updateCard(card: ICard, row: IKernelRow, shuttingDown: boolean): void {
   card.button.disabled = shuttingDown;
   card.button.textContent = shuttingDown ? 'Shutting down…' : 'Shut down';
   card.button.title = 'Shut the kernel down and release its Slurm allocation';
+  card.container.update(row);
 }
 
 function element<K extends keyof HTMLElementTagNameMap>(

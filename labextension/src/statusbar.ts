@@ -56,6 +56,11 @@ export class AsgardStatus extends Widget {
     return this.row !== undefined;
   }
 
+  /** The active notebook's or console's Asgard kernel, as of the model's last poll. */
+  get currentRow(): IKernelRow | undefined {
+    return this.row;
+  }
+
   get activeChanged(): ISignal<this, void> {
     return this._activeChanged;
   }
