@@ -147,6 +147,7 @@ def jupyter_server(
         f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}, '/no/such/image/dir']\n"
         "c.AsgardSite.registry_images = ['docker://nvcr.io#nvidia/pytorch:24.05-py3']\n"
         "c.AsgardSite.resources_cache_seconds = 0.5\n"
+        f"c.PyxisProvisioner.saved_images_dir = '{slurm_cluster.netscratch}/$USER/images'\n"
     )
     (home / "root").mkdir()
     env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
@@ -172,7 +173,8 @@ def jupyter_lab(
         "c.SlurmMonitor.poll_interval = 0.5\n"
         f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}]\n"
         f"c.PyxisProvisioner.mounts = ['{scratch}/$USER:{scratch}/$USER', "
-        f"'{datasets}:{datasets}:ro']\n",
+        f"'{datasets}:{datasets}:ro']\n"
+        f"c.PyxisProvisioner.saved_images_dir = '{scratch}/$USER/images'\n",
     ) as lab:
         yield lab
 

@@ -263,3 +263,62 @@ def execute_via_websocket(server: JupyterServer, kernel_id: str, code: str, time
                 return "".join(output)
 
     return asyncio.run(go())
+
+
+def terminal_session(server: JupyterServer, name: str, typed: str, until: str, timeout: float = 60) -> str:
+    """Type into a jupyter_server terminal as JupyterLab's does (terminado's websocket) and return what it
+    shows until `until` appears; "" in the answer if the terminal ended (its disconnect) first."""
+    import asyncio
+
+    from tornado.websocket import websocket_connect
+
+    async def go() -> str:
+        url = f"ws://127.0.0.1:{server.port}/terminals/websocket/{name}?token={server.token}"
+        connection = await asyncio.wait_for(websocket_connect(url), timeout)
+        await connection.write_message(json.dumps(["set_size", 40, 200, 600, 2000]))
+        await connection.write_message(json.dumps(["stdin", typed]))
+        shown = ""
+        try:
+            while until not in shown:
+                raw = await asyncio.wait_for(connection.read_message(), timeout)
+                if raw is None:
+                    break
+                kind, *content = json.loads(raw)
+                if kind == "stdout":
+                    shown += content[0]
+                elif kind == "disconnect":
+                    break
+        finally:
+            connection.close()
+        return shown
+
+    return asyncio.run(go())
+
+
+def terminal_ends(server: JupyterServer, name: str, timeout: float = 60) -> bool:
+    """Whether the terminal's process ends within timeout: its websocket says disconnect, or closes."""
+    import asyncio
+
+    from tornado.websocket import websocket_connect
+
+    async def go() -> bool:
+        url = f"ws://127.0.0.1:{server.port}/terminals/websocket/{name}?token={server.token}"
+        try:
+            connection = await asyncio.wait_for(websocket_connect(url), 30)
+        except Exception:
+            return True  # gone already
+        try:
+            while True:
+                raw = await connection.read_message()
+                if raw is None or json.loads(raw)[0] == "disconnect":
+                    return True
+        finally:
+            connection.close()
+
+    async def bounded() -> bool:
+        try:
+            return await asyncio.wait_for(go(), timeout)
+        except asyncio.TimeoutError:
+            return False
+
+    return asyncio.run(bounded())

@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from tests.browser import screenshot
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
-from tests.server import JupyterServer, running_lab
+from tests.server import JupyterServer, execute_via_websocket, running_lab
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -248,6 +249,54 @@ def test_the_status_bar_shows_the_container_phase_of_a_cold_start(
         expect(status).to_have_text(re.compile(r"^starting: creating container filesystem"), timeout=60_000)
         screenshot(page, "asgard-status-bar-container-phase")
         expect(status).to_have_text(re.compile(r"^running on gpu0[12], 1 GPU"), timeout=120_000)
+    finally:
+        page.close()
+        shut_down_kernels_of(jupyter_lab, path)
+
+
+def test_a_terminal_in_the_kernels_container_opens_from_the_side_panel_and_closes_with_the_kernel(
+    jupyter_lab: JupyterServer, browser: Any, slurm_cluster: LocalCluster
+) -> None:
+    scratch = f"{slurm_cluster.netscratch}/root"
+    marker = f"from-the-kernel-{uuid.uuid4().hex[:8]}"
+    path = make_notebook(jupyter_lab, "terminal.ipynb", "asgard-test")
+    # xterm.js draws on a canvas: with the screen reader mode its rows are text in the page too
+    jupyter_lab.request(
+        "PUT", "/lab/api/settings/@jupyterlab/terminal-extension:plugin", {"raw": '{"screenReaderMode": true}'}
+    )
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    try:
+        open_notebook(page, jupyter_lab, path)
+        status = page.locator(STATUS)
+        expect(status).to_have_text(re.compile(r"^running on gpu0[12]"), timeout=90_000)
+        row = next(r for r in jupyter_lab.request("GET", "/asgard/api/kernels").body["kernels"] if r["path"] == path)
+        write = f"open({scratch!r} + '/{marker}', 'w').write('x')"
+        with ThreadPoolExecutor(1) as pool:  # Playwright's own event loop runs in this thread
+            pool.submit(execute_via_websocket, jupyter_lab, row["kernel_id"], write).result(60)
+        status.click()  # the side panel
+        card = page.locator(f"{PANEL} .jp-asgard-Kernel[data-kernel-id='{row['kernel_id']}']")
+        card.locator(".jp-asgard-Kernel-terminal").click()
+        terminal = page.locator(".jp-Terminal")
+        expect(terminal).to_be_visible(timeout=30_000)
+        tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+        expect(tab).to_have_text(f"{row['node']}: Asgard test (asgard-test) ({row['kernel_id'][:8]})")
+        terminal.click()
+        page.keyboard.type(f"hostname; pwd; ls {scratch}; echo DONE-$((6*7))\n")
+        screen = terminal.locator(".xterm-accessibility-tree")
+        expect(screen).to_contain_text("DONE-42", timeout=30_000)
+        expect(screen).to_contain_text(row["node"])  # the kernel's node
+        expect(screen).to_contain_text(marker)  # the kernel's mounts and what it wrote
+        expect(tab).to_have_text(re.compile(f"^{row['node']}: "))  # the shell's own window title does not win
+        screenshot(page, "asgard-terminal-in-kernel-container")
+        # Saving the environment: a name that makes no file name is refused on the card, saying why
+        card.locator(".jp-asgard-Kernel-saveImage").click()
+        page.locator(".jp-Dialog input").fill("../elsewhere")
+        page.locator(".jp-Dialog").get_by_role("button", name="Save").click()
+        expect(card.locator(".jp-asgard-Kernel-save")).to_contain_text("Not saved: the image name '../elsewhere'")
+        card.get_by_role("button", name="Shut down").click()
+        page.locator(".jp-Dialog").get_by_role("button", name="Shut Down").click()
+        expect(terminal).to_have_count(0, timeout=60_000)  # the kernel's allocation ended, and its terminal
+        assert wait_until_no_kernel_jobs() == []
     finally:
         page.close()
         shut_down_kernels_of(jupyter_lab, path)

@@ -55,6 +55,10 @@ NOT_COMMANDS = {"python", "json"}  # configuration and code: kernelspec JSON, ju
 EXERCISED_ELSEWHERE = {
     "jupyter asgard status": "tests/test_status.py::test_the_table_shows_a_server_kernel_and_a_job_no_server_knows",
     "jupyter asgard site-check": "tests/test_cli.py::test_site_check_says_which_limits_slurm_enforces",
+    "jupyter asgard save-image KERNEL_ID my-env": (
+        "tests/test_kernel_container.py::"
+        "test_an_environment_built_in_a_kernel_is_saved_as_an_image_a_new_kernel_starts_from"
+    ),
 }
 
 # (c) Commands CI runs itself: command -> (file, what that file runs, why this module does not run it).
@@ -95,6 +99,19 @@ INLINE = {
     "sinfo -s": "tests/test_readme.py::test_sinfo_lists_the_partitions_as_the_troubleshooting_section_says",
     "salloc --no-shell": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "jupyter asgard site-check": "tests/test_cli.py::test_site_check_says_which_limits_slurm_enforces",
+    "jupyter asgard save-image KERNEL_ID NAME": (
+        "tests/test_kernel_container.py::"
+        "test_an_environment_built_in_a_kernel_is_saved_as_an_image_a_new_kernel_starts_from"
+    ),
+    "srun --jobid=JOB --overlap --pty --container-name=NAME:exec": (
+        "tests/test_kernel_container.py::"
+        "test_a_terminal_runs_in_the_kernels_container_on_its_node_and_ends_with_the_kernel"
+    ),
+    "jupyter asgard status": "tests/test_status.py::test_the_table_shows_a_server_kernel_and_a_job_no_server_knows",
+    "pip freeze": "the form of the saved image's package list, which the save step makes with importlib.metadata "
+    "(no pip needed): tests/test_kernel_container.py checks the manifest",
+    "pip install": "what users do in a writable named container: tests/test_kernel_container.py does it offline, "
+    "from a local directory, before saving the container as an image",
     "./dev/test": "CI: .ci/run runs it",
     "./dev/test -k queue": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
     "python3 -m pytest": "CI: dev/test runs it",
