@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from .images import MANIFEST_SUFFIX, SQUASHFS_SUFFIX
 from .slurm_commands import ONE_TASK
@@ -26,6 +27,18 @@ PACKAGES = (
     "        seen[name.lower()] = '%s==%s' % (name, d.version)\n"
     "print('\\n'.join(sorted(seen.values(), key=str.lower)))\n"
 )
+
+
+def container_problem(provisioner: Any, what: str) -> str:
+    """Why the kernel has no running container that a step can join to be `what` ("" when it has one)."""
+    if not provisioner.node or provisioner.step is None:
+        return f"the kernel is not running yet: its container can be {what} once it has started"
+    if not provisioner.container:
+        return (
+            f"this kernel runs without a named container, so it cannot be {what}: this Jupyter server starts "
+            "kernels on the node without Pyxis (c.PyxisProvisioner.containers = False)"
+        )
+    return ""
 
 
 def attach_options(job_id: str, node: str, container: str) -> list[str]:

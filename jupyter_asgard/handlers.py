@@ -20,10 +20,11 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
+from .container_steps import container_problem
 from .estimates import estimate_launch
 from .image_saves import SaveRefused
 from .kernel_jobs import kernel_job, kernel_jobs
-from .kernel_terminals import container_problem, open_terminal
+from .kernel_terminals import open_terminal
 from .kernelspec_store import KernelspecStore, KernelspecStoreError
 from .launch_config import LaunchConfig, json_schema
 from .provisioner import PyxisProvisioner, live_provisioner

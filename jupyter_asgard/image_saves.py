@@ -16,9 +16,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .container_steps import image_name_problem, manifest_path, packages_of, save_argv, saved_image_path
+from .container_steps import (
+    container_problem,
+    image_name_problem,
+    manifest_path,
+    packages_of,
+    save_argv,
+    saved_image_path,
+)
 from .kernel_step import summarize
-from .kernel_terminals import container_problem
 from .launch_config import default_environ, expand_variables
 from .slurm_client import SlurmClient, SlurmError
 

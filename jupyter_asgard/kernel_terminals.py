@@ -17,18 +17,6 @@ from .container_steps import terminal_argv
 from .kernel_env import step_environment
 
 
-def container_problem(provisioner: Any, what: str) -> str:
-    """Why the kernel has no running container that a step can join to be `what` ("" when it has one)."""
-    if not provisioner.node or provisioner.step is None:
-        return f"the kernel is not running yet: its container can be {what} once it has started"
-    if not provisioner.container:
-        return (
-            f"this kernel runs without a named container, so it cannot be {what}: this Jupyter server starts "
-            "kernels on the node without Pyxis (c.PyxisProvisioner.containers = False)"
-        )
-    return ""
-
-
 def terminal_env(environ: Mapping[str, str]) -> dict[str, str | None]:
     """terminado's changes to the server's environment (None removes a name): srun hands the terminal's
     environment to the container, so it gets what a kernel step gets, not the server's virtualenv."""

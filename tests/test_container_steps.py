@@ -10,6 +10,7 @@ import pytest
 
 from jupyter_asgard.container_steps import (
     PACKAGES,
+    container_problem,
     image_name_problem,
     manifest_path,
     packages_of,
@@ -17,7 +18,7 @@ from jupyter_asgard.container_steps import (
     saved_image_path,
     terminal_argv,
 )
-from jupyter_asgard.kernel_terminals import container_problem, terminal_env
+from jupyter_asgard.kernel_terminals import terminal_env
 
 
 def test_a_terminal_attaches_to_the_running_container_beside_the_kernel() -> None:
