@@ -121,10 +121,17 @@ class ImageSaves:
         if running and running.state == "saving":
             raise SaveRefused(409, f"this kernel's container is being saved as {running.path}: wait for that save")
         directory = saved_images_dir(configured_dir)
-        path = saved_image_path(directory, name)
-        await asyncio.to_thread(_writable_target, directory, path)
-        save = ImageSave(provisioner.kernel_id, name, path)
-        self.latest[provisioner.kernel_id] = save
+        save = ImageSave(provisioner.kernel_id, name, saved_image_path(directory, name))
+        if any(other.state == "saving" and other.path == save.path for other in self.latest.values()):
+            raise SaveRefused(409, f"another kernel's container is being saved as {save.path}: choose another name")
+        self.latest[provisioner.kernel_id] = save  # claimed before the first await: a second request is refused
+        try:
+            await asyncio.to_thread(_writable_target, directory, save.path)
+        except SaveRefused:
+            self.latest.pop(provisioner.kernel_id)
+            if running:
+                self.latest[provisioner.kernel_id] = running
+            raise
         task = asyncio.create_task(self._run(save, provisioner, timeout))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -3,6 +3,7 @@ the user's own (real Pyxis: NAME:exec attaches to the kernel's running container
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -235,3 +236,21 @@ async def test_a_kernel_without_a_named_container_cannot_be_saved_and_slurm_is_n
     assert refused.value.status == 409
     assert "without a named container" in refused.value.message and "containers = False" in refused.value.message
     assert not client.calls
+
+
+async def test_one_save_at_a_time_per_kernel_and_per_image_and_a_failed_one_leaves_no_file(tmp_path: Path) -> None:
+    """Bookkeeping only: job 999999 does not exist, so Slurm refuses the save step at once."""
+    saves = ImageSaves(SlurmClient())
+    kernel = SimpleNamespace(kernel_id="k1", node="gpu01", step=object(), container="env", job_id="999999")
+    other = SimpleNamespace(kernel_id="k2", node="gpu01", step=object(), container="env2", job_id="999998")
+    first = await saves.start(kernel, "env", str(tmp_path), 60)
+    for provisioner, name, says in (
+        (kernel, "env2", "this kernel's container is being saved"),
+        (other, "env", "another"),
+    ):
+        with pytest.raises(SaveRefused) as refused:
+            await saves.start(provisioner, name, str(tmp_path), 60)
+        assert refused.value.status == 409 and says in refused.value.message
+    await asyncio.wait_for(asyncio.gather(*saves._tasks), 60)
+    assert first.state == "failed" and first.message.startswith("Pyxis could not save the container")
+    assert not list(tmp_path.iterdir())
