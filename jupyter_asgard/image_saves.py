@@ -146,7 +146,7 @@ class ImageSaves:
             return
         if result.returncode != 0 or not await asyncio.to_thread(os.path.isfile, save.path):
             text, hint = summarize(result.stderr.splitlines() + result.stdout.splitlines())
-            await self._failed(save, f"Pyxis could not save the container: {text}" + (f". {hint}" if hint else ""))
+            await self._failed(save, f"saving the container failed: {text}" + (f". {hint}" if hint else ""))
             return
         packages = packages_of(result.stdout)
         await asyncio.to_thread(_write_manifest, save.path, self._manifest(save, provisioner, packages))

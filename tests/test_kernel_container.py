@@ -252,5 +252,5 @@ async def test_one_save_at_a_time_per_kernel_and_per_image_and_a_failed_one_leav
             await saves.start(provisioner, name, str(tmp_path), 60)
         assert refused.value.status == 409 and says in refused.value.message
     await asyncio.wait_for(asyncio.gather(*saves._tasks), 60)
-    assert first.state == "failed" and first.message.startswith("Pyxis could not save the container")
+    assert first.state == "failed" and first.message.startswith("saving the container failed: ")
     assert not list(tmp_path.iterdir())
