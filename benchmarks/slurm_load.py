@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs
-from tests.server import JupyterServer
+from tests.server import JupyterServer, started_server
 
 KERNELSPEC = "asgard-load"
 TARGET = 1.2
@@ -81,17 +81,16 @@ def sdiag_rpcs() -> Counter[str]:
 
 
 def start_server(home: Path, poll_interval: float) -> JupyterServer:
-    config = home / "jupyter_server_config.py"
-    config.write_text(f"c.SlurmMonitor.poll_interval = {poll_interval!r}\n")
-    (home / "root").mkdir()
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    return JupyterServer(home / "root", home / "server.log", extra_args=[f"--config={config}"]).start(env)
+    return started_server(home, f"c.SlurmMonitor.poll_interval = {poll_interval!r}\n")
 
 
 def start_kernel(server: JupyterServer) -> str:
     answer = server.request("POST", "/api/kernels", {"name": KERNELSPEC})
     if answer.status != 201:
         raise RuntimeError(f"kernel start failed ({answer.status}): {answer.message}\n{server.log()}")
+    # Pending kernels (the extension's default): the POST answers at once; the websocket waits for the start.
+    if error := server.await_kernel(answer.body["id"]):
+        raise RuntimeError(f"kernel start failed: {error}\n{server.log()}")
     return answer.body["id"]
 
 

@@ -103,11 +103,13 @@ def start_kernels(server: JupyterServer, kernel_name: str, count: int, failures:
     def start(_: int) -> str:
         for _attempt in range(MAX_ATTEMPTS):
             answer = server.request("POST", "/api/kernels", {"name": kernel_name})
-            if answer.status == 201:
+            # Pending kernels (the extension's default): the POST answers at once; the websocket waits.
+            error = server.await_kernel(answer.body["id"]) if answer.status == 201 else answer.message
+            if not error:
                 return answer.body["id"]
-            lines = [
-                line.strip() for line in answer.message.splitlines() if line.strip() and not line.startswith("srun:")
-            ]
+            if answer.status == 201:
+                server.request("DELETE", f"/api/kernels/{answer.body['id']}")
+            lines = [line.strip() for line in error.splitlines() if line.strip() and not line.startswith("srun:")]
             failures.append(f"REST start of {kernel_name} ({answer.status}): {lines[-1] if lines else ''}")
         raise RuntimeError(f"kernel start failed {MAX_ATTEMPTS} times: {failures[-MAX_ATTEMPTS:]}\n{server.log()}")
 

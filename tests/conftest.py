@@ -13,7 +13,7 @@ from jupyter_asgard.monitor import SlurmMonitor
 from tests.browser import CHROMIUM, launch
 from tests.cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequisites
 from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
-from tests.server import JupyterServer, running_lab
+from tests.server import JupyterServer, running_lab, running_server
 
 # Run apart, by tests/test_rest_inprocess.py: pytest-jupyter's event loop would take over this suite's async tests.
 collect_ignore = ["rest_inprocess"]
@@ -140,23 +140,16 @@ def jupyter_server(
     kernelspecs: KernelSpecs, slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[JupyterServer]:
     """A real `jupyter server` with the jupyter_asgard extension, configured for the test cluster."""
-    home = tmp_path_factory.mktemp("server")
-    config = home / "jupyter_server_config.py"
-    config.write_text(
+    scratch = slurm_cluster.netscratch
+    with running_server(
+        tmp_path_factory.mktemp("server"),
         "c.SlurmMonitor.poll_interval = 0.5\n"
         f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}, '/no/such/image/dir']\n"
         "c.AsgardSite.registry_images = ['docker://nvcr.io#nvidia/pytorch:24.05-py3']\n"
         "c.AsgardSite.resources_cache_seconds = 0.5\n"
-        f"c.PyxisProvisioner.saved_images_dir = '{slurm_cluster.netscratch}/$USER/images'\n"
-    )
-    (home / "root").mkdir()
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    server = JupyterServer(home / "root", home / "server.log", extra_args=[f"--config={config}"])
-    server.start(env)
-    try:
+        f"c.PyxisProvisioner.saved_images_dir = '{scratch}/$USER/images'\n",
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

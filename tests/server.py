@@ -172,6 +172,27 @@ class JupyterServer:
             return Response(error.code, _decode(error.read()))
 
 
+def started_server(home: Path, config: str) -> JupyterServer:
+    """A `jupyter server` of its own below home: config is its jupyter_server_config.py, and its root, data
+    and runtime files are below home too (the caller stops it)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "jupyter_server_config.py").write_text(config)
+    (home / "root").mkdir()
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    extra_args = [f"--config={home / 'jupyter_server_config.py'}"]
+    return JupyterServer(home / "root", home / "server.log", extra_args=extra_args).start(env)
+
+
+@contextmanager
+def running_server(home: Path, config: str) -> Iterator[JupyterServer]:
+    """started_server, stopped afterwards (with its kernels)."""
+    server = started_server(home, config)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @contextmanager
 def running_lab(home: Path, config: str) -> Iterator[JupyterServer]:
     """A JupyterLab of its own below home, configured by config (jupyter_server_config.py in

@@ -3,9 +3,9 @@ row counts down to that; and the countdown follows the culler's own rules (unit)
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +15,7 @@ import pytest
 
 from jupyter_asgard.culling import cull_countdown
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
-from tests.server import JupyterServer
+from tests.server import JupyterServer, running_server
 from tests.waiting import wait_for
 
 NOW = datetime(2026, 11, 30, 14, 0, tzinfo=timezone.utc)
@@ -61,19 +61,14 @@ def test_a_kernelspec_s_own_cull_timeout_wins() -> None:
 
 
 @pytest.fixture
-def culling_server(kernelspecs: KernelSpecs, tmp_path: Path) -> Any:
-    config = tmp_path / "jupyter_server_config.py"
-    config.write_text(
+def culling_server(kernelspecs: KernelSpecs, tmp_path: Path) -> Iterator[JupyterServer]:
+    with running_server(
+        tmp_path,
         "c.SlurmMonitor.poll_interval = 0.5\n"
         "c.MappingKernelManager.cull_idle_timeout = 8\n"
-        "c.MappingKernelManager.cull_interval = 1\n"
-    )
-    (tmp_path / "root").mkdir()
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
-    server = JupyterServer(tmp_path / "root", tmp_path / "server.log", extra_args=[f"--config={config}"])
-    server.start(env)
-    yield server
-    server.stop()
+        "c.MappingKernelManager.cull_interval = 1\n",
+    ) as server:
+        yield server
 
 
 @pytest.mark.usefixtures("no_kernel_jobs_left")

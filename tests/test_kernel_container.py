@@ -23,7 +23,7 @@ from jupyter_asgard.image_saves import ImageSaves, SaveRefused
 from jupyter_asgard.slurm_client import SlurmClient
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs
-from tests.server import JupyterServer, execute_via_websocket, terminal_ends, terminal_session
+from tests.server import JupyterServer, execute_via_websocket, running_server, terminal_ends, terminal_session
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
@@ -197,16 +197,12 @@ def test_a_bad_image_name_is_refused_before_slurm_is_asked(jupyter_server: Jupyt
 def unwritable_site(kernelspecs: KernelSpecs, tmp_path: Path) -> Iterator[JupyterServer]:
     """A server whose image directory cannot be made: a file stands where its parent should be."""
     (tmp_path / "not-a-directory").write_text("")
-    config = tmp_path / "jupyter_server_config.py"
-    config.write_text(
+    with running_server(
+        tmp_path / "server",
         "c.SlurmMonitor.poll_interval = 0.5\n"
-        f"c.PyxisProvisioner.saved_images_dir = '{tmp_path}/not-a-directory/images'\n"
-    )
-    (tmp_path / "root").mkdir()
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")}
-    server = JupyterServer(tmp_path / "root", tmp_path / "server.log", extra_args=[f"--config={config}"]).start(env)
-    yield server
-    server.stop()
+        f"c.PyxisProvisioner.saved_images_dir = '{tmp_path}/not-a-directory/images'\n",
+    ) as server:
+        yield server
 
 
 def test_a_save_to_a_directory_that_cannot_be_written_says_why_and_the_kernel_runs_on(

@@ -26,7 +26,7 @@ from jupyter_client.blocking import BlockingKernelClient
 
 from tests.cluster import NODES, LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
-from tests.server import GONE, JupyterServer
+from tests.server import GONE, JupyterServer, started_server
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
@@ -243,13 +243,9 @@ def quiet_counts(server: JupyterServer, most_fds: int | None = None, timeout: fl
 @pytest.fixture
 def churn_server(kernelspecs: KernelSpecs, tmp_path: Path) -> Iterator[JupyterServer]:
     """A server of this test alone, so that what it holds is what these kernels left."""
-    home = tmp_path / "server"
-    (home / "root").mkdir(parents=True)
-    config = home / "jupyter_server_config.py"
     # A kernel that has not started within 30s on the idle test cluster will not start at all.
-    config.write_text("c.SlurmMonitor.poll_interval = 0.5\nc.PyxisProvisioner.start_timeout = 30.0\n")
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    server = JupyterServer(home / "root", home / "server.log", extra_args=[f"--config={config}"]).start(env)
+    config = "c.SlurmMonitor.poll_interval = 0.5\nc.PyxisProvisioner.start_timeout = 30.0\n"
+    server = started_server(tmp_path / "server", config)
     try:
         yield server
     finally:
