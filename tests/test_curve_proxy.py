@@ -80,6 +80,7 @@ def proxied_kernel(keys: tuple[bytes, bytes]) -> Iterator[dict[str, Any]]:
 def connect(info: dict[str, Any]) -> BlockingKernelClient:
     client = BlockingKernelClient()
     client.load_connection_info(info)
+    client.hb_channel.time_to_dead = 10.0  # a busy test machine can miss jupyter_client's 1 s beat
     client.start_channels()
     client.wait_for_ready(timeout=30)
     return client
