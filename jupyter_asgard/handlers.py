@@ -249,10 +249,8 @@ class KernelTerminalHandler(KernelRowsHandler):
         if problem := container_problem(provisioner, "opened in a terminal"):
             self.refuse(409, problem)
             return
-        row = self._row(kernel_id)
-        title = f"{provisioner.node}: {row['display_name'] or row['kernel_name']} ({kernel_id[:8]})"
         self.set_status(201)
-        self.finish(open_terminal(terminal_manager, provisioner, list(self.asgard.site.policy.terminal_shell), title))
+        self.finish(open_terminal(terminal_manager, provisioner, list(self.asgard.site.policy.terminal_shell)))
 
 
 class SaveImageHandler(KernelRowsHandler):

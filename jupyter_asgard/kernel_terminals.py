@@ -27,7 +27,13 @@ def terminal_env(environ: Mapping[str, str]) -> dict[str, str | None]:
     return changes
 
 
-def open_terminal(terminal_manager: Any, provisioner: Any, shell: list[str], title: str) -> dict[str, Any]:
+def terminal_title(provisioner: Any) -> str:
+    """The tab's title: the node, and the kernel as the launcher names it."""
+    name = getattr(provisioner.kernel_spec, "display_name", "") or getattr(provisioner.parent, "kernel_name", "")
+    return f"{provisioner.node}: {name} ({provisioner.kernel_id[:8]})"
+
+
+def open_terminal(terminal_manager: Any, provisioner: Any, shell: list[str]) -> dict[str, Any]:
     """A new terminal running a shell in the kernel's container; its name, node and a title for the tab."""
     argv = terminal_argv(
         provisioner.job_id, provisioner.node, provisioner.container, provisioner.container_workdir(), shell
@@ -35,4 +41,9 @@ def open_terminal(terminal_manager: Any, provisioner: Any, shell: list[str], tit
     model = terminal_manager.create(
         shell_command=provisioner.client.resolved(argv), cwd=provisioner.launch_dir, extra_env=terminal_env(os.environ)
     )
-    return {"name": model["name"], "node": provisioner.node, "kernel_id": provisioner.kernel_id, "title": title}
+    return {
+        "name": model["name"],
+        "node": provisioner.node,
+        "kernel_id": provisioner.kernel_id,
+        "title": terminal_title(provisioner),
+    }

@@ -286,6 +286,11 @@ def execute_via_websocket(server: JupyterServer, kernel_id: str, code: str, time
     return asyncio.run(go())
 
 
+def terminal_url(server: JupyterServer, name: str) -> str:
+    """jupyter_server's websocket of terminal name (terminado's protocol), with the server's token."""
+    return f"ws://127.0.0.1:{server.port}/terminals/websocket/{name}?token={server.token}"
+
+
 def terminal_session(server: JupyterServer, name: str, typed: str, until: str, timeout: float = 60) -> str:
     """Type into a jupyter_server terminal as JupyterLab's does (terminado's websocket) and return what it
     shows until `until` appears; "" in the answer if the terminal ended (its disconnect) first."""
@@ -294,7 +299,7 @@ def terminal_session(server: JupyterServer, name: str, typed: str, until: str, t
     from tornado.websocket import websocket_connect
 
     async def go() -> str:
-        url = f"ws://127.0.0.1:{server.port}/terminals/websocket/{name}?token={server.token}"
+        url = terminal_url(server, name)
         connection = await asyncio.wait_for(websocket_connect(url), timeout)
         await connection.write_message(json.dumps(["set_size", 40, 200, 600, 2000]))
         await connection.write_message(json.dumps(["stdin", typed]))
@@ -323,7 +328,7 @@ def terminal_ends(server: JupyterServer, name: str, timeout: float = 60) -> bool
     from tornado.websocket import websocket_connect
 
     async def go() -> bool:
-        url = f"ws://127.0.0.1:{server.port}/terminals/websocket/{name}?token={server.token}"
+        url = terminal_url(server, name)
         try:
             connection = await asyncio.wait_for(websocket_connect(url), 30)
         except Exception:
