@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from .launch_config import LaunchConfig
 from .site_policy import SitePolicy, check_allocation
-from .slurm_client import SlurmClient, SlurmError
+from .slurm_client import CommandResult, SlurmClient, SlurmError
 from .slurm_commands import duration_seconds, estimate_argv, parse_test_only, seconds_until
 
 NOW_SECONDS = 5  # an estimate this close counts as "now" (Slurm's answer takes a moment to reach us)
 SHORTEST_SUGGESTED = 30 * 60  # a shorter time limit is suggested down to half an hour
+# Where Slurm answers with its placeholder for "not known" (slurm_commands.UNKNOWN_START_SECONDS): nothing frees
+# what the configuration needs at a time Slurm knows, typically GPUs held by jobs without a time limit.
+UNKNOWN_WORDS = "Slurm cannot tell when: what it needs is held by jobs with no end Slurm knows (no time limit)"
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,14 @@ class Estimate:
         return self.seconds is not None and self.seconds <= NOW_SECONDS
 
     def words(self) -> str:
-        """ "starts now on gpu02", "expected to start at 14:35 (in ~45 min)", or Slurm's refusal."""
+        """ "starts now on gpu02", "expected to start at 14:35 (in ~45 min)", that Slurm cannot tell, or Slurm's
+        refusal."""
         if self.error:
             return f"Slurm would not run it: {self.error}"
         if self.now:
             return f"starts now on {self.nodes}"
+        if self.seconds is None:
+            return UNKNOWN_WORDS
         minutes = round((self.seconds or 0) / 60)
         return f"expected to start at {self.start[11:16]} (in ~{minutes} min) on {self.nodes}"
 
@@ -81,17 +88,23 @@ def cheaper_changes(config: LaunchConfig, partition: str, allowed_partitions: li
     return found
 
 
-async def estimate_one(client: SlurmClient, config: LaunchConfig, label: str, changes: dict[str, Any]) -> Estimate:
-    try:
-        result = await client.run(estimate_argv(config))
-    except SlurmError as error:
-        return Estimate(label, changes, error=str(error))
+def read_estimate(label: str, changes: dict[str, Any], result: CommandResult, now: datetime | None = None) -> Estimate:
+    """srun --test-only's answer as an Estimate: its start (none where Slurm answered with its placeholder for
+    "not known"), or Slurm's last words where it would not run the configuration."""
     found = parse_test_only(result.stdout + result.stderr)
     if found is None:
         lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
         return Estimate(label, changes, error=lines[-1] if lines else f"srun exited with {result.returncode}")
     start, nodes, partition = found
-    return Estimate(label, changes, start, seconds_until(start), nodes, partition)
+    seconds = seconds_until(start, now)
+    return Estimate(label, changes, start if seconds is not None else "", seconds, nodes, partition)
+
+
+async def estimate_one(client: SlurmClient, config: LaunchConfig, label: str, changes: dict[str, Any]) -> Estimate:
+    try:
+        return read_estimate(label, changes, await client.run(estimate_argv(config)))
+    except SlurmError as error:
+        return Estimate(label, changes, error=str(error))
 
 
 async def estimate_launch(client: SlurmClient, config: LaunchConfig, policy: SitePolicy) -> dict[str, Any]:

@@ -22,6 +22,9 @@ ENDED: dict[str, tuple[str, str]] = {
     "TIMEOUT": ("time limit", "it reached its time limit"),
 }
 ENDED_STATES = frozenset(ENDED)
+# A queued kernel without an expected start: Slurm has none yet, or answered with its placeholder for "not
+# known" (slurm_commands.UNKNOWN_START_SECONDS); the row's reason says why. UNKNOWN_START in format.ts too.
+UNKNOWN_START = "start time unknown to Slurm"
 
 
 def why_ended(state: str) -> str:

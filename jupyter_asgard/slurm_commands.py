@@ -306,14 +306,22 @@ def duration_seconds(text: str) -> int | None:
     return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
+# Slurm writes a start it cannot tell as a time: a year from now (srun --test-only, squeue --start, when what
+# the job needs is held by jobs without a time limit) or 2**27 - 1 minutes ahead. No scheduler plans that far
+# (the backfill window is 30 days at most), so a start this far away means "not known", never a date.
+UNKNOWN_START_SECONDS = 364 * 24 * 3600
+
+
 def seconds_until(text: str, now: datetime | None = None) -> int | None:
     """Seconds from now until Slurm's timestamp (2026-11-30T14:35:00, the cluster's local time, which is the
-    server's); None for N/A, Unknown and the like. Never below 0: a start Slurm expected a moment ago is due."""
+    server's); None where Slurm does not know: N/A, Unknown, and its placeholders a year or more away. Never
+    below 0: a start Slurm expected a moment ago is due."""
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         return None
-    return max(0, int((when - (now or datetime.now())).total_seconds()))
+    seconds = int((when - (now or datetime.now())).total_seconds())
+    return None if seconds >= UNKNOWN_START_SECONDS else max(0, seconds)
 
 
 def expected_start(job: JobInfo, now: datetime | None = None) -> tuple[str, int | None]:

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from .kernel_row import KernelRow
+from .kernel_row import UNKNOWN_START, KernelRow
 from .server_requests import ServerRefused, call, running_servers
 from .slurm_client import SlurmClient, SlurmError
 from .slurm_commands import (
@@ -162,8 +162,8 @@ def state_text(row: dict[str, Any]) -> str:
     details = [row["reason"]] if row.get("reason") else []
     if row.get("queue_position") is not None:
         details.append(f"{row['queue_position']} ahead")
-    if row.get("expected_start"):
-        details.append(f"expected {row['expected_start'].replace('T', ' ')}")
+    expected = row.get("expected_start")
+    details.append(f"expected {expected.replace('T', ' ')}" if expected else UNKNOWN_START)
     return f"PENDING ({', '.join(details)})" if details else state
 
 

@@ -4,17 +4,20 @@ through POST /asgard/api/estimate, held to what Slurm then does with the submitt
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from jupyter_asgard.estimates import Estimate, cheaper_changes
+from jupyter_asgard.estimates import UNKNOWN_WORDS, Estimate, cheaper_changes, read_estimate
 from jupyter_asgard.kernel_jobs import kernel_job
 from jupyter_asgard.launch_config import LaunchConfig
+from jupyter_asgard.slurm_client import CommandResult
 from jupyter_asgard.slurm_commands import estimate_argv, parse_test_only
+from jupyter_asgard.widgets.estimate import render
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, pending_kernel, shutdown, start, wait_for_state
 from tests.server import JupyterServer
@@ -54,6 +57,7 @@ def test_slurm_s_test_only_answer_and_its_words() -> None:
     assert Estimate("1 GPU", seconds=0, nodes="gpu02").words() == "starts now on gpu02"
     refused = Estimate("x", error="Requested node configuration is not available")
     assert refused.words() == "Slurm would not run it: Requested node configuration is not available"
+    assert "\n" not in later.words() and later.seconds is not None
     argv = estimate_argv(config(gpus="2", time="1:00:00", partition="gpu"))
     assert argv[:2] == ["srun", "--test-only"] and argv[-1] == "true" and "--gpus=2" in argv
 
@@ -129,3 +133,38 @@ def test_an_estimate_of_a_bad_configuration_is_refused_with_its_problems(
     )
     assert answer.status == 400
     assert any("99 GPUs requested" in problem for problem in answer.body["problems"])
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        "2027-11-30T13:50:00",  # a year from now: what Slurm answers when jobs without a time limit hold the GPUs
+        "2027-11-30T13:49:57",  # the same, asked a moment before the answer is read
+        (datetime(2026, 11, 30, 13, 50) + timedelta(minutes=2**27 - 1)).isoformat(timespec="seconds"),
+    ],
+)
+def test_slurm_s_placeholder_for_an_unknown_start_is_never_shown_as_a_time(start: str) -> None:
+    answer = f"srun: Job 9 to start at {start} using 1 processors on nodes gpu02 in partition gpu\n"
+    estimate = read_estimate("as configured", {}, CommandResult(0, "", answer), now=datetime(2026, 11, 30, 13, 50))
+    assert (estimate.start, estimate.seconds, estimate.error, estimate.nodes) == ("", None, "", "gpu02")
+    assert not estimate.now
+    assert estimate.words() == UNKNOWN_WORDS
+    assert "min" not in estimate.to_json()["words"] and start[11:16] not in estimate.to_json()["words"]
+
+
+def test_a_real_estimate_a_month_ahead_is_shown_as_a_time() -> None:
+    answer = "srun: Job 9 to start at 2026-12-30T14:35:00 using 1 processors on nodes gpu02 in partition gpu\n"
+    estimate = read_estimate("as configured", {}, CommandResult(0, "", answer), now=datetime(2026, 11, 30, 13, 50))
+    assert estimate.words().startswith("expected to start at 14:35 (in ~")
+
+
+def test_the_panel_shows_each_estimate_apart_from_the_next() -> None:
+    """The page's text of the box (what a reader or a copy gets) never runs two estimates together."""
+    shown = render(
+        {
+            "estimate": Estimate("as configured", seconds=0, nodes="gpu02").to_json(),
+            "alternatives": [Estimate("time limit 1:00:00", {"time": "1:00:00"}).to_json()],
+        }
+    )
+    text = re.sub(r"<[^>]+>", "", shown)
+    assert text.splitlines() == ["starts now on gpu02", f"or time limit 1:00:00: {UNKNOWN_WORDS}"]

@@ -92,3 +92,10 @@ def test_the_front_ends_words_for_ended_jobs_are_the_servers() -> None:
     assert dict(re.findall(r"(\w+): '([^']*)'", table.group(1))) == {
         state: short for state, (short, _) in ENDED.items()
     }
+
+
+def test_the_front_ends_words_for_an_unknown_start_are_the_servers() -> None:
+    from jupyter_asgard.kernel_row import UNKNOWN_START
+
+    source = (LABEXTENSION / "src" / "format.ts").read_text()
+    assert f"export const UNKNOWN_START = '{UNKNOWN_START}';" in source

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -461,6 +461,11 @@ def test_cli_imports_no_kernel_machinery() -> None:
         ("PENDING", "2026-11-30T13:00:00", ("2026-11-30T13:00:00", 0)),  # due: Slurm's estimate has passed
         ("PENDING", "N/A", ("", None)),
         ("PENDING", "Unknown", ("", None)),
+        # Slurm's placeholders for a start it cannot tell: a year ahead (blockers without a time limit), 2**27-1 min
+        ("PENDING", "2027-11-30T13:50:00", ("", None)),
+        ("PENDING", "2027-11-30T13:49:58", ("", None)),  # asked a moment before we read it
+        ("PENDING", (datetime(2026, 11, 30, 13, 50) + timedelta(minutes=2**27 - 1)).isoformat(), ("", None)),
+        ("PENDING", "2026-12-29T13:50:00", ("2026-12-29T13:50:00", 29 * 86400)),  # a month ahead is a real estimate
         ("RUNNING", "2026-11-30T13:00:00", ("", None)),  # a running job's StartTime is its start, not an estimate
     ],
 )

@@ -119,9 +119,16 @@ def test_silent_servers_are_noted_and_nothing_running_is_said(slurm_cluster: Loc
     ("row", "text"),
     [
         ({"state": "RUNNING", "reason": "None", "queue_position": None}, "RUNNING"),
-        ({"state": "PENDING", "reason": "Resources", "queue_position": 2}, "PENDING (Resources, 2 ahead)"),
-        ({"state": "PENDING", "reason": "", "queue_position": 0}, "PENDING (0 ahead)"),
-        ({"state": "PENDING", "reason": "Priority", "queue_position": None}, "PENDING (Priority)"),
+        # no expected start: Slurm has none yet, or answered with its placeholder (never shown as a time)
+        (
+            {"state": "PENDING", "reason": "Resources", "queue_position": 2},
+            "PENDING (Resources, 2 ahead, start time unknown to Slurm)",
+        ),
+        ({"state": "PENDING", "reason": "", "queue_position": 0}, "PENDING (0 ahead, start time unknown to Slurm)"),
+        (
+            {"state": "PENDING", "reason": "Priority", "queue_position": None, "expected_start": ""},
+            "PENDING (Priority, start time unknown to Slurm)",
+        ),
         (
             {"state": "PENDING", "reason": "Resources", "queue_position": 0, "expected_start": "2026-11-30T14:35:00"},
             "PENDING (Resources, 0 ahead, expected 2026-11-30 14:35:00)",

@@ -72,6 +72,8 @@ class EstimateBox(w.HTML):  # type: ignore[misc]  # ipywidgets is untyped: its c
 
 
 def render(found: dict[str, Any]) -> str:
+    """One line per estimate, each an element of its own with a line break between, so that no reader (the
+    page's text, a screen reader, a copy) runs two estimates together."""
     estimate = found["estimate"]
     lines = [f"<b>{html.escape(estimate['words'])}</b>"]
     lines += [
@@ -79,4 +81,4 @@ def render(found: dict[str, Any]) -> str:
         for entry in found["alternatives"]
         if not entry["error"]
     ]
-    return "<div class='asgard-estimate'>" + "<br>".join(lines) + "</div>"
+    return "<div class='asgard-estimate'>" + "\n".join(f"<div>{line}</div>" for line in lines) + "</div>"

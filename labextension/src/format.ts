@@ -96,6 +96,9 @@ export function reasonWords(reason: string, gpus?: IGpus): string {
   return 'waiting';
 }
 
+/** A queued kernel whose start Slurm cannot tell; the row's reason says why. */
+export const UNKNOWN_START = 'start time unknown to Slurm';
+
 /** "next in line", "1 ahead", "3 ahead", or "" when Slurm did not say. */
 export function aheadWords(position: number | null | undefined): string {
   if (position === null || position === undefined || position < 0) {
@@ -106,12 +109,13 @@ export function aheadWords(position: number | null | undefined): string {
 
 /**
  * When Slurm expects a queued kernel to start: "expected 14:35 (in ~45m)", "expected 12-02 09:10 (in ~1d2h)"
- * beyond the day, "expected any moment", or "" where Slurm has no estimate.
+ * beyond the day, "expected any moment", or that Slurm cannot tell (no estimate yet, or what the job needs is
+ * held by jobs without a time limit: the server never passes Slurm's far-future placeholders on as a time).
  */
 export function expectedWords(row: Pick<IKernelRow, 'expected_start' | 'expected_start_seconds'>): string {
   const seconds = row.expected_start_seconds;
   if (seconds === null || seconds === undefined || !row.expected_start) {
-    return '';
+    return UNKNOWN_START;
   }
   if (seconds < 60) {
     return 'expected any moment';

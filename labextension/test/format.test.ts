@@ -18,7 +18,8 @@ import {
   reasonWords,
   slurmSeconds,
   stateWords,
-  timeLimitWords
+  timeLimitWords,
+  UNKNOWN_START
 } from '../src/format';
 
 function row(changes: Partial<IKernelRow> = {}): IKernelRow {
@@ -55,14 +56,24 @@ function row(changes: Partial<IKernelRow> = {}): IKernelRow {
 group('describe', () => {
   test('a queued kernel: the reason in words, Slurm’s word, and how many jobs are ahead', () => {
     const queued = row({ state: 'PENDING', reason: 'Resources', queue_position: 3, node: '', time_left_seconds: null });
-    assert.equal(describe(queued), 'queued: waiting for GPUs (Resources), 3 ahead');
-    assert.equal(describe({ ...queued, queue_position: 0 }), 'queued: waiting for GPUs (Resources), next in line');
-    assert.equal(describe({ ...queued, queue_position: null }), 'queued: waiting for GPUs (Resources)');
+    // no expected start in these rows: Slurm has none, or gave its placeholder, which the server drops
+    assert.equal(describe(queued), 'queued: waiting for GPUs (Resources), 3 ahead, start time unknown to Slurm');
+    assert.equal(
+      describe({ ...queued, queue_position: 0 }),
+      'queued: waiting for GPUs (Resources), next in line, start time unknown to Slurm'
+    );
+    assert.equal(
+      describe({ ...queued, queue_position: null }),
+      'queued: waiting for GPUs (Resources), start time unknown to Slurm'
+    );
     assert.equal(
       describe({ ...queued, reason: 'Priority', queue_position: 1 }),
-      'queued: waiting behind jobs of higher priority (Priority), 1 ahead'
+      'queued: waiting behind jobs of higher priority (Priority), 1 ahead, start time unknown to Slurm'
     );
-    assert.equal(describe({ ...queued, reason: 'None' }), 'queued: waiting to be scheduled, 3 ahead');
+    assert.equal(
+      describe({ ...queued, reason: 'None' }),
+      'queued: waiting to be scheduled, 3 ahead, start time unknown to Slurm'
+    );
   });
 
   test('a running kernel: node, GPUs and time left', () => {
@@ -99,7 +110,7 @@ group('describe', () => {
     assert.equal(stateWords(row()), 'running');
     assert.equal(
       stateWords(row({ state: 'PENDING', reason: 'Resources', queue_position: 0 })),
-      'queued: waiting for GPUs (Resources), next in line'
+      'queued: waiting for GPUs (Resources), next in line, start time unknown to Slurm'
     );
   });
 });
@@ -243,12 +254,12 @@ group('expectedWords', () => {
     assert.equal(expectedWords(at('2026-11-30T14:35:00', 45 * 60)), 'expected 14:35 (in ~45m)');
     assert.equal(expectedWords(at('2026-12-02T09:10:00', 26 * 3600)), 'expected 12-02 09:10 (in ~1d2h)');
     assert.equal(expectedWords(at('2026-11-30T13:50:00', 0)), 'expected any moment');
-    assert.equal(expectedWords(at('', null)), '');
+    assert.equal(expectedWords(at('', null)), UNKNOWN_START);
     assert.equal(
       stateWords(at('2026-11-30T14:35:00', 45 * 60)),
       'queued: waiting for GPUs (Resources), next in line, expected 14:35 (in ~45m)'
     );
-    assert.equal(stateWords(queued), 'queued: waiting for GPUs (Resources), next in line');
+    assert.equal(stateWords(queued), 'queued: waiting for GPUs (Resources), next in line, start time unknown to Slurm');
   });
 });
 
