@@ -8,7 +8,9 @@ the queue, and cancelling the allocation is the one act that frees the GPUs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from .errors import KernelStartError
@@ -19,6 +21,8 @@ from .slurm_client import SlurmClient
 from .slurm_commands import JobInfo, job_name, parse_salloc_line, salloc_argv
 
 LEASE_NODE_PATIENCE = 10.0  # seconds from the grant until the lease command has named the node
+SALLOC_PATIENCE = 10.0  # seconds for salloc to end once asked (its lease ended, then SIGTERM)
+WITHDRAWN = "the kernel was shut down before it started"
 
 HINTS = {
     "invalid partition": "choose one of the partitions `sinfo -s` lists, or leave partition empty for the default",
@@ -74,6 +78,9 @@ class Allocation:
         argv = salloc_argv(config, self.job_name, comment, exclude, salloc=self.client.command("salloc"))
         self.log.info("Kernel %s: requesting a Slurm allocation: %s", self.kernel_id, " ".join(argv))
         self._salloc = await self.client.spawn(argv, env, stdin=asyncio.subprocess.PIPE)
+        if self.released:  # withdrawn while salloc was being started: cancel() found nothing to end yet
+            await self._end_salloc()
+            raise KernelStartError(WITHDRAWN, "")
         try:
             await asyncio.wait_for(self._until_granted(), queue_timeout)
         except asyncio.TimeoutError:
@@ -99,7 +106,8 @@ class Allocation:
             event = parse_salloc_line(raw.decode(errors="replace"))
             if event.kind in ("pending", "granted") and not self.job_id:
                 self.job_id = event.job_id
-                self.monitor.watch(self.job_id, self._on_change)
+                if not self.released:  # a withdrawn request's job is salloc's to withdraw, not to watch
+                    self.monitor.watch(self.job_id, self._on_change)
             if event.kind == "pending":
                 self.log.info("Kernel %s: Slurm job %s is waiting in the queue", self.kernel_id, self.job_id)
             elif event.kind == "error":
@@ -157,7 +165,7 @@ class Allocation:
             self._salloc.stdin.close()
 
     async def cancel(self) -> None:
-        """Release the allocation (or withdraw the request); safe to call twice."""
+        """Release the allocation (or withdraw the request, at any moment of it); safe to call twice."""
         if self.released:
             return
         self.released = True
@@ -165,11 +173,24 @@ class Allocation:
         if self.job_id:
             self.log.info("Kernel %s: cancelling Slurm job %s", self.kernel_id, self.job_id)
             await self.client.scancel(self.job_id)
-        if self._salloc is not None:
-            try:
-                await asyncio.wait_for(self._salloc.wait(), 10)
-            except asyncio.TimeoutError:
-                self._salloc.kill()
-                await self._salloc.wait()
+        await self._end_salloc()
         if self._watcher is not None:
             await asyncio.wait([self._watcher])
+
+    async def _end_salloc(self) -> None:
+        """salloc gone, and its job with it. Its lease ended, it relinquishes a granted allocation; one still
+        waiting for its job (or whose job id it has not named yet, so no scancel could find it) withdraws
+        it on SIGTERM. SIGKILL only as the last resort: a killed salloc leaves its job in the queue."""
+        if self._salloc is None:
+            return
+        granted = self._watcher is not None  # its lease command runs: ending the lease ends salloc
+        endings: list[Callable[[], None] | None] = [None] if granted else []
+        for ending in [*endings, self._salloc.terminate, self._salloc.kill]:
+            if ending is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    ending()
+            try:
+                await asyncio.wait_for(self._salloc.wait(), SALLOC_PATIENCE)
+                return
+            except asyncio.TimeoutError:
+                continue

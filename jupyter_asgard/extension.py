@@ -13,7 +13,7 @@ from tornado.ioloop import IOLoop
 from . import pending_kernels
 from .image_saves import ImageSaves
 from .monitor import SlurmMonitor
-from .provisioner import live_provisioner
+from .provisioner import PyxisProvisioner, live_provisioner
 from .site import AsgardSite
 from .slurm_client import SlurmError
 from .slurm_commands import orphaned_jobs, orphans_argv, pid_alive
@@ -74,11 +74,18 @@ class AsgardExtension(ExtensionApp):
         return shutdown
 
     async def withdraw_queued(self, kernel_id: str) -> None:
-        """Also waits for the start to fail: jupyter_server's shutdown of a pending kernel cancels its start,
-        and the clients waiting for it would be told nothing but "500"."""
-        provisioner = live_provisioner(kernel_id)
-        if provisioner is not None and not provisioner.has_process and provisioner.allocation:
-            await provisioner.cleanup(restart=False)
-            assert self.serverapp is not None
-            if kernel_id in self.serverapp.kernel_manager:
-                await pending_kernels.start_settled(self.serverapp.kernel_manager.get_kernel(kernel_id))
+        """A kernel whose start is not over, at any moment of it (also before it has asked Slurm for
+        anything): withdrawn, and its start failed before jupyter_server's shutdown cancels it, so that the
+        clients waiting for it are told why rather than "500"."""
+        assert self.serverapp is not None
+        if kernel_id not in self.serverapp.kernel_manager:
+            return
+        manager = self.serverapp.kernel_manager.get_kernel(kernel_id)
+        if pending_kernels.has_started(manager) and (provisioner := live_provisioner(kernel_id)) is not None:
+            if not provisioner.has_process and provisioner.allocation:  # between two steps of a restart
+                await provisioner.cleanup(restart=False)
+            return
+        provisioner = await pending_kernels.provisioner_of(manager)
+        if isinstance(provisioner, PyxisProvisioner):
+            await provisioner.withdraw()
+            await pending_kernels.start_settled(manager)

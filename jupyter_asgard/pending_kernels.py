@@ -45,6 +45,17 @@ async def start_settled(manager: Any, patience: float = SETTLE_PATIENCE) -> None
         await asyncio.wait([asyncio.wrap_future(ready)], timeout=patience)
 
 
+async def provisioner_of(manager: Any, patience: float = SETTLE_PATIENCE) -> Any:
+    """The kernel manager's provisioner, which its start task makes a moment after the kernel is registered
+    (None if the start ended first, or made none within patience seconds)."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while getattr(manager, "provisioner", None) is None and not has_started(manager):
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return getattr(manager, "provisioner", None)
+
+
 def settle_start(manager: Any, ready: Ready) -> None:
     """A failed start: the kernel model's state and reason, as jupyter_server's websocket sets them when it
     finds the start failed (JupyterLab shows the reason as its "Error Starting Kernel"). A kernel that runs:

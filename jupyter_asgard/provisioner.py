@@ -28,7 +28,7 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets.config import Configurable
 
 from . import bootstrap, curve_proxy
-from .allocation import Allocation
+from .allocation import WITHDRAWN, Allocation
 from .container_starts import CONTAINER_STARTS
 from .encryption import encryption_problem, stricter, wants_curve
 from .errors import KernelStartError
@@ -114,6 +114,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
         self._ports: dict[str, int] = {}
         self._moved = False  # the last launch came back at another address than the one before
         self._shutting_down = False
+        self._withdrawn = False  # shut down before its start was over: nothing more may be submitted
         self.encryption = ""  # how the running kernel's traffic goes (encryption.MODES), once it has started
 
     # --- what the UI reads ---------------------------------------------------------
@@ -181,8 +182,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
                 self.log.error("Kernel %s: %s", self.kernel_id, error)
                 self.exited = True
                 return self.connection_info
-            if self._shutting_down and not isinstance(error, asyncio.CancelledError):
-                raise KernelStartError("the kernel was shut down before it started") from error
+            if (self._shutting_down or self._withdrawn) and not isinstance(error, asyncio.CancelledError):
+                raise KernelStartError(WITHDRAWN) from error
             raise
 
     async def post_launch(self, **kwargs: Any) -> None:
@@ -214,6 +215,13 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
     async def terminate(self, restart: bool = False) -> None:
         if self.step:
             await self.step.signal("TERM")
+
+    async def withdraw(self) -> None:
+        """A shutdown while the kernel starts, at whatever moment of its start: what was submitted is
+        withdrawn, nothing more is, and the start fails at once (instead of waiting for the queue)."""
+        self._withdrawn = self._shutting_down = True
+        if self.allocation is not None:
+            await self.cleanup(restart=False)
 
     async def cleanup(self, restart: bool = False) -> None:
         """After the step: on restart keep the allocation (and the container), else release both."""
@@ -326,6 +334,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
 
     async def _allocate(self, env: dict[str, str]) -> None:
         assert self.launch is not None
+        if self._withdrawn:
+            raise KernelStartError(WITHDRAWN)
         self.allocation = Allocation(self.client, self.monitor, self.log, self.kernel_id)
         comment = holder_comment(socket.gethostname(), os.getpid())
         salloc_env = step_environment(env, {}, {})

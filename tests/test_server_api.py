@@ -16,6 +16,7 @@ from jupyter_asgard.handlers import parse_json
 from tests.cluster import NODES, LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -284,6 +285,39 @@ def test_shutting_down_a_queued_kernel_cancels_its_job_at_once(
     assert waiting and "shut down before it started" in waiting[0]
     assert not [line for line in kernel_jobs() if line.startswith(pending["job_id"] + " ")]
     assert jupyter_server.request("GET", f"/api/kernels/{kernel_id}").status == 404
+
+
+@pytest.mark.parametrize("queued", [True, False], ids=["queued", "granted"])
+def test_a_kernel_shut_down_at_any_moment_of_its_start_leaves_nothing(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster, request: pytest.FixtureRequest, queued: bool
+) -> None:
+    """DELETE right after POST, three times over, at moments from before the provisioner exists to salloc
+    waiting in the queue (or the container starting): each answers at once, each waiting client is told
+    why, no job is left (a salloc killed while it waits would leave its job queued for good), and the
+    monitor stops watching and polling."""
+    if queued:
+        request.getfixturevalue("gpus_taken")
+    kernel_ids = []
+    for delay in (0, 0.1, 0.5):
+        kernel_id = jupyter_server.request("POST", "/api/kernels", {"name": "asgard-test"}, timeout=5).body["id"]
+        kernel_ids.append(kernel_id)
+        time.sleep(delay)
+        started = time.monotonic()
+        assert jupyter_server.request("DELETE", f"/api/kernels/{kernel_id}", timeout=30).status == 204
+        assert time.monotonic() - started < 15
+    for kernel_id in kernel_ids:
+        assert jupyter_server.request("GET", f"/api/kernels/{kernel_id}").status == 404
+    assert wait_until_no_kernel_jobs(timeout=20) == []
+    monitor = wait_for(
+        lambda: (
+            (m := jupyter_server.request("GET", "/asgard/api/monitor").body)["watched_jobs"] == 0
+            and not m["polling"]
+            and m
+        ),
+        10,
+        "the monitor still watches a withdrawn kernel's job",
+    )
+    assert monitor["listeners"] == 0
 
 
 def test_a_kernel_row_names_the_notebook_while_jupyterlab_still_uses_a_placeholder_path(
