@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from datetime import datetime
+import sys
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from traitlets.config import Config
 
 from jupyter_asgard.errors import KernelStartError
+from jupyter_asgard.estimates import UNKNOWN_WORDS
 from jupyter_asgard.kernel_jobs import kernel_job
+from jupyter_asgard.kernel_row import UNKNOWN_START
+from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, execute, kernel_jobs, pending_kernel, shutdown, start, wait_for_state
+from tests.server import JupyterServer
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -62,6 +69,47 @@ async def test_a_queued_kernel_s_row_carries_slurm_s_expected_start(
     finally:
         starting.cancel()
         await shutdown(km)
+
+
+def test_a_start_slurm_cannot_tell_is_said_so_never_shown_as_a_time(
+    jupyter_server: JupyterServer, kernelspecs: KernelSpecs, gpus_taken: list[str], slurm_cluster: LocalCluster
+) -> None:
+    """Every GPU held by jobs without a time limit: Slurm answers a start a year ahead (srun --test-only) or
+    far beyond (squeue --start), its way of saying it does not know. The estimate, the kernel row and
+    `jupyter asgard status` say that it does not know, beside the reason, and show no time."""
+    time.sleep(3)  # the backfill scheduler has planned the other user's jobs (bf_interval 2 s)
+    body = {"image": str(slurm_cluster.pytorch_image()), "gpus": "1"}
+    estimate = jupyter_server.request("POST", "/asgard/api/estimate", body).body["estimate"]
+    assert (estimate["start"], estimate["seconds"], estimate["now"], estimate["error"]) == ("", None, False, "")
+    assert estimate["words"] == UNKNOWN_WORDS
+    test_only = subprocess.run(
+        ["srun", "--test-only", "--gpus=1", "true"], capture_output=True, text=True, timeout=30
+    ).stderr
+    slurm_says = datetime.fromisoformat(test_only.split(" to start at ")[1].split()[0])
+    assert slurm_says - datetime.now() > timedelta(days=300), test_only  # the placeholder the words replace
+
+    kernel_id = jupyter_server.request("POST", "/api/kernels", {"name": "asgard-test"}).body["id"]  # queued
+    try:
+        wait_for(
+            lambda: jupyter_server.request("GET", f"/asgard/api/kernels/{kernel_id}").body.get("reason"),
+            30,
+            "no pending reason",
+        )
+        time.sleep(3)  # planned by the backfill scheduler again, with the kernel's job now
+        row = jupyter_server.request("GET", f"/asgard/api/kernels/{kernel_id}").body
+        squeue = subprocess.run(["squeue", "--start", "-h", "-j", row["job_id"], "-o", "%S"], capture_output=True)
+        assert (row["state"], row["reason"]) == ("PENDING", "Resources"), row
+        assert (row["expected_start"], row["expected_start_seconds"]) == ("", None), (row, squeue.stdout)
+        shown = subprocess.run(
+            [sys.executable, "-m", "jupyter", "asgard", "status"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=jupyter_server.env,
+        ).stdout
+        assert f"PENDING (Resources, 0 ahead, {UNKNOWN_START})" in shown, shown
+    finally:
+        jupyter_server.request("DELETE", f"/api/kernels/{kernel_id}")
 
 
 async def test_abandoning_a_queued_start_cancels_the_job(
