@@ -10,20 +10,53 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from jupyter_asgard.monitor import SlurmMonitor
+from tests import known_state
 from tests.browser import CHROMIUM, launch
 from tests.cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequisites
-from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
+from tests.kernels import TEST_CONTAINER, KernelSpecs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, running_lab, running_server
 
 # Run apart, by tests/test_rest_inprocess.py: pytest-jupyter's event loop would take over this suite's async tests.
 collect_ignore = ["rest_inprocess"]
 
 
+CLUSTER_FIXTURES = {"slurm_cluster", "fresh_cluster_prerequisites"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cluster: needs a real Slurm test cluster (root, Slurm, Pyxis, enroot)")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Async tests run Asgard kernels in the test's own event loop: their monitor must settle before it closes."""
+    """Tests on the suite's cluster start from its known state and must leave it (known_state.py), and are
+    marked `cluster`; async tests run Asgard kernels in the test's own event loop, whose monitor must settle
+    before it closes."""
     for item in items:
+        fixtures: list[str] = getattr(item, "fixturenames", [])
+        if CLUSTER_FIXTURES & set(fixtures) or item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.cluster)
+        if "slurm_cluster" in fixtures:
+            fixtures.insert(0, "cluster_in_known_state")  # set up first, so it checks after every other teardown
         if inspect.iscoroutinefunction(getattr(item, "function", None)):
-            item.fixturenames.append("monitor_settles")  # type: ignore[attr-defined]
+            fixtures.append("monitor_settles")
+
+
+@pytest.fixture
+def cluster_in_known_state(slurm_cluster: LocalCluster) -> Iterator[None]:
+    """The test starts on a cluster in the known state (restored first if an earlier test broke it) and must
+    leave it so: after its own teardown, Slurm must have released everything it held (waited for, not just
+    asked for) and every node must be in service with its GPUs; else the cluster is restored and the test
+    fails, named as the one that left it. Containers the test made are removed either way."""
+    before = known_state.problems(slurm_cluster)
+    if before and (still := known_state.restore(slurm_cluster)):
+        pytest.fail(f"the test cluster could not be brought back to its known state: {still}")
+    yield
+    left = known_state.settled(slurm_cluster)
+    if left:
+        still = known_state.restore(slurm_cluster)
+    known_state.remove_stray_containers(slurm_cluster, TEST_CONTAINER)
+    if left:
+        pytest.fail(f"the test left the cluster so: {left}" + (f"; restoring it failed: {still}" if still else ""))
 
 
 @pytest.fixture

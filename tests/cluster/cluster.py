@@ -43,6 +43,7 @@ from .images import ImageBuildError, ensure_images
 HERE = Path(__file__).resolve().parent
 NODES = ("gpu01", "gpu02")
 GPUS_PER_NODE = 2
+NODE_GRES = f"gpu:h100:{GPUS_PER_NODE}"  # each node's GRES, as slurm.conf.template declares and Slurm shows it
 REQUIRED_COMMANDS = (
     "munged",
     "slurmctld",
@@ -397,6 +398,7 @@ class LocalCluster:
             "node_lines": node_lines,
             "all_nodes": ",".join(NODES),
             "debug_node": NODES[-1],
+            "node_gres": NODE_GRES,
         }
         template = Template((HERE / "slurm.conf.template").read_text())
         self.slurm_conf.write_text(template.substitute(values))
@@ -550,7 +552,7 @@ def _kill_job_processes(root: Path) -> None:
 def terminate(pid: int) -> None:
     _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and alive(pid):
         time.sleep(0.05)
     _signal(pid, signal.SIGKILL)
     _reap(pid)
@@ -563,7 +565,7 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     _reap(pid)
     try:
         os.kill(pid, 0)
@@ -591,7 +593,7 @@ def leftovers(cluster_root: Path, namespaces: list[str], links: list[str], pids:
     found = [f"namespace {ns}" for ns in namespaces if Path(f"/run/netns/{ns}").exists()]
     links_now = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     found += [f"link {link}" for link in links if f" {link}:" in links_now or f" {link}@" in links_now]
-    found += [f"pid {pid}" for pid in pids if _alive(pid)]
+    found += [f"pid {pid}" for pid in pids if alive(pid)]
     processes = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout.splitlines()
     found += [line for line in processes if str(cluster_root) in line and " Z" not in line]
     if cluster_root.exists():
