@@ -1,19 +1,22 @@
 /**
  * One poller of the API for the whole front end: the status bar item and the side panel read its rows.
  *
- * Every 5 s while the browser tab is visible; every second while a kernel waits in the queue, starts,
- * ends or has less than a minute left (and for a while after someone asks it to hurry); never while the
- * tab is hidden; backing off up to a minute while the server does not answer. The cluster's partitions are fetched only while the side
- * panel is shown.
+ * Every 5 s while the browser tab is visible; every second while a kernel waits in the queue, ends or has
+ * less than a minute left; twice a second while a kernel starts (and for a while after someone asks it to
+ * hurry: a kernel may be about to start), so that a container phase of a second or two still shows; never
+ * while the tab is hidden; backing off up to a minute while the server does not answer. The cluster's
+ * partitions are fetched only while the side panel is shown.
  */
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { AsgardAPI, IKernelRow, IPartition } from './api';
-import { phaseOf } from './format';
+import { phaseOf, stateWords } from './format';
 
 export interface IPollTimes {
-  /** While a kernel is queued or starting, in ms. */
+  /** While a kernel starts (its container's phases can last a second or two), in ms. */
+  starting: number;
+  /** While a kernel is queued or ending, in ms. */
   fast: number;
   /** Otherwise, in ms. */
   slow: number;
@@ -23,7 +26,12 @@ export interface IPollTimes {
   resources: number;
 }
 
-export const POLL_TIMES: IPollTimes = { fast: 1000, slow: 5000, max: 60000, resources: 10000 };
+export const POLL_TIMES: IPollTimes = { starting: 500, fast: 1000, slow: 5000, max: 60000, resources: 10000 };
+
+/** A kernel between its submission and its first answer: its job starting, or its container and kernel. */
+function starting(row: IKernelRow): boolean {
+  return /^(re)?starting/.test(stateWords(row));
+}
 
 export class AsgardModel implements IDisposable {
   constructor(
@@ -103,12 +111,12 @@ export class AsgardModel implements IDisposable {
     return undefined;
   }
 
-  /** Poll every second for a while: a kernel may be about to show up. */
+  /** Poll at the starting rate for a while: a kernel may be about to show up. */
   hurry(milliseconds = 10000): void {
     const until = Date.now() + milliseconds;
     if (until > this._hurryUntil) {
       this._hurryUntil = until;
-      if (this._nextPoll !== null && this._nextInterval > this.times.fast) {
+      if (this._nextPoll !== null && this._nextInterval > this.times.starting) {
         void this.refresh();
       }
     }
@@ -194,13 +202,15 @@ export class AsgardModel implements IDisposable {
     let interval: number;
     if (this._failures > 0) {
       interval = Math.min(this.times.max, this.times.slow * 2 ** (this._failures - 1));
+    } else if (Date.now() < this._hurryUntil || this._kernels.some(starting)) {
+      interval = this.times.starting;
     } else {
       const busy = this._kernels.some(row => {
         const phase = phaseOf(row.state);
         const endsSoon = phase === 'running' && row.time_left_seconds !== null && row.time_left_seconds < 60;
-        return phase === 'queued' || phase === 'starting' || phase === 'ending' || endsSoon;
+        return phase === 'queued' || phase === 'ending' || endsSoon;
       });
-      interval = busy || Date.now() < this._hurryUntil ? this.times.fast : this.times.slow;
+      interval = busy ? this.times.fast : this.times.slow;
     }
     this._nextInterval = interval;
     this._nextPoll = window.setTimeout(() => {
