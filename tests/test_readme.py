@@ -114,6 +114,9 @@ INLINE = {
     "from a local directory, before saving the container as an image",
     "./dev/test": "CI: .ci/run runs it",
     "./dev/test -k queue": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
+    "./dev/test --randomly-seed=N": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
+    "./dev/test --repeat 3": "tests/test_readme.py::test_dev_test_repeat_takes_a_count_and_passes_pytest_the_rest "
+    "checks its arguments; the three rounds themselves take as long as three CI runs and are run by hand",
     "python3 -m pytest": "CI: dev/test runs it",
     ".ci/run": "CI: it is what CI runs",
     "pip install ipykernel": "advice for inside a user's writable named container; the test nodes reach no "
@@ -632,3 +635,12 @@ def test_the_test_cluster_by_hand_up_status_and_down(cluster_dir: Path) -> None:
     down = run(readme_argv("python3 -m tests.cluster down"), env, cwd=REPO).stdout
     assert down.strip() == f"stopped the cluster in {cluster_dir}"
     assert leftovers(cluster_dir, state["namespaces"], state["links"], list(state["pids"].values())) == []
+
+
+def test_dev_test_repeat_takes_a_count_and_passes_pytest_the_rest() -> None:
+    """Checked before dev/install runs: a wrong count costs nothing."""
+    for wrong in (["--repeat"], ["--repeat", "0"], ["--repeat", "three"]):
+        result = subprocess.run(["bash", "dev/test", *wrong], cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert (result.returncode, result.stderr.strip()) == (2, "usage: dev/test --repeat N [pytest arguments]")
+    script = (REPO / "dev" / "test").read_text()
+    assert 'set -- -m cluster --count "$2" --repeat-scope session "${@:3}"' in script
