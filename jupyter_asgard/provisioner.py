@@ -82,7 +82,8 @@ def _signal_name(signum: int) -> str:
     return signal.Signals(signum).name.removeprefix("SIG")
 
 
-class PyxisProvisioner(KernelProvisionerBase, SitePolicy):
+# jupyter_client makes its metaclass of ABCMeta and type(LoggingConfigurable), which mypy cannot evaluate.
+class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metaclass]
     """Runs the kernelspec's argv inside a Pyxis container, as a step of a Slurm allocation of its own."""
 
     def __init__(self, **kwargs: Any) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import fields
-from typing import Any
 
 from traitlets import Any as AnyTrait
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode
@@ -26,23 +25,44 @@ from .launch_plan import workdir_problems
 CONFIG_SECTION = "PyxisProvisioner"  # where sites configure it, as the README and existing sites do
 
 
-def _launch_traits() -> dict[str, Any]:
-    """One configurable trait per launch setting: site config sets defaults, kernelspec config overrides.
+def launch_trait(name: str) -> AnyTrait:
+    """The configurable trait of one launch setting, made from its LaunchConfig field (default, help): site
+    config sets defaults, kernelspec config overrides.
 
     Declared loosely (Any) so that a wrong value reaches LaunchConfig.parse,
     which explains it, instead of failing in traitlets with a type error.
     """
-    traits = {}
-    for spec in fields(LaunchConfig):
-        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
-        traits[spec.name] = AnyTrait(default, allow_none=True, help=spec.metadata["help"]).tag(config=True)
-    return traits
+    spec = next(spec for spec in fields(LaunchConfig) if spec.name == name)
+    default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+    return AnyTrait(default, allow_none=True, help=spec.metadata["help"]).tag(config=True)
 
 
-LaunchSettings = type("LaunchSettings", (Configurable,), _launch_traits())
+class LaunchSettings(Configurable):
+    """One trait per LaunchConfig field, named one by one so that type checkers see every setting (a test
+    holds the names to LaunchConfig's fields); what each is and its default come from the field."""
+
+    image = launch_trait('image')
+    mounts = launch_trait('mounts')
+    workdir = launch_trait('workdir')
+    container_name = launch_trait('container_name')
+    container_writable = launch_trait('container_writable')
+    container_remap_root = launch_trait('container_remap_root')
+    container_mount_home = launch_trait('container_mount_home')
+    container_env = launch_trait('container_env')
+    partition = launch_trait('partition')
+    gpus = launch_trait('gpus')
+    cpus_per_task = launch_trait('cpus_per_task')
+    mem = launch_trait('mem')
+    time = launch_trait('time')
+    account = launch_trait('account')
+    qos = launch_trait('qos')
+    reservation = launch_trait('reservation')
+    constraint = launch_trait('constraint')
+    srun_args = launch_trait('srun_args')
+    salloc_args = launch_trait('salloc_args')
 
 
-class SitePolicy(LaunchSettings):  # type: ignore[misc, valid-type]
+class SitePolicy(LaunchSettings):
     """Launch defaults and the site's own settings, read from the c.PyxisProvisioner section."""
 
     max_gpus = Int(8, help="Most GPUs one kernel may ask for.").tag(config=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,8 @@ from jupyter_asgard.launch_config import (
     with_site_partition,
 )
 from jupyter_asgard.mounts import Mount
+
+REPO = Path(__file__).resolve().parent.parent
 
 ENV = {"USER": "alice", "HOME": "/home/alice", "PROJECT": "vision", "SCRATCH": "/netscratch/alice"}
 IMAGE = "/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
@@ -835,3 +840,33 @@ def test_schema_valid_whole_float_is_accepted_by_parse(key: str) -> None:
     assert list(Draft202012Validator(json_schema()).iter_errors(example)) == []
     config = parse(example)
     assert getattr(config, key) == {"cpus_per_task": 4, "gpus": "4"}[key]
+
+
+def test_the_provisioners_launch_traits_are_launch_configs_fields() -> None:
+    """Declared one by one for type checkers, yet one fact: the same names, defaults and help."""
+    from dataclasses import fields
+
+    from jupyter_asgard.site_policy import LaunchSettings
+
+    traits = LaunchSettings.class_traits(config=True)
+    assert sorted(traits) == sorted(spec.name for spec in fields(LaunchConfig))
+    for spec in fields(LaunchConfig):
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        assert (traits[spec.name].default(), traits[spec.name].help) == (default, spec.metadata["help"])
+
+
+def test_mypy_strict_reports_a_misspelled_provisioner_setting(tmp_path: Path) -> None:
+    """The site's settings are statically declared: a typo is an error, not Any."""
+    snippet = tmp_path / "site_snippet.py"
+    snippet.write_text(
+        "from jupyter_asgard.provisioner import PyxisProvisioner\n\n\n"
+        "def limits(provisioner: PyxisProvisioner) -> tuple[float, str]:\n"
+        "    return provisioner.queue_timeout, provisioner.partition\n\n\n"
+        "def typo(provisioner: PyxisProvisioner) -> object:\n"
+        "    return provisioner.queue_timeoutt\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", str(snippet)], cwd=REPO, capture_output=True, text=True
+    )
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 1 and '"PyxisProvisioner" has no attribute "queue_timeoutt"' in errors[0], result.stdout
