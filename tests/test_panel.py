@@ -11,6 +11,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from traitlets.config import Config
 
 from jupyter_asgard.kernelspec_store import KernelspecStore, KernelspecStoreError
+from jupyter_asgard.launch_config import LaunchConfig
 from jupyter_asgard.site import AsgardSite
 from jupyter_asgard.slurm_client import SlurmClient
 from jupyter_asgard.widgets import ContainerPanel
@@ -262,3 +263,53 @@ async def test_the_panel_estimates_when_the_settings_rest_and_only_when_the_allo
     panel.resources.time.value = "soon"  # no time limit Slurm knows: nothing to ask, the box says why
     await panel.estimate.settled()
     assert calls["srun"] == asked and "Fix the settings above" in panel.estimate.value
+
+
+def every_launch_setting(image_dir: Path) -> dict[str, object]:
+    """A value for every LaunchConfig key, none of them its default."""
+    config: dict[str, object] = {
+        "image": str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"),
+        "mounts": ["/ds:/ds:ro"],
+        "workdir": "/ds",
+        "container_name": "my-env",
+        "container_writable": True,
+        "container_remap_root": False,
+        "container_mount_home": False,
+        "container_env": ["WANDB_API_KEY"],
+        "partition": "debug",
+        "gpus": "h100:1",
+        "cpus_per_task": 2,
+        "mem": "4G",
+        "time": "0:20:00",
+        "account": "lab",
+        "qos": "normal",
+        "reservation": "maint",
+        "constraint": "h100",
+        "srun_args": ["--gpu-bind=closest"],
+        "salloc_args": ["--nice=10"],
+    }
+    assert sorted(config) == sorted(LaunchConfig.keys())  # a new setting must be added here
+    return config
+
+
+def test_the_panel_keeps_every_launch_setting_it_loads_also_those_it_shows_no_control_for(
+    image_dir: Path, store: KernelspecStore, tmp_path: Path
+) -> None:
+    config = every_launch_setting(image_dir)
+    panel = make_panel(image_dir, store, tmp_path)
+    panel.set_values(config)
+    assert panel.values() == config
+    panel.set_values({"image": config["image"]})  # another kernel loaded: nothing of the first stays
+    assert {key: value for key, value in panel.values().items() if key in ("account", "srun_args")} == {}
+
+
+async def test_loading_and_saving_a_kernel_in_the_panel_keeps_every_launch_setting(
+    slurm_cluster: LocalCluster, image_dir: Path, store: KernelspecStore, tmp_path: Path
+) -> None:
+    datasets = str(slurm_cluster.datasets)  # paths the server's checks find
+    config = {**every_launch_setting(image_dir), "mounts": [f"{datasets}:{datasets}:ro"], "workdir": datasets}
+    store.write("full", "Every setting", config)
+    panel = make_panel(image_dir, store, tmp_path)
+    await panel.load("full")
+    assert await panel.save() is True, panel.messages.value
+    assert store.read("full")["config"] == config

@@ -57,6 +57,7 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
         autoload: bool = True,
     ) -> None:
         self._built = False  # controls report changes while being built; the preview waits for all of them
+        self.kept: dict[str, Any] = {}  # loaded launch settings the panel shows no control for
         self._tasks: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to its tasks
         self.site = site or AsgardSite(config=server_config(), client=SlurmClient(timeout=SLURM_TIMEOUT))
         self.store = store or KernelspecStore()
@@ -142,7 +143,12 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
     # --- values ---------------------------------------------------------------------------
 
     def values(self) -> dict[str, Any]:
-        """The launch configuration as typed ($USER stays for the provisioner to expand at start)."""
+        """The launch configuration as typed ($USER stays for the provisioner to expand at start), with the
+        settings the panel has no control for (account, qos, container_env, srun_args, ...) as they were
+        loaded: saving a loaded kernel again keeps every key of its LaunchConfig."""
+        return {**self.kept, **self._shown_values()}
+
+    def _shown_values(self) -> dict[str, Any]:
         return {
             "image": self.image.value,
             "mounts": self.mounts.entries(),
@@ -155,6 +161,8 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
         }
 
     def set_values(self, config: dict[str, Any]) -> None:
+        shown = self._shown_values()
+        self.kept = {key: config[key] for key in LaunchConfig.keys() if key in config and key not in shown}
         self.image.value = config.get("image", "")
         self.mounts.set_entries(list(config.get("mounts", [])))
         self.workdir.value = config.get("workdir", "")
