@@ -1,6 +1,7 @@
 """The kernel's Slurm allocation: requested once, waited for in the queue, kept across restarts.
 
-The allocation is its own job (``salloc --no-shell``) and the kernel only a
+The allocation is its own job (``salloc`` running a lease command that reads a
+pipe the server holds, slurm_commands.LEASE_COMMAND) and the kernel only a
 step in it, so a restart relaunches the step without a second trip through
 the queue, and cancelling the allocation is the one act that frees the GPUs.
 """

@@ -50,7 +50,9 @@ class AsgardExtension(ExtensionApp):
             await self.monitor.client.scancel(job_id)
 
     async def stop_extension(self) -> None:
-        """The server stops (its kernels are shut down by now): no squeue left half started."""
+        """The server stops: no squeue left half started. jupyter_server runs this before it shuts the kernels
+        down (cleanup_extensions, then cleanup_kernels): their allocations are released after it, by their own
+        shutdown (or, should that not happen, by their lease ending with the server's process)."""
         await self.monitor.stop()
 
     def initialize_handlers(self) -> None:
