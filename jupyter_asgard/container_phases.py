@@ -28,3 +28,9 @@ def phase_of(line: str) -> str:
 def setting_up(phase: str) -> bool:
     """Whether the phase is the container's setup, before the command in it runs (an error then is Pyxis's)."""
     return phase.startswith(("importing", "creating", "reusing"))
+
+
+def half_made(phase: str) -> bool:
+    """Whether a step ended in this phase leaves its named container half unpacked: enroot was writing its
+    filesystem, and Pyxis would reuse what is there at the next start, which then fails for good."""
+    return phase == "creating container filesystem"

@@ -41,6 +41,28 @@ def container_problem(provisioner: Any, what: str) -> str:
     return ""
 
 
+# How Pyxis names a named container's filesystem in enroot, with container_scope=global (Asgard's: a job-scoped
+# container goes with its job).
+ENROOT_NAME_PREFIX = "pyxis_"
+
+
+def remove_container_argv(job_id: str, node: str, container: str, srun: str = "srun") -> list[str]:
+    """A step in the kernel's allocation, on its node, outside any container, that removes the named
+    container's filesystem as the user (enroot remove): what a start stopped while enroot unpacked it left."""
+    return [
+        srun,
+        "--job-name=jupyter-asgard-cleanup",
+        f"--jobid={job_id}",
+        f"--nodelist={node}",
+        *ONE_TASK,
+        "--overlap",
+        "enroot",
+        "remove",
+        "--force",
+        ENROOT_NAME_PREFIX + container,
+    ]
+
+
 def attach_options(job_id: str, node: str, container: str) -> list[str]:
     """A step beside the kernel's, in its allocation, on its node, inside its running container."""
     return [f"--jobid={job_id}", f"--nodelist={node}", *ONE_TASK, "--overlap", f"--container-name={container}:exec"]

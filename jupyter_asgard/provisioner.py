@@ -29,7 +29,9 @@ from traitlets.config import Configurable
 
 from . import bootstrap, curve_proxy
 from .allocation import WITHDRAWN, Allocation
+from .container_phases import half_made
 from .container_starts import CONTAINER_STARTS
+from .container_steps import ENROOT_NAME_PREFIX, remove_container_argv
 from .encryption import encryption_problem, stricter, wants_curve
 from .errors import KernelStartError
 from .kernel_address import address, keep_connection_file, rewatch_activity
@@ -47,6 +49,7 @@ BOOTSTRAP_SOURCE = Path(bootstrap.__file__).read_text()
 CURVE_PROXY_SOURCE = Path(curve_proxy.__file__).read_text()
 PORT_NAMES = bootstrap.PORT_NAMES
 PORT_ATTEMPTS = 3  # starts on fresh ports when a kernel starting beside this one took a port first
+HALF_MADE_REMOVAL_TIMEOUT = 60.0  # seconds for enroot to remove a half-made container's files
 
 
 def kernelspec_settings(kernel_spec: Any) -> set[str]:
@@ -116,6 +119,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         self._moved = False  # the last launch came back at another address than the one before
         self._shutting_down = False
         self._withdrawn = False  # shut down before its start was over: nothing more may be submitted
+        self._releasing = asyncio.Lock()  # a shutdown's release and a failed start's wait for each other
+        self._starting_container = ""  # the named container of the step being started
         self.encryption = ""  # how the running kernel's traffic goes (encryption.MODES), once it has started
 
     # --- what the UI reads ---------------------------------------------------------
@@ -396,6 +401,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             if self.containers
             else ""
         )
+        self._starting_container = name
         async with CONTAINER_STARTS.starting(self.allocation.node, name) if name else nullcontext():
             handshake = await self.step.start(argv, step_env, self.start_timeout)
         self.node, self.container = handshake["node"], name
@@ -424,13 +430,21 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
 
     async def _release(self, keep_row: bool = False) -> None:
         """Stop the step and cancel the allocation; never raises, so a failed start leaves no job behind.
+        One release at a time: a shutdown during a start releases while the failed start does too.
 
         keep_row: the kernel lives on in Jupyter (dead, or restarting elsewhere): keep showing it."""
+        async with self._releasing:
+            await self._release_now(keep_row)
+
+    async def _release_now(self, keep_row: bool) -> None:
         if not keep_row:
             _live.pop(self.kernel_id, None)
         try:
             if self.step:
+                unpacking = half_made(self.step.phase) and not self.step.handshake
                 await self.step.stop()
+                if unpacking:
+                    await self._remove_half_made_container()
         finally:
             self.step = None
             allocation = self.allocation  # a shutdown may release it while a failed start does too
@@ -445,6 +459,29 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                     allocation.forget()
                     if self.allocation is allocation:
                         self.allocation = None
+
+    async def _remove_half_made_container(self) -> None:
+        """A start stopped while enroot unpacked its named container: remove what it wrote, in the allocation
+        still held, or every later start of that container would fail (Pyxis reuses a half-made one)."""
+        allocation, name = self.allocation, self._starting_container
+        if allocation is None or not allocation.node or not name:
+            return
+        argv = remove_container_argv(allocation.job_id, allocation.node, name, srun=self.client.command("srun"))
+        try:
+            (await self.client.run(argv, timeout=HALF_MADE_REMOVAL_TIMEOUT)).checked()
+            self.log.info("Kernel %s: removed the half-made container %s on %s", self.kernel_id, name, allocation.node)
+        except SlurmError as error:
+            self.log.error(
+                "Kernel %s: the container %s on %s was left half made (its start was stopped while it was being "
+                "created) and could not be removed: %s; remove it with `srun -w %s enroot remove -f %s%s`",
+                self.kernel_id,
+                name,
+                allocation.node,
+                error,
+                allocation.node,
+                ENROOT_NAME_PREFIX,
+                name,
+            )
 
     # --- encryption ---------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from jupyter_asgard.container_steps import (
     image_name_problem,
     manifest_path,
     packages_of,
+    remove_container_argv,
     save_argv,
     saved_image_path,
     terminal_argv,
@@ -95,3 +96,10 @@ def test_only_a_running_kernel_with_a_named_container_has_one_to_join() -> None:
     bare = Kernel()
     bare.container = ""
     assert "without a named container" in container_problem(bare, "opened in a terminal")
+
+
+def test_a_half_made_container_is_removed_by_a_step_outside_any_container() -> None:
+    argv = remove_container_argv("42", "gpu02", "my-env", srun="/opt/slurm/bin/srun")
+    assert argv[0] == "/opt/slurm/bin/srun" and "--jobid=42" in argv and "--nodelist=gpu02" in argv
+    assert "--overlap" in argv and not [arg for arg in argv if arg.startswith("--container")]
+    assert argv[-4:] == ["enroot", "remove", "--force", "pyxis_my-env"]  # Pyxis's name for it (global scope)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import LocalCluster
-from tests.kernels import KernelSpecs, container_storage, container_view, execute, shutdown, start
+from tests.kernels import KernelSpecs, container_storage, container_view, execute, pending_kernel, shutdown, start
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -107,3 +107,32 @@ async def test_the_kernelspecs_env_wins_over_the_images_env(kernelspecs: KernelS
         assert (await container_view(plain))["image"] == "python-ipykernel"
     finally:
         await asyncio.gather(shutdown(km), shutdown(plain))
+
+
+async def test_a_start_stopped_while_enroot_unpacks_its_container_leaves_no_half_made_container(
+    slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    """Stopped then (a shutdown, Ctrl-C in nbclient), enroot has written part of the named container, and
+    Pyxis would reuse it at every later start, which would then fail ("/bin/sh: No such file"): the start's
+    release removes it, and the next start of that container works."""
+    container = f"half-{uuid.uuid4().hex[:8]}"
+    name = kernelspecs.make("asgard-half-made", container_name=container, gpus=None, salloc_args=["--nodelist=gpu02"])
+    km, starting = pending_kernel(name, tmp_path)
+    try:
+        for _ in range(3000):  # until enroot is writing the container's files
+            unpacking = km.provisioner is not None and km.provisioner.phase[0] == "creating container filesystem"
+            if unpacking and container_storage(slurm_cluster, "gpu02", container):
+                break
+            await asyncio.sleep(0.01)
+        assert km.provisioner.phase[0] == "creating container filesystem"
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+    finally:
+        await shutdown(km)
+    assert container_storage(slurm_cluster, "gpu02", container) == []
+    km = await start(name, tmp_path)
+    try:
+        assert (await execute(km, "print(6 * 7)"))["stdout"].strip() == "42"
+    finally:
+        await shutdown(km)
