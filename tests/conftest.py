@@ -28,35 +28,61 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on the suite's cluster start from its known state and must leave it (known_state.py), and are
-    marked `cluster`; async tests run Asgard kernels in the test's own event loop, whose monitor must settle
-    before it closes."""
+    """Tests on a cluster are marked `cluster`; async tests run Asgard kernels in the test's own event loop,
+    whose monitor must settle before it closes."""
     for item in items:
         fixtures: list[str] = getattr(item, "fixturenames", [])
         if CLUSTER_FIXTURES & set(fixtures) or item.get_closest_marker("cluster"):
             item.add_marker(pytest.mark.cluster)
-        if "slurm_cluster" in fixtures:
-            fixtures.insert(0, "cluster_in_known_state")  # set up first, so it checks after every other teardown
         if inspect.iscoroutinefunction(getattr(item, "function", None)):
             fixtures.append("monitor_settles")
 
 
-@pytest.fixture
-def cluster_in_known_state(slurm_cluster: LocalCluster) -> Iterator[None]:
-    """The test starts on a cluster in the known state (restored first if an earlier test broke it) and must
-    leave it so: after its own teardown, Slurm must have released everything it held (waited for, not just
-    asked for) and every node must be in service with its GPUs; else the cluster is restored and the test
-    fails, named as the one that left it. Containers the test made are removed either way."""
-    before = known_state.problems(slurm_cluster)
-    if before and (still := known_state.restore(slurm_cluster)):
-        pytest.fail(f"the test cluster could not be brought back to its known state: {still}")
-    yield
-    left = known_state.settled(slurm_cluster)
-    if left:
-        still = known_state.restore(slurm_cluster)
-    known_state.remove_stray_containers(slurm_cluster, TEST_CONTAINER)
+class KnownState:
+    """Every test on the session's cluster starts from its known state (known_state.py; restored first if an
+    earlier test broke it) and must leave it so: after its teardown, Slurm must have released everything it
+    held (waited for, not just asked for) and every node must be in service with its GPUs, else the cluster
+    is restored and the test fails, named as the one that left it. Containers a test made are removed.
+
+    A test class's kernel (jupyter_kernel_test's setUpClass, a class-scoped fixture) lives across the class's
+    tests: within a class the cluster is checked before its first test and after its last only."""
+
+    cluster: LocalCluster | None = None  # the session's cluster, while it runs
+    previous: pytest.Item | None = None
+
+    @staticmethod
+    def applies(item: pytest.Item) -> bool:
+        return "slurm_cluster" in getattr(item, "fixturenames", [])
+
+    @staticmethod
+    def same_class(item: pytest.Item, other: pytest.Item | None) -> bool:
+        cls = getattr(item, "cls", None)
+        return other is not None and cls is not None and getattr(other, "cls", None) is cls
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    cluster = KnownState.cluster
+    if cluster and KnownState.applies(item) and not KnownState.same_class(item, KnownState.previous):
+        if known_state.problems(cluster) and (still := known_state.restore(cluster)):
+            pytest.fail(f"the test cluster could not be brought back to its known state: {still}")
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    result = yield  # the test's fixtures torn down (and the session's after the last test: nothing to check)
+    KnownState.previous = item
+    cluster = KnownState.cluster
+    if not cluster or not KnownState.applies(item) or KnownState.same_class(item, nextitem):
+        return result
+    left = known_state.settled(cluster)
+    still = known_state.restore(cluster) if left else []
+    # A job cancelled while enroot unpacked a named container leaves it half made: after a restore, none stays.
+    known_state.remove_containers(cluster, keep=None if left else TEST_CONTAINER)
     if left:
         pytest.fail(f"the test left the cluster so: {left}" + (f"; restoring it failed: {still}" if still else ""))
+    return result
 
 
 @pytest.fixture
@@ -83,9 +109,11 @@ def slurm_cluster() -> Iterator[LocalCluster]:
     cluster = LocalCluster().start()
     saved = {name: os.environ.get(name) for name in cluster.env}
     os.environ.update(cluster.env)
+    KnownState.cluster = cluster
     try:
         yield cluster
     finally:
+        KnownState.cluster = None
         cluster.stop()
         for name, value in saved.items():
             if value is None:

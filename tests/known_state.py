@@ -5,7 +5,7 @@ depend on what an earlier one left: GPUs still allocated (a job scancel was aske
 released yet is still holding them), a node a fault test killed and revived whose slurmd has not registered
 its GPUs again, a named container another test made. The known state is: no job of any user in the queue,
 every node idle with nothing allocated and all its GPUs configured, and on the nodes only the named containers
-the suite shares on purpose (the kernelspecs' warm containers).
+the suite shares on purpose (the kernelspecs' warm containers), or none at all after a restore.
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ def node_problems(node: str, record: dict[str, str] | None) -> list[str]:
     return problems
 
 
-def stray_containers(cluster: LocalCluster, kept_prefix: str) -> list[Path]:
-    """Named containers on the nodes other than those the suite shares on purpose (kept_prefix*)."""
+def containers(cluster: LocalCluster, keep: str | None) -> list[Path]:
+    """Named containers on the nodes, but those whose names start with keep (the suite's shared ones)."""
     found = []
     for node in NODES:
         for path in (cluster.node_storage(node) / "data").glob("user-*/pyxis_*"):
-            if not path.name.removeprefix("pyxis_").startswith(kept_prefix):
+            if keep is None or not path.name.removeprefix("pyxis_").startswith(keep):
                 found.append(path)
     return found
 
@@ -106,8 +106,8 @@ def restore(cluster: LocalCluster) -> list[str]:
     return settled(cluster)
 
 
-def remove_stray_containers(cluster: LocalCluster, kept_prefix: str) -> None:
-    """Named containers tests made for themselves (a cold start, a save), gone once no job runs: the next test
-    finds only the suite's shared ones, and the nodes' disks do not fill up over a run."""
-    for path in stray_containers(cluster, kept_prefix):
+def remove_containers(cluster: LocalCluster, keep: str | None) -> None:
+    """Named containers gone (but those whose names start with keep), once no job runs: the next test finds
+    only the suite's shared ones, and the nodes' disks do not fill up over a run."""
+    for path in containers(cluster, keep):
         shutil.rmtree(path, ignore_errors=True)

@@ -115,8 +115,7 @@ INLINE = {
     "./dev/test": "CI: .ci/run runs it",
     "./dev/test -k queue": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
     "./dev/test --randomly-seed=N": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
-    "./dev/test --repeat 3": "tests/test_readme.py::test_dev_test_repeat_takes_a_count_and_passes_pytest_the_rest "
-    "checks its arguments; the three rounds themselves take as long as three CI runs and are run by hand",
+    "./dev/test --repeat 3": "tests/test_readme.py::test_dev_test_repeat_takes_a_count_and_passes_pytest_the_rest",
     "python3 -m pytest": "CI: dev/test runs it",
     ".ci/run": "CI: it is what CI runs",
     "pip install ipykernel": "advice for inside a user's writable named container; the test nodes reach no "

@@ -289,7 +289,7 @@ def test_shutting_down_a_queued_kernel_cancels_its_job_at_once(
 
 @pytest.mark.parametrize("queued", [True, False], ids=["queued", "granted"])
 def test_a_kernel_shut_down_at_any_moment_of_its_start_leaves_nothing(
-    jupyter_server: JupyterServer, slurm_cluster: LocalCluster, request: pytest.FixtureRequest, queued: bool
+    jupyter_server: JupyterServer, kernelspecs: KernelSpecs, request: pytest.FixtureRequest, queued: bool
 ) -> None:
     """DELETE right after POST, three times over, at moments from before the provisioner exists to salloc
     waiting in the queue (or the container starting): each answers at once, each waiting client is told
@@ -297,9 +297,11 @@ def test_a_kernel_shut_down_at_any_moment_of_its_start_leaves_nothing(
     monitor stops watching and polling."""
     if queued:
         request.getfixturevalue("gpus_taken")
+    # A container of its own: a job cancelled while enroot unpacks a named container leaves it half made.
+    name = kernelspecs.make("asgard-withdrawn", container_name=f"withdrawn-{uuid.uuid4().hex[:8]}")
     kernel_ids = []
     for delay in (0, 0.1, 0.5):
-        kernel_id = jupyter_server.request("POST", "/api/kernels", {"name": "asgard-test"}, timeout=5).body["id"]
+        kernel_id = jupyter_server.request("POST", "/api/kernels", {"name": name}, timeout=5).body["id"]
         kernel_ids.append(kernel_id)
         time.sleep(delay)
         started = time.monotonic()
