@@ -115,6 +115,10 @@ INLINE = {
     "./dev/test": "CI: .ci/run runs it",
     "./dev/test -k queue": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
     "./dev/test --randomly-seed=N": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
+    "srun -w NODE enroot remove -f pyxis_NAME": (
+        "tests/test_containers.py::"
+        "test_a_start_stopped_while_enroot_unpacks_its_container_leaves_no_half_made_container"
+    ),
     "./dev/test --repeat 3": "tests/test_readme.py::test_dev_test_repeat_takes_a_count_and_passes_pytest_the_rest",
     "python3 -m pytest": "CI: dev/test runs it",
     ".ci/run": "CI: it is what CI runs",
