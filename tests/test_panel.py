@@ -209,9 +209,10 @@ def test_a_kernel_name_with_a_trailing_newline_is_refused(store: KernelspecStore
     "flags", [{}, {"container_writable": False, "container_remap_root": True, "container_mount_home": False}]
 )
 async def test_loading_and_saving_a_kernel_keeps_its_container_flags_as_they_were(
-    image_dir: Path, store: KernelspecStore, tmp_path: Path, flags: dict[str, bool]
+    slurm_cluster: LocalCluster, image_dir: Path, store: KernelspecStore, tmp_path: Path, flags: dict[str, bool]
 ) -> None:
-    """Each flag is yes, no, or unset (the site's default): a round trip through the panel changes none."""
+    """Each flag is yes, no, or unset (the site's default): a round trip through the panel changes none (the
+    save checks the partition with Slurm: on the cluster, not on whatever SLURM_CONF an earlier test left)."""
     config = {"image": str(image_dir / "nvcr.io_nvidia_pytorch_23.12-py3.sqsh"), **flags}
     store.write("flagged", "Flagged", config)
     panel = make_panel(image_dir, store, tmp_path)

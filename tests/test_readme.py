@@ -114,6 +114,7 @@ INLINE = {
     "from a local directory, before saving the container as an image",
     "./dev/test": "CI: .ci/run runs it",
     "./dev/test -k queue": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
+    './dev/test -m "not cluster"': "CI: .ci/run runs ./dev/test, whose first stage runs these tests so",
     "./dev/test --randomly-seed=N": "CI: .ci/run runs ./dev/test, which passes its arguments to pytest",
     "srun -w NODE enroot remove -f pyxis_NAME": (
         "tests/test_containers.py::"
