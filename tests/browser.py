@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ def screenshot(page: Any, name: str) -> Path:
     return path
 
 
-def open_lab(page: Any, server: Any, path: str = "lab") -> None:
-    """Open JupyterLab logged in with the server's token and wait until its shell is up."""
-    page.goto(f"{server.url}/{path}?token={server.token}")
+def open_lab(page: Any, server: Any) -> None:
+    """Open JupyterLab logged in with the server's token, in a workspace of its own (the default one holds what
+    earlier tests left open, and shows no launcher then), and wait until its shell is up."""
+    page.goto(f"{server.url}/lab/workspaces/test-{uuid.uuid4().hex[:8]}?token={server.token}")
     page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
