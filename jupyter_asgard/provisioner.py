@@ -231,13 +231,13 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
 
     async def cleanup(self, restart: bool = False) -> None:
         """After the step: on restart keep the allocation (and the container), else release both."""
-        if self.step:
-            await self.step.stop()
-            self.step = None
         if not restart:
             self._shutting_down = True
             await self._release()
-            _live.pop(self.kernel_id, None)
+            return
+        async with self._releasing:
+            await self._stop_step()
+            self.step = None
 
     def resolve_path(self, path: str) -> str | None:
         """Paths in tracebacks are container paths; those under the workdir are the same on this host."""
@@ -440,11 +440,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         if not keep_row:
             _live.pop(self.kernel_id, None)
         try:
-            if self.step:
-                unpacking = half_made(self.step.phase) and not self.step.handshake
-                await self.step.stop()
-                if unpacking:
-                    await self._remove_half_made_container()
+            await self._stop_step()
         finally:
             self.step = None
             allocation = self.allocation  # a shutdown may release it while a failed start does too
@@ -459,6 +455,15 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                     allocation.forget()
                     if self.allocation is allocation:
                         self.allocation = None
+
+    async def _stop_step(self) -> None:
+        """The step ended; a named container it was unpacking removed, while the allocation is still held."""
+        if self.step is None:
+            return
+        unpacking = half_made(self.step.phase) and not self.step.handshake
+        await self.step.stop()
+        if unpacking:
+            await self._remove_half_made_container()
 
     async def _remove_half_made_container(self) -> None:
         """A start stopped while enroot unpacked its named container: remove what it wrote, in the allocation

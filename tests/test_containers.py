@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, container_storage, container_view, execute, pending_kernel, shutdown, start
+from tests.server import JupyterServer, execute_via_websocket
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -136,3 +138,26 @@ async def test_a_start_stopped_while_enroot_unpacks_its_container_leaves_no_half
         assert (await execute(km, "print(6 * 7)"))["stdout"].strip() == "42"
     finally:
         await shutdown(km)
+
+
+def test_a_kernel_shut_down_while_enroot_unpacks_its_container_leaves_no_half_made_container(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster, kernelspecs: KernelSpecs
+) -> None:
+    """The same through the server, as JupyterLab's shutdown of a kernel whose cold start takes a while."""
+    container = f"half-{uuid.uuid4().hex[:8]}"
+    name = kernelspecs.make("asgard-half-shut", container_name=container, gpus=None, salloc_args=["--nodelist=gpu02"])
+    kernel_id = jupyter_server.request("POST", "/api/kernels", {"name": name}).body["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until enroot is writing the container's files
+        row = jupyter_server.request("GET", f"/asgard/api/kernels/{kernel_id}").body
+        if row.get("phase") == "creating container filesystem" and container_storage(slurm_cluster, "gpu02", container):
+            break
+        time.sleep(0.02)
+    assert row.get("phase") == "creating container filesystem", row
+    assert jupyter_server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
+    assert container_storage(slurm_cluster, "gpu02", container) == []
+    again = jupyter_server.start_kernel(name)
+    try:
+        assert execute_via_websocket(jupyter_server, again, "print(6 * 7)").strip() == "42"
+    finally:
+        jupyter_server.request("DELETE", f"/api/kernels/{again}")
