@@ -180,8 +180,9 @@ class Allocation:
 
     async def _end_salloc(self) -> None:
         """salloc gone, and its job with it. Its lease ended, it relinquishes a granted allocation; one still
-        waiting for its job (or whose job id it has not named yet, so no scancel could find it) withdraws
-        it on SIGTERM. SIGKILL only as the last resort: a killed salloc leaves its job in the queue."""
+        waiting for its job withdraws it on SIGTERM. SIGKILL only as the last resort: a killed salloc leaves
+        its job in the queue, and one that had not named its job yet (SIGTERM then may go unheeded) is
+        cancelled by the job's name."""
         if self._salloc is None:
             return
         granted = self._watcher is not None  # its lease command runs: ending the lease ends salloc
@@ -192,6 +193,8 @@ class Allocation:
                     ending()
             try:
                 await asyncio.wait_for(self._salloc.wait(), SALLOC_PATIENCE)
-                return
+                break
             except asyncio.TimeoutError:
                 continue
+        if not self.job_id:  # it ended before it named its job, which it may have submitted all the same
+            await self.client.scancel_named(self.job_name)

@@ -22,6 +22,7 @@ from .slurm_commands import (
     queue_order_argv,
     sacct_argv,
     scancel_argv,
+    scancel_named_argv,
     squeue_argv,
 )
 
@@ -131,6 +132,9 @@ class SlurmClient:
     async def scancel(self, job_id: str, step: str | None = None, signal: str | None = None) -> None:
         """Cancel or signal; a job or step that has already ended is no error (that is what was wanted)."""
         (await self.run(scancel_argv(job_id, step, signal))).checked(tolerated=ALREADY_GONE)
+
+    async def scancel_named(self, name: str) -> None:
+        (await self.run(scancel_named_argv(name))).checked(tolerated=ALREADY_GONE)
 
     async def sacct(self, job_ids: list[str]) -> dict[str, JobInfo]:
         return parse_sacct((await self.run(sacct_argv(job_ids))).checked().stdout)

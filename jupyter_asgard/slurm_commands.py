@@ -207,6 +207,12 @@ def scancel_argv(
     return [*argv, target]
 
 
+def scancel_named_argv(name: str, scancel: str = "scancel") -> list[str]:
+    """This user's jobs of that name: a kernel's allocation whose id its salloc never said (killed before it
+    could); the name holds the kernel id, so it names that one job."""
+    return [scancel, "--quiet", "--me", f"--name={name}"]
+
+
 def squeue_argv(job_ids: list[str], squeue: str = "squeue") -> list[str]:
     """One call for all watched jobs, finished ones included (Slurm keeps them for MinJobAge)."""
     columns = ",".join(f"{column}:|" for column in SQUEUE_FIELDS.values())

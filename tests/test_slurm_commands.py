@@ -18,10 +18,12 @@ from jupyter_asgard.slurm_commands import (
     SallocEvent,
     container_options,
     expected_start,
+    job_name,
     parse_salloc_line,
     parse_squeue,
     salloc_argv,
     scancel_argv,
+    scancel_named_argv,
     squeue_argv,
     srun_argv,
 )
@@ -472,3 +474,7 @@ def test_cli_imports_no_kernel_machinery() -> None:
 def test_a_pending_job_s_expected_start(state: str, start_time: str, expected: tuple[str, int | None]) -> None:
     job = JobInfo(job_id="7", state=state, start_time=start_time)
     assert expected_start(job, now=datetime(2026, 11, 30, 13, 50)) == expected
+
+
+def test_a_job_whose_id_salloc_never_said_is_cancelled_by_its_name() -> None:
+    assert scancel_named_argv(job_name("k-1")) == ["scancel", "--quiet", "--me", "--name=jupyter-asgard-k-1"]
