@@ -18,7 +18,7 @@ from .errors import KernelStartError
 from .kernel_row import ENDED_STATES
 from .launch_config import LaunchConfig
 from .monitor import SlurmMonitor
-from .slurm_client import SlurmClient
+from .slurm_client import SlurmClient, SlurmError
 from .slurm_commands import JobInfo, job_name, parse_salloc_line, salloc_argv
 
 LEASE_NODE_PATIENCE = 10.0  # seconds from the grant until the lease command has named the node
@@ -197,4 +197,7 @@ class Allocation:
             except asyncio.TimeoutError:
                 continue
         if not self.job_id:  # it ended before it named its job, which it may have submitted all the same
-            await self.client.scancel_named(self.job_name)
+            try:
+                await self.client.scancel_named(self.job_name)
+            except SlurmError as error:  # Slurm unreachable (why salloc failed, often): nothing was submitted
+                self.log.warning("Kernel %s: could not cancel job %s: %s", self.kernel_id, self.job_name, error)
