@@ -81,7 +81,7 @@ class Allocation:
         self._salloc = await self.client.spawn(argv, env, stdin=asyncio.subprocess.PIPE)
         if self.released:  # withdrawn while salloc was being started: cancel() found nothing to end yet
             await self._end_salloc()
-            raise KernelStartError(WITHDRAWN, "")
+            raise KernelStartError(WITHDRAWN)
         try:
             await asyncio.wait_for(self._until_granted(), queue_timeout)
         except asyncio.TimeoutError:
