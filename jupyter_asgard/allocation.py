@@ -58,10 +58,15 @@ class Allocation:
         self.job_id = ""
         self.node = ""  # as soon as the allocation is granted (its lease command names it)
         self.info: JobInfo | None = None
+        self.granted = False  # salloc said so: its lease command runs
         self.revoked = False
         self.released = False
         self._salloc: asyncio.subprocess.Process | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._answered = asyncio.Event()  # granted, or salloc ended without a grant (then _refusal says why)
+        self._refusal: KernelStartError | None = None
+        self._late_cancel: asyncio.Task[None] | None = None
+        self._ending: asyncio.Task[None] | None = None
 
     @property
     def job_name(self) -> str:
@@ -79,11 +84,10 @@ class Allocation:
         argv = salloc_argv(config, self.job_name, comment, exclude, salloc=self.client.command("salloc"))
         self.log.info("Kernel %s: requesting a Slurm allocation: %s", self.kernel_id, " ".join(argv))
         self._salloc = await self.client.spawn(argv, env, stdin=asyncio.subprocess.PIPE)
-        if self.released:  # withdrawn while salloc was being started: cancel() found nothing to end yet
-            await self._end_salloc()
-            raise KernelStartError(WITHDRAWN)
+        self._reader = asyncio.ensure_future(self._read_salloc())
+        await self._unless_failed()  # withdrawn while salloc was being started: cancel() left it to us
         try:
-            await asyncio.wait_for(self._until_granted(), queue_timeout)
+            await asyncio.wait_for(self._answered.wait(), queue_timeout)
         except asyncio.TimeoutError:
             reason = self.info.reason if self.info else "unknown"
             await self.cancel()
@@ -94,30 +98,59 @@ class Allocation:
         except BaseException:
             await self.cancel()
             raise
+        await self._unless_failed()
         # Granted: the monitor's next poll fills in the times.
         self.node = await self._granted_node()
+        await self._unless_failed()  # withdrawn while the lease command was naming the node
         self.info = replace(self.info or JobInfo(self.job_id), state="RUNNING", reason="None", nodes=self.node)
         self.log.info("Kernel %s: Slurm job %s granted", self.kernel_id, self.job_id)
-        self._watcher = asyncio.ensure_future(self._watch())
 
-    async def _until_granted(self) -> None:
+    async def _unless_failed(self) -> None:
+        """Withdrawn (whatever salloc said then), or refused: salloc ended, and the request fails saying why."""
+        failure = KernelStartError(WITHDRAWN) if self.released else self._refusal
+        if failure is not None:
+            await self.cancel()
+            raise failure
+
+    async def _read_salloc(self) -> None:
+        """salloc's stderr from its start to its end, whatever start or shutdown is cancelled meanwhile: the
+        job's id (also one named after a withdrawal, see _named), the grant, Slurm's errors, and the end of a
+        granted allocation under the kernel (scancel, time limit, node failure), which salloc says at once."""
         assert self._salloc is not None and self._salloc.stderr is not None
         errors = []
         async for raw in self._salloc.stderr:
-            event = parse_salloc_line(raw.decode(errors="replace"))
-            if event.kind in ("pending", "granted") and not self.job_id:
-                self.job_id = event.job_id
-                if not self.released:  # a withdrawn request's job is salloc's to withdraw, not to watch
-                    self.monitor.watch(self.job_id, self._on_change)
+            line = raw.decode(errors="replace").strip()
+            event = parse_salloc_line(line)
+            if event.job_id and not self.job_id:  # pending, granted, or revoked before either was said
+                self._named(event.job_id)
             if event.kind == "pending":
                 self.log.info("Kernel %s: Slurm job %s is waiting in the queue", self.kernel_id, self.job_id)
+            elif event.kind == "granted":
+                self.granted = True
+                self._answered.set()
+            elif self.granted:
+                self.log.info("Kernel %s: %s", self.kernel_id, line)
+                if event.kind == "revoked":
+                    self.revoked = True
+                    self._end_lease()
             elif event.kind == "error":
                 errors.append(event.message)
-            elif event.kind == "granted":
-                return
         await self._salloc.wait()
-        message = "; ".join(errors) or f"salloc exited with status {self._salloc.returncode}"
-        raise KernelStartError(f"Slurm refused the kernel's allocation: {message}", hint_for(message))
+        if self.granted:
+            self.revoked = self.revoked or not self.released
+        else:
+            message = "; ".join(errors) or f"salloc exited with status {self._salloc.returncode}"
+            self._refusal = KernelStartError(f"Slurm refused the kernel's allocation: {message}", hint_for(message))
+        self._answered.set()
+
+    def _named(self, job_id: str) -> None:
+        """A withdrawn request's job is cancelled as soon as salloc names it: a salloc asked to stop before it
+        knew its job's id goes on waiting for the allocation, deaf to SIGTERM."""
+        self.job_id = job_id
+        if self.released:
+            self._late_cancel = asyncio.ensure_future(self._scancel())
+        else:
+            self.monitor.watch(self.job_id, self._on_change)
 
     async def _granted_node(self) -> str:
         """The node the lease command names; "" if it says nothing soon (a kernel start then waits for any
@@ -128,17 +161,6 @@ class Allocation:
         except asyncio.TimeoutError:
             return ""
         return line.decode(errors="replace").strip()
-
-    async def _watch(self) -> None:
-        """salloc says at once when the allocation ends under the kernel (scancel, time limit, node failure)."""
-        assert self._salloc is not None and self._salloc.stderr is not None
-        async for raw in self._salloc.stderr:
-            line = raw.decode(errors="replace").strip()
-            self.log.info("Kernel %s: %s", self.kernel_id, line)
-            if parse_salloc_line(line).kind == "revoked":
-                self.revoked = True
-                self._end_lease()
-        self.revoked = self.revoked or not self.released
 
     def _on_change(self, info: JobInfo | None) -> None:
         if info is None and self.info is not None and self.info.state != "PENDING":
@@ -166,27 +188,44 @@ class Allocation:
             self._salloc.stdin.close()
 
     async def cancel(self) -> None:
-        """Release the allocation (or withdraw the request, at any moment of it); safe to call twice."""
-        if self.released:
-            return
+        """Release the allocation (or withdraw the request, at any moment of it); safe to call twice. The
+        release goes on when its caller is cancelled (jupyter_server gives up on a start after a while): a
+        salloc stopped halfway can leave its job in the queue."""
         self.released = True
         self._end_lease()
+        if self._salloc is None:
+            return  # request() is starting salloc, and ends it once started
+        if self._ending is None:
+            self._ending = asyncio.ensure_future(self._end())
+        await asyncio.shield(self._ending)
+
+    async def _end(self) -> None:
         if self.job_id:
-            self.log.info("Kernel %s: cancelling Slurm job %s", self.kernel_id, self.job_id)
-            await self.client.scancel(self.job_id)
+            await self._scancel()
         await self._end_salloc()
-        if self._watcher is not None:
-            await asyncio.wait([self._watcher])
+        assert self._reader is not None
+        await asyncio.wait([self._reader], timeout=SALLOC_PATIENCE)  # what salloc said last, its job's id too
+        if self._late_cancel is not None:
+            await self._late_cancel
+        if not self.job_id:  # it ended before it named its job, which it may have submitted all the same
+            await self._scancel(by_name=True)
+
+    async def _scancel(self, by_name: bool = False) -> None:
+        """Never raises: Slurm unreachable (often why salloc failed) is logged, and the start's own error
+        stays the one the user sees."""
+        job = self.job_name if by_name else self.job_id
+        self.log.info("Kernel %s: cancelling Slurm job %s", self.kernel_id, job)
+        try:
+            await (self.client.scancel_named(job) if by_name else self.client.scancel(job))
+        except SlurmError as error:
+            self.log.warning("Kernel %s: could not cancel Slurm job %s: %s", self.kernel_id, job, error)
 
     async def _end_salloc(self) -> None:
-        """salloc gone, and its job with it. Its lease ended, it relinquishes a granted allocation; one still
-        waiting for its job withdraws it on SIGTERM. SIGKILL only as the last resort: a killed salloc leaves
-        its job in the queue, and one that had not named its job yet (SIGTERM then may go unheeded) is
-        cancelled by the job's name."""
-        if self._salloc is None:
-            return
-        granted = self._watcher is not None  # its lease command runs: ending the lease ends salloc
-        endings: list[Callable[[], None] | None] = [None] if granted else []
+        """salloc gone. Its lease ended, it relinquishes a granted allocation; one still waiting for its job
+        withdraws it on SIGTERM. SIGKILL only as the last resort: a killed salloc leaves its job in the queue
+        (which _end then cancels)."""
+        assert self._salloc is not None
+        endings: list[Callable[[], None] | None] = [None] if self.granted else []
         for ending in [*endings, self._salloc.terminate, self._salloc.kill]:
             if ending is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -196,8 +235,3 @@ class Allocation:
                 break
             except asyncio.TimeoutError:
                 continue
-        if not self.job_id:  # it ended before it named its job, which it may have submitted all the same
-            try:
-                await self.client.scancel_named(self.job_name)
-            except SlurmError as error:  # Slurm unreachable (why salloc failed, often): nothing was submitted
-                self.log.warning("Kernel %s: could not cancel job %s: %s", self.kernel_id, self.job_name, error)

@@ -445,12 +445,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             self.step = None
             allocation = self.allocation  # a shutdown may release it while a failed start does too
             if allocation:
-                try:
-                    await allocation.cancel()
-                except SlurmError as error:
-                    self.log.error(
-                        "Kernel %s: could not cancel Slurm job %s: %s", self.kernel_id, allocation.job_id, error
-                    )
+                await allocation.cancel()
                 if not self.end_state or not keep_row:  # an ended job stays on show (id, state) until shutdown
                     allocation.forget()
                     if self.allocation is allocation:
