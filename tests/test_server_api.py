@@ -306,8 +306,7 @@ def test_a_kernel_shut_down_at_any_moment_of_its_start_leaves_nothing(
 
     before = watching()  # the session's server: what other tests' kernels have it watch
     kernel_ids = []
-    # Not within milliseconds of POST: a salloc that has not named its job yet may ignore SIGTERM and be killed
-    # with its job still being submitted, which can leave the job queued (an open bug).
+    # From at once on: a salloc that has not named its job yet ignores SIGTERM and submits the job all the same.
     for delay in (0, 0.05, 0.1, 0.5):
         kernel_id = jupyter_server.request("POST", "/api/kernels", {"name": name}, timeout=5).body["id"]
         kernel_ids.append(kernel_id)
