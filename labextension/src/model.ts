@@ -4,13 +4,15 @@
  * Every 5 s while the browser tab is visible; every second while a kernel waits in the queue, ends or has
  * less than a minute left; twice a second while a kernel starts (and for a while after someone asks it to
  * hurry: a kernel may be about to start), so that a container phase of a second or two still shows; never
- * while the tab is hidden; backing off up to a minute while the server does not answer. The cluster's
- * partitions are fetched only while the side panel is shown.
+ * while the tab is hidden, and at once when it is shown again; backing off up to a minute while the server
+ * does not answer. The cluster's partitions are fetched only while the side panel is shown. Lumino's Poll
+ * does the scheduling, the standby and the back-off; this model chooses the rate after each answer.
  */
 import { IDisposable } from '@lumino/disposable';
+import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { AsgardAPI, IKernelRow, IPartition } from './api';
+import { AsgardAPI, IKernelRow, IKernelsReply, IPartition } from './api';
 import { phaseOf, stateWords } from './format';
 
 export interface IPollTimes {
@@ -20,7 +22,7 @@ export interface IPollTimes {
   fast: number;
   /** Otherwise, in ms. */
   slow: number;
-  /** The longest back-off after failures, in ms. */
+  /** The longest back-off after failures (each wait up to twice the one before), in ms. */
   max: number;
   /** How often the partitions are fetched while the panel is shown, in ms. */
   resources: number;
@@ -38,6 +40,13 @@ export class AsgardModel implements IDisposable {
     readonly api: AsgardAPI,
     private readonly times: IPollTimes = POLL_TIMES
   ) {
+    this._poll = new Poll({
+      factory: () => this.poll(),
+      frequency: { interval: times.slow, backoff: 2, max: times.max },
+      linger: 0, // no poll at all in a hidden tab
+      name: 'jupyter-asgard:kernels',
+      standby: 'when-hidden'
+    });
     document.addEventListener('visibilitychange', this.onVisibility);
   }
 
@@ -116,24 +125,19 @@ export class AsgardModel implements IDisposable {
     const until = Date.now() + milliseconds;
     if (until > this._hurryUntil) {
       this._hurryUntil = until;
-      if (this._nextPoll !== null && this._nextInterval > this.times.starting) {
+      if (this._poll.state.interval > this.times.starting) {
         void this.refresh();
       }
     }
   }
 
-  /** Poll now (the next poll follows at the usual interval). */
-  refresh(): Promise<void> {
+  /** Poll now (the next poll follows at the usual interval); resolves once that poll has answered. */
+  async refresh(): Promise<void> {
     if (this._disposed) {
-      return Promise.resolve();
+      return;
     }
-    if (!this._inflight) {
-      this._inflight = this.poll().finally(() => {
-        this._inflight = null;
-        this.schedule();
-      });
-    }
-    return this._inflight;
+    await this._poll.refresh();
+    await this._poll.tick;
   }
 
   /** Shut a kernel down and release its allocation (DELETE /asgard/api/kernels/{id}). */
@@ -155,81 +159,77 @@ export class AsgardModel implements IDisposable {
     }
     this._disposed = true;
     document.removeEventListener('visibilitychange', this.onVisibility);
-    this.cancelNext();
+    this._poll.dispose();
     Signal.clearData(this);
   }
 
+  /** One tick of the Poll: rejects when the server did not answer, so that the Poll backs off. */
   private async poll(): Promise<void> {
+    let answered = true;
     try {
-      const reply = await this.api.kernels();
-      const ids = new Set(reply.kernels.map(row => row.kernel_id));
-      const gone = this._kernels.filter(row => !ids.has(row.kernel_id) && !this._shutDown.has(row.kernel_id));
-      for (const id of this._shutDown) {
-        if (!ids.has(id)) {
-          this._shutDown.delete(id);
-        }
-      }
-      this._kernels = reply.kernels;
-      this._slurmReachable = reply.slurm_reachable;
-      this._slurmError = reply.slurm_error;
-      this._error = '';
-      this._failures = 0;
-      this._loaded = true;
-      if (gone.length) {
-        this._vanished.emit(gone);
-      }
+      this.update(await this.api.kernels());
     } catch (error) {
-      this._failures += 1;
+      answered = false;
       this._error = error instanceof Error ? error.message : String(error);
     }
-    if (this._resourcesWanted && Date.now() - this._resourcesAt >= this.times.resources) {
-      this._resourcesAt = Date.now();
-      try {
-        this._partitions = (await this.api.resources()).partitions;
-        this._resourcesError = '';
-      } catch (error) {
-        this._resourcesError = error instanceof Error ? error.message : String(error);
+    await this.fetchResources();
+    this._poll.frequency = { ...this._poll.frequency, interval: this.interval(answered) };
+    this._changed.emit();
+    if (!answered) {
+      throw new Error(this._error);
+    }
+  }
+
+  private update(reply: IKernelsReply): void {
+    const ids = new Set(reply.kernels.map(row => row.kernel_id));
+    const gone = this._kernels.filter(row => !ids.has(row.kernel_id) && !this._shutDown.has(row.kernel_id));
+    for (const id of this._shutDown) {
+      if (!ids.has(id)) {
+        this._shutDown.delete(id);
       }
     }
-    this._changed.emit();
-  }
-
-  private schedule(): void {
-    this.cancelNext();
-    if (this._disposed || document.visibilityState === 'hidden') {
-      return; // onVisibility polls again when the tab is shown
-    }
-    let interval: number;
-    if (this._failures > 0) {
-      interval = Math.min(this.times.max, this.times.slow * 2 ** (this._failures - 1));
-    } else if (Date.now() < this._hurryUntil || this._kernels.some(starting)) {
-      interval = this.times.starting;
-    } else {
-      const busy = this._kernels.some(row => {
-        const phase = phaseOf(row.state);
-        const endsSoon = phase === 'running' && row.time_left_seconds !== null && row.time_left_seconds < 60;
-        return phase === 'queued' || phase === 'ending' || endsSoon;
-      });
-      interval = busy ? this.times.fast : this.times.slow;
-    }
-    this._nextInterval = interval;
-    this._nextPoll = window.setTimeout(() => {
-      this._nextPoll = null;
-      void this.refresh();
-    }, interval);
-  }
-
-  private cancelNext(): void {
-    if (this._nextPoll !== null) {
-      window.clearTimeout(this._nextPoll);
-      this._nextPoll = null;
+    this._kernels = reply.kernels;
+    this._slurmReachable = reply.slurm_reachable;
+    this._slurmError = reply.slurm_error;
+    this._error = '';
+    this._loaded = true;
+    if (gone.length) {
+      this._vanished.emit(gone);
     }
   }
 
+  private async fetchResources(): Promise<void> {
+    if (!this._resourcesWanted || Date.now() - this._resourcesAt < this.times.resources) {
+      return;
+    }
+    this._resourcesAt = Date.now();
+    try {
+      this._partitions = (await this.api.resources()).partitions;
+      this._resourcesError = '';
+    } catch (error) {
+      this._resourcesError = error instanceof Error ? error.message : String(error);
+    }
+  }
+
+  /** The wait before the next poll after an answer (after a failure: where the Poll's back-off starts). */
+  private interval(answered: boolean): number {
+    if (!answered) {
+      return this.times.slow;
+    }
+    if (Date.now() < this._hurryUntil || this._kernels.some(starting)) {
+      return this.times.starting;
+    }
+    const busy = this._kernels.some(row => {
+      const phase = phaseOf(row.state);
+      const endsSoon = phase === 'running' && row.time_left_seconds !== null && row.time_left_seconds < 60;
+      return phase === 'queued' || phase === 'ending' || endsSoon;
+    });
+    return busy ? this.times.fast : this.times.slow;
+  }
+
+  /** The Poll stands by while the tab is hidden; once it is shown the rows may be old: poll at once. */
   private onVisibility = (): void => {
-    if (document.visibilityState === 'hidden') {
-      this.cancelNext();
-    } else {
+    if (document.visibilityState === 'visible') {
       void this.refresh();
     }
   };
@@ -239,17 +239,14 @@ export class AsgardModel implements IDisposable {
   private _slurmReachable = true;
   private _slurmError = '';
   private _error = '';
-  private _failures = 0;
   private _partitions: IPartition[] | null = null;
   private _resourcesError = '';
   private _resourcesWanted = false;
   private _resourcesAt = 0;
   private _hurryUntil = 0;
-  private _inflight: Promise<void> | null = null;
-  private _nextPoll: number | null = null;
-  private _nextInterval = 0;
   private _shutDown = new Set<string>();
   private _disposed = false;
+  private _poll: Poll<void, unknown>;
   private _changed = new Signal<this, void>(this);
   private _vanished = new Signal<this, IKernelRow[]>(this);
 }
