@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from .errors import KernelStartError
+from .errors import KernelStartError, KernelWithdrawn
 from .kernel_row import ENDED_STATES
 from .launch_config import LaunchConfig
 from .monitor import SlurmMonitor
@@ -23,7 +23,6 @@ from .slurm_commands import JobInfo, job_name, parse_salloc_line, salloc_argv
 
 LEASE_NODE_PATIENCE = 10.0  # seconds from the grant until the lease command has named the node
 SALLOC_PATIENCE = 10.0  # seconds for salloc to end once asked (its lease ended, then SIGTERM)
-WITHDRAWN = "the kernel was shut down before it started"
 
 HINTS = {
     "invalid partition": "choose one of the partitions `sinfo -s` lists, or leave partition empty for the default",
@@ -107,7 +106,7 @@ class Allocation:
 
     async def _unless_failed(self) -> None:
         """Withdrawn (whatever salloc said then), or refused: salloc ended, and the request fails saying why."""
-        failure = KernelStartError(WITHDRAWN) if self.released else self._refusal
+        failure: KernelStartError | None = KernelWithdrawn() if self.released else self._refusal
         if failure is not None:
             await self.cancel()
             raise failure

@@ -27,3 +27,13 @@ class KernelStartError(HTTPError):
 
     def __str__(self) -> str:
         return self.text
+
+
+WITHDRAWN = "the kernel was shut down before it started"
+
+
+class KernelWithdrawn(KernelStartError):
+    """The kernel was shut down while it started, as asked: its start fails, and that is no error to log."""
+
+    def __init__(self) -> None:
+        super().__init__(WITHDRAWN)

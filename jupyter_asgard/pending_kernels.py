@@ -6,18 +6,23 @@ at once and the kernel's websocket waits for the start. What jupyter_server leav
 wrong for a long wait is put right here: a failed start marks the kernel dead with its reason at once (any
 client sees why, and the culler clears it away); a kernel still waiting is not idle (the culler would shut it
 down in the queue, its idle clock having started when it was submitted); and a kernel shut down in the queue
-fails its start before jupyter_server cancels it (start_settled), so waiting clients are told why.
+fails its start before jupyter_server cancels it (start_settled), so waiting clients are told why, and
+that withdrawn start is no error in the server's log (jupyter_client and jupyter_server would log it three
+times, with tracebacks).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timezone
 from typing import Any
 
 from traitlets.config import Configurable
+
+from .errors import KernelWithdrawn
 
 Ready = asyncio.Future[Any] | concurrent.futures.Future[Any]
 SETTLE_PATIENCE = 10.0  # seconds for a withdrawn kernel's start to fail (its salloc has ended by then)
@@ -69,9 +74,18 @@ def settle_start(manager: Any, ready: Ready) -> None:
         manager.last_activity = datetime.now(timezone.utc)
 
 
+class WithdrawnStartsUnlogged(logging.Filter):
+    """Drops the records of a start that failed because its kernel was shut down while it started, as asked;
+    the provisioner logs the withdrawal itself, once, at info level."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KernelWithdrawn))
+
+
 def install(kernel_manager: Any) -> None:
     """Wraps the methods of this server's kernel manager only (instance attributes, not its class's)."""
     use_by_default(kernel_manager)
+    kernel_manager.log.addFilter(WithdrawnStartsUnlogged())
     kernel_manager.start_kernel = _settled(kernel_manager, kernel_manager.start_kernel)
     kernel_manager.cull_kernel_if_idle = _started_only(kernel_manager, kernel_manager.cull_kernel_if_idle)
 

@@ -28,12 +28,12 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets.config import Configurable
 
 from . import bootstrap, curve_proxy
-from .allocation import WITHDRAWN, Allocation
+from .allocation import Allocation
 from .container_phases import half_made
 from .container_starts import CONTAINER_STARTS
 from .container_steps import ENROOT_NAME_PREFIX, remove_container_argv
 from .encryption import encryption_problem, stricter, wants_curve
-from .errors import KernelStartError
+from .errors import KernelStartError, KernelWithdrawn
 from .kernel_address import address, keep_connection_file, rewatch_activity
 from .kernel_env import STEERING_PREFIXES, steering_names, step_environment
 from .kernel_row import why_ended
@@ -188,8 +188,9 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                 self.log.error("Kernel %s: %s", self.kernel_id, error)
                 self.exited = True
                 return self.connection_info
-            if (self._shutting_down or self._withdrawn) and not isinstance(error, asyncio.CancelledError):
-                raise KernelStartError(WITHDRAWN) from error
+            withdrawn = self._shutting_down or self._withdrawn
+            if withdrawn and not isinstance(error, asyncio.CancelledError | KernelWithdrawn):
+                raise KernelWithdrawn() from error
             raise
 
     async def post_launch(self, **kwargs: Any) -> None:
@@ -226,6 +227,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         """A shutdown while the kernel starts, at whatever moment of its start: what was submitted is
         withdrawn, nothing more is, and the start fails at once (instead of waiting for the queue)."""
         self._withdrawn = self._shutting_down = True
+        self.log.info("Kernel %s: shut down while it started; its start is withdrawn", self.kernel_id)
         if self.allocation is not None:
             await self.cleanup(restart=False)
 
@@ -341,7 +343,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
     async def _allocate(self, env: dict[str, str]) -> None:
         assert self.launch is not None
         if self._withdrawn:
-            raise KernelStartError(WITHDRAWN)
+            raise KernelWithdrawn()
         self.allocation = Allocation(self.client, self.monitor, self.log, self.kernel_id)
         comment = holder_comment(socket.gethostname(), os.getpid())
         salloc_env = step_environment(env, {}, {})

@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from jupyter_asgard.allocation import WITHDRAWN, Allocation
+from jupyter_asgard.allocation import Allocation
+from jupyter_asgard.errors import WITHDRAWN
 from jupyter_asgard.launch_config import LaunchConfig
 from jupyter_asgard.monitor import SlurmMonitor
 from jupyter_asgard.slurm_client import SlurmClient

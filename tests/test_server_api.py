@@ -291,10 +291,9 @@ def test_shutting_down_a_queued_kernel_cancels_its_job_at_once(
 def test_a_kernel_shut_down_at_any_moment_of_its_start_leaves_nothing(
     jupyter_server: JupyterServer, kernelspecs: KernelSpecs, request: pytest.FixtureRequest, queued: bool
 ) -> None:
-    """DELETE soon after POST, three times over, at moments from salloc waiting in the queue to the container
-    starting: each answers at once, each waiting client is told
-    why, no job is left (a salloc killed while it waits would leave its job queued for good), and the
-    monitor stops watching and polling."""
+    """DELETE soon after POST, four times over, at moments from before salloc runs to the container starting:
+    each answers at once, each waiting client is told why, no job is left (a salloc killed while it waits would
+    leave its job queued for good), the monitor stops watching and polling, and no error is logged."""
     if queued:
         request.getfixturevalue("gpus_taken")
     # A container of its own: a job cancelled while enroot unpacks a named container leaves it half made.
@@ -305,6 +304,7 @@ def test_a_kernel_shut_down_at_any_moment_of_its_start_leaves_nothing(
         return monitor["watched_jobs"], monitor["listeners"]
 
     before = watching()  # the session's server: what other tests' kernels have it watch
+    log_start = jupyter_server.log_path.stat().st_size
     kernel_ids = []
     # From at once on: a salloc that has not named its job yet ignores SIGTERM and submits the job all the same.
     for delay in (0, 0.05, 0.1, 0.5):
@@ -320,6 +320,11 @@ def test_a_kernel_shut_down_at_any_moment_of_its_start_leaves_nothing(
     wait_for(lambda: watching() == before, 10, "the monitor still watches a withdrawn kernel's job")
     if before == (0, 0):
         wait_for(lambda: not jupyter_server.request("GET", "/asgard/api/monitor").body["polling"], 10, "polling")
+    with jupyter_server.log_path.open(errors="replace") as log:
+        log.seek(log_start)
+        logged = log.read()
+    assert "[E " not in logged, logged  # a shutdown asked for is no error (jupyter's own logs would say so, thrice)
+    assert "its start is withdrawn" in logged, logged  # at 0 s at least: the moment this test is about
 
 
 def test_a_kernel_row_names_the_notebook_while_jupyterlab_still_uses_a_placeholder_path(
