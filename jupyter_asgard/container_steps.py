@@ -46,6 +46,9 @@ def container_problem(provisioner: Any, what: str) -> str:
 ENROOT_NAME_PREFIX = "pyxis_"
 
 
+NOTHING_MADE = "No such file or directory"  # enroot remove's words for a container it has no files of
+
+
 def remove_container_argv(job_id: str, node: str, container: str, srun: str = "srun") -> list[str]:
     """A step in the kernel's allocation, on its node, outside any container, that removes the named
     container's filesystem as the user (enroot remove): what a start stopped while enroot unpacked it left."""

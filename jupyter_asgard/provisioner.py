@@ -31,18 +31,17 @@ from . import bootstrap, curve_proxy
 from .allocation import Allocation
 from .container_phases import half_made
 from .container_starts import CONTAINER_STARTS
-from .container_steps import ENROOT_NAME_PREFIX, remove_container_argv
+from .container_steps import ENROOT_NAME_PREFIX, NOTHING_MADE, remove_container_argv
 from .encryption import encryption_problem, stricter, wants_curve
-from .errors import KernelStartError, KernelWithdrawn
+from .errors import KernelStartError, KernelWithdrawn, LaunchConfigError, SlurmError, SlurmNotFound
 from .kernel_address import address, keep_connection_file, rewatch_activity
 from .kernel_env import STEERING_PREFIXES, steering_names, step_environment
 from .kernel_row import why_ended
 from .kernel_step import KernelStep
-from .launch_config import LaunchConfig, LaunchConfigError
+from .launch_config import LaunchConfig
 from .launch_plan import container_base_name, container_name, kernel_step_argv
 from .monitor import SlurmMonitor
 from .site_policy import SitePolicy, check_launch
-from .slurm_client import SlurmError, SlurmNotFound
 from .slurm_commands import holder_comment
 
 BOOTSTRAP_SOURCE = Path(bootstrap.__file__).read_text()
@@ -470,7 +469,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             return
         argv = remove_container_argv(allocation.job_id, allocation.node, name, srun=self.client.command("srun"))
         try:
-            (await self.client.run(argv, timeout=HALF_MADE_REMOVAL_TIMEOUT)).checked()
+            # Stopped before enroot had written anything: nothing to remove.
+            (await self.client.run(argv, timeout=HALF_MADE_REMOVAL_TIMEOUT)).checked(tolerated=(NOTHING_MADE,))
             self.log.info("Kernel %s: removed the half-made container %s on %s", self.kernel_id, name, allocation.node)
         except SlurmError as error:
             self.log.error(
