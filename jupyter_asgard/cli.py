@@ -16,9 +16,9 @@ from typing import NoReturn
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from .errors import KernelspecError, ServerRefused, SlurmError, UsageError
 from .kernelspecs import (
     DEFAULT_KERNEL,
-    KernelspecError,
     SiteOverrides,
     bundled_kernelspec_dir,
     install_kernelspec,
@@ -26,15 +26,11 @@ from .kernelspecs import (
     load_kernelspec,
     provisioner_config,
 )
-from .slurm_client import SlurmClient, SlurmError
+from .slurm_client import SlurmClient
 from .status import TIMEOUT, collect, render
 
 PROG = "jupyter asgard"
 USAGE_ERROR = 2
-
-
-class UsageError(Exception):
-    """Bad input, reported as one line instead of argparse's usage dump, so it is seen."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -164,7 +160,7 @@ def _save_image(args: argparse.Namespace) -> int:
     """Asks the server that runs the kernel, as the panel does; waits for the save, saying how it goes."""
     import time
 
-    from .server_requests import ServerRefused, call, server_of_kernel
+    from .server_requests import call, server_of_kernel
 
     command = f"{PROG} save-image"
     try:

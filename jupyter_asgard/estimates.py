@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from .errors import SlurmError
 from .launch_config import LaunchConfig
 from .site_policy import SitePolicy, check_allocation
-from .slurm_client import CommandResult, SlurmClient, SlurmError
+from .slurm_client import CommandResult, SlurmClient
 from .slurm_commands import duration_seconds, estimate_argv, parse_test_only, seconds_until
 
 NOW_SECONDS = 5  # an estimate this close counts as "now" (Slurm's answer takes a moment to reach us)

@@ -11,11 +11,11 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
 
 from . import pending_kernels
+from .errors import SlurmError
 from .image_saves import ImageSaves
 from .monitor import SlurmMonitor
 from .provisioner import PyxisProvisioner, live_provisioner
 from .site import AsgardSite
-from .slurm_client import SlurmError
 from .slurm_commands import orphaned_jobs, orphans_argv, pid_alive
 
 

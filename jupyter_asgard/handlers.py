@@ -1,8 +1,9 @@
 """REST API under /asgard/api/: authenticated and authorized like jupyter_server's own APIs.
 
-Every refusal is JSON with a "message" a user can act on (and "problems",
-one per line, where there are several), so the panel and the front end can
-show it as it is.
+Handlers are thin: they read the request, call the services and raise the errors of errors.py. Every
+refusal becomes JSON in one place (AsgardHandler.write_error): a "message" a user can act on, "problems"
+one per line where there are several, and "hint" where the error knows how to fix it, so that the panel and
+the front end show it as it is.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -21,15 +22,15 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from .container_steps import container_problem
+from .errors import AsgardError, BadRequest, Conflict, NotFound, TooLarge
 from .estimates import estimate_launch
-from .image_saves import SaveRefused
+from .extension import AsgardExtension
 from .kernel_jobs import kernel_job, kernel_jobs
 from .kernel_terminals import open_terminal
-from .kernelspec_store import KernelspecStore, KernelspecStoreError
+from .kernelspec_store import KernelspecStore
 from .launch_config import LaunchConfig, json_schema
 from .provisioner import PyxisProvisioner, live_provisioner
 from .site_policy import check_launch
-from .slurm_client import SlurmError
 
 API = "/asgard/api"
 MAX_BODY = 64 * 1024
@@ -41,20 +42,26 @@ def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except json.JSONDecodeError as error:
-        raise web.HTTPError(400, f"the request body is not JSON: {error}") from None
+        raise BadRequest(f"the request body is not JSON: {error}") from None
     except UnicodeDecodeError:
-        raise web.HTTPError(400, "the request body is not JSON: it is not UTF-8 text") from None
+        raise BadRequest("the request body is not JSON: it is not UTF-8 text") from None
     except RecursionError:
-        raise web.HTTPError(400, "the request body's JSON is nested too deeply to read") from None
+        raise BadRequest("the request body's JSON is nested too deeply to read") from None
     except ValueError:  # the only other one: Python's limit on the digits of an integer
-        raise web.HTTPError(
-            400, f"the request body's JSON holds a number with more digits than {sys.get_int_max_str_digits()}"
+        raise BadRequest(
+            f"the request body's JSON holds a number with more digits than {sys.get_int_max_str_digits()}"
         ) from None
+
+
+def refuse_problems(what: str, problems: list[str]) -> None:
+    """A request with problems is refused with all of them, one per line."""
+    if problems:
+        raise BadRequest(f"{what}: " + "; ".join(problems), problems=problems)
 
 
 def json_object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise web.HTTPError(400, f"{what} must be a JSON object")
+        raise BadRequest(f"{what} must be a JSON object")
     return value
 
 
@@ -64,30 +71,36 @@ class AsgardHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = "kernelspecs"
 
     @property
-    def asgard(self) -> Any:
-        return self.extensionapp
+    def asgard(self) -> AsgardExtension:
+        return cast(AsgardExtension, self.extensionapp)
 
     def json_body(self) -> dict[str, Any]:
         if len(self.request.body) > MAX_BODY:
-            raise web.HTTPError(413, f"the request body is over {MAX_BODY // 1024} KiB")
+            raise TooLarge(f"the request body is over {MAX_BODY // 1024} KiB")
         return json_object(parse_json(self.request.body or b"{}"), "the request body")
 
     def store(self) -> KernelspecStore:
         return KernelspecStore(self.kernel_spec_manager)
 
-    def refuse(self, status: int, message: str, problems: list[str] | None = None) -> None:
-        self.set_status(status)
-        self.finish({"message": message, "problems": problems or [message]})
-
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Every refusal in one JSON shape, also those raised as HTTPError (a body that is no JSON, ...)."""
+        """The one place where errors become answers: an AsgardError with its status and JSON; anything else
+        (tornado's own HTTPError, a bug) in the same shape, so that a client reads every refusal alike."""
         error = kwargs.get("exc_info", (None, None, None))[1]
-        message = error.log_message if isinstance(error, web.HTTPError) and error.log_message else self._reason
+        if isinstance(error, AsgardError):
+            self.set_status(error.status)
+            body = error.to_json()
+        else:
+            message = error.log_message if isinstance(error, web.HTTPError) and error.log_message else self._reason
+            body = {"message": message, "problems": [message]}
         self.set_header("Content-Type", "application/json")
-        self.finish({"message": message, "problems": [message]})
+        self.finish(body)
 
-    def unreachable(self, error: SlurmError) -> None:
-        self.refuse(503, f"Slurm is unreachable from the Jupyter server: {error}")
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        """A user's mistake is no server error: one line, as tornado logs its HTTPErrors, not a traceback."""
+        if isinstance(value, AsgardError):
+            self.log.warning("%s %s: %d %s", self.request.method, self.request.path, value.status, value.message)
+        else:
+            super().log_exception(typ, value, tb)
 
 
 class ImagesHandler(AsgardHandler):
@@ -101,10 +114,7 @@ class ResourcesHandler(AsgardHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        try:
-            self.finish(await self.asgard.site.resources())
-        except SlurmError as error:
-            self.unreachable(error)
+        self.finish(await self.asgard.site.resources())
 
 
 class ConfigHandler(AsgardHandler):
@@ -129,10 +139,9 @@ class ValidateHandler(AsgardHandler):
     @authorized
     async def post(self) -> None:
         config, problems = await self.asgard.site.validate(self.json_body())
-        if problems:
-            self.refuse(400, "the launch configuration has problems: " + "; ".join(problems), problems)
-        else:
-            self.finish({"valid": True, "config": config.to_json(), "problems": []})
+        refuse_problems("the launch configuration has problems", problems)
+        assert config is not None  # validate gives one whenever it found no problem
+        self.finish({"valid": True, "config": config.to_json(), "problems": []})
 
 
 class EstimateHandler(AsgardHandler):
@@ -143,10 +152,7 @@ class EstimateHandler(AsgardHandler):
     async def post(self) -> None:
         config, problems = LaunchConfig.check(self.json_body())
         config, refused = await check_launch(config, self.asgard.site.policy, self.asgard.site.policy.partition)
-        if problems or refused:
-            problems += refused
-            self.refuse(400, "the launch configuration has problems: " + "; ".join(problems), problems)
-            return
+        refuse_problems("the launch configuration has problems", problems + refused)
         self.finish(await estimate_launch(self.asgard.site.client, config, self.asgard.site.policy))
 
 
@@ -171,7 +177,7 @@ class KernelRowsHandler(AsgardHandler):
     def _provisioner(self, kernel_id: str) -> PyxisProvisioner:
         provisioner = live_provisioner(kernel_id)
         if provisioner is None:
-            raise web.HTTPError(404, f"no Asgard kernel {kernel_id!r} runs on this server")
+            raise NotFound(f"no Asgard kernel {kernel_id!r} runs on this server")
         return provisioner
 
     def _row(self, kernel_id: str) -> dict[str, Any]:
@@ -244,11 +250,9 @@ class KernelTerminalHandler(KernelRowsHandler):
         provisioner = self._provisioner(kernel_id)
         terminal_manager = self.settings.get("terminal_manager")
         if terminal_manager is None:
-            self.refuse(409, "terminals are turned off on this Jupyter server (c.ServerApp.terminals_enabled)")
-            return
+            raise Conflict("terminals are turned off on this Jupyter server (c.ServerApp.terminals_enabled)")
         if problem := container_problem(provisioner, "opened in a terminal"):
-            self.refuse(409, problem)
-            return
+            raise Conflict(problem)
         self.set_status(201)
         self.finish(open_terminal(terminal_manager, provisioner, list(self.asgard.site.policy.terminal_shell)))
 
@@ -262,13 +266,9 @@ class SaveImageHandler(KernelRowsHandler):
         provisioner = self._provisioner(kernel_id)
         name = self.json_body().get("name")
         if not isinstance(name, str):
-            raise web.HTTPError(400, 'the request body must name the image: {"name": "my-env"}')
+            raise BadRequest('the request body must name the image: {"name": "my-env"}')
         policy = self.asgard.site.policy
-        try:
-            save = await self.asgard.saves.start(provisioner, name, policy.saved_images_dir, policy.save_timeout)
-        except SaveRefused as refused:
-            self.refuse(refused.status, refused.message)
-            return
+        save = await self.asgard.saves.start(provisioner, name, policy.saved_images_dir, policy.save_timeout)
         self.set_status(202)
         self.finish(save.to_json())
 
@@ -277,7 +277,7 @@ class SaveImageHandler(KernelRowsHandler):
     async def get(self, kernel_id: str) -> None:
         save = self.asgard.saves.latest.get(kernel_id)
         if save is None:
-            raise web.HTTPError(404, f"kernel {kernel_id!r} has not saved its container on this server")
+            raise NotFound(f"kernel {kernel_id!r} has not saved its container on this server")
         self.finish(save.to_json())
 
 
@@ -301,7 +301,7 @@ class KernelspecHandler(AsgardHandler):
     @web.authenticated
     @authorized
     async def get(self, name: str) -> None:
-        await self._answer(self.store().read, name)
+        self.finish(await asyncio.to_thread(self.store().read, name))
 
     @web.authenticated
     @authorized
@@ -309,31 +309,18 @@ class KernelspecHandler(AsgardHandler):
         body = self.json_body()
         values = json_object(body.get("config", {}), "the kernelspec's config")
         _config, problems = await self.asgard.site.validate(values)
-        if problems:
-            self.refuse(400, "the kernel's settings have problems: " + "; ".join(problems), problems)
-            return
+        refuse_problems("the kernel's settings have problems", problems)
         display_name = body.get("display_name") or name
         if not isinstance(display_name, str):
-            self.refuse(400, "display_name must be text")
-            return
-        await self._answer(self.store().write, name, display_name, values)
+            raise BadRequest("display_name must be text")
+        self.finish(await asyncio.to_thread(self.store().write, name, display_name, values))
 
     @web.authenticated
     @authorized
     async def delete(self, name: str) -> None:
-        try:
-            await asyncio.to_thread(self.store().delete, name)
-        except KernelspecStoreError as error:
-            self.refuse(error.status, str(error))
-            return
+        await asyncio.to_thread(self.store().delete, name)
         self.set_status(204)
         self.finish()
-
-    async def _answer(self, operation: Any, *args: Any) -> None:
-        try:
-            self.finish(await asyncio.to_thread(operation, *args))
-        except KernelspecStoreError as error:
-            self.refuse(error.status, str(error))
 
 
 def handlers() -> list[tuple[str, type]]:

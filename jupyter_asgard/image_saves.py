@@ -24,18 +24,10 @@ from .container_steps import (
     save_argv,
     saved_image_path,
 )
+from .errors import SaveRefused, SlurmError
 from .kernel_step import summarize
 from .launch_config import default_environ, expand_variables
-from .slurm_client import SlurmClient, SlurmError
-
-
-class SaveRefused(Exception):
-    """A save that cannot start: what the user must change (an HTTP status for the REST API)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+from .slurm_client import SlurmClient
 
 
 @dataclass

@@ -21,8 +21,8 @@ import zmq.asyncio
 
 from .bootstrap import FAILURE, HANDSHAKE, KILL_AFTER, KILL_NOW
 from .container_phases import phase_of, setting_up
-from .errors import KernelStartError
-from .slurm_client import SlurmClient, SlurmError
+from .errors import KernelStartError, SlurmError
+from .slurm_client import SlurmClient
 
 READ_CHUNK = 64 * 1024
 MAX_LINE = 16 * 1024  # what the server log and a start error keep of one line of srun's output

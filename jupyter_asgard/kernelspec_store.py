@@ -16,20 +16,13 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_core.paths import jupyter_data_dir
 
+from .errors import KernelspecStoreError
 from .kernelspecs import DEFAULT_KERNEL, KERNEL_NAME, PROVISIONER_NAME, bundled_kernelspec_dir, provisioner_config
 from .launch_config import LaunchConfig
 
 MARKER = "jupyter_asgard"
 KERNEL_ARGV = ["python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 MAX_DISPLAY_NAME = 128
-
-
-class KernelspecStoreError(ValueError):
-    """A request the store refuses; status is the HTTP status that fits."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def is_managed(spec: Mapping[str, Any]) -> bool:

@@ -21,16 +21,13 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
-from .launch_config import LaunchConfig, LaunchConfigError
+from .errors import KernelspecError, LaunchConfigError
+from .launch_config import LaunchConfig
 
 PROVISIONER_NAME = "pyxis-provisioner"
 DEFAULT_KERNEL = "asgard-pytorch"
 # jupyter_client's rule for kernel names, checked here to report it in our words before anything is copied.
 KERNEL_NAME = re.compile(r"^[a-z0-9._-]+\Z", re.IGNORECASE)  # \Z: "$" would let "name\n" through
-
-
-class KernelspecError(ValueError):
-    """A kernelspec that cannot be installed as asked; the message names the setting at fault."""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from .errors import LaunchConfigError, MountError
 from .extra_args import extra_args_problems
-from .mounts import Mount, MountError, parse_mount
+from .mounts import Mount, parse_mount
 
 # \Z, not $: "$" also matches before a final newline, which would then reach Slurm.
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
@@ -39,14 +40,6 @@ VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A
 MAX_VALUE_LENGTH = 4096
 MAX_LIST_LENGTH = 64
 MAX_COUNT = 1_000_000
-
-
-class LaunchConfigError(ValueError):
-    """Everything wrong with a launch configuration, one readable line per problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 def _help(text: str, **schema: Any) -> dict[str, Any]:

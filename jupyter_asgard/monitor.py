@@ -15,8 +15,9 @@ from typing import Any
 from traitlets import Float, Instance
 from traitlets.config import SingletonConfigurable
 
+from .errors import SlurmError
 from .kernel_row import ENDED_STATES
-from .slurm_client import SlurmClient, SlurmError
+from .slurm_client import SlurmClient
 from .slurm_commands import JobInfo
 
 Listener = Callable[[JobInfo | None], None]

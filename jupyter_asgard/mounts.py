@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import MountError
+
 # Flags enroot accepts in a mount entry (Pyxis turns "+" into enroot's ",").
 KNOWN_FLAGS = frozenset(
     {
@@ -49,10 +51,6 @@ def unmountable_characters(path: str) -> str:
 
 def describe_characters(chars: str) -> str:
     return " ".join(repr(char) for char in chars)
-
-
-class MountError(ValueError):
-    """A mount entry Pyxis would refuse; the message says why and how to write it."""
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-
-class ServerRefused(Exception):
-    """The server answered with an error: its own message, which says what to change."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+from .errors import ServerRefused
 
 
 def call(server: dict[str, Any], method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:

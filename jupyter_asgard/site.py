@@ -20,11 +20,12 @@ from jupyter_core.application import JupyterApp
 from traitlets import Float, Instance, List, Unicode
 from traitlets.config import Config, LoggingConfigurable
 
+from .errors import SlurmError
 from .images import registry_images, scan_image_dirs
 from .launch_config import LaunchConfig, default_environ, expand_variables
 from .resources import parse_sinfo, sinfo_argv
 from .site_policy import SitePolicy, check_launch
-from .slurm_client import SlurmClient, SlurmError
+from .slurm_client import SlurmClient
 
 
 def server_config() -> Config:

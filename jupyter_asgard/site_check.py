@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .slurm_client import SlurmClient, SlurmError
+from .errors import SlurmError
+from .slurm_client import SlurmClient
 
 OPEN = "ALL"
 GPU_CAP = re.compile(r"gres/gpu(?::[^=,]+)?=(\d+)")

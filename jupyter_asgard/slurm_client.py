@@ -14,6 +14,7 @@ import shutil
 from collections import Counter
 from dataclasses import dataclass
 
+from .errors import SlurmError, SlurmNotFound
 from .slurm_commands import (
     JobInfo,
     parse_queue_positions,
@@ -27,14 +28,6 @@ from .slurm_commands import (
 )
 
 ALREADY_GONE = ("already completing or completed", "Invalid job id", "does not exist")
-
-
-class SlurmError(RuntimeError):
-    """A Slurm command failed; the message carries Slurm's own words."""
-
-
-class SlurmNotFound(SlurmError):
-    """Slurm's client commands are not on this host's PATH."""
 
 
 @dataclass(frozen=True)

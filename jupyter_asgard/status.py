@@ -13,9 +13,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ServerRefused, SlurmError
 from .kernel_row import UNKNOWN_START, KernelRow
-from .server_requests import ServerRefused, call, running_servers
-from .slurm_client import SlurmClient, SlurmError
+from .server_requests import call, running_servers
+from .slurm_client import SlurmClient
 from .slurm_commands import (
     SQUEUE_FIELDS,
     JobInfo,

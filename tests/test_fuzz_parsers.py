@@ -9,12 +9,12 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
-from tornado.web import HTTPError
 
+from jupyter_asgard.errors import BadRequest, LaunchConfigError, MountError
 from jupyter_asgard.extra_args import RESERVED_LONG, RESERVED_SHORT, SHORT_WITH_VALUE, extra_args_problems
 from jupyter_asgard.handlers import parse_json
-from jupyter_asgard.launch_config import LaunchConfig, LaunchConfigError, json_schema
-from jupyter_asgard.mounts import KNOWN_FLAGS, UNMOUNTABLE, Mount, MountError, parse_mount
+from jupyter_asgard.launch_config import LaunchConfig, json_schema
+from jupyter_asgard.mounts import KNOWN_FLAGS, UNMOUNTABLE, Mount, parse_mount
 
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 ENV = {"USER": "alice", "HOME": "/home/alice", "PROJECT": "vision"}
@@ -225,6 +225,6 @@ def test_parse_json_returns_a_value_or_refuses_with_400(body: bytes) -> None:
     """Whatever a client sends, the answer is its value or a 400 saying what is wrong, never a 500."""
     try:
         parse_json(body)
-    except HTTPError as error:
-        assert error.status_code == 400
-        assert error.log_message.startswith(("the request body is not JSON", "the request body's JSON"))
+    except BadRequest as error:
+        assert error.status == 400
+        assert error.message.startswith(("the request body is not JSON", "the request body's JSON"))

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from jupyter_asgard.image_saves import ImageSaves, SaveRefused
+from jupyter_asgard.errors import SaveRefused
+from jupyter_asgard.image_saves import ImageSaves
 from jupyter_asgard.slurm_client import SlurmClient
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs

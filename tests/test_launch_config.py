@@ -11,14 +11,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from jupyter_asgard.launch_config import (
-    LaunchConfig,
-    LaunchConfigError,
-    json_schema,
-    path_problems,
-    policy_problems,
-    with_site_partition,
-)
+from jupyter_asgard.errors import LaunchConfigError
+from jupyter_asgard.launch_config import LaunchConfig, json_schema, path_problems, policy_problems, with_site_partition
 from jupyter_asgard.mounts import Mount
 
 REPO = Path(__file__).resolve().parent.parent

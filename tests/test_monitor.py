@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from jupyter_asgard.errors import SlurmError
 from jupyter_asgard.monitor import SlurmMonitor
-from jupyter_asgard.slurm_client import SlurmClient, SlurmError
+from jupyter_asgard.slurm_client import SlurmClient
 from jupyter_asgard.slurm_commands import JobInfo
 
 

@@ -10,7 +10,8 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from traitlets.config import Config
 
-from jupyter_asgard.kernelspec_store import KernelspecStore, KernelspecStoreError
+from jupyter_asgard.errors import KernelspecStoreError
+from jupyter_asgard.kernelspec_store import KernelspecStore
 from jupyter_asgard.launch_config import LaunchConfig
 from jupyter_asgard.site import AsgardSite
 from jupyter_asgard.slurm_client import SlurmClient

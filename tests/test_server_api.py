@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tornado.web import HTTPError
 
+from jupyter_asgard.errors import BadRequest
 from jupyter_asgard.handlers import parse_json
 from tests.cluster import NODES, LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
@@ -148,19 +148,22 @@ UNREADABLE_BODIES = [
 
 @pytest.mark.parametrize(("body", "message"), UNREADABLE_BODIES, ids=["not-utf8", "nested", "5000-digits"])
 def test_parse_json_refuses_what_json_cannot_read_as_the_clients_mistake(body: bytes, message: str) -> None:
-    with pytest.raises(HTTPError) as refused:
+    with pytest.raises(BadRequest) as refused:
         parse_json(body)
-    assert (refused.value.status_code, refused.value.log_message) == (400, message)
+    assert (refused.value.status, refused.value.message) == (400, message)
 
 
 @pytest.mark.parametrize(("body", "message"), UNREADABLE_BODIES, ids=["not-utf8", "nested", "5000-digits"])
 def test_bodies_json_cannot_read_are_answered_400_not_500(
     jupyter_server: JupyterServer, body: bytes, message: str
 ) -> None:
+    log_start = jupyter_server.log_path.stat().st_size
     for method, path in (("POST", "/asgard/api/validate"), ("PUT", "/asgard/api/kernelspecs/api-unreadable")):
         answer = jupyter_server.request(method, path, body)
         assert (answer.status, answer.message) == (400, message), (method, answer.body)
     assert jupyter_server.request("GET", "/asgard/api/kernelspecs/api-unreadable").status == 404
+    logged = jupyter_server.log_path.read_bytes()[log_start:].decode(errors="replace")
+    assert "Traceback" not in logged and f"400 {message}" in logged, logged  # a client's mistake: one line
 
 
 @pytest.mark.parametrize("config", ["image", ["image"], None, 5])

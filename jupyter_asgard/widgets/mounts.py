@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import ipywidgets as w
 
-from ..mounts import MountError, parse_mount
+from ..errors import MountError
+from ..mounts import parse_mount
 
 ERROR_STYLE = "color: var(--jp-error-color1, #c62828)"
 

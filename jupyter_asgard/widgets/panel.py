@@ -17,12 +17,13 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..kernelspec_store import KERNEL_ARGV, KernelspecStore, KernelspecStoreError
+from ..errors import KernelspecStoreError, SlurmError
+from ..kernelspec_store import KERNEL_ARGV, KernelspecStore
 from ..kernelspecs import DEFAULT_KERNEL, bundled_kernelspec_dir, load_kernelspec, provisioner_config
 from ..launch_config import LaunchConfig
 from ..launch_plan import preview
 from ..site import AsgardSite, server_config
-from ..slurm_client import SlurmClient, SlurmError
+from ..slurm_client import SlurmClient
 from .estimate import EstimateBox
 from .flags import PyxisFlag
 from .image import ImagePicker
