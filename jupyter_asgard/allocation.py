@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .errors import KernelStartError, KernelWithdrawn, SlurmError
-from .kernel_row import ENDED_STATES
 from .launch_config import LaunchConfig
 from .monitor import SlurmMonitor
 from .slurm_client import SlurmClient
-from .slurm_commands import JobInfo, job_name, parse_salloc_line, salloc_argv
+from .slurm_commands import ENDED_STATES, JobInfo, job_name, parse_salloc_line, salloc_argv
 
 LEASE_NODE_PATIENCE = 10.0  # seconds from the grant until the lease command has named the node
 SALLOC_PATIENCE = 10.0  # seconds for salloc to end once asked (its lease ended, then SIGTERM)

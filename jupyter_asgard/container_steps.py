@@ -1,4 +1,5 @@
-"""Steps that join a running kernel's container: a shell for its user, and a save of its filesystem.
+"""Pyxis's side of the steps: the options that put the kernel in its container, and the steps that join a
+running kernel's container (a shell for its user, and a save of its filesystem).
 
 Both attach to the kernel's named container on its node with Pyxis's ``NAME:exec``: the new step enters the
 running container (its mounts, its files, what was installed in it), as a step of the kernel's own allocation
@@ -13,6 +14,8 @@ import re
 from typing import Any
 
 from .images import MANIFEST_SUFFIX, SQUASHFS_SUFFIX
+from .launch_config import LaunchConfig
+from .mounts import Mount, render_mounts
 from .slurm_commands import ONE_TASK
 
 IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -27,6 +30,27 @@ PACKAGES = (
     "        seen[name.lower()] = '%s==%s' % (name, d.version)\n"
     "print('\\n'.join(sorted(seen.values(), key=str.lower)))\n"
 )
+
+
+def container_options(
+    config: LaunchConfig, mounts: list[Mount], workdir: str, container_name: str, env_names: list[str]
+) -> list[str]:
+    """Pyxis's srun options for the kernel's container."""
+    options = [f"--container-image={config.image}"]
+    if mounts:
+        options.append(f"--container-mounts={render_mounts(mounts)}")
+    options.append(f"--container-workdir={workdir}")
+    if container_name:
+        options.append(f"--container-name={container_name}")
+    flags = {
+        "writable": (config.container_writable, "--container-writable", "--container-readonly"),
+        "remap_root": (config.container_remap_root, "--container-remap-root", "--no-container-remap-root"),
+        "mount_home": (config.container_mount_home, "--container-mount-home", "--no-container-mount-home"),
+    }
+    options += [on if value else off for value, on, off in flags.values() if value is not None]
+    if env_names:
+        options.append(f"--container-env={','.join(env_names)}")
+    return options
 
 
 def container_problem(provisioner: Any, what: str) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -29,12 +27,12 @@ from .kernel_jobs import kernel_job, kernel_jobs
 from .kernel_terminals import open_terminal
 from .kernelspec_store import KernelspecStore
 from .launch_config import LaunchConfig, json_schema
+from .notebook_paths import notebook_path, session_paths
 from .provisioner import PyxisProvisioner, live_provisioner
 from .site_policy import check_launch
 
 API = "/asgard/api"
 MAX_BODY = 64 * 1024
-PLACEHOLDER = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def parse_json(body: bytes) -> Any:
@@ -156,22 +154,17 @@ class EstimateHandler(AsgardHandler):
         self.finish(await estimate_launch(self.asgard.site.client, config, self.asgard.site.policy))
 
 
-def is_placeholder_path(path: str) -> bool:
-    """JupyterLab first creates a notebook's session under a made-up path (a bare UUID) and only renames it
-    to the notebook's once the kernel is up; in between, the path the kernel was started for is the truth."""
-    return bool(PLACEHOLDER.fullmatch(path.rsplit("/", 1)[-1]))
-
-
 class KernelRowsHandler(AsgardHandler):
     """Kernel job rows with the path of each kernel's notebook, as the server's sessions know it."""
 
     auth_resource = "kernels"
 
     async def located(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        paths = await self._notebook_paths()
+        # jupyter_server's SessionManager is unannotated: what its list_sessions returns, for mypy.
+        list_sessions: Callable[[], Awaitable[list[dict[str, Any]]]] = self.session_manager.list_sessions
+        sessions = session_paths(await list_sessions())
         for row in rows:
-            session_name = row.pop("session_name")
-            row["path"] = paths.get(row["kernel_id"]) or self._api_path(session_name)
+            row["path"] = notebook_path(row["kernel_id"], row.pop("session_name"), sessions, self.serverapp.root_dir)
         return rows
 
     def _provisioner(self, kernel_id: str) -> PyxisProvisioner:
@@ -182,23 +175,6 @@ class KernelRowsHandler(AsgardHandler):
 
     def _row(self, kernel_id: str) -> dict[str, Any]:
         return kernel_job(self._provisioner(kernel_id), self.asgard.monitor)
-
-    def _api_path(self, session_name: str) -> str:
-        """A kernel still in the queue has no session yet; its notebook's path came in its environment."""
-        root = os.path.abspath(self.serverapp.root_dir)
-        if not session_name.startswith(root + os.sep):
-            return session_name
-        return os.path.relpath(session_name, root).replace(os.sep, "/")
-
-    async def _notebook_paths(self) -> dict[str, str]:
-        # jupyter_server's SessionManager is unannotated: what its list_sessions returns, for mypy.
-        list_sessions: Callable[[], Awaitable[list[dict[str, Any]]]] = self.session_manager.list_sessions
-        sessions = await list_sessions()
-        return {
-            session["kernel"]["id"]: session.get("path", "")
-            for session in sessions
-            if session.get("kernel") and not is_placeholder_path(session.get("path", ""))
-        }
 
 
 class KernelsHandler(KernelRowsHandler):

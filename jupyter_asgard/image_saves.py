@@ -25,9 +25,9 @@ from .container_steps import (
     saved_image_path,
 )
 from .errors import SaveRefused, SlurmError
-from .kernel_step import summarize
 from .launch_config import default_environ, expand_variables
 from .slurm_client import SlurmClient
+from .step_failures import summarize
 
 
 @dataclass

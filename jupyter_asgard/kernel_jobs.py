@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from .culling import cull_countdown
-from .kernel_row import ENDED_STATES, KernelRow
+from .kernel_row import KernelRow
 from .monitor import SlurmMonitor
 from .provisioner import PyxisProvisioner, live_provisioners
-from .slurm_commands import JobInfo, duration_seconds, expected_start, tres_gpus
+from .slurm_commands import ENDED_STATES, JobInfo, duration_seconds, expected_start, tres_gpus
 
 
 def gpus_of(info: JobInfo | None, provisioner: PyxisProvisioner) -> dict[str, Any]:

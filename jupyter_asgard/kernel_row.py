@@ -21,7 +21,6 @@ ENDED: dict[str, tuple[str, str]] = {
     "SPECIAL_EXIT": ("failed", "it failed (special exit)"),
     "TIMEOUT": ("time limit", "it reached its time limit"),
 }
-ENDED_STATES = frozenset(ENDED)
 # A queued kernel without an expected start: Slurm has none yet, or answered with its placeholder for "not
 # known" (slurm_commands.UNKNOWN_START_SECONDS); the row's reason says why. UNKNOWN_START in format.ts too.
 UNKNOWN_START = "start time unknown to Slurm"

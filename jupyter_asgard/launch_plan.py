@@ -12,9 +12,10 @@ import re
 import shlex
 
 from .container_phases import PROGRESS_OPTION
+from .container_steps import container_options
 from .launch_config import LaunchConfig
 from .mounts import Mount, describe_characters, unmountable_characters
-from .slurm_commands import HOLDER_MARK, container_options, job_name, salloc_argv, srun_argv
+from .slurm_commands import HOLDER_MARK, job_name, salloc_argv, srun_argv
 
 OWN_CONTAINER_FLAG = "no_exec"
 BOOTSTRAP_PLACEHOLDER = "<jupyter-asgard bootstrap>"

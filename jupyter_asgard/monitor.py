@@ -16,9 +16,8 @@ from traitlets import Float, Instance
 from traitlets.config import SingletonConfigurable
 
 from .errors import SlurmError
-from .kernel_row import ENDED_STATES
 from .slurm_client import SlurmClient
-from .slurm_commands import JobInfo
+from .slurm_commands import ENDED_STATES, JobInfo
 
 Listener = Callable[[JobInfo | None], None]
 

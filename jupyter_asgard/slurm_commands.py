@@ -15,7 +15,23 @@ from datetime import datetime
 from typing import Any
 
 from .launch_config import LaunchConfig
-from .mounts import Mount, render_mounts
+
+# Slurm's final job states (kernel_row.ENDED has a label and a reason for each, tested to be the same set).
+ENDED_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "REVOKED",
+        "SPECIAL_EXIT",
+        "TIMEOUT",
+    }
+)
 
 # squeue --Format columns, each followed by "|" (":|" = no width limit, "|" after the value).
 SQUEUE_FIELDS = {
@@ -155,27 +171,6 @@ def parse_test_only(output: str) -> tuple[str, str, str] | None:
     """(start, nodes, partition) of srun --test-only's answer, None where Slurm refused the request."""
     match = _TEST_ONLY.search(output)
     return (match["start"], match["nodes"], match["partition"]) if match else None
-
-
-def container_options(
-    config: LaunchConfig, mounts: list[Mount], workdir: str, container_name: str, env_names: list[str]
-) -> list[str]:
-    """Pyxis's srun options for the kernel's container."""
-    options = [f"--container-image={config.image}"]
-    if mounts:
-        options.append(f"--container-mounts={render_mounts(mounts)}")
-    options.append(f"--container-workdir={workdir}")
-    if container_name:
-        options.append(f"--container-name={container_name}")
-    flags = {
-        "writable": (config.container_writable, "--container-writable", "--container-readonly"),
-        "remap_root": (config.container_remap_root, "--container-remap-root", "--no-container-remap-root"),
-        "mount_home": (config.container_mount_home, "--container-mount-home", "--no-container-mount-home"),
-    }
-    options += [on if value else off for value, on, off in flags.values() if value is not None]
-    if env_names:
-        options.append(f"--container-env={','.join(env_names)}")
-    return options
 
 
 def srun_argv(

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from jupyter_asgard.container_starts import ContainerStarts
-from jupyter_asgard.kernel_step import summarize
 from jupyter_asgard.launch_config import LaunchConfig
 from jupyter_asgard.launch_plan import (
     container_base_name,
@@ -17,6 +16,7 @@ from jupyter_asgard.launch_plan import (
     step_mounts,
     workdir_problems,
 )
+from jupyter_asgard.step_failures import summarize
 
 IMAGE = "/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from jupyter_asgard.container_steps import container_options
 from jupyter_asgard.extra_args import extra_args_problems
 from jupyter_asgard.launch_config import LaunchConfig
 from jupyter_asgard.mounts import Mount, parse_mount
@@ -16,7 +17,6 @@ from jupyter_asgard.slurm_commands import (
     LEASE_COMMAND,
     JobInfo,
     SallocEvent,
-    container_options,
     expected_start,
     job_name,
     parse_salloc_line,
@@ -478,3 +478,11 @@ def test_a_pending_job_s_expected_start(state: str, start_time: str, expected: t
 
 def test_a_job_whose_id_salloc_never_said_is_cancelled_by_its_name() -> None:
     assert scancel_named_argv(job_name("k-1")) == ["scancel", "--quiet", "--me", "--name=jupyter-asgard-k-1"]
+
+
+def test_every_final_state_slurm_knows_has_a_label_and_a_reason_for_users() -> None:
+    """Slurm's vocabulary here, the words for users in kernel_row: the same states in both."""
+    from jupyter_asgard.kernel_row import ENDED
+    from jupyter_asgard.slurm_commands import ENDED_STATES
+
+    assert set(ENDED) == ENDED_STATES
