@@ -59,7 +59,7 @@ from traitlets.config import Config
 
 from benchmarks.kernel_start import ready, timed
 from benchmarks.on_cluster import cluster_kernelspecs
-from jupyter_asgard.monitor import SlurmMonitor
+from jupyter_asgard.slurm.monitor import SlurmMonitor
 from tests.kernels import KernelSpecs
 
 NODE = "gpu01"

@@ -51,7 +51,7 @@ import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
 
 from benchmarks.on_cluster import cluster_kernelspecs
-from jupyter_asgard.monitor import SlurmMonitor
+from jupyter_asgard.slurm.monitor import SlurmMonitor
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, container_storage
 

@@ -7,6 +7,6 @@ __version__ = "0.1.0"
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     """Found by jupyter_server when the extension is enabled (jupyter-config/ enables it on install)."""
-    from .extension import AsgardExtension
+    from .server.extension import AsgardExtension
 
     return [{"module": "jupyter_asgard", "app": AsgardExtension}]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from jupyter_asgard.monitor import SlurmMonitor
+from jupyter_asgard.slurm.monitor import SlurmMonitor
 from tests import known_state
 from tests.browser import CHROMIUM, launch
 from tests.cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequisites

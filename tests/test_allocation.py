@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from jupyter_asgard.allocation import Allocation
 from jupyter_asgard.errors import WITHDRAWN
-from jupyter_asgard.launch_config import LaunchConfig
-from jupyter_asgard.monitor import SlurmMonitor
-from jupyter_asgard.slurm_client import SlurmClient
+from jupyter_asgard.launch.launch_config import LaunchConfig
+from jupyter_asgard.slurm.allocation import Allocation
+from jupyter_asgard.slurm.monitor import SlurmMonitor
+from jupyter_asgard.slurm.slurm_client import SlurmClient
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster", "no_kernel_jobs_left")

@@ -156,7 +156,10 @@ def test_check_bootstrap_fails_for_a_third_party_import_and_3_10_syntax(tmp_path
 @pytest.mark.parametrize(
     ("source", "problem"),
     [
-        ("from jupyter_asgard.bootstrap import HANDSHAKE\n", "imports jupyter_asgard.bootstrap, which is not in"),
+        (
+            "from jupyter_asgard.node.bootstrap import HANDSHAKE\n",
+            "imports jupyter_asgard.node.bootstrap, which is not in",
+        ),
         ("from . import errors\n", "a relative import"),
         ("import os.path\nimport tomllib\n", "bootstrap.py:2: imports tomllib, which is new in Python 3.11"),
         ("with (open('a') as a, open('b') as b):\n    pass\n", "Parenthesized context managers are only supported"),

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
-from jupyter_asgard.cli import main
-from jupyter_asgard.kernelspecs import bundled_kernelspec_dir
-from jupyter_asgard.site_check import SlurmSite, findings, parse_config, parse_partitions, parse_qos_gpu_caps
+from jupyter_asgard.cli.cli import main
+from jupyter_asgard.kernel.kernelspecs import bundled_kernelspec_dir
+from jupyter_asgard.site.site_check import SlurmSite, findings, parse_config, parse_partitions, parse_qos_gpu_caps
 from tests.cluster import LocalCluster
 
 BUNDLED_IMAGE = "/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_asgard.container_phases import phase_of
+from jupyter_asgard.containers.container_phases import phase_of
 from jupyter_asgard.errors import KernelStartError
-from jupyter_asgard.kernel_jobs import kernel_job
+from jupyter_asgard.server.kernel_jobs import kernel_job
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, container_storage, pending_kernel, shutdown
 

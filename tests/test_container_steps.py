@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from jupyter_asgard.container_steps import (
+from jupyter_asgard.containers.container_steps import (
     PACKAGES,
     container_problem,
     image_name_problem,
@@ -19,7 +19,7 @@ from jupyter_asgard.container_steps import (
     saved_image_path,
     terminal_argv,
 )
-from jupyter_asgard.kernel_terminals import terminal_env
+from jupyter_asgard.server.kernel_terminals import terminal_env
 
 
 def test_a_terminal_attaches_to_the_running_container_beside_the_kernel() -> None:

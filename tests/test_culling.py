@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from jupyter_asgard.culling import cull_countdown
+from jupyter_asgard.server.culling import cull_countdown
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, running_server
 from tests.waiting import wait_for

@@ -14,7 +14,7 @@ from jupyter_client.manager import AsyncKernelManager
 from traitlets.config import Config
 
 from jupyter_asgard.errors import KernelStartError
-from jupyter_asgard.kernel_jobs import kernel_job
+from jupyter_asgard.server.kernel_jobs import kernel_job
 from tests.capture import capture_on_node
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, execute, shutdown, start

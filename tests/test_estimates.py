@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_asgard.estimates import UNKNOWN_WORDS, Estimate, cheaper_changes, read_estimate
-from jupyter_asgard.kernel_jobs import kernel_job
-from jupyter_asgard.launch_config import LaunchConfig
-from jupyter_asgard.slurm_client import CommandResult
-from jupyter_asgard.slurm_commands import estimate_argv, parse_test_only
+from jupyter_asgard.launch.launch_config import LaunchConfig
+from jupyter_asgard.server.kernel_jobs import kernel_job
+from jupyter_asgard.site.estimates import UNKNOWN_WORDS, Estimate, cheaper_changes, read_estimate
+from jupyter_asgard.slurm.slurm_client import CommandResult
+from jupyter_asgard.slurm.slurm_commands import estimate_argv, parse_test_only
 from jupyter_asgard.widgets.estimate import render
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, pending_kernel, shutdown, start, wait_for_state

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from jupyter_asgard.errors import BadRequest, LaunchConfigError, MountError
-from jupyter_asgard.extra_args import RESERVED_LONG, RESERVED_SHORT, SHORT_WITH_VALUE, extra_args_problems
-from jupyter_asgard.handlers import parse_json
-from jupyter_asgard.launch_config import LaunchConfig, json_schema
-from jupyter_asgard.mounts import KNOWN_FLAGS, UNMOUNTABLE, Mount, parse_mount
+from jupyter_asgard.launch.extra_args import RESERVED_LONG, RESERVED_SHORT, SHORT_WITH_VALUE, extra_args_problems
+from jupyter_asgard.launch.launch_config import LaunchConfig, json_schema
+from jupyter_asgard.launch.mounts import KNOWN_FLAGS, UNMOUNTABLE, Mount, parse_mount
+from jupyter_asgard.server.handlers import parse_json
 
 FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 ENV = {"USER": "alice", "HOME": "/home/alice", "PROJECT": "vision"}

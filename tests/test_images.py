@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_asgard import images
-from jupyter_asgard.images import (
+from jupyter_asgard.containers.images import (
     ImageFile,
     ImageName,
     format_size,

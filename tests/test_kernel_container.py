@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from jupyter_asgard.containers.image_saves import ImageSaves
 from jupyter_asgard.errors import SaveRefused
-from jupyter_asgard.image_saves import ImageSaves
-from jupyter_asgard.slurm_client import SlurmClient
+from jupyter_asgard.slurm.slurm_client import SlurmClient
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs
 from tests.server import JupyterServer, execute_via_websocket, running_server, terminal_ends, terminal_session

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from jupyter_asgard.kernel_env import clean_path, server_prefixes, steering_names, step_environment
+from jupyter_asgard.kernel.kernel_env import clean_path, server_prefixes, steering_names, step_environment
 
 SERVER_PREFIX = "/opt/jupyterhub"  # where the Jupyter server's Python is installed (sys.prefix)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_asgard.bootstrap import HANDSHAKE
 from jupyter_asgard.errors import SlurmError
-from jupyter_asgard.kernel_step import MAX_LINE, KernelStep
-from jupyter_asgard.slurm_client import CommandResult, SlurmClient
+from jupyter_asgard.kernel.kernel_step import MAX_LINE, KernelStep
+from jupyter_asgard.node.bootstrap import HANDSHAKE
+from jupyter_asgard.slurm.slurm_client import CommandResult, SlurmClient
 
 
 async def read_all(*chunks: bytes, handshake: bool = False) -> KernelStep:

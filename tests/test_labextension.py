@@ -73,8 +73,9 @@ def typescript_interface(name: str) -> dict[str, list[str]]:
 
 
 def test_the_typescript_kernel_row_is_the_rows_schema() -> None:
-    """The row is defined once (jupyter_asgard/kernel_row.py); the front end's IKernelRow is held to its schema."""
-    from jupyter_asgard.kernel_row import row_schema
+    """The row is defined once (jupyter_asgard/kernel/kernel_row.py); the front end's IKernelRow is held to its
+    schema."""
+    from jupyter_asgard.kernel.kernel_row import row_schema
 
     schema = {
         name: sorted([spec["type"]] if isinstance(spec["type"], str) else spec["type"])
@@ -84,7 +85,7 @@ def test_the_typescript_kernel_row_is_the_rows_schema() -> None:
 
 
 def test_the_front_ends_words_for_ended_jobs_are_the_servers() -> None:
-    from jupyter_asgard.kernel_row import ENDED
+    from jupyter_asgard.kernel.kernel_row import ENDED
 
     source = (LABEXTENSION / "src" / "format.ts").read_text()
     table = re.search(r"const ENDED_WORDS: \{ \[state: string\]: string \} = \{(.*?)\};", source, re.DOTALL)
@@ -95,7 +96,7 @@ def test_the_front_ends_words_for_ended_jobs_are_the_servers() -> None:
 
 
 def test_the_front_ends_words_for_an_unknown_start_are_the_servers() -> None:
-    from jupyter_asgard.kernel_row import UNKNOWN_START
+    from jupyter_asgard.kernel.kernel_row import UNKNOWN_START
 
     source = (LABEXTENSION / "src" / "format.ts").read_text()
     assert f"export const UNKNOWN_START = '{UNKNOWN_START}';" in source

@@ -12,8 +12,14 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from jupyter_asgard.errors import LaunchConfigError
-from jupyter_asgard.launch_config import LaunchConfig, json_schema, path_problems, policy_problems, with_site_partition
-from jupyter_asgard.mounts import Mount
+from jupyter_asgard.launch.launch_config import (
+    LaunchConfig,
+    json_schema,
+    path_problems,
+    policy_problems,
+    with_site_partition,
+)
+from jupyter_asgard.launch.mounts import Mount
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -840,7 +846,7 @@ def test_the_provisioners_launch_traits_are_launch_configs_fields() -> None:
     """Declared one by one for type checkers, yet one fact: the same names, defaults and help."""
     from dataclasses import fields
 
-    from jupyter_asgard.site_policy import LaunchSettings
+    from jupyter_asgard.site.site_policy import LaunchSettings
 
     traits = LaunchSettings.class_traits(config=True)
     assert sorted(traits) == sorted(spec.name for spec in fields(LaunchConfig))
@@ -853,7 +859,7 @@ def test_mypy_strict_reports_a_misspelled_provisioner_setting(tmp_path: Path) ->
     """The site's settings are statically declared: a typo is an error, not Any."""
     snippet = tmp_path / "site_snippet.py"
     snippet.write_text(
-        "from jupyter_asgard.provisioner import PyxisProvisioner\n\n\n"
+        "from jupyter_asgard.kernel.provisioner import PyxisProvisioner\n\n\n"
         "def limits(provisioner: PyxisProvisioner) -> tuple[float, str]:\n"
         "    return provisioner.queue_timeout, provisioner.partition\n\n\n"
         "def typo(provisioner: PyxisProvisioner) -> object:\n"

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_asgard.container_starts import ContainerStarts
-from jupyter_asgard.launch_config import LaunchConfig
-from jupyter_asgard.launch_plan import (
+from jupyter_asgard.containers.container_starts import ContainerStarts
+from jupyter_asgard.containers.launch_plan import (
     container_base_name,
     container_name,
     kernel_step_argv,
     step_mounts,
     workdir_problems,
 )
-from jupyter_asgard.step_failures import summarize
+from jupyter_asgard.containers.step_failures import summarize
+from jupyter_asgard.launch.launch_config import LaunchConfig
 
 IMAGE = "/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
 
@@ -146,7 +146,7 @@ def test_without_containers_the_step_runs_on_the_node_in_the_workdir() -> None:
 
 async def test_poll_and_wait_agree_before_a_step_and_after_the_job_ended() -> None:
     """jupyter_client reads either: a kernel without a step is not running (0), one whose job ended exited (1)."""
-    from jupyter_asgard.provisioner import PyxisProvisioner
+    from jupyter_asgard.kernel.provisioner import PyxisProvisioner
 
     provisioner = PyxisProvisioner(kernel_id="k1", kernel_spec=None)
     assert (await provisioner.poll(), await provisioner.wait()) == (0, 0)
@@ -156,7 +156,7 @@ async def test_poll_and_wait_agree_before_a_step_and_after_the_job_ended() -> No
 
 async def test_provisioner_info_round_trips_into_another_provisioner() -> None:
     """jupyter_client's persistence pair: what one provisioner saves, another (another process) loads."""
-    from jupyter_asgard.provisioner import PyxisProvisioner
+    from jupyter_asgard.kernel.provisioner import PyxisProvisioner
 
     first = PyxisProvisioner(kernel_id="k1", kernel_spec=None)
     first.node, first.lost_nodes = "gpu02", ["gpu01"]

@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 from jupyter_asgard.errors import SlurmError
-from jupyter_asgard.monitor import SlurmMonitor
-from jupyter_asgard.slurm_client import SlurmClient
-from jupyter_asgard.slurm_commands import JobInfo
+from jupyter_asgard.slurm.monitor import SlurmMonitor
+from jupyter_asgard.slurm.slurm_client import SlurmClient
+from jupyter_asgard.slurm.slurm_commands import JobInfo
 
 
 class ScriptedSlurm(SlurmClient):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jupyter_asgard.errors import MountError
-from jupyter_asgard.mounts import Mount, parse_mount, render_mounts
+from jupyter_asgard.launch.mounts import Mount, parse_mount, render_mounts
 
 # --- valid forms ------------------------------------------------------------------------------
 

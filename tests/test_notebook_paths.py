@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_asgard.notebook_paths import api_path, is_placeholder_path, notebook_path, session_paths
+from jupyter_asgard.server.notebook_paths import api_path, is_placeholder_path, notebook_path, session_paths
 
 UUID = "0b3f5c1e-8d2a-4f6b-9c7d-1e2f3a4b5c6d"
 

@@ -11,10 +11,10 @@ from jupyter_client.kernelspec import KernelSpecManager
 from traitlets.config import Config
 
 from jupyter_asgard.errors import KernelspecStoreError
-from jupyter_asgard.kernelspec_store import KernelspecStore
-from jupyter_asgard.launch_config import LaunchConfig
-from jupyter_asgard.site import AsgardSite
-from jupyter_asgard.slurm_client import SlurmClient
+from jupyter_asgard.kernel.kernelspec_store import KernelspecStore
+from jupyter_asgard.launch.launch_config import LaunchConfig
+from jupyter_asgard.site.site import AsgardSite
+from jupyter_asgard.slurm.slurm_client import SlurmClient
 from jupyter_asgard.widgets import ContainerPanel
 from jupyter_asgard.widgets.image import ImagePicker
 from tests.cluster import LocalCluster

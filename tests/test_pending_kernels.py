@@ -11,7 +11,7 @@ import pytest
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from traitlets.config import Config
 
-from jupyter_asgard.pending_kernels import has_started, settle_start, use_by_default
+from jupyter_asgard.server.pending_kernels import has_started, settle_start, use_by_default
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ import pytest
 from traitlets.config import Config
 
 from jupyter_asgard.errors import KernelStartError
-from jupyter_asgard.estimates import UNKNOWN_WORDS
-from jupyter_asgard.kernel_jobs import kernel_job
-from jupyter_asgard.kernel_row import UNKNOWN_START
+from jupyter_asgard.kernel.kernel_row import UNKNOWN_START
+from jupyter_asgard.server.kernel_jobs import kernel_job
+from jupyter_asgard.site.estimates import UNKNOWN_WORDS
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, execute, kernel_jobs, pending_kernel, shutdown, start, wait_for_state
 from tests.server import JupyterServer

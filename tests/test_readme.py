@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import nbformat
 import pytest
 
-from jupyter_asgard.kernelspecs import bundled_kernelspec_dir
+from jupyter_asgard.kernel.kernelspecs import bundled_kernelspec_dir
 from tests.cluster import NODES, LocalCluster
 from tests.cluster.cluster import leftovers
 from tests.kernels import CONTAINER_PROBE
@@ -520,7 +520,8 @@ def test_pip_install_from_a_clone_ships_the_kernelspec_the_labextension_and_the_
     assert "Successfully installed jupyter-asgard-" in installed.stdout
 
     probe = (
-        "import json, jupyter_asgard.kernelspecs as k; print(json.dumps([k.__file__, str(k.bundled_kernelspec_dir())]))"
+        "import json, jupyter_asgard.kernel.kernelspecs as k; "
+        "print(json.dumps([k.__file__, str(k.bundled_kernelspec_dir())]))"
     )
     where = json.loads(run([str(python), "-c", probe], dict(os.environ), cwd=tmp_path).stdout)
     assert all(Path(path).is_relative_to(venv) for path in where), f"not the new environment's package: {where}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_asgard.resources import Partition, node_accepts_jobs, parse_gpu_gres, parse_sinfo, sinfo_argv
+from jupyter_asgard.slurm.resources import Partition, node_accepts_jobs, parse_gpu_gres, parse_sinfo, sinfo_argv
 
 # Nothing allocated.
 CAPTURED_IDLE = """\

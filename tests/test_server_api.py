@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from jupyter_asgard.errors import BadRequest
-from jupyter_asgard.handlers import parse_json
+from jupyter_asgard.server.handlers import parse_json
 from tests.cluster import NODES, LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer

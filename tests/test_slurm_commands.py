@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from jupyter_asgard.container_steps import container_options
-from jupyter_asgard.extra_args import extra_args_problems
-from jupyter_asgard.launch_config import LaunchConfig
-from jupyter_asgard.mounts import Mount, parse_mount
-from jupyter_asgard.slurm_commands import (
+from jupyter_asgard.containers.container_steps import container_options
+from jupyter_asgard.launch.extra_args import extra_args_problems
+from jupyter_asgard.launch.launch_config import LaunchConfig
+from jupyter_asgard.launch.mounts import Mount, parse_mount
+from jupyter_asgard.slurm.slurm_commands import (
     LEASE_COMMAND,
     JobInfo,
     SallocEvent,
@@ -426,7 +426,7 @@ def test_parse_squeue_reads_what_squeue_argv_asks_for() -> None:
 
 
 def test_orphaned_jobs_are_asgard_allocations_of_dead_holders_on_this_host() -> None:
-    from jupyter_asgard.slurm_commands import orphaned_jobs
+    from jupyter_asgard.slurm.slurm_commands import orphaned_jobs
 
     output = (
         "5|jupyter-asgard-k1|jupyter-asgard:login1:123|\n"
@@ -439,7 +439,7 @@ def test_orphaned_jobs_are_asgard_allocations_of_dead_holders_on_this_host() -> 
 
 
 def test_the_job_name_and_holder_conventions_read_back_what_they_write() -> None:
-    from jupyter_asgard.slurm_commands import holder_comment, job_name, kernel_id_of, parse_holder
+    from jupyter_asgard.slurm.slurm_commands import holder_comment, job_name, kernel_id_of, parse_holder
 
     assert kernel_id_of(job_name("4f0c-9a")) == "4f0c-9a" and kernel_id_of("other-job") is None
     assert parse_holder(holder_comment("login1.asgard", 4242)) == ("login1.asgard", 4242)
@@ -450,7 +450,7 @@ def test_cli_imports_no_kernel_machinery() -> None:
     """`jupyter asgard install` and `status` start in a fraction of a second: they import neither the
     provisioner nor what it runs (allocation, steps, monitor)."""
     code = (
-        "import sys, jupyter_asgard.cli; print(sorted(m for m in sys.modules if m.split('.')[-1] in "
+        "import sys, jupyter_asgard.cli.cli; print(sorted(m for m in sys.modules if m.split('.')[-1] in "
         "('provisioner', 'allocation', 'kernel_step', 'monitor', 'kernel_jobs', 'serverapp')))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
@@ -482,7 +482,7 @@ def test_a_job_whose_id_salloc_never_said_is_cancelled_by_its_name() -> None:
 
 def test_every_final_state_slurm_knows_has_a_label_and_a_reason_for_users() -> None:
     """Slurm's vocabulary here, the words for users in kernel_row: the same states in both."""
-    from jupyter_asgard.kernel_row import ENDED
-    from jupyter_asgard.slurm_commands import ENDED_STATES
+    from jupyter_asgard.kernel.kernel_row import ENDED
+    from jupyter_asgard.slurm.slurm_commands import ENDED_STATES
 
     assert set(ENDED) == ENDED_STATES

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_asgard.status import UNKNOWN, state_text
+from jupyter_asgard.cli.status import UNKNOWN, state_text
 from tests.cluster import LocalCluster
 from tests.server import JupyterServer, free_port
 

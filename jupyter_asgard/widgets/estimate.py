@@ -16,11 +16,11 @@ from typing import Any
 import ipywidgets as w
 
 from ..errors import SlurmError
-from ..estimates import estimate_launch
-from ..launch_config import LaunchConfig
-from ..site_policy import SitePolicy, check_allocation
-from ..slurm_client import SlurmClient
-from ..slurm_commands import estimate_argv
+from ..launch.launch_config import LaunchConfig
+from ..site.estimates import estimate_launch
+from ..site.site_policy import SitePolicy, check_allocation
+from ..slurm.slurm_client import SlurmClient
+from ..slurm.slurm_commands import estimate_argv
 
 DEBOUNCE = 0.8  # seconds the settings must rest before Slurm is asked
 

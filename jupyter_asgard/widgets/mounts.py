@@ -8,7 +8,7 @@ from collections.abc import Callable
 import ipywidgets as w
 
 from ..errors import MountError
-from ..mounts import parse_mount
+from ..launch.mounts import parse_mount
 
 ERROR_STYLE = "color: var(--jp-error-color1, #c62828)"
 

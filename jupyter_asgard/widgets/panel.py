@@ -17,13 +17,13 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..containers.launch_plan import preview
 from ..errors import KernelspecStoreError, SlurmError
-from ..kernelspec_store import KERNEL_ARGV, KernelspecStore
-from ..kernelspecs import DEFAULT_KERNEL, bundled_kernelspec_dir, load_kernelspec, provisioner_config
-from ..launch_config import LaunchConfig
-from ..launch_plan import preview
-from ..site import AsgardSite, server_config
-from ..slurm_client import SlurmClient
+from ..kernel.kernelspec_store import KERNEL_ARGV, KernelspecStore
+from ..kernel.kernelspecs import DEFAULT_KERNEL, bundled_kernelspec_dir, load_kernelspec, provisioner_config
+from ..launch.launch_config import LaunchConfig
+from ..site.site import AsgardSite, server_config
+from ..slurm.slurm_client import SlurmClient
 from .estimate import EstimateBox
 from .flags import PyxisFlag
 from .image import ImagePicker

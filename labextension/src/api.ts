@@ -1,5 +1,5 @@
 /**
- * The server extension's REST API (jupyter_asgard/handlers.py): its types and a thin client.
+ * The server extension's REST API (jupyter_asgard/server/handlers.py): its types and a thin client.
  *
  * Requests go through ServerConnection, so they carry the server's token and XSRF cookie
  * like JupyterLab's own calls.

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from jupyter_asgard.kernelspec_store import KernelspecStore
+from jupyter_asgard.kernel.kernelspec_store import KernelspecStore
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 

@@ -1,0 +1,63 @@
+"""Requests from the `jupyter asgard` commands to this user's running Jupyter servers' REST API.
+
+Blocking (the commands are scripts), standard library only, authenticated with each server's own token as
+jupyter_server's runtime files list it.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from ..errors import ServerRefused
+
+
+def call(server: dict[str, Any], method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+    """The JSON answer; ServerRefused for an HTTP error, OSError when the server does not answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(server.get("url", "").rstrip("/") + path, data=data, method=method)
+    if server.get("token"):
+        request.add_header("Authorization", f"token {server['token']}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            raw = answer.read()
+    except urllib.error.HTTPError as error:
+        raise ServerRefused(error.code, _message(error.read()) or f"HTTP {error.code} ({error.reason})") from None
+    return json.loads(raw) if raw else None
+
+
+def _message(raw: bytes) -> str:
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        return ""
+    return str(answer.get("message", "")) if isinstance(answer, dict) else ""
+
+
+def running_servers() -> list[dict[str, Any]]:
+    """This user's Jupyter servers (JUPYTER_RUNTIME_DIR is honoured)."""
+    # Imported here: it takes seconds to import, which commands that need no server would pay.
+    from jupyter_server.serverapp import list_running_servers
+
+    return list(list_running_servers())
+
+
+def server_of_kernel(kernel_id: str, timeout: float = 5.0) -> tuple[dict[str, Any], str]:
+    """The server running the Asgard kernel whose id is or starts with kernel_id, and its full id; LookupError
+    saying what was found instead."""
+    matches = []
+    for server in running_servers():
+        try:
+            rows = call(server, "GET", "/asgard/api/kernels", timeout=timeout)["kernels"]
+        except (ServerRefused, OSError, ValueError, KeyError, TypeError):
+            continue  # no Asgard extension, or not answering: it runs none of this user's kernels here
+        matches += [(server, row["kernel_id"]) for row in rows if row["kernel_id"].startswith(kernel_id)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise LookupError(f"no running Jupyter server has an Asgard kernel {kernel_id!r}: see `jupyter asgard status`")
+    raise LookupError(f"{kernel_id!r} names {len(matches)} kernels: give more of the kernel id")

@@ -1,0 +1,149 @@
+"""Pyxis's side of the steps: the options that put the kernel in its container, and the steps that join a
+running kernel's container (a shell for its user, and a save of its filesystem).
+
+Both attach to the kernel's named container on its node with Pyxis's ``NAME:exec``: the new step enters the
+running container (its mounts, its files, what was installed in it), as a step of the kernel's own allocation
+that overlaps the kernel's (``--overlap``), so it takes nothing from the kernel and ends with the allocation.
+Pyxis ignores mounts and image when it attaches, so none are given.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from ..launch.launch_config import LaunchConfig
+from ..launch.mounts import Mount, render_mounts
+from ..slurm.slurm_commands import ONE_TASK
+from .images import MANIFEST_SUFFIX, SQUASHFS_SUFFIX
+
+IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+# What a save step runs in the container while Pyxis exports it: the installed distributions, as
+# `pip freeze` lists them, without needing pip (the image's python3 runs the kernel, so it is there).
+PACKAGES = (
+    "import importlib.metadata as m\n"
+    "seen = {}\n"
+    "for d in m.distributions():\n"
+    "    name = d.metadata['Name']\n"
+    "    if name and name.lower() not in seen:\n"
+    "        seen[name.lower()] = '%s==%s' % (name, d.version)\n"
+    "print('\\n'.join(sorted(seen.values(), key=str.lower)))\n"
+)
+
+
+def container_options(
+    config: LaunchConfig, mounts: list[Mount], workdir: str, container_name: str, env_names: list[str]
+) -> list[str]:
+    """Pyxis's srun options for the kernel's container."""
+    options = [f"--container-image={config.image}"]
+    if mounts:
+        options.append(f"--container-mounts={render_mounts(mounts)}")
+    options.append(f"--container-workdir={workdir}")
+    if container_name:
+        options.append(f"--container-name={container_name}")
+    flags = {
+        "writable": (config.container_writable, "--container-writable", "--container-readonly"),
+        "remap_root": (config.container_remap_root, "--container-remap-root", "--no-container-remap-root"),
+        "mount_home": (config.container_mount_home, "--container-mount-home", "--no-container-mount-home"),
+    }
+    options += [on if value else off for value, on, off in flags.values() if value is not None]
+    if env_names:
+        options.append(f"--container-env={','.join(env_names)}")
+    return options
+
+
+def container_problem(provisioner: Any, what: str) -> str:
+    """Why the kernel has no running container that a step can join to be `what` ("" when it has one)."""
+    if not provisioner.node or provisioner.step is None:
+        return f"the kernel is not running yet: its container can be {what} once it has started"
+    if not provisioner.container:
+        return (
+            f"this kernel runs without a named container, so it cannot be {what}: this Jupyter server starts "
+            "kernels on the node without Pyxis (c.PyxisProvisioner.containers = False)"
+        )
+    return ""
+
+
+# How Pyxis names a named container's filesystem in enroot, with container_scope=global (Asgard's: a job-scoped
+# container goes with its job).
+ENROOT_NAME_PREFIX = "pyxis_"
+
+
+NOTHING_MADE = "No such file or directory"  # enroot remove's words for a container it has no files of
+
+
+def remove_container_argv(job_id: str, node: str, container: str, srun: str = "srun") -> list[str]:
+    """A step in the kernel's allocation, on its node, outside any container, that removes the named
+    container's filesystem as the user (enroot remove): what a start stopped while enroot unpacked it left."""
+    return [
+        srun,
+        "--job-name=jupyter-asgard-cleanup",
+        f"--jobid={job_id}",
+        f"--nodelist={node}",
+        *ONE_TASK,
+        "--overlap",
+        "enroot",
+        "remove",
+        "--force",
+        ENROOT_NAME_PREFIX + container,
+    ]
+
+
+def attach_options(job_id: str, node: str, container: str) -> list[str]:
+    """A step beside the kernel's, in its allocation, on its node, inside its running container."""
+    return [f"--jobid={job_id}", f"--nodelist={node}", *ONE_TASK, "--overlap", f"--container-name={container}:exec"]
+
+
+def terminal_argv(
+    job_id: str, node: str, container: str, workdir: str, shell: list[str], srun: str = "srun"
+) -> list[str]:
+    """An interactive shell in the kernel's container, in the kernel's working directory."""
+    return [
+        srun,
+        "--job-name=jupyter-terminal",
+        *attach_options(job_id, node, container),
+        f"--container-workdir={workdir}",
+        "--pty",
+        *shell,
+    ]
+
+
+def save_argv(
+    job_id: str, node: str, container: str, path: str, python: str = "python3", srun: str = "srun"
+) -> list[str]:
+    """Pyxis exports the running container's filesystem to path (a squashfs) once the step's command, the
+    package listing, has ended."""
+    return [
+        srun,
+        "--job-name=jupyter-save-image",
+        *attach_options(job_id, node, container),
+        f"--container-save={path}",
+        python,
+        "-I",
+        "-c",
+        PACKAGES,
+    ]
+
+
+def image_name_problem(name: str) -> str:
+    """Why name cannot be a saved image's name ("" when it can)."""
+    if IMAGE_NAME.match(name):
+        return ""
+    return (
+        f"the image name {name!r} is not allowed: use 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+        "letter or digit (it becomes the file name NAME.sqsh)"
+    )
+
+
+def saved_image_path(directory: str, name: str) -> str:
+    return os.path.join(directory, name + SQUASHFS_SUFFIX)
+
+
+def manifest_path(image_path: str) -> str:
+    return image_path + MANIFEST_SUFFIX
+
+
+def packages_of(stdout: str) -> list[str]:
+    """The save step's package listing: NAME==VERSION lines."""
+    return [line.strip() for line in stdout.splitlines() if "==" in line]

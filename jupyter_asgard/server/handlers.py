@@ -1,0 +1,318 @@
+"""REST API under /asgard/api/: authenticated and authorized like jupyter_server's own APIs.
+
+Handlers are thin: they read the request, call the services and raise the errors of errors.py. Every
+refusal becomes JSON in one place (AsgardHandler.write_error): a "message" a user can act on, "problems"
+one per line where there are several, and "hint" where the error knows how to fix it, so that the panel and
+the front end show it as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+
+from ..containers.container_steps import container_problem
+from ..errors import AsgardError, BadRequest, Conflict, NotFound, TooLarge
+from ..kernel.kernelspec_store import KernelspecStore
+from ..kernel.provisioner import PyxisProvisioner, live_provisioner
+from ..launch.launch_config import LaunchConfig, json_schema
+from ..site.estimates import estimate_launch
+from ..site.site_policy import check_launch
+from .extension import AsgardExtension
+from .kernel_jobs import kernel_job, kernel_jobs
+from .kernel_terminals import open_terminal
+from .notebook_paths import notebook_path, session_paths
+
+API = "/asgard/api"
+MAX_BODY = 64 * 1024
+
+
+def parse_json(body: bytes) -> Any:
+    """json.loads, with each way a body can fail it answered as the client's mistake (400), never a 500."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as error:
+        raise BadRequest(f"the request body is not JSON: {error}") from None
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not JSON: it is not UTF-8 text") from None
+    except RecursionError:
+        raise BadRequest("the request body's JSON is nested too deeply to read") from None
+    except ValueError:  # the only other one: Python's limit on the digits of an integer
+        raise BadRequest(
+            f"the request body's JSON holds a number with more digits than {sys.get_int_max_str_digits()}"
+        ) from None
+
+
+def refuse_problems(what: str, problems: list[str]) -> None:
+    """A request with problems is refused with all of them, one per line."""
+    if problems:
+        raise BadRequest(f"{what}: " + "; ".join(problems), problems=problems)
+
+
+def json_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
+
+
+class AsgardHandler(ExtensionHandlerMixin, APIHandler):
+    """Shared plumbing: the extension app, JSON bodies, JSON refusals."""
+
+    auth_resource = "kernelspecs"
+
+    @property
+    def asgard(self) -> AsgardExtension:
+        return cast(AsgardExtension, self.extensionapp)
+
+    def json_body(self) -> dict[str, Any]:
+        if len(self.request.body) > MAX_BODY:
+            raise TooLarge(f"the request body is over {MAX_BODY // 1024} KiB")
+        return json_object(parse_json(self.request.body or b"{}"), "the request body")
+
+    def store(self) -> KernelspecStore:
+        return KernelspecStore(self.kernel_spec_manager)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """The one place where errors become answers: an AsgardError with its status and JSON; anything else
+        (tornado's own HTTPError, a bug) in the same shape, so that a client reads every refusal alike."""
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, AsgardError):
+            self.set_status(error.status)
+            body = error.to_json()
+        else:
+            message = error.log_message if isinstance(error, web.HTTPError) and error.log_message else self._reason
+            body = {"message": message, "problems": [message]}
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        """A user's mistake is no server error: one line, as tornado logs its HTTPErrors, not a traceback."""
+        if isinstance(value, AsgardError):
+            self.log.warning("%s %s: %d %s", self.request.method, self.request.path, value.status, value.message)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class ImagesHandler(AsgardHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(await self.asgard.site.images())
+
+
+class ResourcesHandler(AsgardHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(await self.asgard.site.resources())
+
+
+class ConfigHandler(AsgardHandler):
+    """The launch configuration's schema, the site's defaults and limits: what the panel starts from."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        site = self.asgard.site.policy
+        defaults = {key: getattr(site, key) for key in json_schema()["properties"]}
+        self.finish(
+            {
+                "schema": json_schema(),
+                "defaults": defaults,
+                "limits": {"max_gpus": site.max_gpus, "allowed_partitions": list(site.allowed_partitions)},
+            }
+        )
+
+
+class ValidateHandler(AsgardHandler):
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        config, problems = await self.asgard.site.validate(self.json_body())
+        refuse_problems("the launch configuration has problems", problems)
+        assert config is not None  # validate gives one whenever it found no problem
+        self.finish({"valid": True, "config": config.to_json(), "problems": []})
+
+
+class EstimateHandler(AsgardHandler):
+    """When a launch configuration would start, and what cheaper ones the site allows would (estimates.py)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        config, problems = LaunchConfig.check(self.json_body())
+        config, refused = await check_launch(config, self.asgard.site.policy, self.asgard.site.policy.partition)
+        refuse_problems("the launch configuration has problems", problems + refused)
+        self.finish(await estimate_launch(self.asgard.site.client, config, self.asgard.site.policy))
+
+
+class KernelRowsHandler(AsgardHandler):
+    """Kernel job rows with the path of each kernel's notebook, as the server's sessions know it."""
+
+    auth_resource = "kernels"
+
+    async def located(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # jupyter_server's SessionManager is unannotated: what its list_sessions returns, for mypy.
+        list_sessions: Callable[[], Awaitable[list[dict[str, Any]]]] = self.session_manager.list_sessions
+        sessions = session_paths(await list_sessions())
+        for row in rows:
+            row["path"] = notebook_path(row["kernel_id"], row.pop("session_name"), sessions, self.serverapp.root_dir)
+        return rows
+
+    def _provisioner(self, kernel_id: str) -> PyxisProvisioner:
+        provisioner = live_provisioner(kernel_id)
+        if provisioner is None:
+            raise NotFound(f"no Asgard kernel {kernel_id!r} runs on this server")
+        return provisioner
+
+    def _row(self, kernel_id: str) -> dict[str, Any]:
+        return kernel_job(self._provisioner(kernel_id), self.asgard.monitor)
+
+
+class KernelsHandler(KernelRowsHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        rows = await self.located(kernel_jobs(self.asgard.monitor))
+        self.finish(
+            {
+                "kernels": rows,
+                "slurm_reachable": self.asgard.monitor.reachable,
+                "slurm_error": self.asgard.monitor.last_error,
+            }
+        )
+
+
+class KernelHandler(KernelRowsHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        rows = await self.located([self._row(kernel_id)])
+        self.finish(rows[0])
+
+    @web.authenticated
+    @authorized
+    async def delete(self, kernel_id: str) -> None:
+        """Shut the kernel down and release its allocation, also while it waits in the queue."""
+        self._row(kernel_id)
+        await self.asgard.withdraw_queued(kernel_id)
+        if kernel_id in self.kernel_manager:
+            # jupyter_server's kernel manager is unannotated: what its shutdown_kernel takes, for mypy.
+            shutdown_kernel: Callable[[str], Awaitable[None]] = self.kernel_manager.shutdown_kernel
+            await shutdown_kernel(kernel_id)
+        provisioner = live_provisioner(kernel_id)
+        if provisioner is not None:  # a kernel Jupyter gave up on as dead: its row goes now
+            await provisioner.cleanup(restart=False)
+        self.set_status(204)
+        self.finish()
+
+
+class KernelTerminalHandler(KernelRowsHandler):
+    """POST: a JupyterLab terminal whose shell runs in the kernel's container, on its node."""
+
+    auth_resource = "terminals"
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        provisioner = self._provisioner(kernel_id)
+        terminal_manager = self.settings.get("terminal_manager")
+        if terminal_manager is None:
+            raise Conflict("terminals are turned off on this Jupyter server (c.ServerApp.terminals_enabled)")
+        if problem := container_problem(provisioner, "opened in a terminal"):
+            raise Conflict(problem)
+        self.set_status(201)
+        self.finish(open_terminal(terminal_manager, provisioner, list(self.asgard.site.policy.terminal_shell)))
+
+
+class SaveImageHandler(KernelRowsHandler):
+    """POST {"name": NAME}: save the kernel's container as NAME.sqsh; GET: how the latest save went."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        provisioner = self._provisioner(kernel_id)
+        name = self.json_body().get("name")
+        if not isinstance(name, str):
+            raise BadRequest('the request body must name the image: {"name": "my-env"}')
+        policy = self.asgard.site.policy
+        save = await self.asgard.saves.start(provisioner, name, policy.saved_images_dir, policy.save_timeout)
+        self.set_status(202)
+        self.finish(save.to_json())
+
+    @web.authenticated
+    @authorized
+    async def get(self, kernel_id: str) -> None:
+        save = self.asgard.saves.latest.get(kernel_id)
+        if save is None:
+            raise NotFound(f"kernel {kernel_id!r} has not saved its container on this server")
+        self.finish(save.to_json())
+
+
+class MonitorHandler(AsgardHandler):
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(self.asgard.monitor.stats())
+
+
+class KernelspecsHandler(AsgardHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish({"kernelspecs": await asyncio.to_thread(self.store().list)})
+
+
+class KernelspecHandler(AsgardHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, name: str) -> None:
+        self.finish(await asyncio.to_thread(self.store().read, name))
+
+    @web.authenticated
+    @authorized
+    async def put(self, name: str) -> None:
+        body = self.json_body()
+        values = json_object(body.get("config", {}), "the kernelspec's config")
+        _config, problems = await self.asgard.site.validate(values)
+        refuse_problems("the kernel's settings have problems", problems)
+        display_name = body.get("display_name") or name
+        if not isinstance(display_name, str):
+            raise BadRequest("display_name must be text")
+        self.finish(await asyncio.to_thread(self.store().write, name, display_name, values))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, name: str) -> None:
+        await asyncio.to_thread(self.store().delete, name)
+        self.set_status(204)
+        self.finish()
+
+
+def handlers() -> list[tuple[str, type]]:
+    name = r"(?P<name>[^/]+)"
+    kernel_id = r"(?P<kernel_id>[^/]+)"
+    return [
+        (f"{API}/images", ImagesHandler),
+        (f"{API}/resources", ResourcesHandler),
+        (f"{API}/config", ConfigHandler),
+        (f"{API}/validate", ValidateHandler),
+        (f"{API}/estimate", EstimateHandler),
+        (f"{API}/kernels", KernelsHandler),
+        (f"{API}/kernels/{kernel_id}", KernelHandler),
+        (f"{API}/kernels/{kernel_id}/terminal", KernelTerminalHandler),
+        (f"{API}/kernels/{kernel_id}/save-image", SaveImageHandler),
+        (f"{API}/monitor", MonitorHandler),
+        (f"{API}/kernelspecs", KernelspecsHandler),
+        (f"{API}/kernelspecs/{name}", KernelspecHandler),
+    ]

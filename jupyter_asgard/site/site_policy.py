@@ -1,0 +1,155 @@
+"""The site's policy for Asgard kernels, and the one check of a launch configuration against it.
+
+Sites configure it as ``c.PyxisProvisioner`` (jupyter_server_config.py): launch
+defaults (``mounts``, ``partition``, ...) and what only the site decides (limits,
+timeouts, whether to check paths).  The provisioner is a SitePolicy; the REST API
+and the container panel read a SitePolicy configured the same way, without a
+provisioner's Slurm client and monitor, and all three check a configuration with
+check_launch, so a kernel the panel accepts is a kernel that starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import fields
+
+from traitlets import Any as AnyTrait
+from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode
+from traitlets.config import Configurable
+
+from ..containers.launch_plan import workdir_problems
+from ..launch.encryption import POLICIES
+from ..launch.launch_config import LaunchConfig, path_problems, policy_problems, with_site_partition
+
+CONFIG_SECTION = "PyxisProvisioner"  # where sites configure it, as the README and existing sites do
+
+
+def launch_trait(name: str) -> AnyTrait:
+    """The configurable trait of one launch setting, made from its LaunchConfig field (default, help): site
+    config sets defaults, kernelspec config overrides.
+
+    Declared loosely (Any) so that a wrong value reaches LaunchConfig.parse,
+    which explains it, instead of failing in traitlets with a type error.
+    """
+    spec = next(spec for spec in fields(LaunchConfig) if spec.name == name)
+    default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+    return AnyTrait(default, allow_none=True, help=spec.metadata["help"]).tag(config=True)
+
+
+class LaunchSettings(Configurable):
+    """One trait per LaunchConfig field, named one by one so that type checkers see every setting (a test
+    holds the names to LaunchConfig's fields); what each is and its default come from the field."""
+
+    image = launch_trait("image")
+    mounts = launch_trait("mounts")
+    workdir = launch_trait("workdir")
+    container_name = launch_trait("container_name")
+    container_writable = launch_trait("container_writable")
+    container_remap_root = launch_trait("container_remap_root")
+    container_mount_home = launch_trait("container_mount_home")
+    container_env = launch_trait("container_env")
+    partition = launch_trait("partition")
+    gpus = launch_trait("gpus")
+    cpus_per_task = launch_trait("cpus_per_task")
+    mem = launch_trait("mem")
+    time = launch_trait("time")
+    account = launch_trait("account")
+    qos = launch_trait("qos")
+    reservation = launch_trait("reservation")
+    constraint = launch_trait("constraint")
+    srun_args = launch_trait("srun_args")
+    salloc_args = launch_trait("salloc_args")
+
+
+class SitePolicy(LaunchSettings):
+    """Launch defaults and the site's own settings, read from the c.PyxisProvisioner section."""
+
+    max_gpus = Int(8, help="Most GPUs one kernel may ask for.").tag(config=True)
+    allowed_partitions = List(Unicode(), help="Partitions kernels may use (empty: any).").tag(config=True)
+    queue_timeout = Float(3600.0, help="Seconds a kernel's job may wait in the queue before it is cancelled.").tag(
+        config=True
+    )
+    start_timeout = Float(
+        120.0,
+        help="Seconds from the allocation's start until the kernel answers "
+        "(container start included: large images take a while to unpack).",
+    ).tag(config=True)
+    check_paths = Bool(
+        True,
+        help="Check image and mount paths on the Jupyter server's host before submitting "
+        "(right where login and compute nodes share /enroot and /netscratch).",
+    ).tag(config=True)
+    mount_workdir = Bool(
+        True, help="Mount the workdir at the same path when no mount covers it, as the site's srun example does."
+    ).tag(config=True)
+    container_name_template = Unicode(
+        "jupyter-{kernel_name}-{image_hash}",
+        help="Default --container-name: keyed to the kernelspec and image so restarts and later kernels reuse "
+        "the container (and what was installed in it) without leaving one per kernel on the node. Fields: "
+        "kernel_name, image_hash, user, job_id.",
+    ).tag(config=True)
+    bootstrap_python = Unicode("python3", help="The image's Python (3.8+) that runs the bootstrap.").tag(config=True)
+    containers = Bool(
+        True,
+        help="Run kernels in Pyxis containers. False only on a cluster without Pyxis (a "
+        "demo cluster where enroot cannot run): kernels then run with the node's own python3 in "
+        "the notebook's directory, and image, mounts and container settings have no effect.",
+    ).tag(config=True)
+
+    container_progress = Bool(
+        True,
+        help="Show Pyxis's container setup (creating the container filesystem, starting it) as the kernel's "
+        "phase while it starts: the step runs with srun --slurmd-debug=1, which copies slurmstepd's info "
+        "messages to the step's stderr. Turn off where Slurm refuses --slurmd-debug to users.",
+    ).tag(config=True)
+    transport_encryption = CaselessStrEnum(
+        list(POLICIES),
+        "auto",
+        help="CurveZMQ encryption of Asgard kernels' traffic, as jupyter_client's "
+        "c.KernelManager.transport_encryption (the stricter of the two applies): 'auto' encrypts every "
+        "kernel whose kernelspec declares metadata.supported_encryption ['curve'] (Asgard's do), "
+        "'required' refuses to start any other, 'disabled' leaves the kernel's ports in the clear.",
+    ).tag(config=True)
+
+    terminal_shell = List(
+        Unicode(),
+        ["bash", "-l"],
+        help="The command a terminal in a kernel's container runs (the panel's 'Terminal in this container').",
+    ).tag(config=True)
+    saved_images_dir = Unicode(
+        "/netscratch/$USER/images",
+        help="Where 'Save environment as image' writes NAME.sqsh and its manifest NAME.sqsh.json: a directory "
+        "the compute nodes can write and the server can read ($USER and ~ are expanded). The panel lists "
+        "its images with the site's.",
+    ).tag(config=True)
+    save_timeout = Float(1800.0, help="Seconds a save of a kernel's container may take before it is cancelled.").tag(
+        config=True
+    )
+
+    @classmethod
+    def section_names(cls) -> list[str]:
+        """A SitePolicy of its own reads the provisioner's section; a PyxisProvisioner reads it anyway."""
+        names = super().section_names()
+        return names if CONFIG_SECTION in names else [*names, CONFIG_SECTION]
+
+
+def check_allocation(config: LaunchConfig, policy: SitePolicy, site_partition: str) -> tuple[LaunchConfig, list[str]]:
+    """What the site's limits refuse in the allocation a configuration asks for (GPUs, partition), with the
+    site's partition filled in: all a start-time estimate needs checked."""
+    config = with_site_partition(config, site_partition, policy.allowed_partitions)
+    return config, policy_problems(config, policy.max_gpus, policy.allowed_partitions)
+
+
+async def check_launch(
+    config: LaunchConfig, policy: SitePolicy, site_partition: str, workdir: str | None = None
+) -> tuple[LaunchConfig, list[str]]:
+    """The configuration as it will run (the site's partition filled in) and what the site's policy refuses
+    in it: limits, a notebook directory Pyxis cannot mount (workdir: where the kernel starts, when known),
+    paths that do not exist (where the site checks them, and only for containers)."""
+    config, problems = check_allocation(config, policy, site_partition)
+    if workdir is not None:
+        problems += workdir_problems(config, workdir, policy.mount_workdir)
+    if policy.check_paths and policy.containers:
+        problems += await asyncio.to_thread(path_problems, config, os.path.exists)
+    return config, problems
