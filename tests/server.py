@@ -95,13 +95,18 @@ class JupyterServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"jupyter {self.app} exited:\n{self.log()}")
-            try:
-                if self.request("GET", "/api/status").status == 200:
-                    return self
-            except OSError:
-                pass
+            if self.answers():
+                return self
             time.sleep(0.2)
         raise RuntimeError(f"jupyter {self.app} did not answer within {timeout}s:\n{self.log()}")
+
+    def answers(self) -> bool:
+        """Whether the server answers now. jupyter_server prints its URL before it listens (it binds its port
+        once its event loop runs), so a printed URL alone does not say so."""
+        try:
+            return self.request("GET", "/api/status").status == 200
+        except OSError:
+            return False
 
     def answer(self, text: str) -> None:
         """Type text into the server's terminal."""

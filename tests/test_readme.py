@@ -427,7 +427,12 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
             return printed and printed.group(1)
 
         lab.token = wait_for(url, 120, "dev/demo printed no URL to open")
-        assert lab.request("GET", "/api/status").status == 200
+
+        def answers() -> bool:
+            assert demo.poll() is None, f"dev/demo exited {demo.returncode}:\n{lab.log()}"
+            return lab.answers()
+
+        wait_for(answers, 30, "dev/demo's JupyterLab did not answer at the URL it printed")
         specs = lab.request("GET", "/api/kernelspecs").body["kernelspecs"]
         assert specs["asgard-pytorch"]["spec"]["display_name"] == "Asgard PyTorch (demo)"
         listed = {entry["name"] for entry in lab.request("GET", "/api/contents/").body["content"]}
