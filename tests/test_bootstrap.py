@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_asgard import bootstrap
+from jupyter_asgard.node import bootstrap
 
 CHECK_BOOTSTRAP = Path(__file__).resolve().parent.parent / "dev" / "check-bootstrap"
 

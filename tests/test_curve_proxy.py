@@ -23,8 +23,8 @@ import zmq
 from jupyter_client.blocking import BlockingKernelClient
 from jupyter_client.session import new_id_bytes
 
-from jupyter_asgard import bootstrap, curve_proxy
 from jupyter_asgard.launch.encryption import declares_curve, encryption_problem, stricter, wants_curve
+from jupyter_asgard.node import bootstrap, curve_proxy
 from tests.outsiders import outsiders
 from tests.waiting import wait_for
 

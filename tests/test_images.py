@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_asgard import images
+from jupyter_asgard.containers import images
 from jupyter_asgard.containers.images import (
     ImageFile,
     ImageName,
