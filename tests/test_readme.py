@@ -25,6 +25,7 @@ import re
 import shlex
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -526,6 +527,9 @@ def test_pip_install_from_a_clone_ships_the_kernelspec_the_labextension_and_the_
     JupyterLab into a build environment first, which takes minutes."""
     venv, clone = tmp_path / "venv", tmp_path / "src" / "jupyter-asgard"
     run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], dict(os.environ))
+    if sys.prefix != sys.base_prefix:  # run from a venv (as a user without root is): the new one sees its packages too
+        seen = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "outer.pth"
+        seen.write_text("\n".join(site.getsitepackages()) + "\n")
     clone.parent.mkdir()
     clone.symlink_to(REPO)
     python = venv / "bin" / "python"
