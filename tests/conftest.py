@@ -13,8 +13,10 @@ from jupyter_asgard.slurm.monitor import SlurmMonitor
 from tests import known_state
 from tests.browser import CHROMIUM, launch
 from tests.cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequisites
+from tests.cluster.images import ensure_images
 from tests.kernels import TEST_CONTAINER, KernelSpecs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, running_lab, running_server
+from tests.unix_users import UnixUser, throwaway_user
 
 # Run apart, by tests/test_rest_inprocess.py: pytest-jupyter's event loop would take over this suite's async tests.
 collect_ignore = ["rest_inprocess"]
@@ -124,8 +126,10 @@ def slurm_cluster() -> Iterator[LocalCluster]:
 
 @pytest.fixture
 def fresh_cluster_prerequisites() -> None:
-    """For tests that start clusters of their own."""
+    """For tests that start clusters of their own: the images are built first (minutes, once per machine),
+    so that a test's own waits measure what it tests, not the first build or another worker's."""
     _require_cluster_prerequisites()
+    ensure_images()
 
 
 @pytest.fixture(scope="session")
@@ -250,3 +254,11 @@ def browser() -> Iterator[object]:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture
+def another_user(fresh_cluster_prerequisites: None) -> Iterator[UnixUser]:
+    """The other researcher on the cluster: a second Unix user, who can write to shared directories, see every
+    process on the login node, and run code on a compute node (`another_user.run(..., netns=node namespace)`)."""
+    with throwaway_user("asgother") as user:
+        yield user

@@ -6,206 +6,41 @@ user: Slurm sees both nodes idle, a GPU job runs in a real Pyxis/enroot containe
 the installed "Asgard PyTorch (demo)" kernel starts through jupyter_client and computes, and
 `python -m tests.cluster down` leaves no process of the user behind.
 
-The user must reach this Python and this checkout. Where a directory on the way is closed to other users
-(pyenv's Python under /root, say), the user's commands run in a private mount namespace in which that
-directory is replaced by a tmpfs holding only what is needed (bind mounts of the originals): the
-machine's permissions are never changed.
+The user is a tests.unix_users.UnixUser (which says how it reaches this Python and checkout).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cluster.images import ensure_images
+from tests.unix_users import UnixUser, throwaway_user, uids
 
 REPO = Path(__file__).resolve().parent.parent
-USER_PREFIX = "asgbinder"  # + the test process's pid: test runs at the same time on one machine do not meet
-MARKER = "jupyter-asgard binder test user"
+USER_PREFIX = "asgbinder"
 CLUSTER_DIR = ".asgard-cluster"  # below the user's home, binder/start's default
 
 pytestmark = pytest.mark.timeout(900)
 
 
-def _closed_directories(paths: list[Path]) -> dict[Path, set[str]]:
-    """Directories other users cannot enter on the way to paths, each with the entries needed below it."""
-    closed: dict[Path, set[str]] = {}
-    for path in paths:
-        parts = path.parts
-        found = [
-            (Path(*parts[:i]), parts[i]) for i in range(1, len(parts)) if not os.stat(Path(*parts[:i])).st_mode & 0o001
-        ]
-        if not path.stat().st_mode & 0o001:
-            pytest.skip(f"{path} itself is closed to other users: a non-root user cannot use it")
-        if len(found) > 1:
-            pytest.skip(f"more than one directory on the way to {path} is closed to other users: {found}")
-        for directory, child in found:
-            closed.setdefault(directory, set()).add(child)
-    return closed
-
-
-def _namespace_script(closed: dict[Path, set[str]]) -> str:
-    """Shell commands, run as root in a new mount namespace, that open the way to the needed entries."""
-    q = shlex.quote
-    lines = ["set -eu", "stage=$(mktemp -d)", 'mount -t tmpfs -o mode=0700 tmpfs "$stage"']
-    for index, (directory, children) in enumerate(sorted(closed.items())):
-        for child in sorted(children):
-            original, staged = q(str(directory / child)), f'"$stage/{index}/{child}"'
-            lines.append(f"mkdir -p {staged}; mount --bind {original} {staged}")
-        lines.append(f"mount -t tmpfs -o mode=0755 tmpfs {q(str(directory))}")
-        for child in sorted(children):
-            original, staged = q(str(directory / child)), f'"$stage/{index}/{child}"'
-            lines.append(f"mkdir {original}; mount --move {staged} {original}")
-    lines += ['umount "$stage"', 'rmdir "$stage"', "echo ready", "exec sleep infinity"]
-    return "\n".join(lines)
-
-
-def _status(pid: int, field: str) -> list[str]:
-    """A field of /proc/PID/status, split (Uid: real, effective, saved, filesystem)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return line.split()[1:]
-    return []
-
-
-def _uids(pid: int) -> set[int]:
-    return {int(uid) for uid in _status(pid, "Uid")[:2]}
-
-
-def _state(pid: int) -> str:
-    return (_status(pid, "State") or ["?"])[0]
-
-
-class BinderUser:
-    """A throwaway non-root user, and a way to run commands as that user in a clean, Binder-like environment."""
-
-    def __init__(self, name: str) -> None:
-        self.name, self.holder = name, None
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(
-                ["useradd", "--create-home", "--shell", "/bin/bash", "--comment", MARKER, name],
-                check=True,
-                capture_output=True,
-            )
-            entry = pwd.getpwnam(name)
-        if entry.pw_gecos != MARKER:
-            pytest.skip(f"a user {name} exists that this test did not create")
-        self.uid, self.home = entry.pw_uid, Path(entry.pw_dir)
-        self.python_bin = Path(sys.executable).parent
-        self.env = {
-            "HOME": str(self.home),
-            "USER": name,
-            "LOGNAME": name,
-            "SHELL": "/bin/bash",
-            "LANG": "C.UTF-8",
-            # Like Binder's: the environment's bin first. No sbin: binder/start must add it for the daemons.
-            "PATH": f"{self.python_bin}:/usr/local/bin:/usr/bin:/bin",
-        }
-
-    def open(self) -> None:
-        """Give the user a way to this Python and this checkout (see the module's docstring)."""
-        needed = [Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent, REPO]
-        closed = _closed_directories(needed)
-        if closed:
-            self.holder = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "bash", "-c", _namespace_script(closed)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            line = self.holder.stdout.readline().strip()
-            if line != "ready":
-                self.holder.kill()
-                raise RuntimeError(f"cannot prepare the user's mount namespace: {line} {self.holder.stderr.read()}")
-
-    @property
-    def cluster_root(self) -> Path:
-        return self.home / CLUSTER_DIR
-
-    def run(
-        self, *argv: str, input: str | None = None, timeout: float = 120, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess:
-        """argv as the user, in the repository, with only the variables of self.env (and env)."""
-        variables = [f"{key}={value}" for key, value in {**self.env, **(env or {})}.items()]
-        command = ["runuser", "-u", self.name, "--", "env", "-i", "-C", str(REPO), *variables, *argv]
-        if self.holder is not None:
-            command = ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt", "--", *command]
-        return subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout)
-
-    def processes(self) -> dict[int, str]:
-        """The user's live processes (zombies waiting for their reaper do not count)."""
-        found = {}
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and self.uid in _uids(int(proc.name)) and _state(int(proc.name)) != "Z":
-                    found[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-        return found
-
-    def wait_for_no_processes(self, timeout: float = 15) -> dict[int, str]:
-        deadline = time.monotonic() + timeout
-        while (left := self.processes()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return left
-
-    def remove(self) -> None:
-        """Kill what is left of the user's processes (by pid), the namespace holder, and the user."""
-        for _ in range(3):
-            for pid in self.processes():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if not self.wait_for_no_processes(5):
-                break
-        if self.holder is not None:
-            self.holder.kill()
-            self.holder.wait()
-        subprocess.run(["userdel", "--remove", self.name], capture_output=True)
-
-
-def _remove_stale_users() -> None:
-    """Users this test made in runs that ended without cleaning up (their test process is gone)."""
-    for entry in pwd.getpwall():
-        suffix = entry.pw_name.removeprefix(USER_PREFIX)
-        if entry.pw_gecos == MARKER and suffix.isdigit() and not Path(f"/proc/{suffix}").exists():
-            BinderUser(entry.pw_name).remove()
-
-
 @pytest.fixture
-def binder_user(request: pytest.FixtureRequest) -> Iterator[BinderUser]:
-    """A new non-root user (root is needed to make one); the cluster's prerequisites as for every cluster."""
+def binder_user(request: pytest.FixtureRequest) -> Iterator[UnixUser]:
+    """A new non-root user; the cluster's prerequisites as for every cluster (fresh_cluster_prerequisites also
+    builds the images: that needs root, and the user's cluster only reads the machine's cache)."""
     if os.geteuid() != 0:
         pytest.skip("this test creates a non-root user to run binder/start as, which needs root")
     request.getfixturevalue("fresh_cluster_prerequisites")
-    missing = [
-        command for command in ("useradd", "userdel", "runuser", "unshare", "nsenter") if shutil.which(command) is None
-    ]
-    if missing:
-        pytest.skip(f"missing {', '.join(missing)}")
-    ensure_images()  # building them needs root; the user's cluster only reads the machine's cache
-    _remove_stale_users()
-    user = BinderUser(f"{USER_PREFIX}{os.getpid()}")
-    try:
-        user.open()
+    with throwaway_user(USER_PREFIX) as user:
         yield user
-    finally:
-        user.remove()
+
+
+def cluster_root(user: UnixUser) -> Path:
+    return user.home / CLUSTER_DIR
 
 
 KERNEL_CHECK = """
@@ -239,8 +74,8 @@ asyncio.run(main())
 """
 
 
-def test_binder_start_brings_the_demo_up_as_a_non_root_user(binder_user: BinderUser) -> None:
-    user, root = binder_user, binder_user.cluster_root
+def test_binder_start_brings_the_demo_up_as_a_non_root_user(binder_user: UnixUser) -> None:
+    user, root = binder_user, cluster_root(binder_user)
     slurm_env = {"SLURM_CONF": str(root / "etc" / "slurm.conf")}
 
     started = user.run(
@@ -255,7 +90,7 @@ def test_binder_start_brings_the_demo_up_as_a_non_root_user(binder_user: BinderU
     assert state["network"] == "loopback"
     assert set(state["pids"]) == {"munged", "slurmctld", "slurmd-gpu01", "slurmd-gpu02"}
     for name, pid in state["pids"].items():
-        assert _uids(pid) == {user.uid}, name
+        assert uids(pid) == {user.uid}, name
     conf = (root / "etc" / "slurm.conf").read_text()
     assert f"SlurmUser={user.name}\n" in conf and f"SlurmdUser={user.name}\n" in conf
     assert len(set(re.findall(r"NodeName=gpu0[12] NodeAddr=127\.0\.0\.1 Port=(\d+)", conf))) == 2
@@ -336,11 +171,11 @@ asyncio.run(main())
 
 
 def test_binder_start_without_user_namespaces_runs_kernels_without_a_container_and_says_so(
-    binder_user: BinderUser,
+    binder_user: UnixUser,
 ) -> None:
     """Where enroot cannot run (mybinder.org refuses user namespaces; here ASGARD_DEMO_CONTAINERS=no asks for
     it), the demo's kernels run through srun on the nodes as they are, and the first page says so."""
-    user, root = binder_user, binder_user.cluster_root
+    user, root = binder_user, cluster_root(binder_user)
     notebook = root / "netscratch" / user.name / "hello-asgard.ipynb"
     started = user.run(
         "bash",
