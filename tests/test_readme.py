@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -415,7 +416,8 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
         demo = subprocess.Popen(
             argv,
             cwd=tree,
-            env={**jupyter_env, "ASGARD_CLUSTER_DIR": str(root)},
+            # PYTHONFAULTHANDLER: a SIGABRT makes a Python process print every thread's stack (see group_state)
+            env={**jupyter_env, "ASGARD_CLUSTER_DIR": str(root), "PYTHONFAULTHANDLER": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -472,10 +474,11 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
 
 
 def group_state(group: int) -> str:
-    """Each process of a process group: its state, where it waits, its signal masks, and its threads' states."""
+    """Each process of a process group: its state, where it waits, its signal masks, and its threads' states;
+    then each Python process is sent SIGABRT, on which (PYTHONFAULTHANDLER) it prints its threads' stacks."""
     ps = ["ps", "-e", "-o", "pgid=,pid=,stat=,wchan:24=,args="]
     listed = subprocess.run(ps, capture_output=True, text=True).stdout.splitlines()
-    lines = []
+    lines, pythons = [], []
     for line in (line for line in listed if line.split()[0] == str(group)):
         lines.append(line[:200])
         proc = Path("/proc") / line.split()[1]
@@ -483,6 +486,12 @@ def group_state(group: int) -> str:
             masks = [row for row in (proc / "status").read_text().splitlines() if row.startswith("Sig")]
             threads = [(task / "stat").read_text().split(")")[-1].split()[0] for task in (proc / "task").iterdir()]
             lines.append(f"    {' '.join(masks)}; threads: {' '.join(threads)}")
+            if "python" in (proc / "exe").resolve().name:
+                pythons.append(int(proc.name))
+    for pid in pythons:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGABRT)
+    time.sleep(2)
     return "\n".join(lines)
 
 
