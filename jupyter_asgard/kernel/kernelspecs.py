@@ -123,7 +123,8 @@ def _move_image(image: str, image_dir: str) -> str:
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise KernelspecError with every problem the provisioner would find, variables left unexpanded."""
     try:
-        LaunchConfig.parse(config, environ=_PlaceholderEnviron())
+        placeholders = _PlaceholderEnviron()  # any name counts: the server's list of names applies at start
+        LaunchConfig.parse(config, environ=placeholders, variables=placeholders)
     except LaunchConfigError as error:
         raise KernelspecError(str(error)) from error
 

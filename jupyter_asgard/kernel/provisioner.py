@@ -275,7 +275,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             for name in self.site_settings
         ]
         try:
-            config = LaunchConfig.parse(values)
+            config = LaunchConfig.parse(values, variables=self.expandable_variables)
         except LaunchConfigError as error:
             raise KernelStartError(
                 f"the kernelspec {self._kernel_name()!r} is not valid: " + "; ".join(problems + error.problems),

@@ -14,13 +14,13 @@ import getpass
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import LaunchConfigError, MountError
 from .extra_args import extra_args_problems
-from .mounts import Mount, parse_mount
+from .mounts import VARIABLE, Mount, parse_mount
 
 # \Z, not $: "$" also matches before a final newline, which would then reach Slurm.
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
@@ -36,7 +36,8 @@ IMAGE_URI = re.compile(
     r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?/)?"  # enroot 4's REGISTRY[:PORT]/ form
     r"[a-z0-9][a-z0-9._/-]*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
 )
-VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+# The variables every kernel's settings may name: what a kernelspec shared by many users means by "mine".
+ALWAYS_EXPANDED = frozenset({"USER", "HOME"})
 MAX_VALUE_LENGTH = 4096
 MAX_LIST_LENGTH = 64
 MAX_COUNT = 1_000_000
@@ -146,19 +147,25 @@ class LaunchConfig:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
     @classmethod
-    def parse(cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> LaunchConfig:
+    def parse(
+        cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None, variables: Container[str] = ()
+    ) -> LaunchConfig:
         """Coerce, expand ($USER, $HOME, ${VAR}, ~) and check values; raise LaunchConfigError listing every problem."""
-        config, problems = cls.check(values, environ)
+        config, problems = cls.check(values, environ, variables)
         if problems:
             raise LaunchConfigError(problems)
         return config
 
     @classmethod
     def check(
-        cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None
+        cls, values: Mapping[str, Any], environ: Mapping[str, str] | None = None, variables: Container[str] = ()
     ) -> tuple[LaunchConfig, list[str]]:
         """Like parse, but returns the problems beside a config of the usable values, so that callers
-        can go on checking (paths, partitions) and report everything at once."""
+        can go on checking (paths, partitions) and report everything at once.
+
+        image, workdir and mounts may name $USER, $HOME and the variables (names) the site lists, with
+        their values in environ (default: the server's): no other of the server's variables, which a shared
+        kernelspec could otherwise send to a registry of its choosing or put on srun's command line."""
         environ = default_environ() if environ is None else environ
         problems = [
             f"unknown setting {key!r} (known: {', '.join(cls.keys())})" for key in values if key not in cls.keys()
@@ -170,13 +177,12 @@ class LaunchConfig:
                     coerced[spec.name] = _coerce(spec.name, values[spec.name], spec.default)
                 except ValueError as error:
                     problems.append(str(error))
+        allowed = _Allowed(variables)
         for key in ("image", "workdir"):
             if key in coerced:
-                coerced[key] = expand_variables(key, coerced[key], environ, problems)
+                coerced[key] = expand_variables(key, coerced[key], environ, problems, allowed)
         if "mounts" in coerced:
-            coerced["mounts"] = tuple(
-                expand_variables("mounts", entry, environ, problems) for entry in coerced["mounts"]
-            )
+            coerced["mounts"] = _expanded_mounts(coerced["mounts"], environ, problems, allowed)
         config = cls(**coerced)
         return config, problems + config.problems()
 
@@ -187,8 +193,7 @@ class LaunchConfig:
             try:
                 parse_mount(entry)
             except MountError as error:
-                if not VARIABLE.search(entry):  # a variable the server does not know: parse() reports that
-                    found.append(str(error))
+                found.append(str(error))
         if self.workdir and not self.workdir.startswith("/"):
             found.append(f"workdir {self.workdir!r} must be an absolute path inside the container")
         if self.container_name and not CONTAINER_NAME.match(self.container_name):
@@ -282,16 +287,62 @@ def _has_control_character(value: str) -> bool:
     return any(unicodedata.category(char) == "Cc" for char in value)
 
 
-def expand_variables(key: str, value: str, environ: Mapping[str, str], problems: list[str]) -> str:
-    """Expand ~, $NAME and ${NAME}; an unknown variable is a problem, not silently kept."""
+def _unusable_value(value: str) -> bool:
+    """A value no path may take in: a '$' in it would look like a variable still to expand (or reach bash,
+    through Pyxis's mounts), a control character or its length would not survive Slurm's argv."""
+    return "$" in value or _has_control_character(value) or len(value) > MAX_VALUE_LENGTH
+
+
+class _Allowed:
+    """The names a kernel's settings may expand: $USER, $HOME and those the site lists."""
+
+    def __init__(self, listed: Container[str]) -> None:
+        self.listed = listed
+
+    def __contains__(self, name: object) -> bool:
+        return name in ALWAYS_EXPANDED or name in self.listed
+
+
+def _expanded_mounts(
+    entries: tuple[str, ...], environ: Mapping[str, str], problems: list[str], allowed: Container[str]
+) -> tuple[str, ...]:
+    """The entries expanded; one whose variables could not be is left out (its problem reported), so that
+    none keeps a '$' of a variable name."""
+    expanded = []
+    for entry in entries:
+        found: list[str] = []
+        value = expand_variables("mounts", entry, environ, found, allowed)
+        problems += found
+        expanded += [] if found else [value]
+    return tuple(expanded)
+
+
+def expand_variables(
+    key: str, value: str, environ: Mapping[str, str], problems: list[str], allowed: Container[str] | None = None
+) -> str:
+    """Expand ~, $NAME and ${NAME}; an unknown variable is a problem, not silently kept.
+
+    allowed: the names value may use (None: any of environ, for the site's own settings); the problem of
+    another names it without its value, which must reach neither a registry nor an answer of the REST API.
+    """
 
     def replace(match: re.Match[str]) -> str:
         name = match["braced"] or match["plain"]
+        if allowed is not None and name not in allowed:
+            problems.append(
+                f"{key}: ${name} is not a variable kernel settings may use: only $USER, $HOME and the variables "
+                f"the site lists are expanded; write the value itself, or have the site add {name!r} to "
+                "c.PyxisProvisioner.expandable_variables"
+            )
+            return match[0]
         if name not in environ:
             problems.append(f"{key}: ${name} is not set on the Jupyter server")
             return match[0]
-        if _has_control_character(environ[name]) or len(environ[name]) > MAX_VALUE_LENGTH:
-            problems.append(f"{key}: ${name} has a value that cannot be used in a path")
+        if _unusable_value(environ[name]):
+            problems.append(
+                f"{key}: ${name} has a value that cannot be used in a path (a '$', a control character, or "
+                f"over {MAX_VALUE_LENGTH} characters)"
+            )
             return match[0]
         return environ[name]
 

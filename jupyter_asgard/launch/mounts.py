@@ -7,6 +7,7 @@ a compute node after a wait in the queue.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import MountError
@@ -42,6 +43,14 @@ SPECIAL_SOURCES = ("tmpfs", "umount")
 # for enroot inside double quotes, where '"', '$' and '`' would take effect (it escapes spaces, tabs and
 # backslashes itself). A path with one of these cannot be mounted as it is.
 UNMOUNTABLE = ',:"$`'
+# How a kernelspec names a variable ($USER, ${HOME}), expanded on the server before anything is submitted.
+VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+DOLLAR_ADVICE = (
+    " (Pyxis hands mount paths to bash, where '$' takes effect; a variable is written $NAME or ${NAME}, and "
+    "only $USER, $HOME and those the site lists in c.PyxisProvisioner.expandable_variables are expanded)"
+)
 
 
 def unmountable_characters(path: str) -> str:
@@ -75,8 +84,12 @@ class Mount:
         return path == target or path.startswith(target.rstrip("/") + "/")
 
 
-def parse_mount(entry: str) -> Mount:
-    """Parse one ``SRC[:DST[:FLAGS]]`` entry, with flags split by '+' (or ',' as enroot writes them)."""
+def parse_mount(entry: str, expanded: bool = True) -> Mount:
+    """Parse one ``SRC[:DST[:FLAGS]]`` entry, with flags split by '+' (or ',' as enroot writes them).
+
+    expanded: whether the entry's variables have been expanded (what reaches Pyxis, where no '$' may be
+    left); False for an entry as the user types it, where $NAME and ${NAME} are still to come.
+    """
     entry = entry.strip()
     parts = [part.strip() for part in entry.split(":")]
     if not entry or len(parts) > 3 or any(part == "" for part in parts[:2]):
@@ -92,12 +105,13 @@ def parse_mount(entry: str) -> Mount:
         raise MountError(f"invalid mount {entry!r}: Pyxis separates mounts with ',', so a path cannot contain one")
     if not target.startswith(("/", ".")):
         raise MountError(f"invalid mount {entry!r}: the destination must be a path starting with '/' or '.'")
-    # '$' is how a kernelspec names variables (expanded on the server before submitting); '$(' never is.
-    unsafe = unmountable_characters((source + target).replace("$", "")) + ("$(" if "$(" in source + target else "")
+    # Any other '$' would reach bash: ${X-...} and $$ expand, and $[a[$(cmd)]] runs cmd on the node.
+    unsafe = unmountable_characters(source + target if expanded else VARIABLE.sub("", source + target))
     if unsafe:
         raise MountError(
             f"invalid mount {entry!r}: Pyxis cannot mount a path containing "
             f"{describe_characters(unsafe)}; rename it or mount a directory above it"
+            + (DOLLAR_ADVICE if "$" in unsafe else "")
         )
     flags = tuple(flag for flag in parts[2].replace(",", "+").split("+") if flag) if len(parts) == 3 else ()
     unknown = [flag for flag in flags if flag not in KNOWN_FLAGS]

@@ -148,8 +148,9 @@ class EstimateHandler(AsgardHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        config, problems = LaunchConfig.check(self.json_body())
-        config, refused = await check_launch(config, self.asgard.site.policy, self.asgard.site.policy.partition)
+        policy = self.asgard.site.policy
+        config, problems = LaunchConfig.check(self.json_body(), variables=policy.expandable_variables)
+        config, refused = await check_launch(config, policy, policy.partition)
         refuse_problems("the launch configuration has problems", problems + refused)
         self.finish(await estimate_launch(self.asgard.site.client, config, self.asgard.site.policy))
 

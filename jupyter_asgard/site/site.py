@@ -93,7 +93,7 @@ class AsgardSite(LoggingConfigurable):
 
     async def validate(self, values: dict[str, Any]) -> tuple[LaunchConfig | None, list[str]]:
         """Every problem with a launch configuration that can be found without submitting it."""
-        config, problems = LaunchConfig.check(values)
+        config, problems = LaunchConfig.check(values, variables=self.policy.expandable_variables)
         config, refused = await check_launch(config, self.policy, self.policy.partition)
         problems += refused + await self._resource_problems(config)
         return (None if problems else config), problems

@@ -75,6 +75,13 @@ class SitePolicy(LaunchSettings):
         help="Seconds from the allocation's start until the kernel answers "
         "(container start included: large images take a while to unpack).",
     ).tag(config=True)
+    expandable_variables = List(
+        Unicode(),
+        help="Variables of the Jupyter server's environment that a kernel's image, mounts and workdir may name "
+        "($NAME or ${NAME}) besides $USER and $HOME, e.g. ['PROJECT']. No other is expanded: a kernelspec on a "
+        "shared path could otherwise send the server's secrets (JUPYTERHUB_API_TOKEN) to a registry of its "
+        "choosing or onto srun's command line, which every user of the node sees (ps, sacct).",
+    ).tag(config=True)
     check_paths = Bool(
         True,
         help="Check image and mount paths on the Jupyter server's host before submitting "

