@@ -6,6 +6,8 @@ import os
 import sys
 
 import pytest
+from jupyter_client.kernelspec import KernelSpec
+from traitlets.config import Config
 
 from jupyter_asgard.kernel.kernel_env import clean_path, server_prefixes, steering_names, step_environment
 
@@ -155,6 +157,9 @@ def test_kernelspec_env_and_asgard_values_pass_through_and_win() -> None:
         "SBATCH_QOS",
         "PYXIS_CONTAINER_IMAGE",
         "ENROOT_ROOTFS_WRITABLE",
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "LD_AUDIT",
     ],
 )
 def test_a_kernelspec_cannot_steer_slurm_pyxis_or_enroot_through_its_env(name: str) -> None:
@@ -243,3 +248,28 @@ def test_system_python_prefix_keeps_system_directories(monkeypatch: pytest.Monke
     monkeypatch.setattr(sys, "base_prefix", "/usr")
     env = step_environment({"PATH": path("/usr/local/bin", "/usr/bin", "/bin")}, {}, {})
     assert env["PATH"] == path("/usr/local/bin", "/usr/bin", "/bin")
+
+
+async def test_the_provisioner_refuses_ld_variables_and_unlisted_ones_before_submitting() -> None:
+    """srun runs on this host as the user: LD_PRELOAD from a kernelspec would run its library there. And only
+    the variables the site lists (besides $USER and $HOME) expand in the kernel's settings."""
+    from jupyter_asgard.errors import KernelStartError
+    from jupyter_asgard.kernel.provisioner import PyxisProvisioner
+
+    spec = KernelSpec(argv=["python3"], env={"LD_PRELOAD": "/tmp/evil.so", "LD_LIBRARY_PATH": "/tmp"})
+    site = Config({"PyxisProvisioner": {"expandable_variables": ["PROJECT"], "check_paths": False}})
+    provisioner = PyxisProvisioner(
+        kernel_id="k1", kernel_spec=spec, config=site, image="/enroot/x.sqsh", workdir="/w/$PROJECT/$SECRET_TOKEN"
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PROJECT", "vision")
+        patch.setenv("SECRET_TOKEN", "s3cret")
+        with pytest.raises(KernelStartError) as refused:
+            await provisioner._checked_config()
+    message = str(refused.value)
+    assert "$SECRET_TOKEN is not a variable kernel settings may use" in message
+    assert "PROJECT" not in message and "s3cret" not in message
+    provisioner = PyxisProvisioner(kernel_id="k2", kernel_spec=spec, config=site, image="/enroot/x.sqsh")
+    with pytest.raises(KernelStartError) as refused:
+        await provisioner._checked_config()
+    assert "the kernelspec's env sets LD_LIBRARY_PATH, LD_PRELOAD: " in str(refused.value)

@@ -46,12 +46,14 @@ DROPPED_PREFIXES = (
 )
 KEPT = frozenset({"SLURM_CONF"})  # srun itself needs it to find the cluster
 # Names through which a kernelspec's env would steer Slurm (SLURM_STEP_GRES hands out GPUs, SLURM_CONF another
-# cluster), Pyxis's options or enroot's settings: the kernelspec may not set them.
-STEERING_PREFIXES = ("SLURM_", "SALLOC_", "SRUN_", "SBATCH_", "PYXIS_", "ENROOT_")
+# cluster), Pyxis's options or enroot's settings, or the dynamic loader of srun itself, which runs on the
+# Jupyter server's host as the user who starts the kernel (LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT load a library
+# of the kernelspec's choosing into it): the kernelspec may not set them.
+STEERING_PREFIXES = ("SLURM_", "SALLOC_", "SRUN_", "SBATCH_", "PYXIS_", "ENROOT_", "LD_")
 
 
 def steering_names(names: Iterable[str]) -> list[str]:
-    """The names among a kernelspec's env that would steer Slurm, Pyxis or enroot."""
+    """The names among a kernelspec's env that would steer Slurm, Pyxis, enroot or srun's dynamic loader."""
     return sorted(name for name in names if name.startswith(STEERING_PREFIXES))
 
 

@@ -289,8 +289,9 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         if steering:
             problems.append(
                 f"the kernelspec's env sets {', '.join(steering)}: variables starting with "
-                f"{', '.join(STEERING_PREFIXES)} steer Slurm, Pyxis or enroot, which only the kernel's "
-                "settings and the site may do; remove them from its env"
+                f"{', '.join(STEERING_PREFIXES)} steer Slurm, Pyxis, enroot or (LD_*) the code srun loads on "
+                "this host, which only the kernel's settings and the site may do; remove them from its env (a "
+                "library path the kernel needs belongs in its image)"
             )
         try:
             self.client.command("srun"), self.client.command("salloc")
