@@ -145,6 +145,7 @@ def test_install_replaces_an_earlier_install(tmp_path: Path) -> None:
         (["--image", "pytorch.sqsh"], "image 'pytorch.sqsh'"),
         (["--image", "docker://nvcr.io#nvidia/pytorch:24.05-py3", "--image-dir", "/site"], "image_dir '/site'"),
         (["--name", "my kernel"], "kernel name 'my kernel'"),
+        (["--name", "\u212aernel"], "kernel name '\u212aernel'"),  # the Kelvin sign, which IGNORECASE folds onto k
         (["--user"], "--user"),
         (["--frobnicate"], "--frobnicate"),
     ],

@@ -537,6 +537,53 @@ def test_abbreviations_and_short_options_are_refused_with_what_to_write(key: str
     assert found.startswith(problem), found
 
 
+@pytest.mark.parametrize(
+    ("key", "args", "problem"),
+    [
+        (
+            "salloc_args",
+            ["--begin", "now"],
+            "salloc_args: --begin takes a value: write it in the same argument, --begin=now",
+        ),
+        ("srun_args", ["--signal"], "srun_args: --signal takes a value: write it in the same argument, --signal=VALUE"),
+        (
+            "srun_args",
+            ["--mpi", "--label"],
+            "srun_args: --mpi takes a value: write it in the same argument, --mpi=VALUE",
+        ),
+    ],
+)
+def test_an_option_with_its_value_apart_is_refused_as_it_would_take_the_next_argument(
+    key: str, args: list[str], problem: str
+) -> None:
+    """srun_args and salloc_args come before jupyter-asgard's own options: "--begin" last would take one."""
+    (found,) = problems_of({"image": IMAGE, key: args})
+    assert found.startswith(problem + " (alone, Slurm would take the argument after it as its value"), found
+
+
+def test_options_whose_value_is_optional_or_none_stand_alone() -> None:
+    values = {"image": IMAGE, "srun_args": ["--label", "--unbuffered", "--propagate"], "salloc_args": ["--nice"]}
+    assert parse(values).srun_args == ("--label", "--unbuffered", "--propagate")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("gpus", "\u0663"),  # Arabic-Indic digit three
+        ("gpus", "h100:\u0662"),
+        ("mem", "\u0661\u0666G"),
+        ("mem", "16\u212a"),  # the Kelvin sign, which IGNORECASE folds onto k
+        ("time", "\u0661:00:00"),
+        ("time", "UNL\u0131MITED"),  # dotless i, which IGNORECASE folds onto i
+        ("image", "docker://nvcr.io#nvidia/pytorch:24.05-py\u0663"),
+        ("image", "docker://nvcr.io:\u0665\u0660\u0660\u0660/nvidia/pytorch:24.05"),
+    ],
+)
+def test_digits_and_letters_are_ascii_ones(key: str, value: str) -> None:
+    (problem,) = problems_of({"image": IMAGE, key: value})
+    assert problem.startswith(f"{key} {value!r}"), problem
+
+
 @pytest.mark.parametrize("key", ["srun_args", "salloc_args"])
 def test_extra_non_options_refused(key: str) -> None:
     assert problems_of({"image": IMAGE, key: ["--signal=USR1@60", "exclusive", "rm -rf /"]}) == [

@@ -27,7 +27,8 @@ from ..launch.launch_config import LaunchConfig
 PROVISIONER_NAME = "pyxis-provisioner"
 DEFAULT_KERNEL = "asgard-pytorch"
 # jupyter_client's rule for kernel names, checked here to report it in our words before anything is copied.
-KERNEL_NAME = re.compile(r"^[a-z0-9._-]+\Z", re.IGNORECASE)  # \Z: "$" would let "name\n" through
+# \Z: "$" would let "name\n" through; re.ASCII: IGNORECASE alone folds the Kelvin sign (U+212A) onto k.
+KERNEL_NAME = re.compile(r"^[a-z0-9._-]+\Z", re.IGNORECASE | re.ASCII)
 
 
 @dataclass(frozen=True)

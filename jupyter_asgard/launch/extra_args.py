@@ -130,17 +130,27 @@ ALLOWED_LONG = {
         }
     ),
 }
+# Those of them that take no value, or one only after '=' (--nice, --propagate). Every other one requires a value
+# (Slurm 22.05: "option '--begin' requires an argument"), and written without '=' takes the next argument as it:
+# after srun_args and salloc_args comes the command jupyter-asgard runs, so the last one would eat its first word.
+STAND_ALONE = frozenset({"label", "unbuffered", "propagate", "nice", "bell", "no-bell"})
+NEEDS_VALUE = (ALLOWED_LONG["srun_args"] | ALLOWED_LONG["salloc_args"]) - STAND_ALONE
 
 
 def extra_args_problems(key: str, args: Sequence[str]) -> list[str]:
     """One problem per argument of srun_args or salloc_args (key) that is no option or sets a reserved one."""
     problems = []
-    for arg in args:
+    for index, arg in enumerate(args):
         if not _is_option(arg):
-            problems.append(f"{key}: {arg!r} is not an option; write each as --name or --name=value")
+            if not (index and _value_apart(args[index - 1])):  # told with the option before it
+                problems.append(f"{key}: {arg!r} is not an option; write each as --name or --name=value")
             continue
         if arg.startswith("--"):
-            problem = _long_problem(arg) or _not_allowed(_long_name(arg), ALLOWED_LONG[key])
+            problem = (
+                _long_problem(arg)
+                or _not_allowed(_long_name(arg), ALLOWED_LONG[key])
+                or _value_problem(arg, args[index + 1 : index + 2])
+            )
         else:
             problem = _short_problem(arg, SHORT_WITH_VALUE[key]) or (
                 f"{arg}: write options in their long form (--name=value); {_allowed(ALLOWED_LONG[key])}"
@@ -157,6 +167,21 @@ def _not_allowed(name: str, allowed: frozenset[str]) -> str | None:
     if meant:
         return f"--{name}: write the option in full (--{meant[0]}{', ...' if len(meant) > 1 else ''})"
     return f"--{name} is not among the options a kernel may add; {_allowed(allowed)}"
+
+
+def _value_apart(arg: str) -> bool:
+    """An option that needs a value written without it: "--begin", not "--begin=now"."""
+    return arg.startswith("--") and "=" not in arg and _long_name(arg) in NEEDS_VALUE
+
+
+def _value_problem(arg: str, following: Sequence[str]) -> str | None:
+    if not _value_apart(arg):
+        return None
+    value = following[0] if following and not _is_option(following[0]) else "VALUE"
+    return (
+        f"{arg} takes a value: write it in the same argument, {arg}={value} (alone, Slurm would take the "
+        "argument after it as its value, even an option of jupyter-asgard's)"
+    )
 
 
 def _allowed(allowed: frozenset[str]) -> str:

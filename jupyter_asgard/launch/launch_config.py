@@ -22,20 +22,23 @@ from ..errors import LaunchConfigError, MountError
 from .extra_args import extra_args_problems
 from .mounts import VARIABLE, Mount, parse_mount
 
-# \Z, not $: "$" also matches before a final newline, which would then reach Slurm.
+# \Z, not $: "$" also matches before a final newline, which would then reach Slurm. re.ASCII: without it \d
+# takes any script's digits ("\u0663" is Arabic-Indic 3) and IGNORECASE folds the Kelvin sign onto k.
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-GPU_SPEC = re.compile(r"^(?:(?P<type>[A-Za-z0-9_-]+):)?(?P<count>\d+)\Z")
-MEMORY = re.compile(r"^\d+[KMGT]?\Z", re.IGNORECASE)
-TIME = re.compile(r"^(?:UNLIMITED|INFINITE|\d+(?::\d{1,2}){0,2}|\d+-\d{1,2}(?::\d{1,2}){0,2})\Z", re.IGNORECASE)
+GPU_SPEC = re.compile(r"^(?:(?P<type>[A-Za-z0-9_-]+):)?(?P<count>\d+)\Z", re.ASCII)
+MEMORY = re.compile(r"^\d+[KMGT]?\Z", re.IGNORECASE | re.ASCII)
+TIME = re.compile(
+    r"^(?:UNLIMITED|INFINITE|\d+(?::\d{1,2}){0,2}|\d+-\d{1,2}(?::\d{1,2}){0,2})\Z", re.IGNORECASE | re.ASCII
+)
 CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_.-]+(?::(?:auto|create|exec|no_exec))?\Z")
 # enroot imports these, but Pyxis puts docker:// before any image that is neither a path nor docker(d)://.
 ENROOT_ONLY_SCHEMES = ("podman",)
 IMAGE_URI = re.compile(
     r"^(?:(?:docker|dockerd)://)?(?:[^@#\s/]+@)?(?:[^#\s/]+#)?"  # scheme, USER@, REGISTRY#
-    r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::\d{1,5})?/)?"  # enroot 4's REGISTRY[:PORT]/ form
-    r"[a-z0-9][a-z0-9._/-]*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
-)
+    r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::[0-9]{1,5})?/)?"  # enroot 4's REGISTRY[:PORT]/ form
+    r"[a-z0-9][a-z0-9._/-]*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?\Z"
+)  # not re.ASCII, which would let \s pass other spaces: its digits and letters are spelled out instead
 # The variables every kernel's settings may name: what a kernelspec shared by many users means by "mine".
 ALWAYS_EXPANDED = frozenset({"USER", "HOME"})
 MAX_VALUE_LENGTH = 4096
