@@ -52,6 +52,13 @@ class TooLarge(AsgardError):
     status = 413
 
 
+class TooBusy(AsgardError):
+    """A request over one of the site's limits on load (estimates at once, terminals per kernel): the message
+    names the limit, its setting, and what to do meanwhile."""
+
+    status = 429
+
+
 class UsageError(AsgardError):
     """A `jupyter asgard` command line it cannot run, said in one line instead of argparse's usage dump."""
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from traitlets.config import Config
 
 from jupyter_asgard.containers import images
 from jupyter_asgard.containers.images import (
@@ -18,6 +19,7 @@ from jupyter_asgard.containers.images import (
     registry_images,
     scan_image_dirs,
 )
+from jupyter_asgard.site.site import AsgardSite
 
 # 2024-01-02T03:04:05Z
 MTIME = 1704164645.0
@@ -310,3 +312,16 @@ def test_registry_and_file_entries_share_their_keys(tmp_path: Path) -> None:
     make_image(tmp_path / "ubuntu_22.04.sqsh")
     found, _ = scan_image_dirs([str(tmp_path)])
     assert set(found[0].to_json()) == set(registry_images(["ubuntu:22.04"])[0])
+
+
+async def test_a_listing_serves_within_its_cache_time_until_this_server_changes_an_image(tmp_path: Path) -> None:
+    """One scan serves every listing within c.AsgardSite.images_cache_seconds (a refresh loop scans nothing);
+    a save by this server (ImageSaves' images_changed) makes the next listing scan anew."""
+    site = AsgardSite(config=Config({"AsgardSite": {"image_dirs": [str(tmp_path)], "images_cache_seconds": 3600}}))
+    (tmp_path / "debian_12.sqsh").write_bytes(b"hsqs")
+    listed = await site.images()
+    (tmp_path / "my-env.sqsh").write_bytes(b"hsqs")
+    assert await site.images() == listed
+    site.forget_images()
+    paths = [image["path"] for image in (await site.images())["images"]]
+    assert paths == [str(tmp_path / "debian_12.sqsh"), str(tmp_path / "my-env.sqsh")]

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -96,10 +97,12 @@ def _remove_file(path: str) -> None:
 
 
 class ImageSaves:
-    """The server's saves, the latest per kernel; each runs as a task of its own."""
+    """The server's saves, the latest per kernel; each runs as a task of its own. images_changed is told when a
+    save ends (an image written, or a half-written one removed), so that a cached image listing is made anew."""
 
-    def __init__(self, client: SlurmClient) -> None:
+    def __init__(self, client: SlurmClient, images_changed: Callable[[], None] = lambda: None) -> None:
         self.client = client
+        self.images_changed = images_changed
         self.latest: dict[str, ImageSave] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -127,6 +130,7 @@ class ImageSaves:
         task = asyncio.create_task(self._run(save, provisioner, timeout))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _task: self.images_changed())
         return save
 
     async def _run(self, save: ImageSave, provisioner: Any, timeout: float) -> None:

@@ -17,6 +17,7 @@ from ..site.site import AsgardSite
 from ..slurm.monitor import SlurmMonitor
 from ..slurm.slurm_commands import orphaned_jobs, orphans_argv, pid_alive
 from . import pending_kernels
+from .kernel_terminals import KernelTerminals
 
 
 class AsgardExtension(ExtensionApp):
@@ -28,7 +29,8 @@ class AsgardExtension(ExtensionApp):
         assert self.serverapp is not None  # the server links its extensions before it initializes them
         self.monitor = SlurmMonitor.instance(parent=self.serverapp)
         self.site = AsgardSite(parent=self.serverapp, client=self.monitor.client)
-        self.saves = ImageSaves(self.monitor.client)
+        self.saves = ImageSaves(self.monitor.client, images_changed=self.site.forget_images)
+        self.terminals = KernelTerminals()
         kernel_manager = self.serverapp.kernel_manager
         pending_kernels.install(kernel_manager)
         # Wraps the method of this server's kernel manager only (an instance attribute, not its class's method).

@@ -24,11 +24,9 @@ from ..errors import AsgardError, BadRequest, Conflict, NotFound, TooLarge
 from ..kernel.kernelspec_store import KernelspecStore
 from ..kernel.provisioner import PyxisProvisioner, live_provisioner
 from ..launch.launch_config import LaunchConfig, json_schema
-from ..site.estimates import estimate_launch
 from ..site.site_policy import check_launch
 from .extension import AsgardExtension
 from .kernel_jobs import kernel_job, kernel_jobs
-from .kernel_terminals import open_terminal
 from .notebook_paths import notebook_path, session_paths
 
 API = "/asgard/api"
@@ -152,7 +150,7 @@ class EstimateHandler(AsgardHandler):
         config, problems = LaunchConfig.check(self.json_body(), variables=policy.expandable_variables)
         config, refused = await check_launch(config, policy, policy.partition)
         refuse_problems("the launch configuration has problems", problems + refused)
-        self.finish(await estimate_launch(self.asgard.site.client, config, self.asgard.site.policy))
+        self.finish(await self.asgard.site.estimates.estimate(config))
 
 
 class KernelRowsHandler(AsgardHandler):
@@ -230,8 +228,12 @@ class KernelTerminalHandler(KernelRowsHandler):
             raise Conflict("terminals are turned off on this Jupyter server (c.ServerApp.terminals_enabled)")
         if problem := container_problem(provisioner, "opened in a terminal"):
             raise Conflict(problem)
+        shell = list(self.asgard.site.policy.terminal_shell)
+        opened = self.asgard.terminals.open(
+            terminal_manager, provisioner, shell, self.asgard.site.max_terminals_per_kernel
+        )
         self.set_status(201)
-        self.finish(open_terminal(terminal_manager, provisioner, list(self.asgard.site.policy.terminal_shell)))
+        self.finish(opened)
 
 
 class SaveImageHandler(KernelRowsHandler):

@@ -5,6 +5,9 @@ and its shell is an srun step attached to the kernel's container (container_step
 sees the kernel's mounts, files and installed packages. The step belongs to the kernel's allocation: it ends
 when the allocation does (a kernel shutdown releases it), and the terminal with it. The terminal manager
 is passed in: no server import here.
+
+Each terminal is a process on the server's host and a step on the kernel's node, so a site caps how many one
+kernel has open at once (KernelTerminals); one more is refused with 429 and how to close one.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..containers.container_steps import terminal_argv
+from ..errors import TooBusy
 from ..kernel.kernel_env import step_environment
+
+MOST_TRAIT = "c.AsgardSite.max_terminals_per_kernel"
 
 
 def terminal_env(environ: Mapping[str, str]) -> dict[str, str | None]:
@@ -47,3 +53,33 @@ def open_terminal(terminal_manager: Any, provisioner: Any, shell: list[str]) -> 
         "kernel_id": provisioner.kernel_id,
         "title": terminal_title(provisioner),
     }
+
+
+class KernelTerminals:
+    """The terminals opened in kernels' containers, by kernel, so that their number per kernel is capped.
+
+    A terminal counts while terminado still has it under its name (a shell that ended, a terminal shut down
+    in JupyterLab or by its kernel's end is gone from there); it is recognised by its own object, as a name
+    may be reused by another terminal later."""
+
+    def __init__(self) -> None:
+        self._opened: dict[str, dict[str, Any]] = {}  # kernel id -> {terminal name: terminado's terminal}
+
+    def open(self, terminal_manager: Any, provisioner: Any, shell: list[str], most: int) -> dict[str, Any]:
+        """open_terminal, unless the kernel has `most` terminals open already: TooBusy (429) then."""
+        live = terminal_manager.terminals
+        self._opened = {
+            kernel_id: alive
+            for kernel_id, terminals in self._opened.items()
+            if (alive := {name: term for name, term in terminals.items() if live.get(name) is term})
+        }
+        opened = self._opened.setdefault(provisioner.kernel_id, {})
+        if len(opened) >= most:
+            raise TooBusy(
+                f"this kernel has {len(opened)} terminals open in its container, the most the site allows "
+                f"({MOST_TRAIT} = {most}): close one (type exit in it, or shut it down in JupyterLab's Running "
+                "Terminals and Kernels panel) and open this one again"
+            )
+        model = open_terminal(terminal_manager, provisioner, shell)
+        opened[model["name"]] = live[model["name"]]
+        return model

@@ -12,6 +12,7 @@ container panel call it alike.
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -101,20 +102,34 @@ def read_estimate(label: str, changes: dict[str, Any], result: CommandResult, no
     return Estimate(label, changes, start if seconds is not None else "", seconds, nodes, partition)
 
 
-async def estimate_one(client: SlurmClient, config: LaunchConfig, label: str, changes: dict[str, Any]) -> Estimate:
+# What each srun --test-only runs in: a semaphore where a server bounds how many run at once (estimate_service).
+SrunSlot = AbstractAsyncContextManager[Any]
+
+
+async def estimate_one(
+    client: SlurmClient, config: LaunchConfig, label: str, changes: dict[str, Any], slot: SrunSlot
+) -> Estimate:
     try:
-        return read_estimate(label, changes, await client.run(estimate_argv(config)))
+        async with slot:
+            result = await client.run(estimate_argv(config))
+        return read_estimate(label, changes, result)
     except SlurmError as error:
         return Estimate(label, changes, error=str(error))
 
 
-async def estimate_launch(client: SlurmClient, config: LaunchConfig, policy: SitePolicy) -> dict[str, Any]:
-    """The configuration's estimate and those of the cheaper ones the site allows, all asked at once."""
+async def estimate_launch(
+    client: SlurmClient, config: LaunchConfig, policy: SitePolicy, slot: SrunSlot | None = None
+) -> dict[str, Any]:
+    """The configuration's estimate and those of the cheaper ones the site allows, asked at once (as many at
+    once as slot lets through)."""
     partition = config.partition or policy.partition
     candidates: list[tuple[str, dict[str, Any], LaunchConfig]] = [("as configured", {}, config)]
     for label, changes in cheaper_changes(config, partition, list(policy.allowed_partitions)):
         changed, refused = check_allocation(replace(config, **changes), policy, policy.partition)
         if not refused:
             candidates.append((label, changes, changed))
-    found = await asyncio.gather(*(estimate_one(client, cfg, label, changes) for label, changes, cfg in candidates))
+    slot = slot or nullcontext()
+    found = await asyncio.gather(
+        *(estimate_one(client, cfg, label, changes, slot) for label, changes, cfg in candidates)
+    )
     return {"estimate": found[0].to_json(), "alternatives": [estimate.to_json() for estimate in found[1:]]}

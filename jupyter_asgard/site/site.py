@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from typing import Any
 
 from jupyter_core.application import JupyterApp
-from traitlets import Float, Instance, List, Unicode
+from traitlets import Float, Instance, Int, List, Unicode
 from traitlets.config import Config, LoggingConfigurable
 
 from ..containers.images import registry_images, scan_image_dirs
@@ -25,7 +24,9 @@ from ..errors import SlurmError
 from ..launch.launch_config import LaunchConfig, default_environ, expand_variables
 from ..slurm.resources import parse_sinfo, sinfo_argv
 from ..slurm.slurm_client import SlurmClient
+from .estimate_service import EstimateService
 from .site_policy import SitePolicy, check_launch
+from .timed_cache import TimedCache
 
 
 def server_config() -> Config:
@@ -51,18 +52,43 @@ class AsgardSite(LoggingConfigurable):
     resources_cache_seconds = Float(
         10.0, help="How long one sinfo answer serves: partitions change slowly, users refresh often."
     ).tag(config=True)
+    images_cache_seconds = Float(
+        10.0,
+        help="How long one scan of the image directories serves (0: every listing scans); a save or removal of an "
+        "image by this server starts a new one at once.",
+    ).tag(config=True)
+    estimates_at_once = Int(
+        4,
+        help="Most `srun --test-only` the server runs at once for start-time estimates (each estimate takes up to "
+        "four), and most estimate requests it answers at once: one more is refused with 429.",
+    ).tag(config=True)
+    estimate_cache_seconds = Float(
+        10.0, help="How long the estimate of one launch configuration serves the same request again (0: never)."
+    ).tag(config=True)
+    max_terminals_per_kernel = Int(
+        8, help="Most terminals open at once in one kernel's container; one more is refused with 429."
+    ).tag(config=True)
     client = Instance(SlurmClient, args=())
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._resources: tuple[float, dict[str, Any]] | None = None
-        self._resources_call: asyncio.Future[dict[str, Any]] | None = None
+        self._resources: TimedCache[dict[str, Any]] = TimedCache(self.resources_cache_seconds)
+        self._images: TimedCache[dict[str, Any]] = TimedCache(self.images_cache_seconds)
         # The site's defaults and limits, configured as the server's kernels' provisioners are.
         self.policy = SitePolicy(config=self.config)
+        self.estimates = EstimateService(self.client, self.policy, self.estimates_at_once, self.estimate_cache_seconds)
 
     # --- data for the API -------------------------------------------------------------------
 
     async def images(self) -> dict[str, Any]:
+        """The images offered, from one scan of the directories shared by all callers within the cache time."""
+        return await self._images.get(None, self._scan_images)
+
+    def forget_images(self) -> None:
+        """This server saved or removed an image: the next listing scans anew."""
+        self._images.forget()
+
+    async def _scan_images(self) -> dict[str, Any]:
         environ = default_environ()
         notes: list[str] = []
         dirs = [expand_variables("image_dirs", path, environ, notes) for path in self.image_dirs]
@@ -79,17 +105,11 @@ class AsgardSite(LoggingConfigurable):
 
     async def resources(self) -> dict[str, Any]:
         """Partitions and GPUs, from one sinfo call shared by all callers within the cache time."""
-        if self._resources and time.monotonic() - self._resources[0] < self.resources_cache_seconds:
-            return self._resources[1]
-        if self._resources_call is None or self._resources_call.done():
-            self._resources_call = asyncio.ensure_future(self._query_resources())
-        return await asyncio.shield(self._resources_call)
+        return await self._resources.get(None, self._query_resources)
 
     async def _query_resources(self) -> dict[str, Any]:
         result = (await self.client.run(sinfo_argv())).checked()
-        answer = {"partitions": [partition.to_json() for partition in parse_sinfo(result.stdout)]}
-        self._resources = (time.monotonic(), answer)
-        return answer
+        return {"partitions": [partition.to_json() for partition in parse_sinfo(result.stdout)]}
 
     async def validate(self, values: dict[str, Any]) -> tuple[LaunchConfig | None, list[str]]:
         """Every problem with a launch configuration that can be found without submitting it."""
