@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -214,13 +214,26 @@ class KernelHandler(KernelRowsHandler):
         self.finish()
 
 
+Method = TypeVar("Method", bound=Callable[..., Awaitable[None]])
+
+
+def authorized_to(action: str | None = None, resource: str | None = None) -> Callable[[Method], Method]:
+    """jupyter_server's @authorized with an action or a resource other than the method's and handler's own
+    (typed for mypy: jupyter_server's decorator is not)."""
+    return cast(Callable[[Method], Method], authorized(action, resource))
+
+
+# Save-image and the container terminal run commands in the kernel's container: they need the right to execute
+# in kernels, as a kernel's websocket does, not only to write (start, restart, shut down) them.
+EXECUTE = "execute"
+
+
 class KernelTerminalHandler(KernelRowsHandler):
     """POST: a JupyterLab terminal whose shell runs in the kernel's container, on its node."""
 
-    auth_resource = "terminals"
-
     @web.authenticated
-    @authorized
+    @authorized_to(EXECUTE)
+    @authorized_to(resource="terminals")
     async def post(self, kernel_id: str) -> None:
         provisioner = self._provisioner(kernel_id)
         terminal_manager = self.settings.get("terminal_manager")
@@ -240,7 +253,7 @@ class SaveImageHandler(KernelRowsHandler):
     """POST {"name": NAME}: save the kernel's container as NAME.sqsh; GET: how the latest save went."""
 
     @web.authenticated
-    @authorized
+    @authorized_to(EXECUTE)
     async def post(self, kernel_id: str) -> None:
         provisioner = self._provisioner(kernel_id)
         name = self.json_body().get("name")
