@@ -177,21 +177,25 @@ class JupyterServer:
             return Response(error.code, _decode(error.read()))
 
 
-def started_server(home: Path, config: str) -> JupyterServer:
+def started_server(home: Path, config: str, environ: dict[str, str] | None = None) -> JupyterServer:
     """A `jupyter server` of its own below home: config is its jupyter_server_config.py, and its root, data
-    and runtime files are below home too (the caller stops it)."""
+    and runtime files are below home too (the caller stops it); environ instead of the test's environment."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "jupyter_server_config.py").write_text(config)
     (home / "root").mkdir()
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    env = {
+        **(environ or os.environ),
+        "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+    }
     extra_args = [f"--config={home / 'jupyter_server_config.py'}"]
     return JupyterServer(home / "root", home / "server.log", extra_args=extra_args).start(env)
 
 
 @contextmanager
-def running_server(home: Path, config: str) -> Iterator[JupyterServer]:
+def running_server(home: Path, config: str, environ: dict[str, str] | None = None) -> Iterator[JupyterServer]:
     """started_server, stopped afterwards (with its kernels)."""
-    server = started_server(home, config)
+    server = started_server(home, config, environ)
     try:
         yield server
     finally:
