@@ -212,6 +212,7 @@ def jupyter_server(
         f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}, '/no/such/image/dir']\n"
         "c.AsgardSite.registry_images = ['docker://nvcr.io#nvidia/pytorch:24.05-py3']\n"
         "c.AsgardSite.resources_cache_seconds = 0.5\n"
+        "c.AsgardSite.estimate_cache_seconds = 0\n"  # estimates are held to what Slurm does at that moment
         f"c.PyxisProvisioner.saved_images_dir = '{scratch}/$USER/images'\n",
     ) as server:
         yield server
