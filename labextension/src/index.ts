@@ -3,7 +3,7 @@
  * all fed by one poller of the server extension's API.
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Notification } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { KernelAPI, ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { Widget } from '@lumino/widgets';
@@ -11,6 +11,7 @@ import { Widget } from '@lumino/widgets';
 import { alertsFor, IAlert, vanishedAlert } from './alerts';
 import { AsgardAPI, IKernelRow } from './api';
 import { phaseOf } from './format';
+import { IKeyValueStore, SentAlerts } from './sentalerts';
 import { ContainerActions } from './containeractions';
 import { asgardIcon } from './icon';
 import { AsgardModel } from './model';
@@ -90,16 +91,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     }
 
-    const sent = new Set<string>();
+    const sent = new SentAlerts(tabStore());
     const warn = (alert: IAlert): void => {
       if (sent.has(alert.key)) {
         return;
       }
       sent.add(alert.key);
-      Notification.warning(alert.message, {
-        autoClose: false,
-        actions: [{ label: 'Show', caption: 'Open the Asgard panel', callback: () => app.shell.activateById(PANEL_ID) }]
-      });
+      const show = {
+        label: 'Show',
+        caption: 'Open the Asgard panel',
+        callback: () => app.shell.activateById(PANEL_ID)
+      };
+      const details = alert.details;
+      const explain = details && {
+        label: 'How to fix',
+        caption: 'What this means and how to fix it',
+        callback: () => void showDetails(details)
+      };
+      Notification.warning(alert.message, { autoClose: false, actions: explain ? [explain, show] : [show] });
     };
     model.changed.connect(() => alertsFor(model.kernels, sent).forEach(warn));
     model.vanished.connect((_, rows) => {
@@ -131,6 +140,25 @@ function keepTitle(widget: Widget, label: string): void {
   };
   content.title.changed.connect(apply);
   apply();
+}
+
+/** The tab's sessionStorage, or null where the browser refuses it (reading the property can throw). */
+function tabStore(): IKeyValueStore | null {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return null;
+  }
+}
+
+/** An alert's explanation, a paragraph each, as text (it names kernelspecs and notebooks). */
+async function showDetails(details: NonNullable<IAlert['details']>): Promise<void> {
+  const body = new Widget();
+  body.addClass('jp-asgard-AlertDetails');
+  for (const text of details.paragraphs) {
+    body.node.appendChild(document.createElement('p')).textContent = text;
+  }
+  await showDialog({ title: details.title, body, buttons: [Dialog.okButton()] });
 }
 
 /**

@@ -2,7 +2,7 @@
 import { strict as assert } from 'node:assert';
 import { describe as group, test } from 'node:test';
 
-import { alertsFor, LOW_TIME_SECONDS, vanishedAlert } from '../src/alerts';
+import { alertsFor, CURVE_METADATA, LOW_TIME_SECONDS, REQUIRE_ENCRYPTION, vanishedAlert } from '../src/alerts';
 import type { IKernelRow } from '../src/api';
 import {
   describe,
@@ -21,6 +21,7 @@ import {
   timeLimitWords,
   UNKNOWN_START
 } from '../src/format';
+import { SentAlerts } from '../src/sentalerts';
 
 function row(changes: Partial<IKernelRow> = {}): IKernelRow {
   return {
@@ -231,6 +232,74 @@ group('alerts', () => {
     );
     assert.match(vanishedAlert(row({ time_left_seconds: 20 })).message, /ended \(time limit\)/);
     assert.match(vanishedAlert(row({ path: '' })).message, /^Asgard kernel Asgard PyTorch:/);
+  });
+});
+
+group('kernels in the clear', () => {
+  test('a kernel in the clear is warned about once, with what it means and how to fix it', () => {
+    const clear = row({ encryption: 'none' });
+    const alerts = alertsFor([clear], new Set());
+    assert.deepEqual(
+      alerts.map(alert => alert.key),
+      ['k1:clear-traffic']
+    );
+    assert.equal(
+      alerts[0].message,
+      'The Asgard kernel of analysis.ipynb is not encrypted: other users on gpu01 can read its output.'
+    );
+    assert.ok(alerts[0].message.length <= 140, 'Notification truncates longer messages');
+    const details = alerts[0].details?.paragraphs.join('\n') ?? '';
+    assert.match(details, /any user logged in there can subscribe to its output/);
+    assert.ok(details.includes(`add ${CURVE_METADATA} to the "metadata" of the kernelspec asgard-pytorch's`));
+    assert.match(details, /pyzmq/);
+    assert.ok(details.includes(REQUIRE_ENCRYPTION));
+    // once per kernel, also when it comes back on another job
+    assert.deepEqual(alertsFor([{ ...clear, job_id: '43' }], new Set(['k1:clear-traffic'])), []);
+  });
+
+  test('no warning for an encrypted kernel, nor before the kernel has started', () => {
+    for (const encryption of ['curve', 'curve-proxy', '']) {
+      assert.deepEqual(alertsFor([row({ encryption })], new Set()), [], encryption);
+    }
+  });
+});
+
+group('SentAlerts', () => {
+  const store = () => {
+    const items = new Map<string, string>();
+    return {
+      getItem: (key: string) => items.get(key) ?? null,
+      setItem: (key: string, value: string) => items.set(key, value)
+    };
+  };
+
+  test('what a page sent, the next page of the tab knows', () => {
+    const tab = store();
+    const first = new SentAlerts(tab);
+    first.add('k1:clear-traffic');
+    assert.ok(first.has('k1:clear-traffic'));
+    const reloaded = new SentAlerts(tab);
+    assert.ok(reloaded.has('k1:clear-traffic'));
+    assert.ok(!reloaded.has('k2:clear-traffic'));
+    assert.deepEqual(alertsFor([row({ encryption: 'none' })], reloaded), []);
+    assert.ok(!new SentAlerts(store()).has('k1:clear-traffic'), 'another tab starts afresh');
+  });
+
+  test('without storage, or with storage that refuses or holds garbage, the page still remembers', () => {
+    const refusing = {
+      getItem: () => 'not json',
+      setItem: () => {
+        throw new Error('QuotaExceededError');
+      }
+    };
+    for (const sent of [new SentAlerts(null), new SentAlerts(refusing)]) {
+      assert.ok(!sent.has('k1:ended'));
+      sent.add('k1:ended');
+      assert.ok(sent.has('k1:ended'));
+    }
+    const tab = store();
+    tab.setItem('jupyter-asgard:sent-alerts', '{"k1": 1}');
+    assert.ok(!new SentAlerts(tab).has('k1'));
   });
 });
 
