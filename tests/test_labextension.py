@@ -3,12 +3,15 @@ extension the package installs is enabled in JupyterLab."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -100,3 +103,28 @@ def test_the_front_ends_words_for_an_unknown_start_are_the_servers() -> None:
 
     source = (LABEXTENSION / "src" / "format.ts").read_text()
     assert f"export const UNKNOWN_START = '{UNKNOWN_START}';" in source
+
+
+def typescript_constant(module: str, name: str) -> str:
+    """The value of a string constant in labextension/src/<module>.ts."""
+    source = (LABEXTENSION / "src" / f"{module}.ts").read_text()
+    match = re.search(rf"export const {name} = '([^']*)';", source)
+    assert match, f"no string constant {name} in {module}.ts"
+    return match.group(1)
+
+
+def test_the_clear_traffic_warning_names_the_servers_own_fixes() -> None:
+    """The notification about a kernel in the clear names the kernelspec metadata that makes the server
+    encrypt it, and the site setting that makes the server refuse such kernels: both as the server reads them."""
+    from traitlets.config import Config
+
+    from jupyter_asgard.launch.encryption import declares_curve, encryption_problem
+    from jupyter_asgard.site.site_policy import SitePolicy
+
+    spec = SimpleNamespace(metadata=json.loads("{" + typescript_constant("alerts", "CURVE_METADATA") + "}"))
+    assert declares_curve(spec)
+    site: dict[str, Any] = {"c": Config()}
+    exec(typescript_constant("alerts", "REQUIRE_ENCRYPTION"), site)  # as Jupyter reads a config file
+    policy = SitePolicy(config=site["c"]).transport_encryption
+    assert policy == "required"
+    assert encryption_problem(policy, SimpleNamespace(metadata={}), "hand-written")
