@@ -179,6 +179,57 @@ def test_warnings_when_the_allocation_runs_low_and_when_the_job_ends(
         shut_down_kernels_of(jupyter_lab, path)
 
 
+def encryption_of(server: JupyterServer, path: str) -> str:
+    return next(
+        row["encryption"] for row in server.request("GET", "/asgard/api/kernels").body["kernels"] if row["path"] == path
+    )
+
+
+def test_a_kernel_in_the_clear_is_notified_once_and_an_encrypted_one_not_at_all(
+    jupyter_lab: JupyterServer, browser: Any, kernelspecs: KernelSpecs
+) -> None:
+    """A hand-written kernelspec without "supported_encryption" runs in the clear under the default "auto":
+    JupyterLab says so once per kernel, with how to fix it; not again on later polls, nor after the tab loads
+    JupyterLab again; and never for an encrypted kernel."""
+    clear_path = make_notebook(jupyter_lab, "asgard-clear.ipynb", kernelspecs.make("asgard-clear", encryption=False))
+    curve_path = make_notebook(jupyter_lab, "asgard-curve.ipynb", "asgard-test")
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    clear = toasts(page, "is not encrypted")
+    try:
+        open_notebook(page, jupyter_lab, clear_path)
+        expect(page.locator(STATUS)).to_have_text(re.compile(r"^running on gpu0[12]"), timeout=90_000)
+        assert encryption_of(jupyter_lab, clear_path) == "none"
+        expect(clear).to_have_count(1, timeout=20_000)
+        expect(clear).to_contain_text(
+            re.compile(r"The Asgard kernel of asgard-clear\.ipynb is not encrypted: other users on gpu0[12] can")
+        )
+        page.wait_for_timeout(6_000)  # more polls: the warning came once
+        expect(clear).to_have_count(1)
+        screenshot(page, "asgard-warning-clear-traffic")
+        clear.get_by_role("button", name="How to fix").click()  # JupyterLab closes the toast
+        dialog = page.locator(".jp-Dialog")
+        expect(dialog).to_contain_text("Kernel traffic not encrypted")
+        expect(dialog).to_contain_text('add "supported_encryption": ["curve"] to the "metadata" of the kernelspec')
+        expect(dialog).to_contain_text('c.PyxisProvisioner.transport_encryption = "required"')
+        screenshot(page, "asgard-warning-clear-traffic-how-to-fix")
+        dialog.locator(".jp-mod-accept").click()
+        page.wait_for_timeout(6_000)  # dismissed, it does not come back
+        expect(clear).to_have_count(0)
+
+        # The same tab opens the other notebook (JupyterLab loads anew): its kernel is encrypted, and the
+        # one in the clear, still running, was warned about already.
+        open_notebook(page, jupyter_lab, curve_path)
+        expect(page.locator(STATUS)).to_have_text(re.compile(r"^running on gpu0[12]"), timeout=90_000)
+        assert encryption_of(jupyter_lab, curve_path) == "curve-proxy"
+        assert encryption_of(jupyter_lab, clear_path) == "none"
+        page.wait_for_timeout(6_000)
+        expect(clear).to_have_count(0)
+    finally:
+        page.close()
+        shut_down_kernels_of(jupyter_lab, clear_path)
+        shut_down_kernels_of(jupyter_lab, curve_path)
+
+
 def test_status_bar_shows_nothing_for_other_kernels_and_polling_stops_in_a_hidden_tab(
     jupyter_lab: JupyterServer, browser: Any
 ) -> None:
