@@ -100,8 +100,9 @@ function clearTrafficAlert(row: IKernelRow): IAlert | null {
           "in it (that needs the kernel's HMAC key).",
         `To encrypt it, add ${CURVE_METADATA} to the "metadata" of the kernelspec ` +
           `${row.kernel_name}'s kernel.json (\`jupyter asgard install\` and the Asgard panel write it) and ` +
-          'restart the kernel. If the kernelspec has it, the image cannot encrypt (its pyzmq has no ' +
-          "CurveZMQ; the server's log says so): use an image with a newer pyzmq and ipykernel.",
+          'restart the kernel. If the kernelspec has it, either the image cannot encrypt (its pyzmq has no ' +
+          "CurveZMQ; the server's log says so): use an image with a newer pyzmq and ipykernel; or the site " +
+          'turned encryption off (transport_encryption = "disabled"): ask its admins.',
         `A site can refuse kernels in the clear: ${REQUIRE_ENCRYPTION} in jupyter_server_config.py.`
       ]
     }
