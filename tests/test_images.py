@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from traitlets.config import Config
 
 from jupyter_asgard.containers import images
 from jupyter_asgard.containers.images import (
+    MANIFEST_LIMIT,
     ImageFile,
     ImageName,
     format_size,
@@ -235,6 +240,72 @@ def test_scan_lists_a_directory_given_twice_once(tmp_path: Path) -> None:
 
 def test_scan_of_nothing() -> None:
     assert scan_image_dirs([]) == ([], [])
+
+
+def test_scan_leaves_out_a_directory_others_can_write_and_says_how_to_fix_it(tmp_path: Path) -> None:
+    """Anyone could put a trojan there under a saved image's name, or swap one."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    make_image(shared / "my-env.sqsh")
+    found, notes = scan_image_dirs([str(shared)])
+    assert found == []
+    assert notes == [
+        f"image directory {shared} is not listed: {shared} can be written by other users (mode drwxrwxrwx): make "
+        f"it yours alone (chmod go-w {shared}), or use a directory of your own"
+    ]
+
+
+# --- manifests beside saved images: read only if a small regular file, never waited for ----------------------
+
+LISTING = (
+    "import json, sys\n"
+    "from jupyter_asgard.containers.images import scan_image_dirs\n"
+    "found, notes = scan_image_dirs([sys.argv[1]])\n"
+    "print(json.dumps([[image.path, image.manifest] for image in found]))\n"
+)
+
+
+def _limited_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+def listed_apart(directory: Path) -> list[list[object]]:
+    """The listing, in a process of its own with 1 GiB of memory and 20 s: a listing that reads a manifest
+    without end fails here instead of taking the machine's memory or hanging the test run."""
+    done = subprocess.run(
+        [sys.executable, "-c", LISTING, str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        preexec_fn=_limited_memory,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_a_manifest_is_read_beside_its_image(tmp_path: Path) -> None:
+    make_image(tmp_path / "env.sqsh")
+    (tmp_path / "env.sqsh.json").write_text(json.dumps({"name": "env", "packages": ["numpy==2.0"]}))
+    assert listed_apart(tmp_path) == [[str(tmp_path / "env.sqsh"), {"name": "env", "packages": ["numpy==2.0"]}]]
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo", "oversized", "link to a good manifest"])
+def test_a_manifest_that_is_no_small_regular_file_is_no_manifest(tmp_path: Path, kind: str) -> None:
+    """Planted beside an image in a listed directory, none of them holds the listing up or takes its memory,
+    and the image is listed as it is, without a manifest."""
+    manifest = tmp_path / "env.sqsh.json"
+    if kind == "link to /dev/zero":
+        manifest.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(manifest)
+    elif kind == "oversized":
+        manifest.write_text(json.dumps({"name": "env", "padding": "x" * MANIFEST_LIMIT}))
+    else:
+        (tmp_path / "elsewhere.json").write_text(json.dumps({"name": "env"}))
+        manifest.symlink_to(tmp_path / "elsewhere.json")
+    make_image(tmp_path / "env.sqsh")
+    assert listed_apart(tmp_path) == [[str(tmp_path / "env.sqsh"), None]]
 
 
 # --- configured registry images ---------------------------------------------------------------

@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .directory_trust import directory_problem
+
 SQUASHFS_SUFFIX = ".sqsh"
 MANIFEST_SUFFIX = ".json"  # a saved image's manifest: NAME.sqsh.json
 _SIZE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+MANIFEST_LIMIT = 1024 * 1024  # a real manifest (a few hundred package lines) is a few KiB
 
 
 @dataclass(frozen=True)
@@ -125,11 +128,15 @@ def scan_image_dirs(dirs: list[str]) -> tuple[list[ImageFile], list[str]]:
     """Every squashfs file directly inside the directories, and a note for each directory that cannot be read.
 
     Blocking (the caller runs it in a thread). A missing or unreadable directory is a site
-    configuration matter to show, not an error to raise: the other directories still count.
+    configuration matter to show, not an error to raise: the other directories still count. A directory
+    someone else can change is not listed (directory_trust): its images could be anyone's.
     """
     images: list[ImageFile] = []
     notes: list[str] = []
     for directory in dict.fromkeys(dirs):  # a directory configured twice is listed once
+        if os.path.isdir(directory) and (problem := directory_problem(directory, os.geteuid())):
+            notes.append(f"image directory {directory} is not listed: {problem}")
+            continue
         try:
             images += _scan_dir(directory)
         except FileNotFoundError:
@@ -160,13 +167,27 @@ def _scan_dir(directory: str) -> list[ImageFile]:
 
 
 def read_manifest(image_path: str) -> dict[str, Any] | None:
-    """The manifest a saved image has beside it (IMAGE.sqsh.json: where it came from, its packages)."""
+    """The manifest a saved image has beside it (IMAGE.sqsh.json: where it came from, its packages).
+
+    Only a regular file of at most MANIFEST_LIMIT bytes counts, read without following a link and without
+    waiting: a link to /dev/zero would be read until memory runs out, a FIFO would hold the listing forever.
+    """
     try:
-        with open(image_path + MANIFEST_SUFFIX) as manifest:
-            found = json.load(manifest)
+        text = _read_small_file(image_path + MANIFEST_SUFFIX, MANIFEST_LIMIT)
+        found = json.loads(text) if text is not None else None
     except (OSError, ValueError):
         return None
     return found if isinstance(found, dict) else None
+
+
+def _read_small_file(path: str, limit: int) -> bytes | None:
+    """path's content if it is a regular file of at most limit bytes, else None; OSError for a link (ELOOP)."""
+    handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(handle, "rb") as opened:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            return None
+        content = opened.read(limit + 1)
+    return content if len(content) <= limit else None
 
 
 def parse_image_uri(uri: str) -> tuple[str, ImageName]:
