@@ -10,9 +10,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +27,7 @@ from jupyter_asgard.slurm.slurm_client import SlurmClient
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs
 from tests.server import JupyterServer, execute_via_websocket, running_server, terminal_ends, terminal_session
+from tests.unix_users import UnixUser
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
@@ -117,6 +120,23 @@ def save_image_cli(server: JupyterServer, *args: str) -> subprocess.CompletedPro
     )
 
 
+def listings_until(
+    server: JupyterServer, saving: Future[Any], directory: Path
+) -> list[tuple[dict[str, Any] | None, bool]]:
+    """GET /asgard/api/images until the save has ended: each time the image's entry (None while not listed)
+    and whether Pyxis was writing in a private directory beside it then."""
+    listings = []
+    while not saving.done():
+        staging = (
+            any(entry.name.startswith(".saving-") for entry in directory.iterdir()) if directory.exists() else False
+        )
+        images = server.request("GET", "/asgard/api/images").body["images"]
+        entry = next((image for image in images if image["path"].startswith(f"{directory}/hello-env-")), None)
+        listings.append((entry, staging))
+        time.sleep(0.2)
+    return listings
+
+
 @pytest.fixture
 def saved_images(slurm_cluster: LocalCluster) -> Iterator[Path]:
     directory = slurm_cluster.netscratch / "root" / "images"
@@ -149,9 +169,16 @@ def test_an_environment_built_in_a_kernel_is_saved_as_an_image_a_new_kernel_star
             timeout=120,
         )
         assert GREETING in installed, installed
-        saved = save_image_cli(server, kernel_id[:8], f"hello-env-{tag}")  # a prefix of the id will do
-        assert saved.returncode == 0, saved.stderr
         path = saved_images / f"hello-env-{tag}.sqsh"
+        with ThreadPoolExecutor(1) as pool:  # a prefix of the id will do
+            saving = pool.submit(save_image_cli, server, kernel_id[:8], f"hello-env-{tag}")
+            listings = listings_until(server, saving, saved_images)
+            saved = saving.result()
+        assert saved.returncode == 0, saved.stderr
+        shown = [entry for entry, _ in listings if entry]
+        assert {entry["size"] for entry in shown} == {path.stat().st_size}, shown  # never listed half-written
+        assert all(entry.get("manifest", {}).get("name") == f"hello-env-{tag}" for entry in shown), shown
+        assert any(staging for _, staging in listings), "the listing was never asked while Pyxis wrote the image"
         assert f"saved {path}" in saved.stdout
         assert execute_via_websocket(server, kernel_id, "print(6 * 7)").strip() == "42"  # undisturbed
 
@@ -251,3 +278,97 @@ async def test_one_save_at_a_time_per_kernel_and_per_image_and_a_failed_one_leav
     await asyncio.wait_for(asyncio.gather(*saves._tasks), 60)
     assert first.state == "failed" and first.message.startswith("saving the container failed: ")
     assert not list(tmp_path.iterdir())
+
+
+async def test_a_save_whose_srun_cannot_start_ends_as_failed_and_the_kernel_may_save_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An srun that cannot be spawned (here: its interpreter is missing) raises OSError, not SlurmError."""
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    (broken / "srun").write_text("#!/no/such/interpreter\n")
+    (broken / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{broken}:{os.environ['PATH']}")
+    images = tmp_path / "images"
+    saves = ImageSaves(SlurmClient())
+    kernel = SimpleNamespace(kernel_id="k1", node="gpu01", step=object(), container="env", job_id="999999")
+    first = await saves.start(kernel, "env", str(images), 60)
+    await asyncio.wait_for(asyncio.gather(*saves._tasks), 60)
+    assert first.state == "failed" and first.finished, first
+    assert first.message.startswith("saving the container failed: ") and "srun" in first.message
+    assert not list(images.iterdir())  # neither the image nor the private directory it was written in
+    second = await saves.start(kernel, "env", str(images), 60)
+    await asyncio.wait_for(asyncio.gather(*saves._tasks), 60)
+    assert second.state == "failed"
+
+
+# --- save: a directory of the user's own, and a save that takes too long ---------------------------------
+
+
+@pytest.fixture
+def impatient_site(
+    kernelspecs: KernelSpecs, slurm_cluster: LocalCluster, tmp_path: Path
+) -> Iterator[tuple[JupyterServer, Path]]:
+    """A server that saves into a directory of netscratch the test hands to another user, and gives a save 3 s."""
+    directory = slurm_cluster.netscratch / f"shared-{uuid.uuid4().hex[:8]}"
+    with running_server(
+        tmp_path / "server",
+        "c.SlurmMonitor.poll_interval = 0.5\n"
+        f"c.PyxisProvisioner.saved_images_dir = '{directory}'\n"
+        "c.PyxisProvisioner.save_timeout = 3\n",
+    ) as server:
+        try:
+            yield server, directory
+        finally:
+            subprocess.run(["rm", "-rf", str(directory)], check=True)
+
+
+def test_a_save_into_a_directory_another_user_controls_is_refused_and_a_slow_one_is_cancelled_before_cleanup(
+    impatient_site: tuple[JupyterServer, Path], another_user: UnixUser, slurm_cluster: LocalCluster
+) -> None:
+    server, directory = impatient_site
+    victim = slurm_cluster.netscratch / "root" / f"victim-{directory.name}"
+    victim.write_text("precious\n")
+    kernel_id = server.start_kernel("asgard-test")
+    try:
+        made = another_user.run("mkdir", "-m", "700", str(directory))
+        assert made.returncode == 0, made.stderr
+        answer = server.request("POST", f"/asgard/api/kernels/{kernel_id}/save-image", {"name": "env"})
+        assert answer.status == 400, answer.body
+        assert f"{directory} belongs to another user (uid {another_user.uid})" in answer.message
+
+        os.chown(directory, 0, 0)  # now root's, but still anyone's to write: they plant a link at the name
+        directory.chmod(0o777)
+        planted = another_user.run("ln", "-s", str(victim), str(directory / "env.sqsh"))
+        assert planted.returncode == 0, planted.stderr
+        answer = server.request("POST", f"/asgard/api/kernels/{kernel_id}/save-image", {"name": "env"})
+        assert answer.status == 400 and f"{directory} can be written by other users" in answer.message, answer.body
+        assert f"chmod go-w {directory}" in answer.message
+        assert victim.read_text() == "precious\n" and (directory / "env.sqsh").is_symlink()
+        assert not [line for line in kernel_jobs() if "jupyter-save-image" in line]
+
+        (directory / "env.sqsh").unlink()
+        directory.chmod(0o700)
+        answer = server.request("POST", f"/asgard/api/kernels/{kernel_id}/save-image", {"name": "env"})
+        assert answer.status == 202, answer.body
+        status = wait_for(lambda: save_ended(server, kernel_id), timeout=120, what="the slow save ended")
+        job_id = row(server, kernel_id)["job_id"]
+        steps = slurm_steps(job_id)  # at once: the save step was ended before the save was given up
+        assert status["state"] == "failed" and "c.PyxisProvisioner.save_timeout" in status["message"], status
+        assert "jupyter-save-image" not in steps, steps
+        assert list(directory.iterdir()) == []  # neither the image nor the private directory Pyxis wrote in
+        assert execute_via_websocket(server, kernel_id, "print(6 * 7)").strip() == "42"
+    finally:
+        server.request("DELETE", f"/api/kernels/{kernel_id}")
+        victim.unlink()
+
+
+def save_ended(server: JupyterServer, kernel_id: str) -> dict[str, Any] | None:
+    status = server.request("GET", f"/asgard/api/kernels/{kernel_id}/save-image").body
+    return status if status["state"] != "saving" else None
+
+
+def slurm_steps(job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "--steps", "-h", "-j", job_id, "-o", "%i %j"], capture_output=True, text=True, timeout=60
+    ).stdout

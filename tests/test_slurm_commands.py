@@ -19,6 +19,8 @@ from jupyter_asgard.slurm.slurm_commands import (
     SallocEvent,
     expected_start,
     job_name,
+    job_steps_argv,
+    named_steps,
     parse_salloc_line,
     parse_squeue,
     salloc_argv,
@@ -293,6 +295,14 @@ def test_srun_argv_full_pipeline() -> None:
 )
 def test_scancel_argv(kwargs: dict, expected: list[str]) -> None:
     assert scancel_argv("12", **kwargs) == expected
+
+
+def test_a_jobs_steps_of_one_name_are_found_by_it() -> None:
+    """What `squeue --steps` answers for a kernel's allocation with a save step beside the kernel's."""
+    assert job_steps_argv("12") == ["squeue", "--steps", "--noheader", "--jobs=12", "--format=%i|%j"]
+    output = "12.0|jupyter-asgard-k1\n12.3|jupyter-save-image\n12.extern|extern\n12.5|jupyter-save-image\n"
+    assert named_steps(output, "jupyter-save-image") == ["3", "5"]
+    assert named_steps("", "jupyter-save-image") == []
 
 
 FORMAT = (

@@ -18,6 +18,7 @@ from ..launch.mounts import Mount, render_mounts
 from ..slurm.slurm_commands import ONE_TASK
 from .images import MANIFEST_SUFFIX, SQUASHFS_SUFFIX
 
+SAVE_STEP_NAME = "jupyter-save-image"
 IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # What a save step runs in the container while Pyxis exports it: the installed distributions, as
 # `pip freeze` lists them, without needing pip (the image's python3 runs the kernel, so it is there).
@@ -116,7 +117,7 @@ def save_argv(
     package listing, has ended."""
     return [
         srun,
-        "--job-name=jupyter-save-image",
+        f"--job-name={SAVE_STEP_NAME}",
         *attach_options(job_id, node, container),
         f"--container-save={path}",
         python,

@@ -4,6 +4,11 @@ Pyxis exports the container's filesystem (``--container-save``) from a step that
 container beside the kernel (container_steps.save_argv), so the kernel goes on undisturbed. The step also
 lists the container's Python packages; they go into a manifest beside the image (NAME.sqsh.json) with where
 it came from. Every refusal is found before Slurm is asked; a save Pyxis fails names Pyxis's reason.
+
+The image directory must be the user's alone (directory_trust): enroot follows a link at the path it writes,
+and the path is in srun's argv for all to see. Pyxis writes into a private directory the server makes in it
+(mode 0700), and the finished image and manifest are renamed into place, so an image is listed only complete.
+Whatever ends a save (Slurm, the timeout, a full disk) ends it as failed, the step gone before its files are.
 """
 
 from __future__ import annotations
@@ -11,16 +16,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import SaveRefused, SlurmError
+from ..errors import SaveRefused, SlurmError, SlurmNotFound
 from ..launch.launch_config import default_environ, expand_variables
 from ..slurm.slurm_client import SlurmClient
+from ..slurm.slurm_commands import job_steps_argv, named_steps
 from .container_steps import (
+    SAVE_STEP_NAME,
     container_problem,
     image_name_problem,
     manifest_path,
@@ -28,7 +36,11 @@ from .container_steps import (
     save_argv,
     saved_image_path,
 )
+from .directory_trust import directory_problem
 from .step_failures import summarize
+
+STAGING_PREFIX = ".saving-"  # the private directory Pyxis writes in: not NAME.sqsh, so never listed
+STEP_END_PATIENCE = 60.0  # seconds a cancelled save step may take to end before its files are left alone
 
 
 @dataclass
@@ -61,8 +73,9 @@ def saved_images_dir(configured: str) -> str:
     return directory
 
 
-def _writable_target(directory: str, path: str) -> None:
-    """Blocking (run in a thread): the directory is made if missing; SaveRefused says what is in the way."""
+def _private_staging(directory: str, path: str) -> str:
+    """Blocking (run in a thread): the directory is made if missing and checked to be the user's alone; returns
+    the private directory (0700) Pyxis writes the image in. SaveRefused says what is in the way."""
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as error:
@@ -71,6 +84,8 @@ def _writable_target(directory: str, path: str) -> None:
             f"cannot create the image directory {directory}: {error.strerror}; the site sets it as "
             "c.PyxisProvisioner.saved_images_dir",
         ) from None
+    if problem := directory_problem(directory, os.geteuid()):
+        raise SaveRefused(400, f"the image directory {directory} is not safe to save in: {problem}")
     if not os.access(directory, os.W_OK | os.X_OK):
         raise SaveRefused(
             400,
@@ -79,21 +94,24 @@ def _writable_target(directory: str, path: str) -> None:
         )
     if os.path.lexists(path):
         raise SaveRefused(409, f"an image {path} exists already: choose another name, or delete that file first")
+    return tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory)
 
 
 def _write_manifest(path: str, manifest: dict[str, Any]) -> None:
-    """Blocking: written to a temporary file and renamed, so a reader never sees half of it."""
-    directory = os.path.dirname(path)
-    handle, temporary = tempfile.mkstemp(prefix=".manifest-", dir=directory)
-    with os.fdopen(handle, "w") as out:
+    """Blocking: written in the private directory, moved into place with the image."""
+    with open(manifest_path(path), "x") as out:
         json.dump(manifest, out, indent=1)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, manifest_path(path))
+    os.chmod(manifest_path(path), 0o644)
 
 
-def _remove_file(path: str) -> None:
-    if os.path.isfile(path):
-        os.unlink(path)
+def _publish(staged: str, path: str) -> None:
+    """Blocking: the finished image and its manifest renamed into place (one directory, so atomic), the
+    manifest first, so that the image, once listed, has it; nothing takes a name that was taken meanwhile."""
+    if os.path.lexists(path) or os.path.lexists(manifest_path(path)):
+        raise FileExistsError(f"{path} was made while the container was being saved; the save was dropped")
+    os.rename(manifest_path(staged), manifest_path(path))
+    os.rename(staged, path)
+    os.rmdir(os.path.dirname(staged))
 
 
 class ImageSaves:
@@ -121,37 +139,69 @@ class ImageSaves:
             raise SaveRefused(409, f"another kernel's container is being saved as {save.path}: choose another name")
         self.latest[provisioner.kernel_id] = save  # claimed before the first await: a second request is refused
         try:
-            await asyncio.to_thread(_writable_target, directory, save.path)
+            staging = await asyncio.to_thread(_private_staging, directory, save.path)
         except SaveRefused:
             self.latest.pop(provisioner.kernel_id)
             if running:
                 self.latest[provisioner.kernel_id] = running
             raise
-        task = asyncio.create_task(self._run(save, provisioner, timeout))
+        task = asyncio.create_task(self._run(save, provisioner, timeout, staging))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda _task: self.images_changed())
         return save
 
-    async def _run(self, save: ImageSave, provisioner: Any, timeout: float) -> None:
-        argv = save_argv(provisioner.job_id, provisioner.node, provisioner.container, save.path)
+    async def _run(self, save: ImageSave, provisioner: Any, timeout: float, staging: str) -> None:
+        """The save, ended as saved or failed whatever happens; a failed one's private directory is removed once
+        no save step of the kernel runs any more (Pyxis may still be writing after srun was given up on)."""
+        staged = saved_image_path(staging, save.name)
+        try:
+            message = await self._export(save, provisioner, timeout, staged)
+        except Exception as error:  # a full disk, a quota, an srun that cannot start: the save must end
+            message = f"saving the container failed: {error}"
+        if message and not await self._steps_ended(provisioner.job_id):
+            message += f"; its save step did not end, so its files stay in {staging}: remove them later"
+        else:
+            await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
+        save.state, save.message, save.finished = ("failed" if message else "saved"), message, _now()
+
+    async def _export(self, save: ImageSave, provisioner: Any, timeout: float, staged: str) -> str:
+        """Runs the save step and puts the image in place; "" when saved, else why not."""
+        argv = save_argv(provisioner.job_id, provisioner.node, provisioner.container, staged)
         try:
             result = await self.client.run(argv, timeout=timeout)
-        except SlurmError as error:
-            await self._failed(save, f"{error} (the site's c.PyxisProvisioner.save_timeout)")
-            return
-        if result.returncode != 0 or not await asyncio.to_thread(os.path.isfile, save.path):
+        except SlurmNotFound:
+            raise
+        except SlurmError as error:  # it did not answer in time
+            return f"{error} (the site's c.PyxisProvisioner.save_timeout)"
+        if result.returncode != 0 or not await asyncio.to_thread(os.path.isfile, staged):
             text, hint = summarize(result.stderr.splitlines() + result.stdout.splitlines())
-            await self._failed(save, f"saving the container failed: {text}" + (f". {hint}" if hint else ""))
-            return
+            return f"saving the container failed: {text}" + (f". {hint}" if hint else "")
         packages = packages_of(result.stdout)
-        await asyncio.to_thread(_write_manifest, save.path, self._manifest(save, provisioner, packages))
-        save.state, save.packages, save.finished = "saved", len(packages), _now()
+        await asyncio.to_thread(_write_manifest, staged, self._manifest(save, provisioner, packages))
+        await asyncio.to_thread(_publish, staged, save.path)
+        save.packages = len(packages)
+        return ""
 
-    async def _failed(self, save: ImageSave, message: str) -> None:
-        """A failed save leaves no half-written image behind (the path was free when it started)."""
-        await asyncio.to_thread(_remove_file, save.path)
-        save.state, save.message, save.finished = "failed", message, _now()
+    async def _steps_ended(self, job_id: str) -> bool:
+        """Whether the job's save steps have all ended, cancelled and waited for (srun, given up on, may leave
+        its step writing); False if they outlast STEP_END_PATIENCE or Slurm cannot tell."""
+        deadline = asyncio.get_running_loop().time() + STEP_END_PATIENCE
+        try:
+            while steps := await self._save_steps(job_id):
+                if asyncio.get_running_loop().time() > deadline:
+                    return False
+                for step in steps:
+                    await self.client.scancel(job_id, step)
+                await asyncio.sleep(0.5)
+        except (SlurmError, OSError):
+            return False
+        return True
+
+    async def _save_steps(self, job_id: str) -> list[str]:
+        """The job's running save steps; none once Slurm no longer knows the job."""
+        listed = (await self.client.run(job_steps_argv(job_id))).checked(tolerated=("Invalid job id",))
+        return named_steps(listed.stdout, SAVE_STEP_NAME)
 
     @staticmethod
     def _manifest(save: ImageSave, provisioner: Any, packages: list[str]) -> dict[str, Any]:

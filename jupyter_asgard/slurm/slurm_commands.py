@@ -208,6 +208,21 @@ def scancel_named_argv(name: str, scancel: str = "scancel") -> list[str]:
     return [scancel, "--quiet", "--me", f"--name={name}"]
 
 
+def job_steps_argv(job_id: str, squeue: str = "squeue") -> list[str]:
+    """The job's steps Slurm runs now, each as STEP|NAME."""
+    return [squeue, "--steps", "--noheader", f"--jobs={job_id}", "--format=%i|%j"]
+
+
+def named_steps(output: str, name: str) -> list[str]:
+    """The ids (JOB.STEP's STEP) of the steps of that name in job_steps_argv's output."""
+    steps = []
+    for line in output.splitlines():
+        step, _, step_name = line.strip().partition("|")
+        if step_name == name:
+            steps.append(step.rpartition(".")[2])
+    return steps
+
+
 def squeue_argv(job_ids: list[str], squeue: str = "squeue") -> list[str]:
     """One call for all watched jobs, finished ones included (Slurm keeps them for MinJobAge)."""
     columns = ",".join(f"{column}:|" for column in SQUEUE_FIELDS.values())
