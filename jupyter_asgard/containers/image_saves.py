@@ -73,7 +73,7 @@ def saved_images_dir(configured: str) -> str:
     return directory
 
 
-def _private_staging(directory: str, path: str) -> str:
+def private_staging(directory: str, path: str) -> str:
     """Blocking (run in a thread): the directory is made if missing and checked to be the user's alone; returns
     the private directory (0700) Pyxis writes the image in. SaveRefused says what is in the way."""
     try:
@@ -104,7 +104,7 @@ def _write_manifest(path: str, manifest: dict[str, Any]) -> None:
     os.chmod(manifest_path(path), 0o644)
 
 
-def _publish(staged: str, path: str) -> None:
+def publish(staged: str, path: str) -> None:
     """Blocking: the finished image and its manifest renamed into place (one directory, so atomic), the
     manifest first, so that the image, once listed, has it; nothing takes a name that was taken meanwhile."""
     if os.path.lexists(path) or os.path.lexists(manifest_path(path)):
@@ -139,7 +139,7 @@ class ImageSaves:
             raise SaveRefused(409, f"another kernel's container is being saved as {save.path}: choose another name")
         self.latest[provisioner.kernel_id] = save  # claimed before the first await: a second request is refused
         try:
-            staging = await asyncio.to_thread(_private_staging, directory, save.path)
+            staging = await asyncio.to_thread(private_staging, directory, save.path)
         except SaveRefused:
             self.latest.pop(provisioner.kernel_id)
             if running:
@@ -179,7 +179,7 @@ class ImageSaves:
             return f"saving the container failed: {text}" + (f". {hint}" if hint else "")
         packages = packages_of(result.stdout)
         await asyncio.to_thread(_write_manifest, staged, self._manifest(save, provisioner, packages))
-        await asyncio.to_thread(_publish, staged, save.path)
+        await asyncio.to_thread(publish, staged, save.path)
         save.packages = len(packages)
         return ""
 

@@ -127,7 +127,8 @@ class SitePolicy(LaunchSettings):
     saved_images_dir = Unicode(
         "/netscratch/$USER/images",
         help="Where 'Save environment as image' writes NAME.sqsh and its manifest NAME.sqsh.json: a directory "
-        "the compute nodes can write and the server can read ($USER and ~ are expanded). The panel lists "
+        "the compute nodes can write and the server can read ($USER and ~ are expanded), and the user's alone: "
+        "a save into one another user owns or can write (or below one) is refused. The panel lists "
         "its images with the site's.",
     ).tag(config=True)
     save_timeout = Float(1800.0, help="Seconds a save of a kernel's container may take before it is cancelled.").tag(
