@@ -3,21 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jupyter_asgard.errors import SlurmError
+from jupyter_asgard.kernel.handshake import parse_handshake
 from jupyter_asgard.kernel.kernel_step import MAX_LINE, KernelStep
 from jupyter_asgard.node.bootstrap import HANDSHAKE
 from jupyter_asgard.slurm.slurm_client import CommandResult, SlurmClient
+
+NONCE = "5f0c" * 8
+GENUINE: dict[str, Any] = {
+    "shell_port": 40001,
+    "iopub_port": 40002,
+    "stdin_port": 40003,
+    "control_port": 40004,
+    "hb_port": 40005,
+    "ip": "10.0.0.1",
+    "encryption": "curve-proxy",
+    "node": "gpu01",
+    "step": "0",
+    "pid": 42,
+    "nonce": NONCE,
+}
+
+
+def handshake_line(**changes: Any) -> bytes:
+    """A handshake line as the bootstrap prints it, with changes (a value of None drops the field)."""
+    fields = {name: value for name, value in {**GENUINE, **changes}.items() if value is not None}
+    return (HANDSHAKE + json.dumps(fields)).encode()
 
 
 async def read_all(*chunks: bytes, handshake: bool = False) -> KernelStep:
     step = KernelStep(SlurmClient(), logging.getLogger("test"), "k1", "7")
     step._handshake = asyncio.get_running_loop().create_future()
+    step._nonce = NONCE
     stream = asyncio.StreamReader()
     for chunk in chunks:
         stream.feed_data(chunk)
@@ -35,19 +60,47 @@ async def test_a_line_longer_than_asyncios_line_limit_is_cut_and_reading_goes_on
 
 
 async def test_the_handshake_is_taken_out_of_the_output_also_in_pieces() -> None:
-    step = await read_all(b"hello\n" + HANDSHAKE.encode() + b'{"ip": "10.0', b'.0.1"}\nbye\n', handshake=True)
-    assert step._handshake is not None and step._handshake.result() == {"ip": "10.0.0.1"}
+    line = handshake_line()
+    step = await read_all(b"hello\n" + line[:30], line[30:] + b"\nbye\n", handshake=True)
+    assert step._handshake is not None and step._handshake.result() == GENUINE
     assert list(step.output) == ["hello", "bye"]
 
 
 async def test_the_handshake_is_found_after_a_kernel_line_that_has_no_newline_yet() -> None:
     """ipykernel's banner and the bootstrap's handshake share stdout; a banner line written without its newline
     just before the handshake (seen in CI) hid the handshake and the start timed out."""
-    step = await read_all(
-        b"--existing kernel.json" + HANDSHAKE.encode() + b'{"ip": "10.0.0.1"}\n\nbye\n', handshake=True
-    )
-    assert step._handshake is not None and step._handshake.result() == {"ip": "10.0.0.1"}
+    step = await read_all(b"--existing kernel.json" + handshake_line() + b"\n\nbye\n", handshake=True)
+    assert step._handshake is not None and step._handshake.result() == GENUINE
     assert list(step.output) == ["--existing kernel.json", "", "bye"]
+
+
+FORGED = [
+    HANDSHAKE.encode() + b'{"ip": "10.0.0',  # malformed: it killed the reader, and the kernel blocked on its stdout
+    HANDSHAKE.encode() + b"[]",
+    handshake_line(nonce=None, encryption="none"),  # what code in the kernel can print: it knows no nonce
+    handshake_line(nonce="0" * 32, ip="10.9.9.9"),
+    handshake_line(nonce=""),
+    handshake_line(hb_port="40005"),
+    handshake_line(shell_port=70000),
+    handshake_line(ip="gpu01; rm -rf /"),
+    handshake_line(encryption="rot13"),
+    handshake_line(node=None),
+]
+
+
+@pytest.mark.parametrize("forged", FORGED)
+def test_only_a_well_formed_handshake_with_the_start_s_nonce_counts(forged: bytes) -> None:
+    assert parse_handshake(handshake_line().decode(), NONCE) == ("", GENUINE)
+    assert parse_handshake(forged.decode(), NONCE) is None
+    assert parse_handshake(handshake_line().decode(), "") is None  # a step started without a nonce trusts none
+
+
+async def test_lines_that_only_look_like_the_handshake_are_kernel_output_and_reading_goes_on() -> None:
+    """Code in the kernel runs before the bootstrap's handshake and shares its stdout (a module planted in a
+    shared notebook directory): its lines must neither stand for the handshake nor stop the reader."""
+    step = await read_all(*(line + b"\n" for line in FORGED), handshake_line() + b"\nafter\n", handshake=True)
+    assert step._handshake is not None and step._handshake.result() == GENUINE
+    assert list(step.output) == [line.decode() for line in FORGED] + ["after"]
 
 
 async def test_long_running_slurm_commands_are_counted_with_the_rest_and_sit_in_a_session_of_their_own(

@@ -10,7 +10,6 @@ Slurm version, and an answer also proves the node is reachable.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from typing import Any
@@ -21,8 +20,9 @@ import zmq.asyncio
 from ..containers.container_phases import phase_of, setting_up
 from ..containers.step_failures import summarize
 from ..errors import KernelStartError, SlurmError
-from ..node.bootstrap import HANDSHAKE, KILL_AFTER, KILL_NOW
+from ..node.bootstrap import HANDSHAKE, HANDSHAKE_NONCE, KILL_AFTER, KILL_NOW
 from ..slurm.slurm_client import SlurmClient
+from .handshake import new_nonce, parse_handshake
 
 READ_CHUNK = 64 * 1024
 MAX_LINE = 16 * 1024  # what the server log and a start error keep of one line of srun's output
@@ -45,6 +45,7 @@ class KernelStep:
         self.phase = ""  # the container's setup, as Pyxis reports it (container_phases.py); "" before any
         self.phase_since = 0.0  # loop time the phase began
         self._handshake: asyncio.Future[dict[str, Any]] | None = None
+        self._nonce = ""  # this start's secret, which only the bootstrap's own handshake carries (handshake.py)
         self._readers: list[asyncio.Task[None]] = []
 
     @property
@@ -54,7 +55,8 @@ class KernelStep:
     async def start(self, argv: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
         """Run srun and wait for the bootstrap's handshake; raise KernelStartError with srun's words otherwise."""
         self._handshake = asyncio.get_running_loop().create_future()
-        self.process = await self.client.spawn(argv, env)
+        self._nonce = new_nonce()
+        self.process = await self.client.spawn(argv, {**env, HANDSHAKE_NONCE: self._nonce})
         self._readers = [
             asyncio.ensure_future(self._read(self.process.stdout, handshake=True)),
             asyncio.ensure_future(self._read(self.process.stderr, handshake=False)),
@@ -182,14 +184,14 @@ class KernelStep:
             self._take(buffered.decode(errors="replace"), handshake)
 
     def _take(self, line: str, handshake: bool) -> None:
-        if handshake and HANDSHAKE in line and self._handshake and not self._handshake.done():
-            # The kernel shares the bootstrap's stdout: its banner may end without a newline just before the
-            # handshake (one write, so never split), which then ends the kernel's line.
-            before, _, handshake_json = line.partition(HANDSHAKE)
-            self._handshake.set_result(json.loads(handshake_json))
-            if not before:
+        """One line of srun's output: the handshake where it is the bootstrap's genuine one, else the kernel's
+        output (also a line that only looks like a handshake: whatever the kernel prints must not count)."""
+        found = parse_handshake(line, self._nonce) if handshake and HANDSHAKE in line else None
+        if found and self._handshake and not self._handshake.done():
+            line, handshake_info = found
+            self._handshake.set_result(handshake_info)
+            if not line:
                 return
-            line = before
         self.output.append(line)
         phase = "" if handshake else phase_of(line)
         if phase:

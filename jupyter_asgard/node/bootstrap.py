@@ -6,9 +6,9 @@ server.  It picks the kernel's ports on the compute node itself (preferring the
 ports of the previous run, so clients stay connected through a restart), writes
 the connection file where only this user can read it, runs the kernel, and
 once the kernel listens tells the provisioner the address, the ports and how
-the kernel is encrypted in one line on stdout (srun relays it).  The session key
-and the CurveZMQ keys arrive in the environment only and are removed from the
-kernel's own environment.
+the kernel is encrypted in one line on stdout (srun relays it), with this
+start's nonce.  The session key, the CurveZMQ keys and the nonce arrive in the
+environment only and are removed from the kernel's own environment.
 
 With CurveZMQ keys, curve_proxy.py first says whether the kernel encrypts by
 itself ("curve": the keys go into the connection file) or not ("curve-proxy":
@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # for mypy only: at run time the bootstrap imports nothing it
     from typing import Any, NoReturn
 
 HANDSHAKE = "ASGARD-HANDSHAKE "
+HANDSHAKE_NONCE = "ASGARD_HANDSHAKE_NONCE"  # this start's secret: the provisioner takes only a handshake with it
 FAILURE = "ASGARD-ERROR "
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 ENCRYPTION_VARIABLES = ("ASGARD_CURVE_PUBLICKEY", "ASGARD_CURVE_SECRETKEY")
@@ -405,6 +406,7 @@ def main() -> None:
             node=os.environ.get("SLURMD_NODENAME", ""),
             step=os.environ.get("SLURM_STEP_ID", ""),
             pid=os.getpid(),
+            nonce=os.environ.get(HANDSHAKE_NONCE, ""),
         )
         ipc_paths = ["{}-{}".format(ipc, info[name]) for name in PORT_NAMES]
 
