@@ -32,7 +32,7 @@ PROXY_SOURCE = Path(curve_proxy.__file__).read_text()
 
 
 def free_ports() -> dict[str, int]:
-    return bootstrap.reserve_ports("127.0.0.1", {})
+    return bootstrap.reserve_ports("127.0.0.1")
 
 
 @pytest.fixture

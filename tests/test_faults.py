@@ -110,12 +110,19 @@ def test_a_crashed_kernel_restarts_in_the_same_allocation(
     kernel_client.stop_channels()
     wait_for(lambda: running_steps(job_id) == [f"{job_id}.1"], 60, "the kernel was not restarted")
     # A kernel dying this soon after its start is restarted with "new random ports", which drops the server's
-    # connection file; it is back before the kernel is, as a local kernel's is: the address does not change.
-    assert connection_info(jupyter_server, kernel_id) == info
-    wait_for(lambda: execution_state(jupyter_server, kernel_id) in ("idle", "busy"), 60, "no kernel after restart")
+    # connection file; it is back before the kernel is (the last address until the new one is known).
+    assert connection_info(jupyter_server, kernel_id)["key"] == info["key"]
+    # Same key and node, new ports (another user of the node could have taken an old one).
+    after = wait_for(
+        lambda: (new := connection_info(jupyter_server, kernel_id))["shell_port"] != info["shell_port"] and new,
+        60,
+        "the restarted kernel's new ports in the connection file",
+    )
+    assert (after["ip"], after["key"]) == (info["ip"], info["key"])
     assert row(jupyter_server, kernel_id)["job_id"] == job_id
-    # Same key, node and ports: what a client knew before the crash still reaches the new kernel.
-    assert run(jupyter_server, kernel_id, "print(6 * 7)", info).strip() == "42"
+    assert run(jupyter_server, kernel_id, "print(6 * 7)", after).strip() == "42"
+    # The server's activity watch follows to the new ports: it sees the kernel's status once a client talks.
+    wait_for(lambda: execution_state(jupyter_server, kernel_id) in ("idle", "busy"), 60, "no kernel after restart")
     shutdown(jupyter_server, kernel_id)
 
 

@@ -8,13 +8,15 @@ listens on, can take ports of their own, and can connect to whatever listens on 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from jupyter_asgard.node.bootstrap import HANDSHAKE, PORT_NAMES
 from tests.cluster import LocalCluster
-from tests.kernels import KernelSpecs, execute, shutdown, start, wait_until_no_kernel_jobs
+from tests.kernels import KernelSpecs, execute, running_steps, shutdown, start, wait_until_no_kernel_jobs
+from tests.unix_users import UnixUser
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -34,6 +36,22 @@ runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 """
 
 
+# Another user's program on the node: listen on 127.0.0.1 at each port given (the address every user may
+# bind while the kernel holds the node's address), until killed.
+SQUATTER = """
+import json, socket, sys, time
+held = []
+for port in json.loads(sys.argv[1]):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    held.append(sock)
+print("listening", flush=True)
+time.sleep(600)
+"""
+
+
 async def test_a_handshake_printed_by_a_planted_module_does_not_count(
     slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, tmp_path: Path
 ) -> None:
@@ -49,5 +67,33 @@ async def test_a_handshake_printed_by_a_planted_module_does_not_count(
         assert km.provisioner.encryption == "curve-proxy"  # the test image's ipykernel 6, behind the proxy
         assert (await execute(km, "print(6 * 7)"))["stdout"].strip() == "42"
     finally:
+        await shutdown(km)
+    assert wait_until_no_kernel_jobs() == []
+
+
+async def test_a_restart_takes_new_ports_another_user_cannot_have_taken(
+    slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, tmp_path: Path, another_user: UnixUser
+) -> None:
+    km = await start("asgard-test", tmp_path)
+    squatter = None
+    try:
+        job_id, node = km.provisioner.job_id, km.provisioner.node
+        before = {name: int(km.get_connection_info()[name]) for name in PORT_NAMES}  # type: ignore[literal-required]
+        squatter = another_user.start(
+            "/usr/bin/python3",
+            "-c",
+            SQUATTER,
+            json.dumps(list(before.values())),
+            netns=slurm_cluster.node_namespace(node),
+        )
+        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "listening"
+        await km.restart_kernel()
+        after = {name: int(km.get_connection_info()[name]) for name in PORT_NAMES}  # type: ignore[literal-required]
+        assert set(after.values()).isdisjoint(before.values())
+        assert (await execute(km, "print('after the restart')"))["stdout"].strip() == "after the restart"
+        assert running_steps(job_id) == [f"{job_id}.1"]  # one start was enough
+    finally:
+        if squatter is not None:
+            squatter.kill()
         await shutdown(km)
     assert wait_until_no_kernel_jobs() == []

@@ -1,9 +1,9 @@
 """What the kernel manager and jupyter_server hold on to about a kernel's address, kept in step with it.
 
-A local kernel comes back from a restart where it was. An Asgard kernel does too while its allocation lives,
-but one whose node died comes back in a new allocation on another node: new address, new ports.
-jupyter_client follows (it loads the provisioner's connection info and rewrites the connection file), but
-two things do not, and this module handles both:
+A local kernel comes back from a restart where it was. An Asgard kernel comes back on new ports (another user
+of the node, who can see the old ones, could have taken one), and one whose node died in a new allocation on
+another node: new address too. jupyter_client follows (it loads the provisioner's connection info and
+rewrites the connection file), but two things do not, and this module handles both:
 
 - jupyter_server watches a kernel's IOPub for activity and execution_state through one socket it connects
   when the kernel first starts (MappingKernelManager.start_watching_activity) and reconnects only on a
@@ -13,7 +13,7 @@ two things do not, and this module handles both:
 - The restarter drops the connection file of a kernel that dies soon after its start (it asks for "new
   random ports", KernelManager.cleanup_random_ports). A local provisioner writes it again before
   launching; ours learns the address only from the node, so the file would be missing for the whole
-  relaunch although the kernel comes back on the same address.
+  relaunch: the last address stands in it until the new one is known.
 """
 
 from __future__ import annotations

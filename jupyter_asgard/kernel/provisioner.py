@@ -14,7 +14,6 @@ cleanup releases the allocation unless the kernel is restarting.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -159,7 +158,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         self.launch = await self._checked_config()
         _live[self.kernel_id] = self
         if self.connection_info and self.allocation is not None and not self.end_state:
-            keep_connection_file(self.parent, self.connection_info)  # a restart in the allocation: same address
+            keep_connection_file(self.parent, self.connection_info)  # a restart: the last address until the new one
         kwargs = await super().pre_launch(**kwargs)
         self.session_name = kwargs["env"].get("JPY_SESSION_NAME", "")
         cmd = list(self.kernel_spec.argv) + list(kwargs.pop("extra_arguments", []))
@@ -253,9 +252,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
-        """What another process's provisioner knew of this kernel: where it ran, on which ports (a new start
-        prefers them, so clients keep their connection info) and which nodes to avoid. Not the allocation:
-        it was held by that process, and ends with it."""
+        """What another process's provisioner knew of this kernel: where it ran, on which ports and which nodes
+        to avoid. Not the allocation: it was held by that process, and ends with it."""
         await super().load_provisioner_info(provisioner_info)
         self.node = str(provisioner_info.get("node") or "")
         self._ports = {name: int(port) for name, port in (provisioner_info.get("ports") or {}).items()}
@@ -334,10 +332,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         return False
 
     async def _forget_node(self) -> None:
-        """Give up the node and its allocation. Its ports too: jupyter_server rebuilds its channels to a
-        kernel when the ports change, and would keep talking to the old address if only that changed."""
+        """Give up the node and its allocation."""
         self.lost_nodes.append(self.node)
-        self._ports = {}
         await self._release(keep_row=True)
 
     async def _allocate(self, env: dict[str, str]) -> None:
@@ -362,7 +358,6 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                 self.log.warning(
                     "Kernel %s: a port was taken on the node; starting again on other ports", self.kernel_id
                 )
-                self._ports = {}
         return await self._start_step(cmd, env)
 
     async def _start_step(self, cmd: list[str], env: dict[str, str]) -> KernelConnectionInfo:
@@ -376,7 +371,6 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             {
                 "ASGARD_KERNEL_KEY": session.key.decode(),
                 "ASGARD_SIGNATURE_SCHEME": session.signature_scheme,
-                "ASGARD_KERNEL_PORTS": json.dumps(self._ports),
                 "ASGARD_KERNEL_NAME": self._kernel_name(),
                 **self._curve_environment(curve),
             },

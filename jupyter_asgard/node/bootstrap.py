@@ -2,8 +2,8 @@
 
 It is sent as ``python3 -c <this source> KERNEL_ARGV...`` so that nothing has to
 be installed in the image and no filesystem has to be shared with the Jupyter
-server.  It picks the kernel's ports on the compute node itself (preferring the
-ports of the previous run, so clients stay connected through a restart), writes
+server.  It picks the kernel's ports on the compute node itself (new ones on
+every start: jupyter_client's clients follow a kernel to its new ports), writes
 the connection file where only this user can read it, runs the kernel, and
 once the kernel listens tells the provisioner the address, the ports and how
 the kernel is encrypted in one line on stdout (srun relays it), with this
@@ -51,17 +51,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def reserve_ports(ip: str, preferred: Mapping[str, Any]) -> dict[str, int]:
-    """Pick five free ports, the preferred ones where still free; hold them all until chosen."""
+def reserve_ports(ip: str) -> dict[str, int]:
+    """Pick five free ports, new ones on every start: a restart that asked for the old ones could find them
+    taken by another user of the node, who can see which they were. Hold them all until chosen."""
     held: list[socket.socket] = []
     ports: dict[str, int] = {}
     for name in PORT_NAMES:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((ip, int(preferred.get(name, 0))))
-        except OSError:
-            sock.bind((ip, 0))
+        sock.bind((ip, 0))
         held.append(sock)
         ports[name] = sock.getsockname()[1]
     for sock in held:
@@ -385,7 +383,7 @@ def main() -> None:
             ),
             127,
         )
-    ports = reserve_ports(ip, json.loads(os.environ.get("ASGARD_KERNEL_PORTS") or "{}"))
+    ports = reserve_ports(ip)
     directory = tempfile.mkdtemp(prefix="asgard-kernel-")  # 0700: the connection file and the ipc sockets
     ipc = os.path.join(directory, "kernel")
     proxy = None
