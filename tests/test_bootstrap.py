@@ -227,3 +227,16 @@ def test_a_kill_that_comes_before_the_kernel_runs_kills_it_as_soon_as_it_does() 
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+def test_the_kernel_cannot_load_debugpy_and_is_told_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ipykernel offers its debugger only where debugpy imports, and debugpy's adapter would listen where every
+    user of the node reaches it; the kernel's own PYTHONPATH stays behind the refusing package, its secrets out."""
+    monkeypatch.setenv("PYTHONPATH", "/opt/user-modules")
+    monkeypatch.setenv("ASGARD_KERNEL_KEY", "secret")
+    env = bootstrap.kernel_environment(bootstrap.without_debugger(str(tmp_path)))
+    assert env["PYTHONPATH"] == os.pathsep.join([str(tmp_path / "python"), "/opt/user-modules"])
+    assert "ASGARD_KERNEL_KEY" not in env
+    kernel = subprocess.run([sys.executable, "-c", "import debugpy"], env=env, capture_output=True, text=True)
+    assert kernel.returncode == 1
+    assert f"ImportError: {bootstrap.DEBUGGER_OFF}" in kernel.stderr

@@ -8,8 +8,10 @@ listens on, can take ports of their own, and can connect to whatever listens on 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +51,32 @@ for port in json.loads(sys.argv[1]):
     held.append(sock)
 print("listening", flush=True)
 time.sleep(600)
+"""
+
+
+# Another user's program on the node: every TCP port listening there (but those given) that answers a Debug
+# Adapter Protocol `initialize` request, which debugpy's adapter does for any client, unauthenticated.
+DEBUG_ADAPTER_PROBE = """
+import json, socket, sys
+skip = set(json.loads(sys.argv[1]))
+answered = []
+for row in open("/proc/net/tcp").read().splitlines()[1:]:
+    fields = row.split()
+    address, port = fields[1].split(":")
+    ip, port = socket.inet_ntoa(bytes.fromhex(address)[::-1]), int(port, 16)
+    if fields[3] != "0A" or port in skip:
+        continue
+    body = json.dumps({"seq": 1, "type": "request", "command": "initialize", "arguments": {"adapterID": "x"}})
+    try:
+        with socket.create_connection(("127.0.0.1" if ip == "0.0.0.0" else ip, port), timeout=3) as sock:
+            sock.sendall(("Content-Length: %d\\r\\n\\r\\n%s" % (len(body), body)).encode())
+            sock.settimeout(3)
+            reply = sock.recv(65536)
+    except OSError:
+        continue
+    if b"Content-Length" in reply:
+        answered.append("%s:%d %s" % (ip, port, reply[:300].decode(errors="replace")))
+print(json.dumps(answered))
 """
 
 
@@ -95,5 +123,59 @@ async def test_a_restart_takes_new_ports_another_user_cannot_have_taken(
     finally:
         if squatter is not None:
             squatter.kill()
+        await shutdown(km)
+    assert wait_until_no_kernel_jobs() == []
+
+
+async def debug_request(client: Any, command: str, arguments: dict[str, Any]) -> Any:
+    """A Debug Adapter Protocol request on the control channel, as JupyterLab's debugger sends it."""
+    content = {"seq": 1, "type": "request", "command": command, "arguments": arguments}
+    msg = client.session.msg("debug_request", content)
+    client.control_channel.send(msg)
+    while True:
+        reply = await asyncio.wait_for(client.get_control_msg(), 30)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            return reply["content"]
+
+
+@pytest.mark.parametrize("kernel_name", ["asgard-test", "native"])
+async def test_another_user_on_the_node_cannot_reach_the_kernel_s_debugger(
+    slurm_cluster: LocalCluster,
+    kernelspecs: KernelSpecs,
+    tmp_path: Path,
+    another_user: UnixUser,
+    request: pytest.FixtureRequest,
+    kernel_name: str,
+) -> None:
+    """ipykernel's debugger runs debugpy, whose adapter listens on 127.0.0.1 of the node and admits any client:
+    a Debug Adapter Protocol client can evaluate code in the kernel. Asgard kernels have no debugger (ipykernel
+    6 and 7.4; 7.4 offers it to JupyterLab in kernel_info's supported_features)."""
+    if kernel_name == "native":
+        kernel_name = request.getfixturevalue("native_kernelspec")
+    km = await start(kernel_name, tmp_path)
+    client = km.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=30)
+        info = (await client.kernel_info(reply=True, timeout=30))["content"]
+        # What JupyterLab sends when the user turns the debugger on: initialize, then attach.
+        await debug_request(client, "initialize", {"clientID": "jupyterlab", "adapterID": "python"})
+        await debug_request(client, "attach", {"justMyCode": True})
+        ports = [int(km.get_connection_info()[name]) for name in PORT_NAMES]  # type: ignore[literal-required]
+        probe = another_user.run(
+            "/usr/bin/python3",
+            "-c",
+            DEBUG_ADAPTER_PROBE,
+            json.dumps(ports),
+            netns=slurm_cluster.node_namespace(km.provisioner.node),
+        )
+        assert probe.returncode == 0, probe.stderr
+        assert json.loads(probe.stdout) == [], probe.stdout
+        assert "debugger" not in info.get("supported_features", []) and not info.get("debugger")
+        # One client at a time: a second one gets no answer from a kernel behind the encrypting proxy.
+        reply = (await client.execute_interactive("import debugpy", timeout=30))["content"]
+        assert reply["status"] == "error" and "have no debugger" in reply["evalue"]
+    finally:
+        client.stop_channels()
         await shutdown(km)
     assert wait_until_no_kernel_jobs() == []

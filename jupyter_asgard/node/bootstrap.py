@@ -44,6 +44,11 @@ PROXY_FAILURE_PATIENCE = 5.0  # seconds for the kernel to end by itself after it
 BIND_PATIENCE = 60.0  # seconds to wait for the kernel to listen before leaving the verdict to the provisioner
 KILL_NOW = signal.SIGUSR2  # the provisioner's kill(): the kernel dies at once, the bootstrap cleans up and ends
 KILL_AFTER = 2.0  # seconds a kernel has to end after SIGTERM; the provisioner waits longer (kernel_step.py)
+DEBUGGER_OFF = (
+    "jupyter-asgard kernels have no debugger: debugpy would listen on a port of the compute node that every "
+    "user of the node can reach, and it lets whoever connects run code in your kernel. Debug with pdb "
+    "(%debug, breakpoint()) instead."
+)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -176,8 +181,22 @@ def connection_info(mode: str, ip: str, ports: dict[str, int], ipc: str) -> dict
     return info
 
 
-def kernel_environment() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith("ASGARD_")}
+def kernel_environment(python_path: str) -> dict[str, str]:
+    """The step's environment without the bootstrap's secrets, python_path first on PYTHONPATH."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ASGARD_")}
+    env["PYTHONPATH"] = os.pathsep.join(entry for entry in (python_path, env.get("PYTHONPATH", "")) if entry)
+    return env
+
+
+def without_debugger(directory: str) -> str:
+    """A directory for the kernel's PYTHONPATH whose debugpy refuses to load, so that ipykernel offers no
+    debugger: debugpy's adapter listens on 127.0.0.1 of the node, which every user of the node reaches
+    (containers share its network), and admits any client, who could then run code in the kernel."""
+    package = os.path.join(directory, "python", "debugpy")
+    os.makedirs(package)
+    with open(os.path.join(package, "__init__.py"), "w") as handle:
+        handle.write("raise ImportError({!r})\n".format(DEBUGGER_OFF))
+    return os.path.dirname(package)
 
 
 class Signals:
@@ -414,7 +433,11 @@ def main() -> None:
             return proxy_ready(proxy, child, handshake) or await_ipc(child, ipc_paths)
 
         code = run_kernel(
-            argv, kernel_environment(), signals, ready, lambda: print(HANDSHAKE + json.dumps(handshake), flush=True)
+            argv,
+            kernel_environment(without_debugger(directory)),
+            signals,
+            ready,
+            lambda: print(HANDSHAKE + json.dumps(handshake), flush=True),
         )
     finally:
         if proxy is not None:
