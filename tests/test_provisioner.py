@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -39,7 +40,11 @@ print(json.dumps({
     "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
     "cwd": os.getcwd(),
     "listens": {k: v for k, v in json.loads(get_connection_info()).items() if k in ("transport", "ip")},
-    "leaked": sorted(k for k in os.environ if k.startswith(("JUPYTER", "VIRTUAL_ENV", "ASGARD_", "PYTHONPATH"))),
+    "leaked": sorted(k for k in os.environ if k.startswith(("JUPYTER", "VIRTUAL_ENV", "ASGARD_"))) + [
+        # the one entry of PYTHONPATH the kernel gets: the bootstrap's private directory without debugpy
+        entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if entry and not (entry.startswith("/tmp/asgard-kernel-") and entry.endswith("/python"))
+    ],
 }))
 """
 
@@ -269,10 +274,12 @@ async def test_kernelspec_env_wins_in_the_container_and_server_env_stays_out(
             "os.environ['SLURM_JOB_ID'])"
         )
         values, job = (await execute(km, code))["stdout"].rsplit(" ", 1)
-        assert json.loads(values) == {
+        seen = json.loads(values)
+        # Not the server's PYTHONPATH: the bootstrap's private directory without debugpy, alone.
+        assert re.fullmatch(r"/tmp/asgard-kernel-[^/:]+/python", seen.pop("PYTHONPATH")), values
+        assert seen == {
             "PYTHONUNBUFFERED": "from-kernelspec",
             "MY_SETTING": "42",
-            "PYTHONPATH": None,
             "VIRTUAL_ENV": None,
             "JUPYTER_CONFIG_DIR": None,
             "PYXIS_CONTAINER_IMAGE": None,

@@ -67,9 +67,11 @@ class ServerKernel:
         return self.info["key"]
 
     def client(self, key: bytes | None = None) -> BlockingKernelClient:
-        """A client with the kernel's real address and ports; key None means the real key."""
+        """A client with the kernel's real address and ports (read anew: a restart takes new ports, and
+        jupyter_client rewrites the server's connection file); key None means the real key."""
         client = BlockingKernelClient()
-        client.load_connection_info({**self.info, "key": self.key.encode() if key is None else key})
+        info = json.loads(self.connection_file.read_text())
+        client.load_connection_info({**info, "key": self.key.encode() if key is None else key})
         client.start_channels(hb=False)
         return client
 
