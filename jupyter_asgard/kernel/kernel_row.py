@@ -72,6 +72,8 @@ class KernelRow:
     # How the kernel's traffic goes (encryption.MODES): "curve" (the kernel's own CurveZMQ), "curve-proxy"
     # (CurveZMQ through the proxy in its container), "none" (in the clear); "" until it has started.
     encryption: str = ""
+    # The kernel outlives the Jupyter server (it runs in a batch job; the next server of its user takes it over)
+    detachable: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

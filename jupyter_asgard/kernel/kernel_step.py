@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import zmq
@@ -27,6 +28,8 @@ from .handshake import new_nonce, parse_handshake
 READ_CHUNK = 64 * 1024
 MAX_LINE = 16 * 1024  # what the server log and a start error keep of one line of srun's output
 PORT_TAKEN = "Address already in use"  # zmq's words (EADDRINUSE), as the kernel prints them
+# Starts srun: here, as an asyncio subprocess, or on the node through a detachable kernel's keeper (KeptProcess).
+Spawn = Callable[[list[str], dict[str, str]], Awaitable[Any]]
 TERM_PATIENCE = KILL_AFTER + 1.5  # the bootstrap kills a kernel that ignores TERM after KILL_AFTER
 KILL_NOW_PATIENCE = 1.5  # the bootstrap kills the kernel at once on KILL_NOW, then removes its file and ends
 
@@ -34,12 +37,15 @@ KILL_NOW_PATIENCE = 1.5  # the bootstrap kills the kernel at once on KILL_NOW, t
 class KernelStep:
     """One run of the kernel: an srun process inside the allocation."""
 
-    def __init__(self, client: SlurmClient, log: logging.Logger, kernel_id: str, job_id: str) -> None:
+    def __init__(
+        self, client: SlurmClient, log: logging.Logger, kernel_id: str, job_id: str, spawn: Spawn | None = None
+    ) -> None:
         self.client = client
+        self.spawn = spawn or client.spawn
         self.log = log
         self.kernel_id = kernel_id
         self.job_id = job_id
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: Any = None  # an asyncio subprocess, or a KeptProcess
         self.handshake: dict[str, Any] = {}
         self.output: deque[str] = deque(maxlen=200)
         self.phase = ""  # the container's setup, as Pyxis reports it (container_phases.py); "" before any
@@ -56,11 +62,8 @@ class KernelStep:
         """Run srun and wait for the bootstrap's handshake; raise KernelStartError with srun's words otherwise."""
         self._handshake = asyncio.get_running_loop().create_future()
         self._nonce = new_nonce()
-        self.process = await self.client.spawn(argv, {**env, HANDSHAKE_NONCE: self._nonce})
-        self._readers = [
-            asyncio.ensure_future(self._read(self.process.stdout, handshake=True)),
-            asyncio.ensure_future(self._read(self.process.stderr, handshake=False)),
-        ]
+        self.process = await self.spawn(argv, {**env, HANDSHAKE_NONCE: self._nonce})
+        self._follow()
         exited = asyncio.ensure_future(self._wait_output_done())
         either: set[asyncio.Future[Any]] = {self._handshake, exited}
         done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -73,6 +76,17 @@ class KernelStep:
             if done
             else f"the kernel's container did not start within {timeout:.0f}s"
         )
+
+    def adopt(self, process: Any, handshake: dict[str, Any]) -> None:
+        """Take over a step another server started (a detached kernel's): its output from now on."""
+        self.process, self.handshake = process, handshake
+        self._follow()
+
+    def _follow(self) -> None:
+        self._readers = [
+            asyncio.ensure_future(self._read(self.process.stdout, handshake=True)),
+            asyncio.ensure_future(self._read(self.process.stderr, handshake=False)),
+        ]
 
     async def wait_ready(self, timeout: float, curve: tuple[bytes, bytes] | None = None) -> None:
         """Until the kernel echoes on its heartbeat port, or the step ends. curve: the kernel's key pair
@@ -112,7 +126,7 @@ class KernelStep:
     async def wait(self) -> int | None:
         if self.process is None:
             return None
-        status = await self.process.wait()
+        status: int = await self.process.wait()
         await self._drain()
         return status
 

@@ -33,11 +33,14 @@ from ..containers.launch_plan import container_base_name, container_name, kernel
 from ..errors import KernelStartError, KernelWithdrawn, LaunchConfigError, SlurmError, SlurmNotFound
 from ..launch.encryption import encryption_problem, stricter, wants_curve
 from ..launch.launch_config import LaunchConfig
-from ..node import bootstrap, curve_proxy
-from ..site.site_policy import SitePolicy, check_launch
+from ..node import bootstrap, curve_proxy, recorder
+from ..site.site_policy import SitePolicy, check_launch, max_detach_grace
 from ..slurm.allocation import Allocation
 from ..slurm.monitor import SlurmMonitor
 from ..slurm.slurm_commands import holder_comment
+from .detach_records import THIS_SERVER, KernelRecord, private_root
+from .kept_allocation import KeptAllocation
+from .kept_process import KeptProcess
 from .kernel_address import address, keep_connection_file, rewatch_activity
 from .kernel_env import STEERING_PREFIXES, steering_names, step_environment
 from .kernel_row import why_ended
@@ -45,6 +48,8 @@ from .kernel_step import KernelStep
 
 BOOTSTRAP_SOURCE = Path(bootstrap.__file__).read_text()
 CURVE_PROXY_SOURCE = Path(curve_proxy.__file__).read_text()
+RECORDER_SOURCE = Path(recorder.__file__).read_text()
+ADOPT_TIMEOUT = 15.0  # seconds for a detached kernel to answer the server taking it over
 PORT_NAMES = bootstrap.PORT_NAMES
 PORT_ATTEMPTS = 3  # starts on fresh ports when a kernel starting beside this one took a port first
 HALF_MADE_REMOVAL_TIMEOUT = 60.0  # seconds for enroot to remove a half-made container's files
@@ -67,6 +72,11 @@ def live_provisioners() -> list[PyxisProvisioner]:
 
 def live_provisioner(kernel_id: str) -> PyxisProvisioner | None:
     return _live.get(kernel_id)
+
+
+# Detached kernels this server is taking over, by kernel id: their start (under the same id) attaches to the
+# running kernel instead of launching one (server/detached_kernels.py puts them here).
+adoptions: dict[str, KernelRecord] = {}
 
 
 # srun's words when it cannot reach the node a step was meant to run on.
@@ -98,11 +108,12 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         launch = {name: kwargs.pop(name) for name in launch_keys & set(kwargs)}
         super().__init__(**{name: value for name, value in kwargs.items() if name in known})
         self.site_partition = self.partition  # the site's default, before the kernelspec's settings apply
+        self.site_detach_grace = max_detach_grace(self.detach_grace)
         for name, value in launch.items():
             setattr(self, name, value)
         self.monitor = SlurmMonitor.instance(parent=self.parent if isinstance(self.parent, Configurable) else None)
         self.client = self.monitor.client  # one client for every Slurm process of the server: counted together
-        self.allocation: Allocation | None = None
+        self.allocation: Allocation | KeptAllocation | None = None
         self.step: KernelStep | None = None
         self.launch: LaunchConfig | None = None
         self.launch_dir = ""
@@ -120,6 +131,9 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         self._releasing = asyncio.Lock()  # a shutdown's release and a failed start's wait for each other
         self._starting_container = ""  # the named container of the step being started
         self.encryption = ""  # how the running kernel's traffic goes (encryption.MODES), once it has started
+        self.record: KernelRecord | None = None  # a detachable kernel's directory (detach_records.py)
+        self.detached = False  # the server stopped and left the kernel running: nothing more is done to it
+        self.while_detached: dict[str, Any] = {}  # what an adopted kernel printed while no server held it
 
     # --- what the UI reads ---------------------------------------------------------
 
@@ -155,7 +169,13 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         """Check everything that can be checked before Slurm is asked for anything."""
         self._shutting_down = False
         self.launch_dir = str(kwargs.get("cwd") or os.getcwd())
-        self.launch = await self._checked_config()
+        adopted = adoptions.get(self.kernel_id)
+        if adopted is not None:  # running already, with the settings it was started with
+            record = adopted.read()
+            self.launch_dir = str(record.get("launch_dir") or self.launch_dir)
+            self.launch = LaunchConfig.parse(record.get("launch") or {})
+        else:
+            self.launch = await self._checked_config()
         _live[self.kernel_id] = self
         if self.connection_info and self.allocation is not None and not self.end_state:
             keep_connection_file(self.parent, self.connection_info)  # a restart: the last address until the new one
@@ -168,6 +188,9 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         assert self.launch is not None
         env = dict(kwargs.get("env") or os.environ)
         requested, self._restart_requested = self._restart_requested, False
+        adopted = adoptions.pop(self.kernel_id, None)
+        if adopted is not None:
+            return await self._adopt(adopted)
         try:
             await self._usable_allocation(env)
             try:
@@ -231,6 +254,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
 
     async def cleanup(self, restart: bool = False) -> None:
         """After the step: on restart keep the allocation (and the container), else release both."""
+        if self.detached:
+            return
         if not restart:
             self._shutting_down = True
             await self._release()
@@ -238,6 +263,86 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         async with self._releasing:
             await self._stop_step()
             self.step = None
+
+    @property
+    def outlives_server(self) -> bool:
+        """A detachable kernel (its settings say so): it runs in a batch job the next server takes over."""
+        return bool(self.launch and self.launch.detachable)
+
+    async def let_go(self) -> None:
+        """The server stops and leaves this detachable kernel running for the next one: stop following it, and
+        say it is free (its grace runs from now)."""
+        self.detached = True
+        _live.pop(self.kernel_id, None)
+        if self.step is not None and isinstance(self.step.process, KeptProcess):
+            self.step.process.forget()
+        if self.allocation is not None:
+            self.allocation.forget()
+        if self.record is not None:
+            await asyncio.to_thread(self.record.let_go)
+        self.log.info("Kernel %s: detached; it runs on in Slurm job %s on %s", self.kernel_id, self.job_id, self.node)
+
+    async def _adopt(self, record: KernelRecord) -> KernelConnectionInfo:
+        """Take over a detached kernel: its job, its running step, its address and keys, as they were."""
+        data = await asyncio.to_thread(record.read)
+        self.record = record
+        allocation = self._kept_allocation(record)
+        allocation.adopt(str(data["job_id"]), str(data["node"]))
+        self.allocation = allocation
+        self.step = KernelStep(self.client, self.log, self.kernel_id, allocation.job_id, spawn=allocation.spawn)
+        process = KeptProcess(record, int(data["start"]), allocation.job_over, from_end=True)
+        self.step.adopt(process, dict(data["handshake"]))
+        connection = dict(data["connection"])
+        curve = (
+            (connection["curve_publickey"].encode(), connection["curve_secretkey"].encode())
+            if connection.get("curve_publickey")
+            else None
+        )
+        self.node, self.container, self.encryption = (
+            str(data["node"]),
+            str(data.get("container", "")),
+            str(data.get("encryption", "none")),
+        )
+        self.session_name = str(data.get("session", {}).get("path") or self.session_name)
+        self._hold_curve_keys(curve)
+        try:
+            await self.step.wait_ready(ADOPT_TIMEOUT, curve)
+        except KernelStartError:
+            process.forget()
+            raise
+        self._ports = {name: int(connection[name]) for name in PORT_NAMES}
+        self.while_detached = await asyncio.to_thread(record.while_detached, record.claimed_after)
+        connection["key"] = connection["key"].encode()
+        self.connection_info = cast(KernelConnectionInfo, connection)
+        if self.parent is not None:  # what a connection file the last server left says may match: use it all
+            self.parent.load_connection_info(self.connection_info)
+        self.log.info("Kernel %s: taken over in Slurm job %s on %s", self.kernel_id, self.job_id, self.node)
+        return self.connection_info
+
+    def _kept_allocation(self, record: KernelRecord) -> KeptAllocation:
+        assert self.launch is not None
+        grace = self.launch.detach_grace or self.site_detach_grace
+        return KeptAllocation(self.client, self.monitor, self.log, record, grace, self.keeper_python)
+
+    def _write_record(self, handshake: dict[str, Any]) -> None:
+        """What the next server needs to take this kernel over (secrets: the file is 0600, its folder 0700)."""
+        assert self.record is not None and self.launch is not None and self.step is not None
+        connection = {name: value for name, value in self.connection_info.items()}
+        connection["key"] = self.parent.session.key.decode() if self.parent is not None else ""
+        self.record.update(
+            kernel_id=self.kernel_id,
+            kernel_name=self._kernel_name(),
+            job_id=self.job_id,
+            node=self.node,
+            container=self.container,
+            encryption=self.encryption,
+            launch=self.launch.to_json(),
+            launch_dir=self.launch_dir,
+            grace=self.launch.detach_grace or self.site_detach_grace,
+            start=self.step.process.number,
+            handshake=handshake,
+            connection=connection,
+        )
 
     def resolve_path(self, path: str) -> str | None:
         """Paths in tracebacks are container paths; those under the workdir are the same on this host."""
@@ -279,7 +384,9 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                 f"the kernelspec {self._kernel_name()!r} is not valid: " + "; ".join(problems + error.problems),
                 "fix it in the Asgard panel or in its kernel.json",
             ) from None
-        config, refused = await check_launch(config, self, self.site_partition, self.launch_dir)
+        config, refused = await check_launch(
+            config, self, self.site_partition, self.launch_dir, site_grace=self.site_detach_grace
+        )
         problems += refused
         problem = encryption_problem(self._encryption_policy(), self.kernel_spec, self._kernel_name())
         problems += [problem] if problem else []
@@ -340,7 +447,14 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         assert self.launch is not None
         if self._withdrawn:
             raise KernelWithdrawn()
-        self.allocation = Allocation(self.client, self.monitor, self.log, self.kernel_id)
+        if self.outlives_server:
+            self.record = KernelRecord(await asyncio.to_thread(private_root), self.kernel_id)
+            await asyncio.to_thread(self.record.remove)  # what a job of this kernel on a lost node left
+            await asyncio.to_thread(self.record.create)
+            await asyncio.to_thread(self.record.hold, THIS_SERVER)
+            self.allocation = self._kept_allocation(self.record)
+        else:
+            self.allocation = Allocation(self.client, self.monitor, self.log, self.kernel_id)
         comment = holder_comment(socket.gethostname(), os.getpid())
         salloc_env = step_environment(env, {}, {})
         await self.allocation.request(self.launch, comment, self.queue_timeout, salloc_env, tuple(self.lost_nodes))
@@ -373,6 +487,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                 "ASGARD_SIGNATURE_SCHEME": session.signature_scheme,
                 "ASGARD_KERNEL_NAME": self._kernel_name(),
                 **self._curve_environment(curve),
+                **({"ASGARD_RECORDER": RECORDER_SOURCE} if self.record else {}),
             },
         )
         argv = kernel_step_argv(
@@ -389,7 +504,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             progress=self.container_progress,
         )
         self.log.info("Kernel %s: starting in Slurm job %s", self.kernel_id, self.allocation.job_id)
-        self.step = KernelStep(self.client, self.log, self.kernel_id, self.allocation.job_id)
+        spawn = self.allocation.spawn if isinstance(self.allocation, KeptAllocation) else None
+        self.step = KernelStep(self.client, self.log, self.kernel_id, self.allocation.job_id, spawn=spawn)
         name = (
             container_base_name(
                 container_name(self.launch, self.container_name_template, self._kernel_name(), self.allocation.job_id)
@@ -422,6 +538,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             info.update(curve_publickey=curve[0].decode(), curve_secretkey=curve[1].decode())
         self.connection_info = cast(KernelConnectionInfo, info)  # mypy reads no TypedDict from **self._ports
         self._moved = bool(previous) and previous != address(self.connection_info)
+        if self.record is not None:
+            await asyncio.to_thread(self._write_record, handshake)
         return self.connection_info
 
     async def _release(self, keep_row: bool = False) -> None:
@@ -442,6 +560,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             allocation = self.allocation  # a shutdown may release it while a failed start does too
             if allocation:
                 await allocation.cancel()
+                if self.record is not None and not keep_row:
+                    await asyncio.to_thread(self.record.remove)
                 if not self.end_state or not keep_row:  # an ended job stays on show (id, state) until shutdown
                     allocation.forget()
                     if self.allocation is allocation:

@@ -123,6 +123,23 @@ class LaunchConfig:
     qos: str = field(default="", metadata=_help("Slurm QOS.", type="string"))
     reservation: str = field(default="", metadata=_help("Slurm reservation.", type="string"))
     constraint: str = field(default="", metadata=_help("Node features (--constraint).", type="string"))
+    detachable: bool | None = field(
+        default=None,
+        metadata=_help(
+            "Keep the kernel running when the Jupyter server stops (closed SSH session, culled or restarted "
+            "server): your next server takes it over, with its variables (the site must allow it).",
+            type=["boolean", "null"],
+        ),
+    )
+    detach_grace: int = field(
+        default=0,
+        metadata=_help(
+            "Seconds a detached kernel waits for a server of yours before it ends and its GPUs are released "
+            "(0: the site's maximum). A site's c.PyxisProvisioner.detach_grace is that maximum (default 900).",
+            type="integer",
+            minimum=0,
+        ),
+    )
     srun_args: tuple[str, ...] = field(
         default=(), metadata=_help("Extra srun options for the kernel step.", type="array", items={"type": "string"})
     )
@@ -395,6 +412,23 @@ def policy_problems(config: LaunchConfig, max_gpus: int, allowed_partitions: Seq
         )
         problems.append(f"{which}; choose one of {', '.join(allowed_partitions)}")
     return problems
+
+
+DETACH_MODES = ("off", "allowed")
+
+
+def detach_problems(config: LaunchConfig, site_detach: str, site_grace: int) -> list[str]:
+    """A detachable kernel where the site allows none, or a grace longer than the site's."""
+    if not config.detachable:
+        return []
+    if site_detach != "allowed":
+        return [
+            "detachable: this site does not allow kernels to outlive the Jupyter server (its "
+            "c.PyxisProvisioner.detach is 'off'); leave detachable off, or ask your cluster admins"
+        ]
+    if config.detach_grace > site_grace:
+        return [f"detach_grace: {config.detach_grace} s is over this site's maximum of {site_grace} s; ask for less"]
+    return []
 
 
 def with_site_partition(config: LaunchConfig, site_partition: str, allowed_partitions: Sequence[str]) -> LaunchConfig:

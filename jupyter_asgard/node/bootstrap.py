@@ -181,6 +181,19 @@ def connection_info(mode: str, ip: str, ports: dict[str, int], ipc: str) -> dict
     return info
 
 
+def start_recorder(argv: list[str], info: dict[str, Any], mode: str) -> Any:
+    """A detachable kernel's IOPub recorder (recorder.py, on the step's stdout for the keeper), or None."""
+    source = os.environ.get("ASGARD_RECORDER")
+    if not source:
+        return None
+    if info["transport"] == "ipc":
+        url = "ipc://{}-{}".format(info["ip"], info["iopub_port"])
+    else:
+        url = "tcp://{}:{}".format(info["ip"], info["iopub_port"])
+    config = json.dumps(dict(url=url, curve=mode == "curve"))
+    return subprocess.Popen([kernel_python(argv), "-c", source, config], cwd="/")
+
+
 def kernel_environment(python_path: str) -> dict[str, str]:
     """The step's environment without the bootstrap's secrets, python_path first on PYTHONPATH."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("ASGARD_")}
@@ -405,7 +418,7 @@ def main() -> None:
     ports = reserve_ports(ip)
     directory = tempfile.mkdtemp(prefix="asgard-kernel-")  # 0700: the connection file and the ipc sockets
     ipc = os.path.join(directory, "kernel")
-    proxy = None
+    proxy = recorder = None
     try:
         mode, proxy = start_encryption(argv, ip, ports, ipc)
         info = dict(
@@ -432,17 +445,17 @@ def main() -> None:
                 return await_ports(child, ports)
             return proxy_ready(proxy, child, handshake) or await_ipc(child, ipc_paths)
 
-        code = run_kernel(
-            argv,
-            kernel_environment(without_debugger(directory)),
-            signals,
-            ready,
-            lambda: print(HANDSHAKE + json.dumps(handshake), flush=True),
-        )
+        def announce() -> None:
+            nonlocal recorder
+            recorder = start_recorder(argv, info, mode)
+            print(HANDSHAKE + json.dumps(handshake), flush=True)
+
+        code = run_kernel(argv, kernel_environment(without_debugger(directory)), signals, ready, announce)
     finally:
-        if proxy is not None:
-            proxy.kill()
-            proxy.wait()
+        for helper in (proxy, recorder):
+            if helper is not None:
+                helper.kill()
+                helper.wait()
         shutil.rmtree(directory, ignore_errors=True)
     sys.exit(128 - code if code < 0 else code)
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -17,6 +18,7 @@ from ..site.site import AsgardSite
 from ..slurm.monitor import SlurmMonitor
 from ..slurm.slurm_commands import orphaned_jobs, orphans_argv, pid_alive
 from . import pending_kernels
+from .detached_kernels import DetachedKernels
 from .kernel_terminals import KernelTerminals
 
 
@@ -38,6 +40,20 @@ class AsgardExtension(ExtensionApp):
             kernel_manager.shutdown_kernel
         )
         IOLoop.current().add_callback(self.cancel_orphans)
+        self.detached = DetachedKernels(self.serverapp, self.monitor, self.log)
+        self._take_over_detached()
+
+    def _take_over_detached(self) -> None:
+        """Before the server answers its first request: JupyterLab marks a kernel it asks about and the server
+        does not know as dead, and drops its session. The HTTP server listens only once the loop runs (it
+        binds in a callback added after this), so running the take-over to its end here keeps them apart."""
+        if asyncio.get_event_loop().is_running():  # an extension loaded into a running server (tests)
+            IOLoop.current().add_callback(self.detached.take_over)
+        else:
+            IOLoop.current().run_sync(self.detached.take_over)
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        self.detached.start_holding()
 
     async def cancel_orphans(self) -> None:
         """Allocations whose holder (a server or nbclient process of this host) died without releasing
@@ -54,7 +70,9 @@ class AsgardExtension(ExtensionApp):
     async def stop_extension(self) -> None:
         """The server stops: no squeue left half started. jupyter_server runs this before it shuts the kernels
         down (cleanup_extensions, then cleanup_kernels): their allocations are released after it, by their own
-        shutdown (or, should that not happen, by their lease ending with the server's process)."""
+        shutdown (or, should that not happen, by their lease ending with the server's process). Detachable
+        kernels leave the kernel manager first, and run on for the next server."""
+        await self.detached.detach_all()
         await self.monitor.stop()
 
     def initialize_handlers(self) -> None:

@@ -194,8 +194,9 @@ class KernelHandler(KernelRowsHandler):
     @web.authenticated
     @authorized
     async def get(self, kernel_id: str) -> None:
+        """The kernel's row, and for a kernel taken over after it ran detached what it printed meanwhile."""
         rows = await self.located([self._row(kernel_id)])
-        self.finish(rows[0])
+        self.finish({**rows[0], "while_detached": self._provisioner(kernel_id).while_detached.get("entries", [])})
 
     @web.authenticated
     @authorized
@@ -273,6 +274,36 @@ class SaveImageHandler(KernelRowsHandler):
         self.finish(save.to_json())
 
 
+class DetachedHandler(AsgardHandler):
+    """GET: detached kernels this server found and did not take over, and those that ended while detached."""
+
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(self.asgard.detached.listing())
+
+
+class DetachedKernelHandler(AsgardHandler):
+    """POST: take the detached kernel over (Adopt); DELETE: end it and release its allocation (Release)."""
+
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        await self.asgard.detached.adopt(kernel_id)
+        self.finish({"kernel_id": kernel_id})
+
+    @web.authenticated
+    @authorized
+    async def delete(self, kernel_id: str) -> None:
+        await self.asgard.detached.release(kernel_id)
+        self.set_status(204)
+        self.finish()
+
+
 class MonitorHandler(AsgardHandler):
     auth_resource = "kernels"
 
@@ -328,6 +359,8 @@ def handlers() -> list[tuple[str, type]]:
         (f"{API}/kernels/{kernel_id}", KernelHandler),
         (f"{API}/kernels/{kernel_id}/terminal", KernelTerminalHandler),
         (f"{API}/kernels/{kernel_id}/save-image", SaveImageHandler),
+        (f"{API}/detached", DetachedHandler),
+        (f"{API}/detached/{kernel_id}", DetachedKernelHandler),
         (f"{API}/monitor", MonitorHandler),
         (f"{API}/kernelspecs", KernelspecsHandler),
         (f"{API}/kernelspecs/{name}", KernelspecHandler),

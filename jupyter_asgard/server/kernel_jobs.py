@@ -63,6 +63,7 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
         phase_seconds=None if in_phase is None else int(in_phase),
         idle_seconds=idle,
         cull_in_seconds=cull_in,
+        detachable=provisioner.outlives_server,
     )
     # The handler turns the notebook's server-side name into row.path (jupyter_server's sessions know it).
     return {**row.to_json(), "session_name": provisioner.session_name}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import fields
+from typing import Any
 
 from traitlets import Any as AnyTrait
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, Unicode
@@ -20,8 +21,16 @@ from traitlets.config import Configurable
 
 from ..containers.launch_plan import workdir_problems
 from ..launch.encryption import POLICIES
-from ..launch.launch_config import LaunchConfig, path_problems, policy_problems, with_site_partition
+from ..launch.launch_config import (
+    DETACH_MODES,
+    LaunchConfig,
+    detach_problems,
+    path_problems,
+    policy_problems,
+    with_site_partition,
+)
 
+DEFAULT_DETACH_GRACE = 900  # seconds: the site's maximum where it sets none
 CONFIG_SECTION = "PyxisProvisioner"  # where sites configure it, as the README and existing sites do
 
 
@@ -58,6 +67,8 @@ class LaunchSettings(Configurable):
     qos = launch_trait("qos")
     reservation = launch_trait("reservation")
     constraint = launch_trait("constraint")
+    detachable = launch_trait("detachable")
+    detach_grace = launch_trait("detach_grace")
     srun_args = launch_trait("srun_args")
     salloc_args = launch_trait("salloc_args")
 
@@ -135,6 +146,19 @@ class SitePolicy(LaunchSettings):
         config=True
     )
 
+    detach = CaselessStrEnum(
+        list(DETACH_MODES),
+        "off",
+        help="Whether kernels may be detachable (a kernelspec's or the panel's detachable: true): 'allowed' runs "
+        "such a kernel as a batch job that outlives the Jupyter server, for the user's next server to take over. "
+        "Needs batch jobs on the kernels' partitions and a home directory the login and compute nodes share.",
+    ).tag(config=True)
+    keeper_python = Unicode(
+        "/usr/bin/env python3",
+        help="The compute nodes' own Python 3 (3.8+, outside any container), which runs a detachable kernel's "
+        "batch script: what follows #! in it.",
+    ).tag(config=True)
+
     @classmethod
     def section_names(cls) -> list[str]:
         """A SitePolicy of its own reads the provisioner's section; a PyxisProvisioner reads it anyway."""
@@ -142,20 +166,35 @@ class SitePolicy(LaunchSettings):
         return names if CONFIG_SECTION in names else [*names, CONFIG_SECTION]
 
 
-def check_allocation(config: LaunchConfig, policy: SitePolicy, site_partition: str) -> tuple[LaunchConfig, list[str]]:
-    """What the site's limits refuse in the allocation a configuration asks for (GPUs, partition), with the
-    site's partition filled in: all a start-time estimate needs checked."""
+def check_allocation(
+    config: LaunchConfig, policy: SitePolicy, site_partition: str, site_grace: int | None = None
+) -> tuple[LaunchConfig, list[str]]:
+    """What the site's limits refuse in the allocation a configuration asks for (GPUs, partition, detaching),
+    with the site's partition filled in: all a start-time estimate needs checked. site_partition and
+    site_grace: the site's own values of these settings, before a kernelspec's override them (default: the
+    policy's)."""
+    site_grace = max_detach_grace(policy.detach_grace if site_grace is None else site_grace)
     config = with_site_partition(config, site_partition, policy.allowed_partitions)
-    return config, policy_problems(config, policy.max_gpus, policy.allowed_partitions)
+    problems = policy_problems(config, policy.max_gpus, policy.allowed_partitions)
+    return config, problems + detach_problems(config, policy.detach, site_grace)
+
+
+def max_detach_grace(site_value: Any) -> int:
+    """The site's c.PyxisProvisioner.detach_grace is also the most a kernel may ask for (unset: the default)."""
+    return int(site_value) if isinstance(site_value, int | float) and site_value > 0 else DEFAULT_DETACH_GRACE
 
 
 async def check_launch(
-    config: LaunchConfig, policy: SitePolicy, site_partition: str, workdir: str | None = None
+    config: LaunchConfig,
+    policy: SitePolicy,
+    site_partition: str,
+    workdir: str | None = None,
+    site_grace: int | None = None,
 ) -> tuple[LaunchConfig, list[str]]:
     """The configuration as it will run (the site's partition filled in) and what the site's policy refuses
     in it: limits, a notebook directory Pyxis cannot mount (workdir: where the kernel starts, when known),
     paths that do not exist (where the site checks them, and only for containers)."""
-    config, problems = check_allocation(config, policy, site_partition)
+    config, problems = check_allocation(config, policy, site_partition, site_grace)
     if workdir is not None:
         problems += workdir_problems(config, workdir, policy.mount_workdir)
     if policy.check_paths and policy.containers:

@@ -92,18 +92,23 @@ class SlurmClient:
         )
 
     async def run(
-        self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None
+        self,
+        argv: list[str],
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
     ) -> CommandResult:
+        """stdin: what the command reads (sbatch, its script)."""
         argv = self.resolved(argv)
         process = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
         try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(), timeout or self.timeout)
+            stdout, stderr = await asyncio.wait_for(process.communicate(stdin), timeout or self.timeout)
         except asyncio.TimeoutError:
             process.kill()
             await process.wait()

@@ -157,6 +157,36 @@ def salloc_argv(
     return argv + list(config.salloc_args) + LEASE_COMMAND
 
 
+DETACHABLE_MARK = "jupyter-asgard-detachable"  # a detachable kernel's batch job: no server's orphan
+
+
+def sbatch_argv(
+    config: LaunchConfig, job_name: str, output: str, exclude: tuple[str, ...] = (), sbatch: str = "sbatch"
+) -> list[str]:
+    """A detachable kernel's batch job, whose script (its keeper, read from stdin) holds the allocation on the
+    node. Never requeued: after a node failure the kernel and what was in its memory are gone, and a requeued
+    job would start an empty one nobody asked for."""
+    argv = [
+        sbatch,
+        "--parsable",
+        f"--job-name={job_name}",
+        *ONE_TASK,
+        f"--comment={DETACHABLE_MARK}",
+        "--no-requeue",
+        f"--output={output}",
+        *allocation_options(config),
+    ]
+    if exclude:
+        argv.append(f"--exclude={','.join(exclude)}")
+    return argv + list(config.salloc_args)
+
+
+def parse_sbatch(output: str) -> str:
+    """The job id of sbatch --parsable's answer ("ID" or "ID;CLUSTER"); "" if there is none."""
+    job_id = output.strip().partition(";")[0]
+    return job_id if job_id.isdigit() else ""
+
+
 def estimate_argv(config: LaunchConfig, srun: str = "srun") -> list[str]:
     """Slurm's estimate of when the allocation would start, submitting nothing (salloc has no --test-only)."""
     return [srun, "--test-only", *ONE_TASK, *allocation_options(config), *config.salloc_args, "true"]

@@ -1,0 +1,203 @@
+"""Where a detachable kernel is written down, so that the next Jupyter server of its user can take it over.
+
+Each detachable kernel has a directory of its own, ``<jupyter data dir>/asgard/detachable/<kernel id>/``, in
+the user's home, which the login nodes and the compute nodes share (a site that offers detachable kernels
+must have one). Its parent is ``0700`` and everything in it ``0600``: it holds the kernel's session key and
+Curve keys. The server writes ``kernel.json`` (what a new server needs to reconnect: address, keys, job,
+session, launch settings) and ``held``; the keeper, the kernel's batch script on the node (keeper.py), writes
+the rest. The file protocol between the two is described there.
+
+Who holds a kernel is ``held``: the holding server's id, refreshed (its mtime) every HOLD_REFRESH seconds.
+A server that stops on purpose writes it with no holder. A kernel is free to adopt when nobody holds it, its
+holder is a process of this host that is gone, or its holder has not refreshed it for HOLD_STALE seconds (a
+login node that died). Two servers that find it free at once race for it through ``mkdir`` of a claim named
+after the ``held`` they both saw, which only one of them can win, on a shared filesystem too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+
+from ..errors import AsgardError
+from ..slurm.slurm_commands import pid_alive
+
+HOLD_REFRESH = 5.0  # seconds between a holding server's refreshes of held
+HOLD_STALE = 20.0  # seconds without a refresh after which a holder on another host counts as gone
+RECORD = "kernel.json"
+
+
+def records_root() -> Path:
+    return Path(jupyter_data_dir()) / "asgard" / "detachable"
+
+
+def private_root(root: Path | None = None) -> Path:
+    """The records' directory, made 0700 if new; refused where another user could reach into it."""
+    root = root or records_root()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = root.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise AsgardError(
+            f"{root} must be a directory of yours that nobody else can read or write (mode 0700): it holds "
+            "the keys of your detachable kernels",
+            hint=f"chmod 700 {root} (or remove it; it is made again)",
+        )
+    return root
+
+
+def server_id() -> str:
+    """This server's identity in held: host, pid and a nonce (a pid is reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+THIS_SERVER = server_id()
+
+
+def write_private(path: Path, data: Any) -> None:
+    """A JSON file only the user can read, replaced whole (readers never see half of it)."""
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+    os.replace(partial, path)
+
+
+def read_json(path: Path) -> Any:
+    """A file's JSON, or None where it is missing or unreadable (a keeper's file being replaced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who held a kernel at the last refresh, and when that was."""
+
+    server: str
+    refreshed: float
+
+    @property
+    def host(self) -> str:
+        return self.server.split(":")[0] if self.server else ""
+
+    def gone(self, now: float) -> bool:
+        """Whether no server holds the kernel any longer."""
+        if not self.server:
+            return True
+        host, _, rest = self.server.partition(":")
+        pid = rest.partition(":")[0]
+        if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+            return True
+        return now - self.refreshed > HOLD_STALE
+
+
+class KernelRecord:
+    """One detachable kernel's directory."""
+
+    def __init__(self, root: Path, kernel_id: str) -> None:
+        self.kernel_id = kernel_id
+        self.directory = root / kernel_id
+        self.claimed_after = 0.0  # when the kernel was let go, as it was before this server claimed it
+
+    def create(self) -> None:
+        self.directory.mkdir(mode=0o700)
+
+    def exists(self) -> bool:
+        return self.directory.is_dir()
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def read(self) -> dict[str, Any]:
+        found = read_json(self.path(RECORD))
+        return found if isinstance(found, dict) else {}
+
+    def write(self, record: dict[str, Any]) -> None:
+        write_private(self.path(RECORD), record)
+
+    def update(self, **values: Any) -> None:
+        self.write({**self.read(), **values})
+
+    def hold(self, server: str) -> None:
+        """Say (again) that server holds the kernel."""
+        write_private(self.path("held"), {"server": server})
+
+    def refresh(self) -> None:
+        os.utime(self.path("held"))
+
+    def let_go(self) -> None:
+        """The holding server stops on purpose: the kernel is free at once (its grace starts now)."""
+        write_private(self.path("held"), {"server": "", "detached_at": time.time()})
+
+    def holder(self) -> Holder:
+        held = self.path("held")
+        data = read_json(held)
+        try:
+            refreshed = held.stat().st_mtime
+        except OSError:
+            refreshed = 0.0
+        return Holder(str((data or {}).get("server") or ""), refreshed)
+
+    def claim(self, server: str) -> bool:
+        """Take a kernel found free; False where another server took it first."""
+        holder = self.holder()
+        token = f"claim-{holder.refreshed:.6f}-{holder.server.replace(':', '-') or 'none'}"
+        try:
+            self.path(token).mkdir(mode=0o700)
+        except FileExistsError:
+            return False
+        self.claimed_after = self.detached_since()
+        self.hold(server)
+        for old in self.directory.glob("claim-*"):
+            if old.name != token:
+                old.rmdir()
+        return True
+
+    def detached_since(self) -> float:
+        """When the last holder let go, or refreshed last (a server that died did not say)."""
+        data = read_json(self.path("held")) or {}
+        return float(data.get("detached_at") or self.holder().refreshed)
+
+    def keeper(self) -> dict[str, Any]:
+        found = read_json(self.path("keeper.json"))
+        return found if isinstance(found, dict) else {}
+
+    def ended(self) -> dict[str, Any]:
+        found = read_json(self.path("ended.json"))
+        return found if isinstance(found, dict) else {}
+
+    def while_detached(self, since: float) -> dict[str, Any]:
+        """The kernel's recorded outputs after since, and its execution state as last recorded."""
+        found = read_json(self.path("while-detached.json"))
+        if not isinstance(found, dict):
+            return {"entries": [], "execution_state": ""}
+        entries = [entry for entry in found.get("entries") or [] if float(entry.get("time", 0)) > since]
+        return {"entries": entries, "execution_state": str(found.get("execution_state") or "")}
+
+    def release(self) -> None:
+        """Tell the keeper to end the job now."""
+        if self.exists():
+            self.path("released").touch(mode=0o600)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def all_records(root: Path) -> list[KernelRecord]:
+    """Every kernel record of this user, kernels ended while detached included."""
+    if not root.is_dir():
+        return []
+    return [KernelRecord(root, entry.name) for entry in sorted(root.iterdir()) if (entry / RECORD).is_file()]

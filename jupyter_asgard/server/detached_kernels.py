@@ -1,0 +1,254 @@
+"""Detachable kernels across Jupyter servers: left running when a server stops, taken over by the next one.
+
+- While the server runs, it says every HOLD_REFRESH seconds that it holds each of its detachable kernels, and
+  writes down each one's notebook session (jupyter_server keeps sessions in memory only).
+- When it stops on purpose (SIGTERM, Ctrl-C), it lets them go before jupyter_server shuts its kernels down:
+  they leave the kernel manager, so nothing is sent to them. When it dies (SIGKILL, its host gone), there is
+  nothing to do: the kernels run on in their batch jobs, and their records say who held them last.
+- When a server starts, before it serves its first request, it takes over every detachable kernel of its
+  user that nobody holds, under the same kernel id, with its session, so that JupyterLab's open tabs find
+  their kernels where they were. Kernels it finds but cannot take (held by a running server, kernelspec gone)
+  are listed in /asgard/api/detached, with Adopt and Release. Kernels that ended while detached are reported
+  once, with why, and forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from ..errors import Conflict, NotFound, SlurmError
+from ..kernel.detach_records import (
+    HOLD_REFRESH,
+    THIS_SERVER,
+    KernelRecord,
+    all_records,
+    private_root,
+    records_root,
+)
+from ..kernel.kernel_row import why_ended
+from ..kernel.provisioner import PyxisProvisioner, adoptions, live_provisioners
+from ..slurm.monitor import SlurmMonitor
+from ..slurm.slurm_commands import ENDED_STATES, JobInfo
+
+KEEPER_REASONS = {
+    "grace": "no Jupyter server of yours took it over within its grace ({grace} s)",
+    "released": "it was released",
+    "signal": "Slurm ended it (its time limit, scancel, or its node taken out of service)",
+}
+
+
+def ended_reason(info: JobInfo | None, keeper_said: dict[str, Any], record: dict[str, Any]) -> str:
+    """Why a kernel ended while detached: Slurm's final state while it remembers the job, else the keeper's."""
+    if info is not None and info.state in ENDED_STATES:
+        return why_ended(info.state)
+    reason = str(keeper_said.get("reason") or "")
+    if reason in KEEPER_REASONS:
+        return KEEPER_REASONS[reason].format(grace=record.get("grace", "?"))
+    if not record.get("connection"):
+        return "its start was not over when the server that started it stopped"
+    return "its job ended while no server held it (Slurm no longer says why)"
+
+
+def found_row(record: KernelRecord, data: dict[str, Any], why: str) -> dict[str, Any]:
+    """A detached kernel this server found and did not take over, for /asgard/api/detached."""
+    holder = record.holder()
+    session = data.get("session") or {}
+    return {
+        "kernel_id": record.kernel_id,
+        "kernel_name": data.get("kernel_name", ""),
+        "job_id": data.get("job_id", ""),
+        "node": data.get("node", ""),
+        "path": session.get("path", ""),
+        "held_by": holder.host if holder.server else "",
+        "why": why,
+    }
+
+
+class DetachedKernels:
+    """The server's side of detachable kernels (see the module's docstring)."""
+
+    def __init__(self, serverapp: Any, monitor: SlurmMonitor, log: logging.Logger) -> None:
+        self.serverapp = serverapp
+        self.monitor = monitor
+        self.log = log
+        self.found: dict[str, dict[str, Any]] = {}
+        self.ended: list[dict[str, Any]] = []
+        self._sessions: dict[str, dict[str, Any]] = {}
+        self._refresher: asyncio.Task[None] | None = None
+
+    # --- taking over ---------------------------------------------------------------
+
+    async def take_over(self) -> None:
+        """Every detachable kernel of this user that nobody holds, before the server's first request."""
+        if not await asyncio.to_thread(records_root().is_dir):
+            return  # this user never had a detachable kernel
+        records = await asyncio.to_thread(lambda: all_records(private_root()))
+        data = {record.kernel_id: await asyncio.to_thread(record.read) for record in records}
+        jobs = await self._jobs([str(item.get("job_id") or "") for item in data.values()])
+        takes = []
+        for record in records:
+            item = data[record.kernel_id]
+            info = jobs.get(str(item.get("job_id") or "")) if jobs is not None else JobInfo("", state="RUNNING")
+            if info is None or info.state != "RUNNING" or not item.get("connection"):
+                await self._report_ended(record, item, info)
+            else:
+                takes.append(self.adopt(record.kernel_id, item))
+        await asyncio.gather(*takes)
+
+    async def _jobs(self, job_ids: list[str]) -> dict[str, JobInfo] | None:
+        """Slurm's word on these jobs; None where Slurm cannot be asked (then each kernel's answer tells)."""
+        try:
+            return await self.monitor.client.squeue([job_id for job_id in job_ids if job_id])
+        except SlurmError as error:
+            self.log.warning("Detached kernels: Slurm did not answer (%s); trying to reach them directly", error)
+            return None
+
+    async def adopt(self, kernel_id: str, data: dict[str, Any] | None = None) -> None:
+        """Take one detached kernel over under its own id, with its notebook session; Conflict where it cannot."""
+        record = KernelRecord(await asyncio.to_thread(private_root), kernel_id)
+        data = data if data is not None else await asyncio.to_thread(record.read)
+        if not data:
+            raise NotFound(f"no detached kernel {kernel_id} of yours")
+        why = await asyncio.to_thread(self._unadoptable, record, data)
+        if why:
+            self.found[kernel_id] = found_row(record, data, why)
+            raise Conflict(f"the detached kernel {kernel_id} cannot be taken over: {why}")
+        adoptions[kernel_id] = record
+        kernels = self.serverapp.kernel_manager
+        try:
+            await kernels.start_kernel(kernel_name=data["kernel_name"], kernel_id=kernel_id)
+            manager = kernels.get_kernel(kernel_id)
+            await manager.ready
+        except Exception as error:
+            adoptions.pop(kernel_id, None)
+            self.log.error("Detached kernel %s could not be taken over: %s", kernel_id, error)
+            self.found[kernel_id] = found_row(record, data, f"it did not answer when taken over ({error})")
+            raise Conflict(f"the detached kernel {kernel_id} did not answer when taken over: {error}") from None
+        self.found.pop(kernel_id, None)
+        provisioner = manager.provisioner
+        state = provisioner.while_detached.get("execution_state") if isinstance(provisioner, PyxisProvisioner) else ""
+        manager.execution_state = "busy" if state == "busy" else "idle"
+        await self._restore_session(kernel_id, data.get("session") or {})
+        self.log.info("Took over detached kernel %s (Slurm job %s on %s)", kernel_id, data["job_id"], data["node"])
+
+    def _unadoptable(self, record: KernelRecord, data: dict[str, Any]) -> str:
+        """Why this server may not take the kernel over ("" where it may), claiming it where it may."""
+        kernelspecs = self.serverapp.kernel_spec_manager.find_kernel_specs()
+        if data.get("kernel_name") not in kernelspecs:
+            return (
+                f"its kernelspec {data.get('kernel_name')!r} no longer exists; release it, or make the kernelspec again"
+            )
+        holder = record.holder()
+        if not holder.gone(time.time()) or not record.claim(THIS_SERVER):
+            return f"another Jupyter server of yours holds it (on {holder.host or 'another host'})"
+        return ""
+
+    async def _restore_session(self, kernel_id: str, session: dict[str, Any]) -> None:
+        """The notebook's session as it was, so that a reopened notebook is on its old kernel."""
+        if not session.get("path"):
+            return
+        sessions = self.serverapp.session_manager
+        if await sessions.session_exists(path=session["path"]):
+            return
+        await sessions.save_session(
+            session.get("id") or kernel_id,
+            path=session["path"],
+            name=session.get("name"),
+            type=session.get("type"),
+            kernel_id=kernel_id,
+        )
+        self._sessions[kernel_id] = session
+
+    async def _report_ended(self, record: KernelRecord, data: dict[str, Any], info: JobInfo | None) -> None:
+        keeper_said = await asyncio.to_thread(record.ended)
+        why = ended_reason(info, keeper_said, data)
+        session = data.get("session") or {}
+        self.log.warning(
+            "Detachable kernel %s (Slurm job %s) ended while detached: %s", record.kernel_id, data.get("job_id"), why
+        )
+        self.ended.append(
+            {
+                "kernel_id": record.kernel_id,
+                "job_id": data.get("job_id", ""),
+                "path": session.get("path", ""),
+                "why": why,
+            }
+        )
+        await self._end(record, data)
+
+    async def release(self, kernel_id: str) -> None:
+        """End a detached kernel this server found (and did not take over): its job and its record."""
+        record = KernelRecord(await asyncio.to_thread(private_root), kernel_id)
+        data = await asyncio.to_thread(record.read)
+        if not data:
+            raise NotFound(f"no detached kernel {kernel_id} of yours")
+        await self._end(record, data)
+        self.found.pop(kernel_id, None)
+
+    async def _end(self, record: KernelRecord, data: dict[str, Any]) -> None:
+        await asyncio.to_thread(record.release)
+        if data.get("job_id"):
+            try:
+                await self.monitor.client.scancel(str(data["job_id"]))
+            except SlurmError as error:
+                self.log.warning("Could not cancel Slurm job %s: %s", data["job_id"], error)
+        await asyncio.to_thread(record.remove)
+
+    # --- holding -------------------------------------------------------------------------
+
+    def start_holding(self) -> None:
+        if self._refresher is None:
+            self._refresher = asyncio.ensure_future(self._hold())
+
+    async def _hold(self) -> None:
+        while True:
+            await asyncio.sleep(HOLD_REFRESH)
+            try:
+                await self.refresh()
+            except Exception:
+                self.log.exception("Detachable kernels: could not refresh their records")
+
+    async def refresh(self) -> None:
+        """Say again that this server holds its detachable kernels; write down their sessions where changed."""
+        sessions = {item["kernel"]["id"]: item for item in await self.serverapp.session_manager.list_sessions()}
+        for provisioner in self._held():
+            assert provisioner.record is not None
+            await asyncio.to_thread(provisioner.record.refresh)
+            item = sessions.get(provisioner.kernel_id)
+            session = {key: item[key] for key in ("id", "path", "name", "type")} if item else {}
+            if session and session != self._sessions.get(provisioner.kernel_id):
+                await asyncio.to_thread(provisioner.record.update, session=session)
+                self._sessions[provisioner.kernel_id] = session
+
+    def _held(self) -> list[PyxisProvisioner]:
+        """This server's running detachable kernels (not those still starting: they have nothing to keep)."""
+        return [
+            provisioner
+            for provisioner in live_provisioners()
+            if provisioner.record is not None and provisioner.connection_info and not provisioner.detached
+        ]
+
+    async def detach_all(self) -> None:
+        """The server stops: let its detachable kernels go before jupyter_server shuts its kernels down."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await self.refresh()
+        kernels = self.serverapp.kernel_manager
+        held = self._held()
+        for provisioner in held:
+            kernel_id = provisioner.kernel_id
+            if kernel_id in kernels:
+                manager = kernels.get_kernel(kernel_id)
+                kernels.stop_watching_activity(kernel_id)
+                manager.stop_restarter()
+                kernels._kernels.pop(kernel_id, None)
+            await provisioner.let_go()
+        if held:
+            self.log.info("Left %d detachable kernel(s) running for your next Jupyter server", len(held))
+
+    def listing(self) -> dict[str, Any]:
+        return {"found": list(self.found.values()), "ended": list(self.ended), "server_pid": os.getpid()}

@@ -1,0 +1,138 @@
+"""Detachable kernels on the real cluster: a server that dies leaves them running, the next one takes them over
+under the same ids, with their variables, sessions and what they printed meanwhile; nothing is orphaned."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kernels import KernelSpecs, kernel_jobs
+from tests.server import JupyterServer, execute_via_websocket, started_server
+
+pytestmark = pytest.mark.cluster
+
+GRACE = 60
+SITE = "c.SlurmMonitor.poll_interval = 0.5\nc.PyxisProvisioner.detach = 'allowed'\n"
+
+
+@pytest.fixture(scope="module")
+def detachable(kernelspecs: KernelSpecs) -> str:
+    return kernelspecs.make("asgard-detachable", detachable=True, detach_grace=GRACE)
+
+
+def again(server: JupyterServer) -> JupyterServer:
+    """A new server of the same user on the same URL, data and root (as after a crash or a reboot)."""
+    fresh = JupyterServer(server.root_dir, server.log_path, extra_args=server.extra_args)
+    fresh.port, fresh.token = server.port, server.token
+    return fresh.start(server.env)
+
+
+def killed(server: JupyterServer, how: signal.Signals = signal.SIGKILL) -> None:
+    assert server.process is not None
+    server.process.send_signal(how)
+    server.process.wait(timeout=60)
+
+
+def records(server: JupyterServer) -> Path:
+    return Path(server.env["JUPYTER_DATA_DIR"]) / "asgard" / "detachable"
+
+
+def in_background(server: JupyterServer, kernel_id: str, code: str) -> threading.Thread:
+    """Run a cell without waiting for it (its websocket ends with the server)."""
+
+    def run() -> None:
+        try:
+            execute_via_websocket(server, kernel_id, code, timeout=120)
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def kernel_row(server: JupyterServer, kernel_id: str) -> dict:
+    answer = server.request("GET", f"/asgard/api/kernels/{kernel_id}")
+    assert answer.status == 200, answer.body
+    return answer.body
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+@pytest.fixture
+def server_home(tmp_path: Path, detachable: str, no_kernel_jobs_left: None) -> Iterator[Path]:
+    """A home for the test's servers; the detachable kernels they leave are released afterwards (a stopped
+    server leaves them running, which is the point)."""
+    home = tmp_path / "home"
+    yield home
+    for record in (home / "data" / "asgard" / "detachable").glob("*/kernel.json"):
+        job = json.loads(record.read_text()).get("job_id")
+        if job:
+            subprocess.run(["scancel", str(job)], capture_output=True)
+
+
+def test_a_killed_server_s_detachable_kernels_are_taken_over_with_their_state_and_output(server_home: Path) -> None:
+    server = started_server(server_home, SITE)
+    try:
+        quiet = server.start_kernel("asgard-detachable")
+        busy = server.start_kernel("asgard-detachable")
+        assert execute_via_websocket(server, quiet, "x = 42; print('set')") == "set\n"
+        row = kernel_row(server, quiet)
+        assert row["detachable"] is True
+        job, node = row["job_id"], row["node"]
+        in_background(server, busy, "import time\nfor i in range(12):\n    print('tick', i, flush=True)\n    time.sleep(1)")
+        wait_for(lambda: kernel_row(server, busy)["execution_state"] == "busy", 20, "the cell runs")
+        killed(server)
+        time.sleep(4)  # the cell prints on while no server holds its kernel
+        assert job in "\n".join(kernel_jobs()), "the kernel's job ended with the server"
+
+        server = again(server)
+        listed = {kernel["id"]: kernel for kernel in server.request("GET", "/api/kernels").body}
+        assert {quiet, busy} <= set(listed), listed
+        assert listed[busy]["execution_state"] == "busy", listed[busy]
+        assert execute_via_websocket(server, quiet, "print(x)") == "42\n"
+        row = kernel_row(server, quiet)
+        assert (row["job_id"], row["node"]) == (job, node)
+        wait_for(lambda: kernel_row(server, busy)["execution_state"] == "idle", 30, "the cell ends")
+        printed = "".join(entry["text"] for entry in kernel_row(server, busy)["while_detached"])
+        assert "tick 3" in printed and "tick 11" not in printed, printed
+
+        directory = records(server) / quiet
+        assert stat.S_IMODE(records(server).stat().st_mode) == 0o700
+        assert stat.S_IMODE((directory / "kernel.json").stat().st_mode) == 0o600
+        key = json.loads((directory / "kernel.json").read_text())["connection"]["key"]
+        shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+        script = subprocess.run(["scontrol", "write", "batch_script", job, "-"], capture_output=True, text=True).stdout
+        assert key not in shown and key not in script and "asgard" in script.lower()
+        assert not any(key in command_line for command_line in _command_lines())
+
+        for kernel_id in (quiet, busy):
+            assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
+        wait_for(lambda: job not in "\n".join(kernel_jobs()), 30, "the job ends with its kernel")
+        assert not any(records(server).iterdir())
+    finally:
+        server.stop()
+
+
+def _command_lines() -> Iterator[str]:
+    for entry in os.listdir("/proc"):
+        try:
+            yield Path(f"/proc/{entry}/cmdline").read_text(errors="replace")
+        except OSError:
+            continue
