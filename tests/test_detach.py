@@ -21,6 +21,7 @@ from tests.server import JupyterServer, execute_via_websocket, started_server
 pytestmark = pytest.mark.cluster
 
 GRACE = 60
+TICKS = "import time\nfor i in range(12):\n    print('tick', i, flush=True)\n    time.sleep(1)"
 SITE = "c.SlurmMonitor.poll_interval = 0.5\nc.PyxisProvisioner.detach = 'allowed'\n"
 
 
@@ -96,7 +97,7 @@ def test_a_killed_server_s_detachable_kernels_are_taken_over_with_their_state_an
         row = kernel_row(server, quiet)
         assert row["detachable"] is True
         job, node = row["job_id"], row["node"]
-        in_background(server, busy, "import time\nfor i in range(12):\n    print('tick', i, flush=True)\n    time.sleep(1)")
+        in_background(server, busy, TICKS)
         wait_for(lambda: kernel_row(server, busy)["execution_state"] == "busy", 20, "the cell runs")
         killed(server)
         time.sleep(4)  # the cell prints on while no server holds its kernel

@@ -87,6 +87,8 @@ def test_full_config() -> None:
         "qos": "normal",
         "reservation": "course_2024",
         "constraint": "h100&ib",
+        "detachable": True,
+        "detach_grace": 600,
         "srun_args": ["--gpu-bind=closest"],
         "salloc_args": ["--signal=USR1@60", "--mail-type=END"],
     }

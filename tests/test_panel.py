@@ -287,6 +287,8 @@ def every_launch_setting(image_dir: Path) -> dict[str, object]:
         "qos": "normal",
         "reservation": "maint",
         "constraint": "h100",
+        "detachable": True,
+        "detach_grace": 300,
         "srun_args": ["--gpu-bind=closest"],
         "salloc_args": ["--nice=10"],
     }

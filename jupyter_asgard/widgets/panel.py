@@ -77,6 +77,12 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
         self.writable = PyxisFlag("writable (pip install works)", True)
         self.remap_root = PyxisFlag("appear as root inside")
         self.mount_home = PyxisFlag("home directory mounted")
+        self.detachable = w.Checkbox(
+            False,
+            description="keep running when the Jupyter server stops (your next server takes it over)",
+            indent=False,
+            layout=w.Layout(width="auto", display="" if policy.detach == "allowed" else "none"),
+        )
         self.resources = ResourcesBox(policy.max_gpus, self._changed)
         self.preview = w.HTML()
         self.estimate = EstimateBox(self.site.client, policy)
@@ -114,6 +120,7 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
             self.container_name,
             w.HTML(f"<small>{NAMED_CONTAINER_NOTE}</small>"),
             w.HBox([self.writable, self.remap_root, self.mount_home]),
+            self.detachable,
             heading("Resources"),
             self.resources,
             heading("When it would start"),
@@ -133,6 +140,7 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
             self.writable,
             self.remap_root,
             self.mount_home,
+            self.detachable,
             self.kernel_name,
         ):
             control.observe(lambda _: self._changed(), "value")
@@ -158,6 +166,7 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
             "container_writable": self.writable.flag,
             "container_remap_root": self.remap_root.flag,
             "container_mount_home": self.mount_home.flag,
+            "detachable": True if self.detachable.value else None,  # unchecked: not pinned, as the others
             **self.resources.values(),
         }
 
@@ -171,6 +180,7 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
         self.writable.flag = config.get("container_writable")
         self.remap_root.flag = config.get("container_remap_root")
         self.mount_home.flag = config.get("container_mount_home")
+        self.detachable.value = bool(config.get("detachable"))
         self.resources.set_values(config)
 
     def _default_mounts(self) -> list[str]:

@@ -53,6 +53,8 @@ export interface IKernelRow {
   cull_in_seconds: number | null;
   /** How the kernel's traffic goes: "curve", "curve-proxy", "none"; empty until it has started. */
   encryption: string;
+  /** The kernel outlives the Jupyter server: the next server of its user takes it over. */
+  detachable: boolean;
 }
 
 export interface IKernelsReply {

@@ -46,6 +46,7 @@ function row(changes: Partial<IKernelRow> = {}): IKernelRow {
     slurm_reachable: true,
     path: 'projects/analysis.ipynb',
     encryption: 'curve-proxy',
+    detachable: false,
     phase: '',
     phase_seconds: null,
     idle_seconds: null,
