@@ -151,6 +151,14 @@ def kernelspecs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="session")
+def detachable_kernelspec(kernelspecs: KernelSpecs) -> str:
+    """An Asgard kernelspec whose kernels outlive the server (with a site that allows it: tests.detaching.SITE)."""
+    from tests.detaching import GRACE
+
+    return kernelspecs.make("asgard-detachable", detachable=True, detach_grace=GRACE)
+
+
+@pytest.fixture(scope="session")
 def native_kernelspec(kernelspecs: KernelSpecs) -> str:
     """An Asgard kernelspec whose image has ipykernel 7.4, which encrypts with CurveZMQ by itself."""
     return kernelspecs.make("asgard-test-native", image=str(kernelspecs.cluster.ipykernel7_image()))

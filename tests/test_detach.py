@@ -5,87 +5,38 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.kernels import KernelSpecs, kernel_jobs
-from tests.server import JupyterServer, execute_via_websocket, started_server
+from tests.detaching import (
+    SITE,
+    TICKS,
+    again,
+    in_background,
+    kernel_row,
+    killed,
+    records,
+    release_left_kernels,
+    wait_for,
+)
+from tests.kernels import kernel_jobs
+from tests.server import execute_via_websocket, started_server
 
 pytestmark = pytest.mark.cluster
 
-GRACE = 60
-TICKS = "import time\nfor i in range(12):\n    print('tick', i, flush=True)\n    time.sleep(1)"
-SITE = "c.SlurmMonitor.poll_interval = 0.5\nc.PyxisProvisioner.detach = 'allowed'\n"
-
-
-@pytest.fixture(scope="module")
-def detachable(kernelspecs: KernelSpecs) -> str:
-    return kernelspecs.make("asgard-detachable", detachable=True, detach_grace=GRACE)
-
-
-def again(server: JupyterServer) -> JupyterServer:
-    """A new server of the same user on the same URL, data and root (as after a crash or a reboot)."""
-    fresh = JupyterServer(server.root_dir, server.log_path, extra_args=server.extra_args)
-    fresh.port, fresh.token = server.port, server.token
-    return fresh.start(server.env)
-
-
-def killed(server: JupyterServer, how: signal.Signals = signal.SIGKILL) -> None:
-    assert server.process is not None
-    server.process.send_signal(how)
-    server.process.wait(timeout=60)
-
-
-def records(server: JupyterServer) -> Path:
-    return Path(server.env["JUPYTER_DATA_DIR"]) / "asgard" / "detachable"
-
-
-def in_background(server: JupyterServer, kernel_id: str, code: str) -> threading.Thread:
-    """Run a cell without waiting for it (its websocket ends with the server)."""
-
-    def run() -> None:
-        try:
-            execute_via_websocket(server, kernel_id, code, timeout=120)
-        except Exception:
-            pass
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-def kernel_row(server: JupyterServer, kernel_id: str) -> dict:
-    answer = server.request("GET", f"/asgard/api/kernels/{kernel_id}")
-    assert answer.status == 200, answer.body
-    return answer.body
-
-
-def wait_for(predicate, timeout: float = 60, what: str = "") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
 
 @pytest.fixture
-def server_home(tmp_path: Path, detachable: str, no_kernel_jobs_left: None) -> Iterator[Path]:
+def server_home(tmp_path: Path, detachable_kernelspec: str, no_kernel_jobs_left: None) -> Iterator[Path]:
     """A home for the test's servers; the detachable kernels they leave are released afterwards (a stopped
     server leaves them running, which is the point)."""
     home = tmp_path / "home"
     yield home
-    for record in (home / "data" / "asgard" / "detachable").glob("*/kernel.json"):
-        job = json.loads(record.read_text()).get("job_id")
-        if job:
-            subprocess.run(["scancel", str(job)], capture_output=True)
+    release_left_kernels(home / "data")
 
 
 def test_a_killed_server_s_detachable_kernels_are_taken_over_with_their_state_and_output(server_home: Path) -> None:
