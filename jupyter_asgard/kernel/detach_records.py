@@ -193,11 +193,22 @@ class KernelRecord:
             self.path("released").touch(mode=0o600)
 
     def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Gone at once, whole: renamed away first, so that a keeper still running, which knows the directory
+        by its name, writes nothing more into it (and ends: its directory is gone)."""
+        doomed = self.directory.with_name(f".removed-{self.kernel_id}-{uuid.uuid4().hex[:8]}")
+        try:
+            self.directory.rename(doomed)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def all_records(root: Path) -> list[KernelRecord]:
     """Every kernel record of this user, kernels ended while detached included."""
     if not root.is_dir():
         return []
-    return [KernelRecord(root, entry.name) for entry in sorted(root.iterdir()) if (entry / RECORD).is_file()]
+    return [
+        KernelRecord(root, entry.name)
+        for entry in sorted(root.iterdir())
+        if not entry.name.startswith(".") and (entry / RECORD).is_file()
+    ]

@@ -12,7 +12,7 @@ start of the kernel through the kernel's private directory in the user's home, w
 - ``step-N.signal``: a signal the server asks to send to srun itself (only where Slurm cannot be reached);
 - ``held``: whose server holds the kernel; the server touches it every few seconds. When nobody has for
   ASGARD_DETACH_GRACE seconds, the keeper ends the job (with its steps, and the GPUs are free);
-- ``released``: the kernel was shut down: the keeper ends the job at once;
+- ``released``: the kernel was shut down: the keeper ends the job at once (as when the directory is gone);
 - ``ended.json``: why the keeper ended the job (grace, released, or a signal from Slurm: a time limit or
   scancel), for the next server to tell;
 - ``while-detached.json``: the kernel's last outputs (the bootstrap's IOPub recorder prints them on the
@@ -192,6 +192,8 @@ def main() -> None:
     steps: dict[int, Step] = {}
     flushed = time.monotonic()
     while True:
+        if not os.path.isdir(directory):  # the kernel was shut down and its record removed
+            sys.exit(0)
         take_requests(directory, steps, recorded)
         for step in steps.values():
             step.deliver()
