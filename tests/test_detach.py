@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cluster import LocalCluster
 from tests.detaching import (
+    GRACE,
     SITE,
     TICKS,
     again,
@@ -24,8 +28,10 @@ from tests.detaching import (
     release_left_kernels,
     wait_for,
 )
-from tests.kernels import kernel_jobs
-from tests.server import execute_via_websocket, started_server
+from tests.faults import kill_node, revive_node
+from tests.kernels import KernelSpecs, kernel_jobs
+from tests.server import JupyterServer, execute_via_websocket, started_server
+from tests.unix_users import UnixUser
 
 pytestmark = pytest.mark.cluster
 
@@ -88,3 +94,166 @@ def _command_lines() -> Iterator[str]:
             yield Path(f"/proc/{entry}/cmdline").read_text(errors="replace")
         except OSError:
             continue
+
+
+def started_in_terminal(home: Path) -> JupyterServer:
+    """started_server, run as in a terminal of its own (Ctrl-C reaches its whole process group)."""
+    home.mkdir(parents=True)
+    (home / "jupyter_server_config.py").write_text(SITE)
+    (home / "root").mkdir()
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(home / "data"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    server = JupyterServer(
+        home / "root", home / "server.log", extra_args=[f"--config={home / 'jupyter_server_config.py'}"]
+    )
+    return server.start(env, terminal=True)
+
+
+def stopped_with_ctrl_c(server: JupyterServer) -> None:
+    assert server.process is not None
+    os.killpg(server.process.pid, signal.SIGINT)
+    wait_for(lambda: "Shut down this Jupyter server" in server.log(), 10, "the server's question")
+    server.answer("y\n")
+    server.process.wait(timeout=60)
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
+def test_a_server_stopped_on_purpose_leaves_them_running_too(server_home: Path, stop: str) -> None:
+    server = started_in_terminal(server_home)
+    try:
+        kernel_id = server.start_kernel("asgard-detachable")
+        assert execute_via_websocket(server, kernel_id, "x = 'kept'; print(x)") == "kept\n"
+        job = kernel_row(server, kernel_id)["job_id"]
+        if stop == "SIGTERM":
+            killed(server, signal.SIGTERM)
+        else:
+            stopped_with_ctrl_c(server)
+        assert "Left 1 detachable kernel(s) running" in server.log()
+        assert job in "\n".join(kernel_jobs())
+        server = again(server)
+        assert execute_via_websocket(server, kernel_id, "print(x)") == "kept\n"
+        assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
+    finally:
+        server.stop()
+
+
+def test_a_restart_after_the_take_over_stays_in_its_job_and_on_its_node(server_home: Path) -> None:
+    server = started_server(server_home, SITE)
+    try:
+        kernel_id = server.start_kernel("asgard-detachable")
+        before = kernel_row(server, kernel_id)
+        killed(server)
+        server = again(server)
+        assert server.request("POST", f"/api/kernels/{kernel_id}/restart").status == 200
+        assert execute_via_websocket(server, kernel_id, "print('restarted')") == "restarted\n"
+        after = kernel_row(server, kernel_id)
+        assert (after["job_id"], after["node"], after["detachable"]) == (before["job_id"], before["node"], True)
+        killed(server)  # the restarted kernel's record is what the next server takes over
+        server = again(server)
+        assert execute_via_websocket(server, kernel_id, "print('again')") == "again\n"
+        assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
+    finally:
+        server.stop()
+
+
+def test_kernels_nobody_takes_over_end_by_their_grace_or_time_limit_and_the_next_server_says_why(
+    server_home: Path, kernelspecs: KernelSpecs
+) -> None:
+    kernelspecs.make("asgard-detachable-1min", detachable=True, detach_grace=900, time="1")
+    server = started_server(server_home, SITE)
+    try:
+        by_grace = server.start_kernel("asgard-detachable")
+        by_time = server.start_kernel("asgard-detachable-1min")
+        jobs = [kernel_row(server, kernel_id)["job_id"] for kernel_id in (by_grace, by_time)]
+        killed(server)
+        wait_for(lambda: not set(jobs) & set(" ".join(kernel_jobs()).split()), GRACE + 45, "both jobs end")
+        server = again(server)
+        assert server.request("GET", "/api/kernels").body == []
+        ended = {item["kernel_id"]: item["why"] for item in server.request("GET", "/asgard/api/detached").body["ended"]}
+        assert ended == {
+            by_grace: f"no Jupyter server of yours took it over within its grace ({GRACE} s)",
+            by_time: "it reached its time limit",
+        }
+        assert "ended while detached" in server.log()
+        assert not any(records(server).iterdir())
+    finally:
+        server.stop()
+
+
+def test_two_servers_of_one_user_never_both_hold_a_kernel(server_home: Path, tmp_path: Path) -> None:
+    first = started_server(server_home, SITE)
+    servers = [first]
+    try:
+        kernel_id = first.start_kernel("asgard-detachable")
+        second = alongside(first, tmp_path / "second")
+        servers.append(second)
+        found = second.request("GET", "/asgard/api/detached").body["found"]
+        assert [item["kernel_id"] for item in found] == [kernel_id] and "holds it" in found[0]["why"]
+        assert second.request("POST", f"/asgard/api/detached/{kernel_id}").status == 409
+        assert second.request("GET", "/api/kernels").body == []
+
+        killed(first)
+        racers: list[JupyterServer] = []
+        threads = [
+            threading.Thread(target=lambda n=n: racers.append(alongside(first, tmp_path / f"racer{n}"))) for n in (1, 2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        servers += racers
+        holders = [racer for racer in racers if racer.request("GET", "/api/kernels").body]
+        assert len(holders) == 1, [racer.log() for racer in racers]
+        assert execute_via_websocket(holders[0], kernel_id, "print('one')") == "one\n"
+        assert holders[0].request("DELETE", f"/api/kernels/{kernel_id}").status == 204
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def alongside(server: JupyterServer, home: Path) -> JupyterServer:
+    """Another server of the same user (same data directory) with a root, port and runtime of its own."""
+    (home / "root").mkdir(parents=True)
+    env = {**server.env, "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    return JupyterServer(home / "root", home / "server.log", extra_args=server.extra_args).start(env)
+
+
+def test_another_user_can_neither_read_nor_cancel_them(server_home: Path, another_user: UnixUser) -> None:
+    server = started_server(server_home, SITE)
+    try:
+        kernel_id = server.start_kernel("asgard-detachable")
+        job = kernel_row(server, kernel_id)["job_id"]
+        root = records(server)
+        for directory in reversed([root.parent, *root.parent.parents]):  # all the way to it, but not into it
+            directory.chmod(directory.stat().st_mode | 0o005)
+        listing = another_user.run("ls", str(root))
+        reading = another_user.run("cat", str(root / kernel_id / "kernel.json"))
+        cancelling = another_user.run("scancel", job)
+        assert "Permission denied" in listing.stderr and "Permission denied" in reading.stderr
+        assert "denied" in (cancelling.stderr + cancelling.stdout).lower() or cancelling.returncode != 0
+        assert job in "\n".join(kernel_jobs())
+        assert execute_via_websocket(server, kernel_id, "print('mine')") == "mine\n"
+        assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
+    finally:
+        server.stop()
+
+
+def test_a_node_that_fails_while_detached_ends_its_kernel_for_good(
+    server_home: Path, slurm_cluster: LocalCluster
+) -> None:
+    server = started_server(server_home, SITE)
+    try:
+        kernel_id = server.start_kernel("asgard-detachable")
+        row = kernel_row(server, kernel_id)
+        killed(server)
+        kill_node(slurm_cluster, row["node"])
+        try:
+            wait_for(lambda: row["job_id"] not in " ".join(kernel_jobs()).split(), 60, "the job ends with its node")
+            server = again(server)
+            ended = server.request("GET", "/asgard/api/detached").body["ended"]
+            assert [(item["kernel_id"], item["why"]) for item in ended] == [(kernel_id, "its node failed")]
+            time.sleep(3)
+            assert row["job_id"] not in " ".join(kernel_jobs()).split(), "the job was requeued"
+        finally:
+            revive_node(slurm_cluster, row["node"])
+    finally:
+        server.stop()

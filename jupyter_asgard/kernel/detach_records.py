@@ -16,6 +16,7 @@ after the ``held`` they both saw, which only one of them can win, on a shared fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -151,19 +152,23 @@ class KernelRecord:
             refreshed = 0.0
         return Holder(str((data or {}).get("server") or ""), refreshed)
 
-    def claim(self, server: str) -> bool:
-        """Take a kernel found free; False where another server took it first."""
-        holder = self.holder()
-        token = f"claim-{holder.refreshed:.6f}-{holder.server.replace(':', '-') or 'none'}"
+    def claim(self, server: str, seen: Holder) -> bool:
+        """Take a kernel found free (its holder as seen when found gone); False where another server took it
+        first. Only one claim can be made on what was seen, and one made on what has changed since is void."""
+        token = f"claim-{seen.refreshed:.6f}-{seen.server.replace(':', '-') or 'none'}"
         try:
             self.path(token).mkdir(mode=0o700)
         except FileExistsError:
+            return False
+        if self.holder() != seen:
+            self.path(token).rmdir()
             return False
         self.claimed_after = self.detached_since()
         self.hold(server)
         for old in self.directory.glob("claim-*"):
             if old.name != token:
-                old.rmdir()
+                with contextlib.suppress(OSError):
+                    old.rmdir()
         return True
 
     def detached_since(self) -> float:

@@ -30,7 +30,7 @@ from ..containers.container_phases import half_made
 from ..containers.container_starts import CONTAINER_STARTS
 from ..containers.container_steps import ENROOT_NAME_PREFIX, NOTHING_MADE, remove_container_argv
 from ..containers.launch_plan import container_base_name, container_name, kernel_step_argv
-from ..errors import KernelStartError, KernelWithdrawn, LaunchConfigError, SlurmError, SlurmNotFound
+from ..errors import AsgardError, KernelStartError, KernelWithdrawn, LaunchConfigError, SlurmError, SlurmNotFound
 from ..launch.encryption import encryption_problem, stricter, wants_curve
 from ..launch.launch_config import LaunchConfig
 from ..node import bootstrap, curve_proxy, recorder
@@ -448,7 +448,10 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         if self._withdrawn:
             raise KernelWithdrawn()
         if self.outlives_server:
-            self.record = KernelRecord(await asyncio.to_thread(private_root), self.kernel_id)
+            try:
+                self.record = KernelRecord(await asyncio.to_thread(private_root), self.kernel_id)
+            except AsgardError as error:
+                raise KernelStartError(error.message, error.hint) from None
             await asyncio.to_thread(self.record.remove)  # what a job of this kernel on a lost node left
             await asyncio.to_thread(self.record.create)
             await asyncio.to_thread(self.record.hold, THIS_SERVER)

@@ -42,10 +42,11 @@ KEEPER_REASONS = {
 
 
 def ended_reason(info: JobInfo | None, keeper_said: dict[str, Any], record: dict[str, Any]) -> str:
-    """Why a kernel ended while detached: Slurm's final state while it remembers the job, else the keeper's."""
-    if info is not None and info.state in ENDED_STATES:
-        return why_ended(info.state)
+    """Why a kernel ended while detached: Slurm's final state while it remembers the job (a time limit, a node
+    failure), unless the keeper ended it itself (the job then "completed"), else what the keeper said."""
     reason = str(keeper_said.get("reason") or "")
+    if info is not None and info.state in ENDED_STATES and (info.state != "COMPLETED" or reason not in KEEPER_REASONS):
+        return why_ended(info.state)
     if reason in KEEPER_REASONS:
         return KEEPER_REASONS[reason].format(grace=record.get("grace", "?"))
     if not record.get("connection"):
@@ -143,7 +144,7 @@ class DetachedKernels:
                 f"its kernelspec {data.get('kernel_name')!r} no longer exists; release it, or make the kernelspec again"
             )
         holder = record.holder()
-        if not holder.gone(time.time()) or not record.claim(THIS_SERVER):
+        if not holder.gone(time.time()) or not record.claim(THIS_SERVER, holder):
             return f"another Jupyter server of yours holds it (on {holder.host or 'another host'})"
         return ""
 
