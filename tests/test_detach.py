@@ -50,10 +50,12 @@ def test_a_killed_server_s_detachable_kernels_are_taken_over_with_their_state_an
     try:
         quiet = server.start_kernel("asgard-detachable")
         busy = server.start_kernel("asgard-detachable")
+        session = {"path": "analysis.ipynb", "type": "notebook", "name": "", "kernel": {"id": quiet}}
+        assert server.request("POST", "/api/sessions", session).status == 201
         assert execute_via_websocket(server, quiet, "x = 42; print('set')") == "set\n"
         row = kernel_row(server, quiet)
-        assert row["detachable"] is True
-        job, node = row["job_id"], row["node"]
+        assert row["detachable"] is True and row["encryption"] != "none"
+        job, node, encryption = row["job_id"], row["node"], row["encryption"]
         in_background(server, busy, TICKS)
         wait_for(lambda: kernel_row(server, busy)["execution_state"] == "busy", 20, "the cell runs")
         killed(server)
@@ -66,7 +68,9 @@ def test_a_killed_server_s_detachable_kernels_are_taken_over_with_their_state_an
         assert listed[busy]["execution_state"] == "busy", listed[busy]
         assert execute_via_websocket(server, quiet, "print(x)") == "42\n"
         row = kernel_row(server, quiet)
-        assert (row["job_id"], row["node"]) == (job, node)
+        assert (row["job_id"], row["node"], row["encryption"]) == (job, node, encryption)
+        sessions = server.request("GET", "/api/sessions").body
+        assert [(item["path"], item["kernel"]["id"]) for item in sessions] == [("analysis.ipynb", quiet)]
         wait_for(lambda: kernel_row(server, busy)["execution_state"] == "idle", 30, "the cell ends")
         printed = "".join(entry["text"] for entry in kernel_row(server, busy)["while_detached"])
         assert "tick 3" in printed and "tick 11" not in printed, printed
@@ -255,5 +259,23 @@ def test_a_node_that_fails_while_detached_ends_its_kernel_for_good(
             assert row["job_id"] not in " ".join(kernel_jobs()).split(), "the job was requeued"
         finally:
             revive_node(slurm_cluster, row["node"])
+    finally:
+        server.stop()
+
+
+def test_the_culler_spares_a_taken_over_kernel_s_running_cell_and_ends_it_once_idle(server_home: Path) -> None:
+    culling = "c.MappingKernelManager.cull_idle_timeout = 5\nc.MappingKernelManager.cull_interval = 1\n"
+    server = started_server(server_home, SITE + culling)
+    try:
+        kernel_id = server.start_kernel("asgard-detachable")
+        job = kernel_row(server, kernel_id)["job_id"]
+        in_background(server, kernel_id, TICKS)
+        wait_for(lambda: kernel_row(server, kernel_id)["execution_state"] == "busy", 20, "the cell runs")
+        killed(server)
+        server = again(server)
+        time.sleep(7)  # past the idle timeout, with the cell still running
+        assert [kernel["id"] for kernel in server.request("GET", "/api/kernels").body] == [kernel_id]
+        wait_for(lambda: server.request("GET", "/api/kernels").body == [], 30, "the culler ends the idle kernel")
+        wait_for(lambda: job not in " ".join(kernel_jobs()).split(), 30, "its job ends with it")
     finally:
         server.stop()

@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from ..errors import Conflict, NotFound, SlurmError
+from ..errors import AsgardError, Conflict, NotFound, SlurmError
 from ..kernel.detach_records import (
     HOLD_REFRESH,
     THIS_SERVER,
@@ -97,8 +99,13 @@ class DetachedKernels:
             if info is None or info.state != "RUNNING" or not item.get("connection"):
                 await self._report_ended(record, item, info)
             else:
-                takes.append(self.adopt(record.kernel_id, item))
+                takes.append(self._try_adopt(record.kernel_id, item))
         await asyncio.gather(*takes)
+
+    async def _try_adopt(self, kernel_id: str, data: dict[str, Any]) -> None:
+        """adopt, at the server's start: a kernel it cannot take is listed in found, with why, not an error."""
+        with contextlib.suppress(AsgardError):
+            await self.adopt(kernel_id, data)
 
     async def _jobs(self, job_ids: list[str]) -> dict[str, JobInfo] | None:
         """Slurm's word on these jobs; None where Slurm cannot be asked (then each kernel's answer tells)."""
@@ -204,6 +211,22 @@ class DetachedKernels:
     def start_holding(self) -> None:
         if self._refresher is None:
             self._refresher = asyncio.ensure_future(self._hold())
+
+    def watch_sessions(self) -> None:
+        """Write a detachable kernel's session down as soon as it changes (a notebook opened on it, renamed),
+        not at the next refresh only: a server that dies a moment later must not lose it."""
+        sessions = self.serverapp.session_manager
+        for name in ("save_session", "update_session"):
+            setattr(sessions, name, self._then_refresh(getattr(sessions, name)))
+
+    def _then_refresh(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
+        async def changed(*args: Any, **kwargs: Any) -> Any:
+            result = await method(*args, **kwargs)
+            if self._held():
+                await self.refresh()
+            return result
+
+        return changed
 
     async def _hold(self) -> None:
         while True:

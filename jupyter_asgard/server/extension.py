@@ -42,6 +42,7 @@ class AsgardExtension(ExtensionApp):
         IOLoop.current().add_callback(self.cancel_orphans)
         self.detached = DetachedKernels(self.serverapp, self.monitor, self.log)
         self._take_over_detached()
+        self.detached.watch_sessions()
 
     def _take_over_detached(self) -> None:
         """Before the server answers its first request: JupyterLab marks a kernel it asks about and the server
