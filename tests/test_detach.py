@@ -279,3 +279,20 @@ def test_the_culler_spares_a_taken_over_kernel_s_running_cell_and_ends_it_once_i
         wait_for(lambda: job not in " ".join(kernel_jobs()).split(), 30, "its job ends with it")
     finally:
         server.stop()
+
+
+def test_a_kernel_that_exits_while_detached_is_reported_and_its_allocation_released(server_home: Path) -> None:
+    server = started_server(server_home, SITE)
+    try:
+        kernel_id = server.start_kernel("asgard-detachable")
+        job = kernel_row(server, kernel_id)["job_id"]
+        execute_via_websocket(server, kernel_id, "import os, threading\nthreading.Timer(3, os._exit, [3]).start()")
+        killed(server)
+        time.sleep(6)  # the kernel exits meanwhile; its job goes on, waiting for a server
+        server = again(server)
+        ended = server.request("GET", "/asgard/api/detached").body["ended"]
+        assert [(item["kernel_id"], "exit status 3" in item["why"]) for item in ended] == [(kernel_id, True)]
+        wait_for(lambda: job not in " ".join(kernel_jobs()).split(), 30, "its job is released")
+        assert server.request("GET", "/api/kernels").body == []
+    finally:
+        server.stop()

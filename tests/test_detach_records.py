@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from traitlets.config import Config
 
 from jupyter_asgard.errors import AsgardError
 from jupyter_asgard.kernel import detach_records
@@ -23,6 +24,7 @@ from jupyter_asgard.kernel.kept_process import KeptProcess, last_start
 from jupyter_asgard.launch.launch_config import LaunchConfig, detach_problems
 from jupyter_asgard.node import keeper, recorder
 from jupyter_asgard.server.detached_kernels import ended_reason
+from jupyter_asgard.site.site import AsgardSite
 from jupyter_asgard.slurm.slurm_commands import DETACHABLE_MARK, JobInfo, parse_sbatch, sbatch_argv
 
 
@@ -136,6 +138,7 @@ def test_why_a_kernel_ended_while_detached() -> None:
     assert "within its grace (60 s)" in ended_reason(None, grace, record)
     assert "start was not over" in ended_reason(None, {}, {})
     assert "no longer says why" in ended_reason(None, {}, record)
+    assert "exit status 1" in ended_reason(JobInfo("1", state="RUNNING"), {}, record, exited=1)
 
 
 def test_the_recorder_keeps_what_a_person_reads_and_the_state_of_cells() -> None:
@@ -202,3 +205,16 @@ def test_the_keeper_ends_when_its_record_is_removed(record: KernelRecord) -> Non
 
 def test_this_server_has_one_identity() -> None:
     assert detach_records.THIS_SERVER.startswith(socket.gethostname() + ":" + str(os.getpid()) + ":")
+
+
+async def test_the_site_s_checks_refuse_a_detachable_kernel_where_it_allows_none(tmp_path: Path) -> None:
+    image = tmp_path / "image.sqsh"
+    image.write_bytes(b"")
+    wanted = {"image": str(image), "detachable": True, "detach_grace": 600}
+    _, problems = await AsgardSite(config=Config()).validate(wanted)
+    assert problems and "c.PyxisProvisioner.detach is 'off'" in problems[0]
+    allowing = AsgardSite(config=Config({"PyxisProvisioner": {"detach": "allowed", "detach_grace": 300}}))
+    _, problems = await allowing.validate(wanted)  # (without a cluster here: Slurm's partitions go unchecked)
+    assert problems[0] == "detach_grace: 600 s is over this site's maximum of 300 s; ask for less"
+    _, problems = await allowing.validate({**wanted, "detach_grace": 0})
+    assert not [problem for problem in problems if "detach" in problem]

@@ -317,3 +317,16 @@ async def test_loading_and_saving_a_kernel_in_the_panel_keeps_every_launch_setti
     await panel.load("full")
     assert await panel.save() is True, panel.messages.value
     assert store.read("full")["config"] == config
+
+
+def test_the_detachable_box_shows_where_the_site_allows_it_and_sets_the_setting(
+    image_dir: Path, store: KernelspecStore, tmp_path: Path
+) -> None:
+    assert make_panel(image_dir, store, tmp_path).detachable.layout.display == "none"
+    config = Config({"AsgardSite": {"image_dirs": [str(image_dir)]}, "PyxisProvisioner": {"detach": "allowed"}})
+    panel = ContainerPanel(AsgardSite(config=config, client=SlurmClient(timeout=5)), store, str(tmp_path), False)
+    assert panel.detachable.layout.display == "" and panel.values()["detachable"] is None
+    panel.detachable.value = True
+    assert panel.values()["detachable"] is True
+    panel.set_values({"image": "/x.sqsh", "detachable": False})
+    assert panel.detachable.value is False and panel.values()["detachable"] is None

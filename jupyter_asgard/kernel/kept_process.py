@@ -16,7 +16,9 @@ from typing import Any
 
 from .detach_records import KernelRecord, read_json, write_private
 
-TAIL_INTERVAL = 0.1  # seconds between reads of the keeper's files
+TAIL_INTERVAL = 0.1  # seconds between reads of the keeper's files while the step starts (a start waits on them)
+SETTLED_INTERVAL = 0.5  # seconds between reads once it has run for SETTLED_AFTER seconds
+SETTLED_AFTER = 60.0
 READ_LIMIT = 1024 * 1024  # bytes taken from one file at one read
 
 
@@ -69,6 +71,7 @@ class KeptProcess:
         return chunks[0], chunks[1], exited if not any(len(chunk) == READ_LIMIT for chunk in chunks) else None
 
     async def _follow(self) -> None:
+        started = asyncio.get_running_loop().time()
         try:
             while True:
                 out, err, exited = await asyncio.to_thread(self._read_new)
@@ -81,7 +84,8 @@ class KeptProcess:
                 if self.job_over():
                     self.returncode = -9  # killed with its job
                     break
-                await asyncio.sleep(TAIL_INTERVAL)
+                settled = asyncio.get_running_loop().time() - started > SETTLED_AFTER
+                await asyncio.sleep(SETTLED_INTERVAL if settled else TAIL_INTERVAL)
         finally:
             self.stdout.feed_eof()
             self.stderr.feed_eof()

@@ -31,6 +31,7 @@ from ..kernel.detach_records import (
     private_root,
     records_root,
 )
+from ..kernel.kept_process import exit_status
 from ..kernel.kernel_row import why_ended
 from ..kernel.provisioner import PyxisProvisioner, adoptions, live_provisioners
 from ..slurm.monitor import SlurmMonitor
@@ -43,9 +44,14 @@ KEEPER_REASONS = {
 }
 
 
-def ended_reason(info: JobInfo | None, keeper_said: dict[str, Any], record: dict[str, Any]) -> str:
+def ended_reason(
+    info: JobInfo | None, keeper_said: dict[str, Any], record: dict[str, Any], exited: int | None = None
+) -> str:
     """Why a kernel ended while detached: Slurm's final state while it remembers the job (a time limit, a node
-    failure), unless the keeper ended it itself (the job then "completed"), else what the keeper said."""
+    failure), unless the keeper ended it itself (the job then "completed"), else what the keeper said; or the
+    kernel itself exited, in a job that still runs (its exit status)."""
+    if exited is not None and (info is None or info.state == "RUNNING"):
+        return f"the kernel exited while no server held it (exit status {exited}); its allocation is released"
     reason = str(keeper_said.get("reason") or "")
     if info is not None and info.state in ENDED_STATES and (info.state != "COMPLETED" or reason not in KEEPER_REASONS):
         return why_ended(info.state)
@@ -96,8 +102,9 @@ class DetachedKernels:
         for record in records:
             item = data[record.kernel_id]
             info = jobs.get(str(item.get("job_id") or "")) if jobs is not None else JobInfo("", state="RUNNING")
-            if info is None or info.state != "RUNNING" or not item.get("connection"):
-                await self._report_ended(record, item, info)
+            exited = await asyncio.to_thread(exit_status, record, int(item.get("start") or 0))
+            if info is None or info.state != "RUNNING" or not item.get("connection") or exited is not None:
+                await self._report_ended(record, item, info, exited)
             else:
                 takes.append(self._try_adopt(record.kernel_id, item))
         await asyncio.gather(*takes)
@@ -171,9 +178,11 @@ class DetachedKernels:
         )
         self._sessions[kernel_id] = session
 
-    async def _report_ended(self, record: KernelRecord, data: dict[str, Any], info: JobInfo | None) -> None:
+    async def _report_ended(
+        self, record: KernelRecord, data: dict[str, Any], info: JobInfo | None, exited: int | None = None
+    ) -> None:
         keeper_said = await asyncio.to_thread(record.ended)
-        why = ended_reason(info, keeper_said, data)
+        why = ended_reason(info, keeper_said, data, exited)
         session = data.get("session") or {}
         self.log.warning(
             "Detachable kernel %s (Slurm job %s) ended while detached: %s", record.kernel_id, data.get("job_id"), why
