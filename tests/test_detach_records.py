@@ -218,3 +218,10 @@ async def test_the_site_s_checks_refuse_a_detachable_kernel_where_it_allows_none
     assert problems[0] == "detach_grace: 600 s is over this site's maximum of 300 s; ask for less"
     _, problems = await allowing.validate({**wanted, "detach_grace": 0})
     assert not [problem for problem in problems if "detach" in problem]
+
+
+def test_a_server_whose_kernel_another_took_over_learns_it_at_its_next_refresh(record: KernelRecord) -> None:
+    record.hold("h:1:a")
+    assert record.refresh("h:1:a")
+    record.hold("h:2:b")  # h:1:a went silent for too long, and h:2:b took the kernel over
+    assert not record.refresh("h:1:a") and record.holder().server == "h:2:b"

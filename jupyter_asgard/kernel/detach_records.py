@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import stat
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ def server_id() -> str:
 
 
 THIS_SERVER = server_id()
+_UPDATES = threading.Lock()
 
 
 def write_private(path: Path, data: Any) -> None:
@@ -130,14 +132,21 @@ class KernelRecord:
         write_private(self.path(RECORD), record)
 
     def update(self, **values: Any) -> None:
-        self.write({**self.read(), **values})
+        """Read, change, write: one at a time in this process (a restart's record and a session may meet)."""
+        with _UPDATES:
+            self.write({**self.read(), **values})
 
     def hold(self, server: str) -> None:
         """Say (again) that server holds the kernel."""
         write_private(self.path("held"), {"server": server})
 
-    def refresh(self) -> None:
+    def refresh(self, server: str) -> bool:
+        """Say again that server holds the kernel; False where another server holds it now (this one was
+        silent for longer than HOLD_STALE, and another took the kernel over meanwhile)."""
+        if self.holder().server != server:
+            return False
         os.utime(self.path("held"))
+        return True
 
     def let_go(self) -> None:
         """The holding server stops on purpose: the kernel is free at once (its grace starts now)."""

@@ -269,16 +269,16 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         """A detachable kernel (its settings say so): it runs in a batch job the next server takes over."""
         return bool(self.launch and self.launch.detachable)
 
-    async def let_go(self) -> None:
+    async def let_go(self, say_so: bool = True) -> None:
         """The server stops and leaves this detachable kernel running for the next one: stop following it, and
-        say it is free (its grace runs from now)."""
+        (say_so) say it is free (its grace runs from now)."""
         self.detached = True
         _live.pop(self.kernel_id, None)
         if self.step is not None and isinstance(self.step.process, KeptProcess):
             self.step.process.forget()
         if self.allocation is not None:
             self.allocation.forget()
-        if self.record is not None:
+        if self.record is not None and say_so:
             await asyncio.to_thread(self.record.let_go)
         self.log.info("Kernel %s: detached; it runs on in Slurm job %s on %s", self.kernel_id, self.job_id, self.node)
 

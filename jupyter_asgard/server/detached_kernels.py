@@ -250,7 +250,14 @@ class DetachedKernels:
         sessions = {item["kernel"]["id"]: item for item in await self.serverapp.session_manager.list_sessions()}
         for provisioner in self._held():
             assert provisioner.record is not None
-            await asyncio.to_thread(provisioner.record.refresh)
+            if not await asyncio.to_thread(provisioner.record.refresh, THIS_SERVER):
+                self.log.error(
+                    "Kernel %s: another Jupyter server of yours has taken it over (this one did not say it held "
+                    "it for too long); this server lets it go",
+                    provisioner.kernel_id,
+                )
+                await self._leave(provisioner, let_go=False)
+                continue
             item = sessions.get(provisioner.kernel_id)
             session = {key: item[key] for key in ("id", "path", "name", "type")} if item else {}
             if session and session != self._sessions.get(provisioner.kernel_id):
@@ -270,18 +277,21 @@ class DetachedKernels:
         if self._refresher is not None:
             self._refresher.cancel()
         await self.refresh()
-        kernels = self.serverapp.kernel_manager
         held = self._held()
         for provisioner in held:
-            kernel_id = provisioner.kernel_id
-            if kernel_id in kernels:
-                manager = kernels.get_kernel(kernel_id)
-                kernels.stop_watching_activity(kernel_id)
-                manager.stop_restarter()
-                kernels._kernels.pop(kernel_id, None)
-            await provisioner.let_go()
+            await self._leave(provisioner)
         if held:
             self.log.info("Left %d detachable kernel(s) running for your next Jupyter server", len(held))
+
+    async def _leave(self, provisioner: PyxisProvisioner, let_go: bool = True) -> None:
+        """Take the kernel out of this server (jupyter_server then sends it nothing: no shutdown request), and
+        where let_go, say it is free."""
+        kernels, kernel_id = self.serverapp.kernel_manager, provisioner.kernel_id
+        if kernel_id in kernels:
+            kernels.stop_watching_activity(kernel_id)
+            kernels.get_kernel(kernel_id).stop_restarter()
+            kernels.remove_kernel(kernel_id)
+        await provisioner.let_go(say_so=let_go)
 
     def listing(self) -> dict[str, Any]:
         return {"found": list(self.found.values()), "ended": list(self.ended), "server_pid": os.getpid()}
