@@ -18,11 +18,12 @@ SITE = "c.SlurmMonitor.poll_interval = 0.5\nc.PyxisProvisioner.detach = 'allowed
 TICKS = "import time\nfor i in range(12):\n    print('tick', i, flush=True)\n    time.sleep(1)"
 
 
-def again(server: JupyterServer) -> JupyterServer:
-    """A new server of the same user on the same URL, token, data and root (as after a crash or a reboot)."""
+def again(server: JupyterServer, poll: float = 0.2) -> JupyterServer:
+    """A new server of the same user on the same URL, token, data and root (as after a crash or a reboot);
+    poll: as JupyterServer.start's."""
     fresh = JupyterServer(server.root_dir, server.log_path, extra_args=server.extra_args)
     fresh.port, fresh.token = server.port, server.token
-    return fresh.start(server.env)
+    return fresh.start(server.env, poll=poll)
 
 
 def killed(server: JupyterServer, how: signal.Signals = signal.SIGKILL) -> None:

@@ -59,9 +59,12 @@ class JupyterServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, env: dict[str, str] | None = None, timeout: float = 60, terminal: bool = False) -> JupyterServer:
+    def start(
+        self, env: dict[str, str] | None = None, timeout: float = 60, terminal: bool = False, poll: float = 0.2
+    ) -> JupyterServer:
         """terminal: as if run in a terminal of its own: a process group of its own (Ctrl-C goes to all of it)
-        and a terminal as stdin (jupyter_server asks before it shuts down only then), answered by answer()."""
+        and a terminal as stdin (jupyter_server asks before it shuts down only then), answered by answer().
+        poll: seconds between asks whether it answers (a benchmark timing the start asks more often)."""
         argv = [
             sys.executable,
             "-m",
@@ -97,7 +100,7 @@ class JupyterServer:
                 raise RuntimeError(f"jupyter {self.app} exited:\n{self.log()}")
             if self.answers():
                 return self
-            time.sleep(0.2)
+            time.sleep(poll)
         raise RuntimeError(f"jupyter {self.app} did not answer within {timeout}s:\n{self.log()}")
 
     def answers(self) -> bool:
