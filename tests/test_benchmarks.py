@@ -38,6 +38,14 @@ SMALLEST = {
             for kind, same in (("native Curve", ", 7.4"), ("Curve via proxy", ""))
         ],
     ),
+    "benchmarks.readoption": (
+        ["--counts", "1", "--rounds", "1"],
+        [
+            r"^ +0 +[\d.]+ s +[\d.]+ s +baseline$",
+            r"^ +1 +[\d.]+ s +[\d.]+ s +[\d.]+x +[+-][\d.]+ s +[+-][\d.]+ s +[\d.]+ s$",
+            r"^target: 8 kernels usable within [\d.]+ s .*: not measured",
+        ],
+    ),
     "benchmarks.slurm_load": (["--counts", "1", "2", "--window", "2"], [r"^ +1 +[\d.]+ +[\d.]+", r"^ +2 +[\d.]+"]),
     "benchmarks.start_storm": (
         ["--counts", "1", "2", "--rounds", "1", "--memory-kernels", "2"],
