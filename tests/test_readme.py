@@ -94,6 +94,7 @@ INLINE = {
     "python3 -m benchmarks.kernel_messages": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.slurm_load": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.start_storm": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "python3 -m benchmarks.readoption": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "scancel --signal=INT": "tests/test_provisioner.py::test_signal_interrupt_reaches_the_kernel_through_slurm",
     "scontrol show job": (
         "tests/test_security.py::TestServerKernel::test_the_keys_are_in_no_command_line_slurm_record_or_log"
