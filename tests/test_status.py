@@ -78,7 +78,7 @@ def test_the_table_shows_a_server_kernel_and_a_job_no_server_knows(
 def test_json_lists_the_same_rows(jupyter_server: JupyterServer, server_kernel: dict, unknown_job: str) -> None:
     shown = status(jupyter_server.env, "--json")
     assert shown.returncode == 0, shown.stderr
-    rows = {row["job_id"]: row for row in json.loads(shown.stdout)}
+    rows = {row["job_id"]: row for row in json.loads(shown.stdout)["kernels"]}
     kernel = rows[server_kernel["job_id"]]
     assert kernel["kernel_id"] == server_kernel["kernel_id"] and kernel["known_to_server"] is True
     assert kernel["server"] == jupyter_server.url + "/" and kernel["state"] == "RUNNING"

@@ -121,7 +121,11 @@ def _list_kernelspecs(args: argparse.Namespace) -> int:
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the kernels as a JSON list of rows")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print JSON: {"kernels": [rows], "detached": {"found": [...], "ended": [...]}}',
+    )
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -129,7 +133,7 @@ def _status(args: argparse.Namespace) -> int:
     status = collect(TIMEOUT)
     for note in status.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(json.dumps(status.rows, indent=1) if args.json else render(status.rows))
+    print(json.dumps(status.to_json(), indent=1) if args.json else render(status))
     return 0
 
 

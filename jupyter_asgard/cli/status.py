@@ -4,6 +4,9 @@ The running Jupyter servers know what Slurm does not (kernelspec, notebook);
 Slurm knows what no server does: jobs of kernels started by nbclient or
 papermill, and jobs a crashed server left behind, which hold GPUs until
 someone cancels them.  Showing both is what keeps anything from running unseen.
+So are the detachable kernels a server found and did not take over (another
+server holds them, their kernelspec is gone): they run, and hold their GPUs,
+in no notebook of that server.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from ..errors import ServerRefused, SlurmError
 from ..kernel.kernel_row import UNKNOWN_START, KernelRow
 from ..slurm.slurm_client import SlurmClient
 from ..slurm.slurm_commands import (
+    DETACHABLE_MARK,
     SQUEUE_FIELDS,
     JobInfo,
     duration_seconds,
@@ -34,14 +38,41 @@ from .server_requests import call, running_servers
 TIMEOUT = 5.0
 UNKNOWN = "not known to a running Jupyter server"
 COLUMNS = ("KERNEL", "KERNELSPEC", "STATE", "NODE", "GPUS", "TIME LEFT", "JOB", "NOTEBOOK/SERVER")
+FOUND_COLUMNS = ("KERNEL", "KERNELSPEC", "JOB", "NODE", "NOTEBOOK", "WHY NOT TAKEN OVER")
+ENDED_COLUMNS = ("KERNEL", "JOB", "NOTEBOOK", "WHY IT ENDED")
+RELEASE_HINT = "End a detached kernel (its job and its GPUs) with: jupyter asgard release KERNEL"
 
 
 @dataclass
 class Status:
-    """The rows to show, and what kept the picture from being complete."""
+    """The rows to show, the detached kernels the servers found (and did not take over) or saw end, and what
+    kept the picture from being complete."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    found: list[dict[str, Any]] = field(default_factory=list)
+    ended: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def merged(cls, parts: list[Status]) -> Status:
+        """One picture from several; a detached kernel that two servers found, or saw end, is listed once."""
+        return cls(
+            [row for part in parts for row in part.rows],
+            [note for part in parts for note in part.notes],
+            _once([row for part in parts for row in part.found]),
+            _once([row for part in parts for row in part.ended]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kernels": self.rows, "detached": {"found": self.found, "ended": self.ended}}
+
+
+def _once(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first row of each kernel, in order."""
+    first: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        first.setdefault(row["kernel_id"], row)
+    return list(first.values())
 
 
 # --- the servers' view ---------------------------------------------------------------------------
@@ -69,15 +100,27 @@ def server_status(server: dict[str, Any], timeout: float) -> Status:
         if answer.get("slurm_reachable", True)
         else [f"Jupyter server {url} cannot reach Slurm ({answer.get('slurm_error')}); its job states may be stale"]
     )
-    return Status([{**row, "server": url, "known_to_server": True} for row in answer.get("kernels", [])], notes)
+    rows = [{**row, "server": url, "known_to_server": True} for row in answer.get("kernels", [])]
+    return Status.merged([Status(rows, notes), server_detached(server, timeout)])
+
+
+def server_detached(server: dict[str, Any], timeout: float) -> Status:
+    """The detached kernels one server found and did not take over, and those it saw end, each naming the
+    server. Nothing where it cannot tell: a server older than detachable kernels (404), or one that stopped
+    answering since it listed its kernels (it is noted when it does not answer at all)."""
+    url = server.get("url", "")
+    try:
+        answer = call(server, "GET", "/asgard/api/detached", timeout=timeout)
+        found, ended = answer["found"], answer["ended"]
+    except (ServerRefused, OSError, ValueError, KeyError, TypeError):
+        return Status()
+    return Status(found=[{**row, "server": url} for row in found], ended=[{**row, "server": url} for row in ended])
 
 
 async def servers_status(timeout: float) -> Status:
     """All of this user's servers (JUPYTER_RUNTIME_DIR is honoured), asked side by side."""
     answers = await asyncio.gather(*(asyncio.to_thread(server_status, server, timeout) for server in running_servers()))
-    return Status(
-        [row for answer in answers for row in answer.rows], [note for answer in answers for note in answer.notes]
-    )
+    return Status.merged(list(answers))
 
 
 # --- Slurm's view ----------------------------------------------------------------------------------
@@ -123,6 +166,7 @@ def unknown_job_row(job: JobInfo, position: int | None) -> dict[str, Any]:
         time_limit=job.time_limit,
         time_left=job.time_left,
         time_left_seconds=duration_seconds(job.time_left),
+        detachable=job.comment == DETACHABLE_MARK,
     )
     return {**row.to_json(), "server": "", "known_to_server": False, "started_by": started_by(job.comment)}
 
@@ -142,8 +186,7 @@ async def unknown_jobs(known: list[dict[str, Any]], timeout: float) -> Status:
 
 async def _collect(timeout: float) -> Status:
     servers = await servers_status(timeout)
-    unknown = await unknown_jobs(servers.rows, timeout)
-    return Status(servers.rows + unknown.rows, servers.notes + unknown.notes)
+    return Status.merged([servers, await unknown_jobs(servers.rows, timeout)])
 
 
 def collect(timeout: float = TIMEOUT) -> Status:
@@ -175,10 +218,12 @@ def gpus_text(gpus: dict[str, Any]) -> str:
 
 
 def where_text(row: dict[str, Any]) -> str:
-    """The notebook and its server; for a job no server knows, that fact and who submitted it."""
+    """The notebook and its server; for a job no server knows, that fact and who submitted it. A detachable
+    kernel says so: it outlives its server, and a job no server knows may be one waiting for the next."""
+    mark = " (detachable)" if row.get("detachable") else ""
     if not row.get("known_to_server"):
-        return UNKNOWN + (f" (started by {row['started_by']})" if row.get("started_by") else "")
-    return f"{row['path']} @ {row['server']}" if row.get("path") else row["server"]
+        return UNKNOWN + (f" (started by {row['started_by']})" if row.get("started_by") else "") + mark
+    return (f"{row['path']} @ {row['server']}" if row.get("path") else row["server"]) + mark
 
 
 def table_row(row: dict[str, Any]) -> tuple[str, ...]:
@@ -194,15 +239,51 @@ def table_row(row: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def render(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width table, the last column unpadded so long paths do not push every line wide."""
-    if not rows:
-        return "No Asgard kernels."
-    table = [COLUMNS, *(table_row(row) for row in rows)]
-    widths = [max(len(line[column]) for line in table) for column in range(len(COLUMNS) - 1)]
-    lines = [
+def fixed_width(table: list[tuple[str, ...]]) -> list[str]:
+    """A fixed-width table, the last column unpadded so long paths and reasons do not push every line wide."""
+    widths = [max(len(line[column]) for line in table) for column in range(len(table[0]) - 1)]
+    return [
         "  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)), line[-1]]) for line in table
     ]
-    if any(not row["known_to_server"] for row in rows):
+
+
+def kernels_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The kernel jobs, and how to cancel those no server runs (a detachable kernel's is released instead, so
+    that its record goes with its job: see render)."""
+    if not rows:
+        return ["No Asgard kernels."]
+    lines = fixed_width([COLUMNS, *(table_row(row) for row in rows)])
+    if any(not row["known_to_server"] and not row.get("detachable") for row in rows):
         lines.append("Cancel a job that no one uses with: scancel JOB")
-    return "\n".join(lines)
+    return lines
+
+
+def found_table(found: list[dict[str, Any]]) -> list[str]:
+    """Detached kernels a server found and did not take over: they run, in no notebook of that server."""
+    if not found:
+        return []
+    rows = [_cells(row, "kernel_name", "job_id", "node", "path", "why") for row in found]
+    heading = "Detached kernels a Jupyter server of yours found and did not take over:"
+    return ["", heading, *fixed_width([FOUND_COLUMNS, *rows])]
+
+
+def _cells(row: dict[str, Any], *keys: str) -> tuple[str, ...]:
+    """The kernel's short id (as the kernels table shows it), then the row's values, "-" where empty."""
+    return (row["kernel_id"][:8], *(str(row.get(key) or "-") for key in keys))
+
+
+def ended_table(ended: list[dict[str, Any]]) -> list[str]:
+    """Detached kernels that ended while no server held them: why, since their notebooks lost them unseen."""
+    if not ended:
+        return []
+    rows = [_cells(row, "job_id", "path", "why") for row in ended]
+    return ["", "Detached kernels that ended while no Jupyter server held them:", *fixed_width([ENDED_COLUMNS, *rows])]
+
+
+def render(status: Status) -> str:
+    """The kernel jobs, then the detached kernels the servers found or saw end (sections shown only if any),
+    with how to end those that run in no notebook once."""
+    lines = kernels_table(status.rows) + found_table(status.found)
+    if status.found or any(not row["known_to_server"] and row.get("detachable") for row in status.rows):
+        lines.append(RELEASE_HINT)
+    return "\n".join(lines + ended_table(status.ended))
