@@ -1,9 +1,14 @@
-"""``jupyter asgard status`` for detachable kernels: the detached kernels a server found and did not take over,
-and those that ended while detached."""
+"""``jupyter asgard status`` and ``release`` for detachable kernels: the detached kernels a server found and did
+not take over, those that ended while detached, and ending one, through a server or, with none running, from
+the user's records. Rendering and the records' refusals need no cluster; the rest runs on the real one."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +16,10 @@ import pytest
 from jupyter_asgard.cli import cli
 from jupyter_asgard.cli.cli import main
 from jupyter_asgard.cli.status import RELEASE_HINT, UNKNOWN, Status, render
+from jupyter_asgard.kernel.detach_records import KernelRecord, private_root, records_root, server_id
+from tests.detaching import SITE, kernel_row, killed, records, release_left_kernels, wait_for
+from tests.kernels import kernel_jobs
+from tests.server import JupyterServer, started_server
 
 KERNEL = "0123abcd-1111-2222-3333-444455556666"
 OTHER = "0123ffff-1111-2222-3333-444455556666"
@@ -90,3 +99,166 @@ def test_status_json_holds_the_kernels_and_the_detached_ones(
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {"kernels": [server_row()], "detached": {"found": [FOUND], "ended": [ENDED]}}
     assert captured.err == "note: a note\n"
+
+
+# --- release from the records, no cluster ---------------------------------------------------------------
+
+
+@pytest.fixture
+def no_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user with no running Jupyter server: empty runtime files, records in a data dir of the test's."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    return records_root()
+
+
+def recorded(kernel_id: str, held_by: str = "", job_id: str = "") -> KernelRecord:
+    record = KernelRecord(private_root(), kernel_id)
+    record.create()
+    record.write({"kernel_name": "asgard-detachable", "job_id": job_id, "connection": {}})
+    record.hold(held_by)
+    return record
+
+
+def released(capsys: pytest.CaptureFixture[str], kernel_id: str) -> tuple[int, str, str]:
+    status = main(["release", kernel_id])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_an_unknown_kernel_id_says_so_and_where_the_ids_are(
+    no_servers: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded(KERNEL)
+
+    status, out, err = released(capsys, "feed")
+
+    assert (status, out) == (1, "")
+    assert err.startswith("jupyter asgard release: error: no detached kernel 'feed' of yours")
+    assert "`jupyter asgard status` lists" in err and err.count("\n") == 1
+    assert (no_servers / KERNEL).is_dir()
+
+
+def test_a_kernel_nobody_holds_is_released_from_the_records_by_a_unique_prefix(
+    no_servers: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded(KERNEL)
+    recorded("7777aaaa")
+
+    assert released(capsys, "0123")[:2] == (
+        0,
+        f"released detached kernel {KERNEL} (no Jupyter server of yours had found it)\n",
+    )
+
+    assert not (no_servers / KERNEL).exists() and (no_servers / "7777aaaa").is_dir()
+
+
+def test_an_ambiguous_prefix_asks_for_more_of_the_id(no_servers: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recorded(KERNEL)
+    recorded(OTHER)
+
+    status, _, err = released(capsys, "0123")
+
+    assert status == 1 and "'0123' names 2 kernels: give more of the kernel id" in err
+    assert (no_servers / KERNEL).is_dir() and (no_servers / OTHER).is_dir()
+
+
+def test_a_kernel_a_live_server_holds_is_not_released_from_the_records(
+    no_servers: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded(KERNEL, held_by=server_id())  # this process, on this host: alive, and refreshed just now
+
+    status, _, err = released(capsys, KERNEL)
+
+    assert status == 1 and "is not detached: a Jupyter server of yours on" in err and "shut it down there" in err
+    assert not (no_servers / KERNEL / "released").exists()
+
+
+# --- on the cluster ---------------------------------------------------------------------------------------
+
+
+def asgard(server: JupyterServer, *args: str) -> subprocess.CompletedProcess[str]:
+    """`jupyter asgard ...` as the server's user runs it: its data and runtime dirs."""
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter", "asgard", *args], env=server.env, capture_output=True, text=True, timeout=120
+    )
+
+
+def beside(server: JupyterServer, root: Path) -> JupyterServer:
+    """Another server of the same user (the same data and runtime dirs) on its own port and root, as when a
+    user starts a second JupyterLab while the first still runs."""
+    root.mkdir(parents=True)
+    other = JupyterServer(root, root.parent / "beside.log", extra_args=server.extra_args)
+    return other.start(server.env)
+
+
+@pytest.fixture
+def servers(tmp_path: Path, detachable_kernelspec: str, no_kernel_jobs_left: None) -> Iterator[list[JupyterServer]]:
+    """The test's servers, stopped afterwards; the detachable kernels they leave running are released."""
+    started: list[JupyterServer] = []
+    yield started
+    for server in started:
+        server.stop()
+    release_left_kernels(tmp_path / "home" / "data")
+
+
+def with_a_detachable_kernel(home: Path, servers: list[JupyterServer]) -> tuple[JupyterServer, str, str]:
+    """A server of a site that allows detachable kernels, running one: the server, the kernel's id, its job."""
+    server = started_server(home, SITE)
+    servers.append(server)
+    kernel_id = server.start_kernel("asgard-detachable")
+    return server, kernel_id, kernel_row(server, kernel_id)["job_id"]
+
+
+def wait_until_gone(server: JupyterServer, kernel_id: str, job: str) -> None:
+    """A released kernel's job leaves Slurm's queue, and its record the user's."""
+    wait_for(lambda: job not in [line.split()[0] for line in kernel_jobs()], 30, "the kernel's job ends")
+    assert not (records(server) / kernel_id).exists()
+
+
+@pytest.mark.cluster
+def test_a_kernel_another_server_holds_is_listed_and_released_through_the_server_that_found_it(
+    tmp_path: Path, servers: list[JupyterServer]
+) -> None:
+    holder, kernel_id, job = with_a_detachable_kernel(tmp_path / "home", servers)
+    finder = beside(holder, tmp_path / "finder")
+    servers.append(finder)
+
+    shown = asgard(holder, "status")
+    assert shown.returncode == 0, shown.stderr
+    assert lines_with(shown.stdout, kernel_id[:8])[0].endswith("(detachable)"), shown.stdout
+    found = lines_with(shown.stdout, job)[-1]
+    assert found.split()[:4] == [kernel_id[:8], "asgard-detachable", job, kernel_row(holder, kernel_id)["node"]]
+    assert "another Jupyter server of yours holds it" in found and RELEASE_HINT in shown.stdout
+    detached = json.loads(asgard(holder, "status", "--json").stdout)["detached"]
+    assert [(row["kernel_id"], row["server"]) for row in detached["found"]] == [(kernel_id, finder.url + "/")]
+
+    ended = asgard(holder, "release", kernel_id)
+
+    assert ended.returncode == 0, ended.stderr
+    assert (
+        ended.stdout
+        == f"released detached kernel {kernel_id} and its Slurm job {job} (through the Jupyter server {finder.url}/)\n"
+    )
+    wait_until_gone(holder, kernel_id, job)
+    assert finder.request("GET", "/asgard/api/detached").body["found"] == []
+
+
+@pytest.mark.cluster
+def test_with_no_server_running_release_ends_a_detached_kernel_from_the_records(
+    tmp_path: Path, servers: list[JupyterServer]
+) -> None:
+    server, kernel_id, job = with_a_detachable_kernel(tmp_path / "home", servers)
+    killed(server)
+
+    shown = asgard(server, "status")
+    assert lines_with(shown.stdout, job)[0].endswith(f"{UNKNOWN} (detachable)"), shown.stdout
+    assert shown.stdout.splitlines()[-1] == RELEASE_HINT
+
+    ended = asgard(server, "release", kernel_id[:8])
+
+    assert ended.returncode == 0, ended.stderr
+    assert f"released detached kernel {kernel_id} and its Slurm job {job} (no Jupyter server" in ended.stdout
+    wait_until_gone(server, kernel_id, job)
+    twice = asgard(server, "release", kernel_id[:8])
+    assert twice.returncode == 1 and f"no detached kernel {kernel_id[:8]!r} of yours" in twice.stderr

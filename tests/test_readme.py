@@ -58,6 +58,9 @@ NOT_COMMANDS = {"python", "json"}  # configuration and code: kernelspec JSON, ju
 EXERCISED_ELSEWHERE = {
     "jupyter asgard status": "tests/test_status.py::test_the_table_shows_a_server_kernel_and_a_job_no_server_knows",
     "jupyter asgard site-check": "tests/test_cli.py::test_site_check_says_which_limits_slurm_enforces",
+    "jupyter asgard release KERNEL_ID": (
+        "tests/test_cli_detached.py::test_with_no_server_running_release_ends_a_detached_kernel_from_the_records"
+    ),
     "jupyter asgard save-image KERNEL_ID my-env": (
         "tests/test_kernel_container.py::"
         "test_an_environment_built_in_a_kernel_is_saved_as_an_image_a_new_kernel_starts_from"
@@ -103,6 +106,9 @@ INLINE = {
     "sinfo -s": "tests/test_readme.py::test_sinfo_lists_the_partitions_as_the_troubleshooting_section_says",
     "salloc --no-shell": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "jupyter asgard site-check": "tests/test_cli.py::test_site_check_says_which_limits_slurm_enforces",
+    "jupyter asgard release KERNEL_ID": (
+        "tests/test_cli_detached.py::test_with_no_server_running_release_ends_a_detached_kernel_from_the_records"
+    ),
     "jupyter asgard save-image KERNEL_ID NAME": (
         "tests/test_kernel_container.py::"
         "test_an_environment_built_in_a_kernel_is_saved_as_an_image_a_new_kernel_starts_from"

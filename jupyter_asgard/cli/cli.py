@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from jupyter_client.kernelspec import KernelSpecManager
 
-from ..errors import KernelspecError, ServerRefused, SlurmError, UsageError
+from ..errors import AsgardError, KernelspecError, ServerRefused, SlurmError, UsageError
 from ..kernel.kernelspecs import (
     DEFAULT_KERNEL,
     SiteOverrides,
@@ -137,6 +137,21 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kernel_id", metavar="KERNEL_ID", help="the detached kernel (its id, or the start of it)")
+
+
+def _release(args: argparse.Namespace) -> int:
+    """Through a running server that found the kernel, else from the user's records (release.py)."""
+    from .release import release
+
+    try:
+        print(release(args.kernel_id))
+    except (LookupError, AsgardError) as error:
+        return _fail(f"{PROG} release: error: {error}", 1)
+    return 0
+
+
 def _site_check(args: argparse.Namespace) -> int:
     """The site's limits as the server's configuration sets them (c.PyxisProvisioner), against Slurm's own."""
     import asyncio
@@ -194,6 +209,12 @@ COMMANDS: dict[str, Command] = {
         "Slurm's queue that no server knows",
         _status_arguments,
         _status,
+    ),
+    "release": Command(
+        "end a detached kernel (one a server of yours found and did not take over, or one left running by a "
+        "server that is gone; `status` lists them) and free its GPUs",
+        _release_arguments,
+        _release,
     ),
     "save-image": Command(
         "save a running kernel's container (what was installed in it) as a squashfs image of your own",

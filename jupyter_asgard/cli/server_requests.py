@@ -56,8 +56,16 @@ def server_of_kernel(kernel_id: str, timeout: float = 5.0) -> tuple[dict[str, An
         except (ServerRefused, OSError, ValueError, KeyError, TypeError):
             continue  # no Asgard extension, or not answering: it runs none of this user's kernels here
         matches += [(server, row["kernel_id"]) for row in rows if row["kernel_id"].startswith(kernel_id)]
-    if len(matches) == 1:
-        return matches[0]
     if not matches:
         raise LookupError(f"no running Jupyter server has an Asgard kernel {kernel_id!r}: see `jupyter asgard status`")
-    raise LookupError(f"{kernel_id!r} names {len(matches)} kernels: give more of the kernel id")
+    full_id = unique_match(kernel_id, [match[1] for match in matches])
+    return next(match for match in matches if match[1] == full_id)
+
+
+def unique_match(kernel_id: str, known: list[str]) -> str | None:
+    """The one known id that is or starts with kernel_id (status shows ids cut short), None where none is;
+    LookupError where it starts several."""
+    matches = sorted({known_id for known_id in known if known_id.startswith(kernel_id)})
+    if len(matches) > 1:
+        raise LookupError(f"{kernel_id!r} names {len(matches)} kernels: give more of the kernel id")
+    return matches[0] if matches else None
