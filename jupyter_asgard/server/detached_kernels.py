@@ -250,6 +250,8 @@ class DetachedKernels:
         sessions = {item["kernel"]["id"]: item for item in await self.serverapp.session_manager.list_sessions()}
         for provisioner in self._held():
             assert provisioner.record is not None
+            if not await asyncio.to_thread(provisioner.record.exists):
+                continue  # released elsewhere (`jupyter asgard release`): its job ends, and the kernel with it
             if not await asyncio.to_thread(provisioner.record.refresh, THIS_SERVER):
                 self.log.error(
                     "Kernel %s: another Jupyter server of yours has taken it over (this one did not say it held "
