@@ -67,6 +67,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60, what: str = "")
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
+def job_listed(job: str) -> bool:
+    """Whether the Asgard kernel job is still in the queue (squeue)."""
+    from tests.kernels import kernel_jobs
+
+    return job in " ".join(kernel_jobs()).split()
+
+
 def release_left_kernels(data_dir: Path) -> None:
     """Cancel the jobs of detachable kernels a test's servers left running (a stopped server leaves them)."""
     for record in (data_dir / "asgard" / "detachable").glob("*/kernel.json"):

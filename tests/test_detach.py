@@ -22,6 +22,7 @@ from tests.detaching import (
     TICKS,
     again,
     in_background,
+    job_listed,
     kernel_row,
     killed,
     records,
@@ -29,7 +30,7 @@ from tests.detaching import (
     wait_for,
 )
 from tests.faults import kill_node, revive_node
-from tests.kernels import KernelSpecs, kernel_jobs
+from tests.kernels import KernelSpecs
 from tests.server import JupyterServer, execute_via_websocket, started_server
 from tests.unix_users import UnixUser
 
@@ -60,7 +61,7 @@ def test_a_killed_server_s_detachable_kernels_are_taken_over_with_their_state_an
         wait_for(lambda: kernel_row(server, busy)["execution_state"] == "busy", 20, "the cell runs")
         killed(server)
         time.sleep(4)  # the cell prints on while no server holds its kernel
-        assert job in "\n".join(kernel_jobs()), "the kernel's job ended with the server"
+        assert job_listed(job), "the kernel's job ended with the server"
 
         server = again(server)
         listed = {kernel["id"]: kernel for kernel in server.request("GET", "/api/kernels").body}
@@ -86,7 +87,7 @@ def test_a_killed_server_s_detachable_kernels_are_taken_over_with_their_state_an
 
         for kernel_id in (quiet, busy):
             assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
-        wait_for(lambda: job not in "\n".join(kernel_jobs()), 30, "the job ends with its kernel")
+        wait_for(lambda: not job_listed(job), 30, "the job ends with its kernel")
         assert not any(records(server).iterdir())
     finally:
         server.stop()
@@ -132,7 +133,7 @@ def test_a_server_stopped_on_purpose_leaves_them_running_too(server_home: Path, 
         else:
             stopped_with_ctrl_c(server)
         assert "Left 1 detachable kernel(s) running" in server.log()
-        assert job in "\n".join(kernel_jobs())
+        assert job_listed(job)
         server = again(server)
         assert execute_via_websocket(server, kernel_id, "print(x)") == "kept\n"
         assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
@@ -169,7 +170,7 @@ def test_kernels_nobody_takes_over_end_by_their_grace_or_time_limit_and_the_next
         by_time = server.start_kernel("asgard-detachable-1min")
         jobs = [kernel_row(server, kernel_id)["job_id"] for kernel_id in (by_grace, by_time)]
         killed(server)
-        wait_for(lambda: not set(jobs) & set(" ".join(kernel_jobs()).split()), GRACE + 45, "both jobs end")
+        wait_for(lambda: not any(map(job_listed, jobs)), GRACE + 45, "both jobs end")
         server = again(server)
         assert server.request("GET", "/api/kernels").body == []
         ended = {item["kernel_id"]: item["why"] for item in server.request("GET", "/asgard/api/detached").body["ended"]}
@@ -234,7 +235,7 @@ def test_another_user_can_neither_read_nor_cancel_them(server_home: Path, anothe
         cancelling = another_user.run("scancel", job)
         assert "Permission denied" in listing.stderr and "Permission denied" in reading.stderr
         assert "denied" in (cancelling.stderr + cancelling.stdout).lower() or cancelling.returncode != 0
-        assert job in "\n".join(kernel_jobs())
+        assert job_listed(job)
         assert execute_via_websocket(server, kernel_id, "print('mine')") == "mine\n"
         assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
     finally:
@@ -251,12 +252,12 @@ def test_a_node_that_fails_while_detached_ends_its_kernel_for_good(
         killed(server)
         kill_node(slurm_cluster, row["node"])
         try:
-            wait_for(lambda: row["job_id"] not in " ".join(kernel_jobs()).split(), 60, "the job ends with its node")
+            wait_for(lambda: not job_listed(row["job_id"]), 60, "the job ends with its node")
             server = again(server)
             ended = server.request("GET", "/asgard/api/detached").body["ended"]
             assert [(item["kernel_id"], item["why"]) for item in ended] == [(kernel_id, "its node failed")]
             time.sleep(3)
-            assert row["job_id"] not in " ".join(kernel_jobs()).split(), "the job was requeued"
+            assert not job_listed(row["job_id"]), "the job was requeued"
         finally:
             revive_node(slurm_cluster, row["node"])
     finally:
@@ -276,7 +277,7 @@ def test_the_culler_spares_a_taken_over_kernel_s_running_cell_and_ends_it_once_i
         time.sleep(7)  # past the idle timeout, with the cell still running
         assert [kernel["id"] for kernel in server.request("GET", "/api/kernels").body] == [kernel_id]
         wait_for(lambda: server.request("GET", "/api/kernels").body == [], 30, "the culler ends the idle kernel")
-        wait_for(lambda: job not in " ".join(kernel_jobs()).split(), 30, "its job ends with it")
+        wait_for(lambda: not job_listed(job), 30, "its job ends with it")
     finally:
         server.stop()
 
@@ -292,7 +293,7 @@ def test_a_kernel_that_exits_while_detached_is_reported_and_its_allocation_relea
         server = again(server)
         ended = server.request("GET", "/asgard/api/detached").body["ended"]
         assert [(item["kernel_id"], "exit status 3" in item["why"]) for item in ended] == [(kernel_id, True)]
-        wait_for(lambda: job not in " ".join(kernel_jobs()).split(), 30, "its job is released")
+        wait_for(lambda: not job_listed(job), 30, "its job is released")
         assert server.request("GET", "/api/kernels").body == []
     finally:
         server.stop()

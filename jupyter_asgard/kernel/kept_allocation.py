@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import KernelStartError, KernelWithdrawn, SlurmError
 from ..launch.launch_config import LaunchConfig
 from ..node import keeper
-from ..slurm.allocation import hint_for
+from ..slurm.allocation import hint_for, queue_wait_exceeded
 from ..slurm.monitor import SlurmMonitor
 from ..slurm.slurm_client import SlurmClient
 from ..slurm.slurm_commands import ENDED_STATES, JobInfo, job_name, parse_sbatch, sbatch_argv
@@ -83,12 +83,8 @@ class KeptAllocation:
             await asyncio.to_thread(self.record.update, kernel_id=self.kernel_id, job_id=self.job_id)
             await asyncio.wait_for(self._keeper_started(), queue_timeout)
         except asyncio.TimeoutError:
-            reason = self.info.reason if self.info else "unknown"
             await self.cancel()
-            raise KernelStartError(
-                f"the kernel's Slurm job waited {queue_timeout:.0f}s in the queue (reason: {reason}) and was cancelled",
-                "ask for fewer GPUs or another partition, or raise PyxisProvisioner.queue_timeout",
-            ) from None
+            raise queue_wait_exceeded(queue_timeout, self.info) from None
         except BaseException:
             await self.cancel()
             raise

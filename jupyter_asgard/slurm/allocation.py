@@ -36,6 +36,15 @@ HINTS = {
 }
 
 
+def queue_wait_exceeded(queue_timeout: float, info: JobInfo | None) -> KernelStartError:
+    """A kernel's job cancelled after waiting queue_timeout seconds in the queue: why it waited, and what helps."""
+    reason = info.reason if info else "unknown"
+    return KernelStartError(
+        f"the kernel's Slurm job waited {queue_timeout:.0f}s in the queue (reason: {reason}) and was cancelled",
+        "ask for fewer GPUs or another partition, or raise PyxisProvisioner.queue_timeout",
+    )
+
+
 def hint_for(message: str) -> str:
     lower = message.lower()
     return next((hint for needle, hint in HINTS.items() if needle in lower), "")
@@ -87,12 +96,8 @@ class Allocation:
         try:
             await asyncio.wait_for(self._answered.wait(), queue_timeout)
         except asyncio.TimeoutError:
-            reason = self.info.reason if self.info else "unknown"
             await self.cancel()
-            raise KernelStartError(
-                f"the kernel's Slurm job waited {queue_timeout:.0f}s in the queue (reason: {reason}) and was cancelled",
-                "ask for fewer GPUs or another partition, or raise PyxisProvisioner.queue_timeout",
-            ) from None
+            raise queue_wait_exceeded(queue_timeout, self.info) from None
         except BaseException:
             await self.cancel()
             raise
