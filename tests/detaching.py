@@ -15,7 +15,8 @@ from tests.server import JupyterServer, execute_via_websocket
 
 GRACE = 60  # seconds: the test kernelspec's detach_grace
 SITE = "c.SlurmMonitor.poll_interval = 0.5\nc.PyxisProvisioner.detach = 'allowed'\n"  # a site that allows them
-TICKS = "import time\nfor i in range(12):\n    print('tick', i, flush=True)\n    time.sleep(1)"
+# A cell that runs for 30 s, printing as it goes: longer than any server's restart, however slow the machine.
+TICKS = "import time\nfor i in range(30):\n    print('tick', i, flush=True)\n    time.sleep(1)"
 
 
 def again(server: JupyterServer, poll: float = 0.2) -> JupyterServer:
