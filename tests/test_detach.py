@@ -297,3 +297,22 @@ def test_a_kernel_that_exits_while_detached_is_reported_and_its_allocation_relea
         assert server.request("GET", "/api/kernels").body == []
     finally:
         server.stop()
+
+
+def test_a_notebook_s_session_is_kept_from_the_moment_its_new_kernel_runs(server_home: Path) -> None:
+    """JupyterLab makes a notebook's session and its kernel at once; a server killed a moment after the kernel
+    started (before its next refresh, every 5 s) must not lose the session."""
+    server = started_server(server_home, SITE)
+    try:
+        session = {"path": "fresh.ipynb", "type": "notebook", "name": "", "kernel": {"name": "asgard-detachable"}}
+        answer = server.request("POST", "/api/sessions", session)
+        assert answer.status == 201, answer.body
+        kernel_id = answer.body["kernel"]["id"]
+        assert server.await_kernel(kernel_id) == ""
+        killed(server)
+        server = again(server)
+        sessions = server.request("GET", "/api/sessions").body
+        assert [(item["path"], item["kernel"]["id"]) for item in sessions] == [("fresh.ipynb", kernel_id)]
+        assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
+    finally:
+        server.stop()

@@ -88,6 +88,7 @@ class DetachedKernels:
         self.ended: list[dict[str, Any]] = []
         self._sessions: dict[str, dict[str, Any]] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._refreshes: set[asyncio.Task[None]] = set()
 
     # --- taking over ---------------------------------------------------------------
 
@@ -229,13 +230,26 @@ class DetachedKernels:
             setattr(sessions, name, self._then_refresh(getattr(sessions, name)))
 
     def _then_refresh(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Coroutine[Any, Any, Any]]:
+        """method, then a refresh: now, and once each kernel still starting has started (a notebook's session
+        is made while its kernel starts, and the kernel's record is written only once it runs)."""
+
         async def changed(*args: Any, **kwargs: Any) -> Any:
             result = await method(*args, **kwargs)
             if self._held():
                 await self.refresh()
+            kernels = self.serverapp.kernel_manager
+            for kernel_id in kernels.list_kernel_ids():
+                ready = kernels.get_kernel(kernel_id).ready
+                if not ready.done():
+                    ready.add_done_callback(self._refresh_soon)
             return result
 
         return changed
+
+    def _refresh_soon(self, _started: Any) -> None:
+        task = asyncio.ensure_future(self.refresh())
+        self._refreshes.add(task)  # the loop keeps only weak references to its tasks
+        task.add_done_callback(self._refreshes.discard)
 
     async def _hold(self) -> None:
         while True:
