@@ -28,6 +28,12 @@ def up(root: Path, containers: bool = True) -> int:
         f"{'real Pyxis and enroot' if containers else 'no containers: jobs run on the nodes as they are'})."
     )
     print(f"images: {cluster.images_dir}  netscratch: {cluster.netscratch}  datasets: {cluster.datasets}")
+    if cluster.has_registry:
+        user, password = cluster.registry_credentials
+        print(
+            f"registry: {cluster.registry_address} (token authentication: user {user}, password {password}; "
+            f"images such as {cluster.pytorch_registry_image()}; log {cluster.registry_log})"
+        )
     print("Use it with:")
     print(f"  export SLURM_CONF={cluster.slurm_conf}")
     return 0

@@ -7,7 +7,9 @@ storage (so a named container lives on one node only, as on a cluster), two
 emulated GPUs per node (GRES), a ``gpu`` and a ``debug`` partition, and NVIDIA's
 Pyxis plugin with enroot, built from their release sources by
 ``dev/install-container-runtime``.  Images are real squashfs files
-(``images.py``).
+(``images.py``), and the same images are in a real registry on the controller's address
+(``registry.py``: Debian's docker-registry with token authentication, as nvcr.io), which the nodes'
+enroot pulls from over plain HTTP.
 
 Without root (e.g. on Binder) the cluster runs in "loopback" mode instead: all
 daemons run as the current user (SlurmUser/SlurmdUser), both slurmd listen on
@@ -39,6 +41,7 @@ from pathlib import Path
 from string import Template
 
 from .images import ImageBuildError, ensure_images
+from .registry import PULL_USER, REFERENCES, REGISTRY_COMMANDS, Registry, ensure_registry_images
 
 HERE = Path(__file__).resolve().parent
 NODES = ("gpu01", "gpu02")
@@ -69,8 +72,19 @@ NODE_STORAGE = Path("/var/lib/enroot-node")
 # (`enroot list -f`, which Pyxis's NAME:exec asks) by their root's path within its file system, which a
 # bind mount of the storage to NODE_STORAGE would hide.
 ENROOT_NODE_CONF = Path("/usr/local/etc/enroot/enroot.conf.d/50-asgard-test-nodes.conf")
+# What the nodes' enroot settings add for the cluster's registry, which serves plain HTTP as a site's mirror may.
+NODE_REGISTRY_CONF = """\
+# The test registry serves plain HTTP. enroot 4 cannot allow that for one registry only: with
+# ENROOT_ALLOW_HTTP it speaks plain HTTP to every registry (its docker.sh picks the scheme once, for all;
+# a registry's redirect to https:// is still followed). The test nodes reach no registry but this one.
+ENROOT_ALLOW_HTTP yes
+"""
 STORAGE_DIRS = ("runtime", "data", "cache")  # enroot's per-user paths live below these, for any user
-INSTALL_HINT = "run ./dev/install (Slurm, munge, and Pyxis and enroot built from their release sources)"
+# The registry's and its token server's ports, after slurmctld's and the slurmds' (16800 + 10 * slot + 0..2).
+REGISTRY_PORT_OFFSET = 5
+INSTALL_HINT = (
+    "run ./dev/install (Slurm, munge, Pyxis and enroot built from their release sources, and the test registry)"
+)
 ROOT_HINT = " and run as root (the cluster creates network namespaces)"
 
 
@@ -100,6 +114,8 @@ def check_prerequisites(network: str = "namespaces", containers: bool = True) ->
         for cmd in REQUIRED_COMMANDS
         if (network == "namespaces" or cmd not in NAMESPACE_COMMANDS) and (containers or cmd not in CONTAINER_COMMANDS)
     ]
+    if network == "namespaces" and containers:
+        commands += REGISTRY_COMMANDS
     missing = [cmd for cmd in commands if shutil.which(cmd) is None]
     if containers and not PYXIS_PLUGIN.exists():
         missing.append(str(PYXIS_PLUGIN))
@@ -223,6 +239,83 @@ class LocalCluster:
         """An image with the bare image's Python and ipykernel 7.4 with its dependencies from PyPI."""
         return self.images_dir / "ipykernel-7.4.sqsh"
 
+    # --- the registry ----------------------------------------------------------
+
+    @property
+    def has_registry(self) -> bool:
+        """A cluster with containers and network namespaces runs one. A loopback cluster does not: its nodes
+        read the host's own enroot settings, which allow no plain HTTP, and it runs as a user who cannot
+        build the registry's images."""
+        return self.state.containers and not self.loopback
+
+    @property
+    def registry(self) -> Registry:
+        """docker-registry and its token server, on the controller's address, which the nodes reach."""
+        if not self.has_registry:
+            raise ValueError("only a cluster with containers and network namespaces runs a registry")
+        port = 16800 + 10 * self.state.slot + REGISTRY_PORT_OFFSET
+        return Registry(self.root / "registry", self.controller_addr, port, port + 1)
+
+    @property
+    def registry_address(self) -> str:
+        """HOST:PORT of the registry."""
+        return self.registry.address
+
+    def registry_uri(self, image: str) -> str:
+        """The enroot URI (docker://HOST:PORT#REPO:TAG) under which test image `image` (a recipe of
+        images.py) is in the registry."""
+        return self.registry.uri(REFERENCES[image])
+
+    def pytorch_registry_image(self) -> str:
+        """pytorch_image() in the registry, as NGC's nvidia/pytorch:23.12-py3."""
+        return self.registry_uri("python-ipykernel")
+
+    def bare_registry_image(self) -> str:
+        """bare_image() in the registry."""
+        return self.registry_uri("python")
+
+    def ipykernel7_registry_image(self) -> str:
+        """ipykernel7_image() in the registry."""
+        return self.registry_uri("python-ipykernel7")
+
+    @property
+    def registry_credentials(self) -> tuple[str, str]:
+        """The user name and password of the tests' user, who may pull (made anew at each start)."""
+        return PULL_USER, self.registry.password(PULL_USER)
+
+    def write_enroot_credentials(self, config_dir: Path, password: str | None = None, owner: str | None = None) -> Path:
+        """config_dir/.credentials, as enroot reads it from its ENROOT_CONFIG_PATH: the tests' user for the
+        registry, with password instead of theirs where given (a wrong one); owner: the Unix user whose enroot
+        reads it (a file only its owner can read, as enroot's users keep theirs)."""
+        config_dir.mkdir(parents=True, exist_ok=True)
+        credentials = config_dir / ".credentials"
+        credentials.write_text(self.registry.netrc(password))
+        credentials.chmod(0o600)
+        if owner is not None:
+            for path in (config_dir, credentials):
+                shutil.chown(path, owner)
+        return credentials
+
+    @property
+    def registry_log(self) -> Path:
+        """docker-registry's log: a line for every request, with the address of the client that made it."""
+        return self.root / "log" / "registry.log"
+
+    def push_image(self, image: str, reference: str) -> None:
+        """Push test image `image` as REPO:TAG `reference`. Over an existing tag (of REFERENCES), the tag moves
+        to a new digest for the rest of the session: a test that does so pushes the original back."""
+        self.registry.push(image, reference)
+
+    def stop_registry(self) -> None:
+        """Stop docker-registry (its token server, settings and storage stay): a registry that is down."""
+        terminate(self.state.pids.pop("registry"))
+        self.save_state()
+
+    def start_registry(self, timeout: float = 30.0) -> None:
+        """Start docker-registry, with its settings and storage as they were; once it answers."""
+        self._spawn("registry", self.registry.registry_argv(), log=self.registry_log)
+        _wait_for(self.registry.ready, timeout, "the registry did not answer", lambda: self.log("registry"))
+
     def log(self, name: str) -> str:
         """The tail of a daemon's log, for error messages."""
         path = self.root / "log" / f"{name}.log"
@@ -244,6 +337,8 @@ class LocalCluster:
             self._write_configs()
             self._start_daemons()
             self._wait_for_nodes(timeout)
+            if self.has_registry:
+                _wait_for(self.registry.ready, timeout, "the registry did not answer", self._registry_logs)
         except BaseException:
             self.stop()
             raise
@@ -299,6 +394,8 @@ class LocalCluster:
         self._make_nodes()
         if self.state.containers:
             self._make_images()
+        if self.has_registry:
+            self._make_registry()
         self._make_data()
         for index in range(GPUS_PER_NODE):
             device = self.root / "dev" / f"nvidia{index}"
@@ -324,6 +421,17 @@ class LocalCluster:
             if not link.is_symlink():
                 link.symlink_to(target)
 
+    def _make_registry(self) -> None:
+        """The registry's settings, a new key and passwords, and its storage with the images (cached once per
+        machine)."""
+        try:
+            self.registry.prepare(seed=ensure_registry_images())
+        except ImageBuildError as error:
+            raise ClusterUnavailable(str(error)) from None
+
+    def _registry_logs(self) -> str:
+        return "\n".join(f"--- {name}:\n{self.log(name)}" for name in ("registry", "token-server"))
+
     def _make_nodes(self) -> None:
         """Each node's enroot storage, /etc/hosts and resolver configuration."""
         nodes = self.root / "nodes"
@@ -336,9 +444,8 @@ class LocalCluster:
                 if (storage / sub).stat().st_uid == os.geteuid():
                     (storage / sub).chmod(0o1777)
             (nodes / node / "hosts").write_text(self._hosts(node))
-            (nodes / node / "enroot.conf").write_text(
-                "".join(f"ENROOT_{sub.upper()}_PATH {storage / sub}/user-$(id -u)\n" for sub in STORAGE_DIRS)
-            )
+            paths = "".join(f"ENROOT_{sub.upper()}_PATH {storage / sub}/user-$(id -u)\n" for sub in STORAGE_DIRS)
+            (nodes / node / "enroot.conf").write_text(paths + (NODE_REGISTRY_CONF if self.has_registry else ""))
             # No DNS server on the test network: the node's resolver must say so at once (a real node's
             # DNS answers), not wait 10 s for a server it cannot reach on every kernel start.
             (nodes / node / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
@@ -431,6 +538,9 @@ class LocalCluster:
         self._spawn("slurmctld", ["slurmctld", "-D", "-c", "-f", str(self.slurm_conf)])
         for node in NODES:
             self.start_slurmd(node)
+        if self.has_registry:
+            self._spawn("token-server", self.registry.token_server_argv(), log=self.root / "log" / "token-server.log")
+            self._spawn("registry", self.registry.registry_argv(), log=self.registry_log)
 
     def start_slurmd(self, node: str) -> None:
         """node's slurmd, in the node's namespaces (also for a node brought back after a fault)."""
@@ -466,17 +576,18 @@ class LocalCluster:
             *argv,
         ]
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.root / "log" / f"{name}.stdout", "ab")
+    def _spawn(self, name: str, argv: list[str], log: Path | None = None) -> None:
+        """argv as the cluster's daemon name, its output into log (default: log/NAME.stdout)."""
+        output = open(log or self.root / "log" / f"{name}.stdout", "ab")
         process = subprocess.Popen(
             argv,
-            stdout=log,
+            stdout=output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env={**os.environ, **self.env},
         )
-        log.close()
+        output.close()
         self.state.pids[name] = process.pid
         self.save_state()
 
