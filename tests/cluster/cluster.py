@@ -306,6 +306,10 @@ class LocalCluster:
         to a new digest for the rest of the session: a test that does so pushes the original back."""
         self.registry.push(image, reference)
 
+    def registry_digest(self, reference: str) -> str:
+        """The manifest digest REPO:TAG `reference` has in the registry now (what a moved tag changes)."""
+        return self.registry.digest(reference)
+
     def stop_registry(self) -> None:
         """Stop docker-registry (its token server, settings and storage stay): a registry that is down."""
         terminate(self.state.pids.pop("registry"))

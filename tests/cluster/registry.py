@@ -18,6 +18,7 @@ nothing.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
 import json
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +54,7 @@ REFERENCES = {
     "python-ipykernel7": "jupyter/ipykernel:7.4.0",
 }
 IMAGE_CMD = "/bin/bash"  # what Debian's images run; enroot writes it into the container's /etc/rc
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"  # v2 schema 2, as pushed
 V2 = Path("docker/registry/v2")  # the registry's files below its storage root
 # What the cached layout and storage are, besides the squashfs images (their own directory): a change to any
 # of it builds them anew.
@@ -270,6 +273,23 @@ class Registry:
     def ready(self) -> bool:
         """Whether the registry and the token server both answer."""
         return all(_answers(url, 401) for url in (f"http://{self.address}/v2/", f"{self.realm}?service={SERVICE}"))
+
+    def digest(self, reference: str, user: str = PULL_USER) -> str:
+        """The manifest digest REPO:TAG reference has now, asked as a client asks (a token for user, then the
+        manifest's HEAD, for Docker v2 schema 2, as pushed)."""
+        repository, _, tag = reference.rpartition(":")
+        query = urllib.parse.urlencode({"service": SERVICE, "scope": f"repository:{repository}:pull"})
+        basic = base64.b64encode(f"{user}:{self.password(user)}".encode()).decode()
+        token_request = urllib.request.Request(f"{self.realm}?{query}", headers={"Authorization": f"Basic {basic}"})
+        with urllib.request.urlopen(token_request, timeout=10) as response:
+            token = json.load(response)["token"]
+        manifest = urllib.request.Request(
+            f"http://{self.address}/v2/{repository}/manifests/{tag}",
+            method="HEAD",
+            headers={"Authorization": f"Bearer {token}", "Accept": DOCKER_MANIFEST},
+        )
+        with urllib.request.urlopen(manifest, timeout=10) as response:
+            return str(response.headers["Docker-Content-Digest"])
 
     def push(self, image: str, reference: str) -> None:
         """The test image named image (a recipe of images.py) pushed as REPO:TAG reference, as the cluster's
