@@ -88,7 +88,17 @@ def ensure_registry_images() -> Path:
             _build_layout(squashfs, layout)
         if not seed.is_dir():
             _build_seed(layout, seed)
+        _remove_other_builds()
     return seed
+
+
+def _remove_other_builds() -> None:
+    """Layouts and storages of an older REGISTRY_HASH beside the squashfs images are never used again (images.py
+    removes those of older squashfs recipes, with their directory)."""
+    current = (oci_layout(), seed_storage())
+    for entry in (CACHE / RECIPE_HASH).iterdir():
+        if entry.is_dir() and entry.name.startswith(("oci-", "registry-")) and entry not in current:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _build_layout(squashfs: dict[str, Path], layout: Path) -> None:
