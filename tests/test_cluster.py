@@ -152,8 +152,9 @@ def test_a_real_container_has_the_images_filesystem_environment_workdir_and_moun
         "image": "python-ipykernel",
         "ipykernel": seen["ipykernel"],
         "ro": True,
-        "scratch": ["hello.txt"],
+        "scratch": seen["scratch"],
     }
+    assert "hello.txt" in seen["scratch"]  # the host's file, through the mount (other tests may add their own)
 
 
 def test_a_named_container_keeps_its_files_on_its_node_only(slurm_cluster: LocalCluster) -> None:
