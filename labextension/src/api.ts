@@ -57,6 +57,52 @@ export interface IKernelRow {
   detachable: boolean;
 }
 
+/** What a detachable kernel printed while no Jupyter server held it, one IOPub output each (keeper.py). */
+export interface IWhileDetachedEntry {
+  kind: 'stream' | 'error' | 'result';
+  /** The stream's name ("stdout", "stderr"), for kind "stream". */
+  name?: string;
+  /** The text, or for an error "NameError: name 'y' is not defined" (no traceback). */
+  text: string;
+  /** When it came, in seconds since the epoch. */
+  time: number;
+}
+
+/** GET /asgard/api/kernels/{id}: the kernel's row, and what it printed while detached (after a take-over). */
+export interface IKernelDetail extends IKernelRow {
+  while_detached: IWhileDetachedEntry[];
+}
+
+/** A detachable kernel of this user that this server found and did not take over (held elsewhere, ...). */
+export interface IFoundKernel {
+  kernel_id: string;
+  kernel_name: string;
+  job_id: string;
+  node: string;
+  /** Its notebook's path, as its last server knew it, or "". */
+  path: string;
+  /** The host of the Jupyter server that holds it, or "". */
+  held_by: string;
+  /** Why this server did not take it over, in the server's words. */
+  why: string;
+}
+
+/** A detachable kernel that ended while no server held it (reported once by the server that found it). */
+export interface IEndedKernel {
+  kernel_id: string;
+  job_id: string;
+  path: string;
+  why: string;
+}
+
+/** GET /asgard/api/detached. */
+export interface IDetachedReply {
+  found: IFoundKernel[];
+  ended: IEndedKernel[];
+  /** The server's process: a new one has new lists (and may have taken kernels over). */
+  server_pid: number;
+}
+
 export interface IKernelsReply {
   kernels: IKernelRow[];
   slurm_reachable: boolean;
@@ -112,6 +158,26 @@ export class AsgardAPI {
     return this.request<IResourcesReply>('resources');
   }
 
+  /** A kernel's row with what it printed while detached. */
+  kernel(kernelId: string): Promise<IKernelDetail> {
+    return this.request<IKernelDetail>(`kernels/${encodeURIComponent(kernelId)}`);
+  }
+
+  /** Detached kernels this server found and did not take over, and those that ended while detached. */
+  detached(): Promise<IDetachedReply> {
+    return this.request<IDetachedReply>('detached');
+  }
+
+  /** Take a detached kernel over (Adopt): it becomes one of this server's kernels, under its own id. */
+  async adopt(kernelId: string): Promise<void> {
+    await this.request<unknown>(`detached/${encodeURIComponent(kernelId)}`, { method: 'POST' });
+  }
+
+  /** End a detached kernel (Release): its job is cancelled, and what it held in memory is lost. */
+  async release(kernelId: string): Promise<void> {
+    await this.request<void>(`detached/${encodeURIComponent(kernelId)}`, { method: 'DELETE' });
+  }
+
   /** Shut the kernel down and release its Slurm allocation, also while it waits in the queue. */
   async shutdown(kernelId: string): Promise<void> {
     await this.request<void>(`kernels/${encodeURIComponent(kernelId)}`, { method: 'DELETE' });
@@ -148,17 +214,19 @@ export class AsgardAPI {
       }
     }
     if (!response.ok) {
-      throw new AsgardAPIError(response.status, messageOf(body) || response.statusText);
+      throw new AsgardAPIError(response.status, messageOf(body) || response.statusText, hintOf(body));
     }
     return body as T;
   }
 }
 
-/** A refusal of the API, with the server's message (handlers.py answers {"message": ...}). */
+/** A refusal of the API, in the server's words (handlers.py answers {"message": ..., "hint"?: ...}). */
 export class AsgardAPIError extends Error {
   constructor(
     readonly status: number,
-    message: string
+    message: string,
+    /** How to fix it, where the server knows: "" otherwise. */
+    readonly hint = ''
   ) {
     super(message);
     this.name = 'AsgardAPIError';
@@ -170,4 +238,8 @@ function messageOf(body: unknown): string {
     return String(body.message);
   }
   return typeof body === 'string' ? body.slice(0, 200) : '';
+}
+
+function hintOf(body: unknown): string {
+  return typeof body === 'object' && body !== null && 'hint' in body && typeof body.hint === 'string' ? body.hint : '';
 }
