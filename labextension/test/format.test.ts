@@ -3,7 +3,6 @@ import { strict as assert } from 'node:assert';
 import { describe as group, test } from 'node:test';
 
 import { alertsFor, CURVE_METADATA, LOW_TIME_SECONDS, REQUIRE_ENCRYPTION, vanishedAlert } from '../src/alerts';
-import type { IKernelRow } from '../src/api';
 import {
   describe,
   duration,
@@ -22,38 +21,7 @@ import {
   UNKNOWN_START
 } from '../src/format';
 import { SentAlerts } from '../src/sentalerts';
-
-function row(changes: Partial<IKernelRow> = {}): IKernelRow {
-  return {
-    kernel_id: 'k1',
-    kernel_name: 'asgard-pytorch',
-    display_name: 'Asgard PyTorch',
-    execution_state: 'idle',
-    job_id: '42',
-    state: 'RUNNING',
-    reason: '',
-    queue_position: null,
-    expected_start: '',
-    expected_start_seconds: null,
-    node: 'gpu01',
-    gpus: { count: 1, type: 'h100' },
-    partition: 'gpu',
-    start_time: '2026-01-01T10:00:00',
-    time_limit: '4:00:00',
-    time_left: '2:13:00',
-    time_left_seconds: 2 * 3600 + 13 * 60,
-    image: '/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh',
-    slurm_reachable: true,
-    path: 'projects/analysis.ipynb',
-    encryption: 'curve-proxy',
-    detachable: false,
-    phase: '',
-    phase_seconds: null,
-    idle_seconds: null,
-    cull_in_seconds: null,
-    ...changes
-  };
-}
+import { memoryStore, row } from './fixtures';
 
 group('describe', () => {
   test('a queued kernel: the reason in words, Slurm’s word, and how many jobs are ahead', () => {
@@ -267,16 +235,8 @@ group('kernels in the clear', () => {
 });
 
 group('SentAlerts', () => {
-  const store = () => {
-    const items = new Map<string, string>();
-    return {
-      getItem: (key: string) => items.get(key) ?? null,
-      setItem: (key: string, value: string) => items.set(key, value)
-    };
-  };
-
   test('what a page sent, the next page of the tab knows', () => {
-    const tab = store();
+    const tab = memoryStore();
     const first = new SentAlerts(tab);
     first.add('k1:clear-traffic');
     assert.ok(first.has('k1:clear-traffic'));
@@ -284,7 +244,7 @@ group('SentAlerts', () => {
     assert.ok(reloaded.has('k1:clear-traffic'));
     assert.ok(!reloaded.has('k2:clear-traffic'));
     assert.deepEqual(alertsFor([row({ encryption: 'none' })], reloaded), []);
-    assert.ok(!new SentAlerts(store()).has('k1:clear-traffic'), 'another tab starts afresh');
+    assert.ok(!new SentAlerts(memoryStore()).has('k1:clear-traffic'), 'another tab starts afresh');
   });
 
   test('without storage, or with storage that refuses or holds garbage, the page still remembers', () => {
@@ -299,7 +259,7 @@ group('SentAlerts', () => {
       sent.add('k1:ended');
       assert.ok(sent.has('k1:ended'));
     }
-    const tab = store();
+    const tab = memoryStore();
     tab.setItem('jupyter-asgard:sent-alerts', '{"k1": 1}');
     assert.ok(!new SentAlerts(tab).has('k1'));
   });

@@ -1,0 +1,45 @@
+// What the unit tests share: a kernel row as the API answers it, and a Web Storage stand-in.
+import type { IKernelRow } from '../src/api';
+import type { IKeyValueStore } from '../src/sentalerts';
+
+/** A running kernel's row, with changes. */
+export function row(changes: Partial<IKernelRow> = {}): IKernelRow {
+  return {
+    kernel_id: 'k1',
+    kernel_name: 'asgard-pytorch',
+    display_name: 'Asgard PyTorch',
+    execution_state: 'idle',
+    job_id: '42',
+    state: 'RUNNING',
+    reason: '',
+    queue_position: null,
+    expected_start: '',
+    expected_start_seconds: null,
+    node: 'gpu01',
+    gpus: { count: 1, type: 'h100' },
+    partition: 'gpu',
+    start_time: '2026-01-01T10:00:00',
+    time_limit: '4:00:00',
+    time_left: '2:13:00',
+    time_left_seconds: 2 * 3600 + 13 * 60,
+    image: '/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh',
+    slurm_reachable: true,
+    path: 'projects/analysis.ipynb',
+    encryption: 'curve-proxy',
+    detachable: false,
+    phase: '',
+    phase_seconds: null,
+    idle_seconds: null,
+    cull_in_seconds: null,
+    ...changes
+  };
+}
+
+/** A sessionStorage or localStorage of one page or tab, in memory. */
+export function memoryStore(): IKeyValueStore {
+  const items = new Map<string, string>();
+  return {
+    getItem: (key: string) => items.get(key) ?? null,
+    setItem: (key: string, value: string) => void items.set(key, value)
+  };
+}
