@@ -14,7 +14,7 @@ import { phaseOf } from './format';
 import { IKeyValueStore, SentAlerts } from './sentalerts';
 import { ContainerActions } from './containeractions';
 import { asgardIcon } from './icon';
-import { AsgardModel } from './model';
+import { AsgardModel, POLL_TIMES } from './model';
 import { AsgardPanel } from './panel';
 import { StartErrors } from './starterrors';
 import { AsgardStatus } from './statusbar';
@@ -32,7 +32,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   optional: [IStatusBar, ILayoutRestorer],
   activate: (app: JupyterFrontEnd, statusBar: IStatusBar | null, restorer: ILayoutRestorer | null) => {
     const settings = app.serviceManager.serverSettings;
-    const model = new AsgardModel(new AsgardAPI(settings));
+    const model = new AsgardModel(new AsgardAPI(settings), POLL_TIMES, webStorage('localStorage'));
 
     const panel = new AsgardPanel({
       model,
@@ -91,7 +91,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     }
 
-    const sent = new SentAlerts(tabStore());
+    const sent = new SentAlerts(webStorage('sessionStorage'));
     const warn = (alert: IAlert): void => {
       if (sent.has(alert.key)) {
         return;
@@ -142,10 +142,13 @@ function keepTitle(widget: Widget, label: string): void {
   apply();
 }
 
-/** The tab's sessionStorage, or null where the browser refuses it (reading the property can throw). */
-function tabStore(): IKeyValueStore | null {
+/**
+ * The tab's sessionStorage (what this tab has shown) or the browser's localStorage (shared by its tabs), or
+ * null where the browser refuses it (reading the property can throw).
+ */
+function webStorage(which: 'sessionStorage' | 'localStorage'): IKeyValueStore | null {
   try {
-    return window.sessionStorage;
+    return window[which];
   } catch {
     return null;
   }

@@ -5,15 +5,19 @@
  * less than a minute left; twice a second while a kernel starts (and for a while after someone asks it to
  * hurry: a kernel may be about to start), so that a container phase of a second or two still shows; never
  * while the tab is hidden, and at once when it is shown again; backing off up to a minute while the server
- * does not answer. The cluster's partitions are fetched only while the side panel is shown. Lumino's Poll
- * does the scheduling, the standby and the back-off; this model chooses the rate after each answer.
+ * does not answer. The cluster's partitions are fetched only while the side panel is shown; detachable
+ * kernels (the server's found and ended ones, what its own printed while detached) by the same poll, at
+ * their own pace (detachedmodel.ts). Lumino's Poll does the scheduling, the standby and the back-off; this
+ * model chooses the rate after each answer.
  */
 import { IDisposable } from '@lumino/disposable';
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { AsgardAPI, IKernelRow, IKernelsReply, IPartition } from './api';
+import { DetachedModel } from './detachedmodel';
 import { phaseOf, stateWords } from './format';
+import type { IKeyValueStore } from './sentalerts';
 
 export interface IPollTimes {
   /** While a kernel starts (its container's phases can last a second or two), in ms. */
@@ -26,9 +30,18 @@ export interface IPollTimes {
   max: number;
   /** How often the partitions are fetched while the panel is shown, in ms. */
   resources: number;
+  /** How often the detached kernels are listed (at once when the server answers again), in ms. */
+  detached: number;
 }
 
-export const POLL_TIMES: IPollTimes = { starting: 500, fast: 1000, slow: 5000, max: 60000, resources: 10000 };
+export const POLL_TIMES: IPollTimes = {
+  starting: 500,
+  fast: 1000,
+  slow: 5000,
+  max: 60000,
+  resources: 10000,
+  detached: 10000
+};
 
 /** A kernel between its submission and its first answer: its job starting, or its container and kernel. */
 function starting(row: IKernelRow): boolean {
@@ -36,10 +49,13 @@ function starting(row: IKernelRow): boolean {
 }
 
 export class AsgardModel implements IDisposable {
+  /** store: where dismissed ended kernels are remembered (the browser's localStorage), or null. */
   constructor(
     readonly api: AsgardAPI,
-    private readonly times: IPollTimes = POLL_TIMES
+    private readonly times: IPollTimes = POLL_TIMES,
+    store: IKeyValueStore | null = null
   ) {
+    this.detached = new DetachedModel(api, { every: times.detached, store, refresh: () => this.refresh() });
     this._poll = new Poll({
       factory: () => this.poll(),
       frequency: { interval: times.slow, backoff: 2, max: times.max },
@@ -49,6 +65,9 @@ export class AsgardModel implements IDisposable {
     });
     document.addEventListener('visibilitychange', this.onVisibility);
   }
+
+  /** Detachable kernels: found and ended ones, and what the server's own printed while detached. */
+  readonly detached: DetachedModel;
 
   /** Every Asgard kernel of the server, as of the last poll. */
   get kernels(): readonly IKernelRow[] {
@@ -166,13 +185,15 @@ export class AsgardModel implements IDisposable {
   /** One tick of the Poll: rejects when the server did not answer, so that the Poll backs off. */
   private async poll(): Promise<void> {
     let answered = true;
+    const wasDown = !!this._error;
     try {
       this.update(await this.api.kernels());
     } catch (error) {
       answered = false;
       this._error = error instanceof Error ? error.message : String(error);
     }
-    await this.fetchResources();
+    // a server that answers again may be a new one, which took detached kernels over
+    await Promise.all([this.fetchResources(), answered && this.detached.poll(this._kernels, wasDown)]);
     this._poll.frequency = { ...this._poll.frequency, interval: this.interval(answered) };
     this._changed.emit();
     if (!answered) {
