@@ -1,14 +1,18 @@
 /**
  * The "Asgard" side panel: every Asgard kernel of this server with its Slurm job, a button to shut one
- * down and release its allocation, and the cluster's partitions with their free GPUs.
+ * down and release its allocation, detachable kernels the server found or that ended while detached
+ * (detachedsection.ts), and the cluster's partitions with their free GPUs.
  */
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { refreshIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { IKernelRow, IPartition, ITerminalReply } from './api';
+import { IKernelRow, IPartition, ITerminalReply, IWhileDetachedEntry } from './api';
 import { ContainerActions } from './containeractions';
+import { DETACHABLE_TOOLTIP, omittedWords, shownOutput, whileDetachedTitle } from './detach';
+import { DetachedSection } from './detachedsection';
+import { element, section } from './dom';
 import {
   freeGpuWords,
   gpuWords,
@@ -40,6 +44,12 @@ interface ICard {
   fields: { [label: string]: HTMLElement };
   button: HTMLButtonElement;
   container: ContainerActions;
+  /** The "detachable" tag, shown for a detachable kernel. */
+  tag: HTMLElement;
+  /** "While detached:" and what the kernel printed then, shown once there is any. */
+  whileDetached: HTMLElement;
+  /** The entries it shows (the model keeps the same array until it fetches new ones). */
+  shownEntries: readonly IWhileDetachedEntry[] | null;
 }
 
 const FIELDS = ['Node', 'GPUs', 'Time left', 'Idle', 'Image', 'Job', 'Traffic'];
@@ -66,10 +76,12 @@ export class AsgardPanel extends Widget {
 
     this.kernelList.className = 'jp-asgard-KernelList';
     this.partitionBox.className = 'jp-asgard-Partitions';
+    this.detachedSection = new DetachedSection(this.model.detached, this.openPath);
     this.node.append(
       header,
       this.banner,
       section('Kernels', this.kernelList),
+      this.detachedSection.node,
       section('Partitions', this.partitionBox)
     );
     this.banner.className = 'jp-asgard-Panel-banner';
@@ -104,6 +116,7 @@ export class AsgardPanel extends Widget {
     this.banner.textContent = problem;
     this.banner.hidden = !problem;
     this.renderKernels(model.kernels);
+    this.detachedSection.render();
     this.renderPartitions(model.partitions, model.resourcesError);
   }
 
@@ -118,6 +131,7 @@ export class AsgardPanel extends Widget {
         this.cards.set(row.kernel_id, card);
       }
       updateCard(card, row, this.shuttingDown.has(row.kernel_id));
+      updateWhileDetached(card, this.model.detached.whileDetached(row.kernel_id));
       const expected: Element | null = previous ? previous.nextElementSibling : this.kernelList.firstElementChild;
       if (expected !== card.node) {
         this.kernelList.insertBefore(card.node, expected); // only moves what is out of place
@@ -152,7 +166,9 @@ export class AsgardPanel extends Widget {
     const button = element('button', 'jp-asgard-Kernel-shutdown jp-Button');
     button.type = 'button';
     button.addEventListener('click', () => void this.shutdown(kernelId));
-    head.append(name);
+    const tag = element('span', 'jp-asgard-Kernel-tag', 'detachable');
+    tag.title = DETACHABLE_TOOLTIP;
+    head.append(name, tag);
     const state = element('div', 'jp-asgard-Kernel-state');
     const list = element('dl', 'jp-asgard-Kernel-fields');
     const fields: { [label: string]: HTMLElement } = {};
@@ -165,8 +181,10 @@ export class AsgardPanel extends Widget {
     const container = new ContainerActions(kernelId, { api: this.model.api, openTerminal: this.openTerminal });
     const actions = element('div', 'jp-asgard-Kernel-actions');
     actions.append(container.terminal, container.save, button);
-    node.append(head, state, list, actions, container.status);
-    return { node, name, state, fields, button, container };
+    const whileDetached = element('div', 'jp-asgard-WhileDetached');
+    whileDetached.hidden = true;
+    node.append(head, state, list, whileDetached, actions, container.status);
+    return { node, name, state, fields, button, container, tag, whileDetached, shownEntries: null };
   }
 
   /** The container actions of a kernel's card (the status bar's menu uses them), if the panel shows it. */
@@ -255,6 +273,7 @@ export class AsgardPanel extends Widget {
   }
 
   private readonly model: AsgardModel;
+  private readonly detachedSection: DetachedSection;
   private readonly openPath: (path: string) => void;
   private readonly openTerminal: (terminal: ITerminalReply) => Promise<void>;
   private readonly banner = document.createElement('div');
@@ -291,25 +310,35 @@ function updateCard(card: ICard, row: IKernelRow, shuttingDown: boolean): void {
   card.button.textContent = shuttingDown ? 'Shutting down…' : 'Shut down';
   card.button.title = 'Shut the kernel down and release its Slurm allocation';
   card.container.update(row);
+  card.tag.hidden = !row.detachable;
 }
 
-function element<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className: string,
-  text?: string
-): HTMLElementTagNameMap[K] {
-  const node = document.createElement(tag);
-  if (className) {
-    node.className = className;
+/** The card's "While detached:": what the kernel printed while no server held it, its newest part. */
+function updateWhileDetached(card: ICard, entries: readonly IWhileDetachedEntry[]): void {
+  if (entries === card.shownEntries) {
+    return;
   }
-  if (text !== undefined) {
-    node.textContent = text;
+  card.shownEntries = entries;
+  const box = card.whileDetached;
+  box.replaceChildren();
+  box.hidden = !entries.length;
+  if (!entries.length) {
+    return;
   }
-  return node;
-}
-
-function section(title: string, content: HTMLElement): HTMLElement {
-  const node = element('section', 'jp-asgard-Panel-section');
-  node.append(element('h3', 'jp-asgard-Panel-sectionTitle', title), content);
-  return node;
+  const shown = shownOutput(entries);
+  const output = element('pre', 'jp-asgard-WhileDetached-output');
+  if (shown.omitted) {
+    output.append(element('span', 'jp-asgard-WhileDetached-omitted', `${omittedWords(shown.omitted)}\n`));
+  }
+  for (const part of shown.parts) {
+    const span = element('span', `jp-asgard-WhileDetached-${part.kind}`, part.text);
+    if (part.kind === 'error') {
+      span.classList.add('jp-mod-error');
+      span.title = 'An error the kernel raised while detached';
+    }
+    output.append(span);
+  }
+  const title = element('div', 'jp-asgard-WhileDetached-title', 'While detached:');
+  box.title = whileDetachedTitle(entries);
+  box.append(title, output);
 }

@@ -1,0 +1,33 @@
+/** The side panel's DOM helpers, shared by its sections. */
+
+/** A new element with a class and text. */
+export function element<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className: string,
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+/** A panel section: a title above its content. */
+export function section(title: string, content: HTMLElement): HTMLElement {
+  const node = element('section', 'jp-asgard-Panel-section');
+  node.append(element('h3', 'jp-asgard-Panel-sectionTitle', title), content);
+  return node;
+}
+
+/** A small button of a card (a jp-Button with the panel's card style). */
+export function cardButton(className: string, text: string, title: string, onClick: () => void): HTMLButtonElement {
+  const button = element('button', `${className} jp-Button jp-mod-styled`, text);
+  button.type = 'button';
+  button.title = title;
+  button.addEventListener('click', onClick);
+  return button;
+}
