@@ -340,5 +340,8 @@ function updateWhileDetached(card: ICard, entries: readonly IWhileDetachedEntry[
   }
   const title = element('div', 'jp-asgard-WhileDetached-title', 'While detached:');
   box.title = whileDetachedTitle(entries);
-  box.append(title, output);
+  // Its box scrolls from the bottom (column-reverse): the newest output is in view, hidden panel or not.
+  const scroller = element('div', 'jp-asgard-WhileDetached-scroll');
+  scroller.append(output);
+  box.append(title, scroller);
 }
