@@ -20,9 +20,9 @@ TICKS = "import time\nfor i in range(30):\n    print('tick', i, flush=True)\n   
 
 
 def again(server: JupyterServer, poll: float = 0.2) -> JupyterServer:
-    """A new server of the same user on the same URL, token, data and root (as after a crash or a reboot);
-    poll: as JupyterServer.start's."""
-    fresh = JupyterServer(server.root_dir, server.log_path, extra_args=server.extra_args)
+    """A new server of the same user on the same URL, token, data and root (as after a crash or a reboot), the
+    same app (`jupyter server` or `jupyter lab`); poll: as JupyterServer.start's."""
+    fresh = JupyterServer(server.root_dir, server.log_path, app=server.app, extra_args=server.extra_args)
     fresh.port, fresh.token = server.port, server.token
     return fresh.start(server.env, poll=poll)
 

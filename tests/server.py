@@ -205,13 +205,33 @@ def running_server(home: Path, config: str, environ: dict[str, str] | None = Non
         server.stop()
 
 
-@contextmanager
-def running_lab(home: Path, config: str) -> Iterator[JupyterServer]:
+def checkout_labextensions(home: Path) -> list[str]:
+    """A labextensions directory holding the extension built in the checkout under test (npm run build writes
+    it to jupyter_asgard/labextension), for JupyterLab to load before the one pip installed, which is a copy
+    made at install time: a worktree, or a change rebuilt since, has its own. None where nothing is built."""
+    import jupyter_asgard
+
+    built = Path(jupyter_asgard.__file__).resolve().parent / "labextension"
+    if not (built / "package.json").is_file():
+        return []
+    extensions = home / "labextensions"
+    extensions.mkdir(exist_ok=True)
+    link = extensions / json.loads((built / "package.json").read_text())["name"]
+    if not link.is_symlink():
+        link.symlink_to(built, target_is_directory=True)
+    return [str(extensions)]
+
+
+def started_lab(home: Path, config: str) -> JupyterServer:
     """A JupyterLab of its own below home, configured by config (jupyter_server_config.py in
-    JUPYTER_CONFIG_DIR, where notebook kernels read it too), without JupyterLab's news and update checks."""
+    JUPYTER_CONFIG_DIR, where notebook kernels read it too), without JupyterLab's news and update checks, with
+    the checkout's own extension (the caller stops it). Its data is home/data: make that a link to share it."""
+    home.mkdir(parents=True, exist_ok=True)
     (home / "config").mkdir()
     (home / "config" / "jupyter_server_config.py").write_text(
-        config + "c.LabApp.news_url = None\nc.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
+        config
+        + "c.LabApp.news_url = None\nc.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
+        + f"c.LabApp.extra_labextensions_path = {checkout_labextensions(home)!r}\n"
     )
     (home / "root").mkdir()
     env = {
@@ -220,8 +240,13 @@ def running_lab(home: Path, config: str) -> Iterator[JupyterServer]:
         "JUPYTER_DATA_DIR": str(home / "data"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
     }
-    lab = JupyterServer(home / "root", home / "lab.log", app="lab")
-    lab.start(env)
+    return JupyterServer(home / "root", home / "lab.log", app="lab").start(env)
+
+
+@contextmanager
+def running_lab(home: Path, config: str) -> Iterator[JupyterServer]:
+    """started_lab, stopped afterwards (with its kernels)."""
+    lab = started_lab(home, config)
     try:
         yield lab
     finally:
