@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
+STATUS = ".jp-asgard-StatusItem"
+PANEL = "#jupyter-asgard-panel"
 ARTIFACTS = Path(os.environ.get("ASGARD_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
 
 
@@ -39,3 +42,58 @@ def open_lab(page: Any, server: Any) -> None:
     earlier tests left open, and shows no launcher then), and wait until its shell is up."""
     page.goto(f"{server.url}/lab/workspaces/test-{uuid.uuid4().hex[:8]}?token={server.token}")
     page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+
+
+def make_notebook(server: Any, name: str, kernel_name: str) -> str:
+    """A notebook whose metadata names the kernel, so JupyterLab starts that kernel when it opens it."""
+    spec = server.request("GET", "/api/kernelspecs").body["kernelspecs"][kernel_name]["spec"]
+    notebook = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "cells": [],
+        "metadata": {
+            "kernelspec": {"name": kernel_name, "display_name": spec["display_name"], "language": spec["language"]}
+        },
+    }
+    answer = server.request("PUT", f"/api/contents/{name}", {"type": "notebook", "format": "json", "content": notebook})
+    assert answer.status in (200, 201), answer.body
+    return name
+
+
+def open_notebook(page: Any, server: Any, path: str) -> None:
+    """Open a notebook of the server in JupyterLab, in a workspace of its own."""
+    # The answer a person gives to JupyterLab's first question ("notified about official Jupyter news?"),
+    # so that its toast does not cover the status bar.
+    server.request(
+        "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:notification", {"raw": '{"fetchNews": "false"}'}
+    )
+    # A workspace of its own: JupyterLab would otherwise reopen (and restart the kernels of) the notebooks
+    # earlier tests left open in the default workspace of the shared server.
+    workspace = f"{Path(path).stem}-{uuid.uuid4().hex[:8]}"
+    page.goto(f"{server.url}/lab/workspaces/{workspace}/tree/{path}?token={server.token}")
+    page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+    page.wait_for_selector(".jp-NotebookPanel", timeout=60_000)
+
+
+def run_cell(page: Any, code: str) -> None:
+    """Type code into the last cell (through the keyboard: CodeMirror ignores a bare DOM fill) and run it.
+    A notebook whose kernel connection is still settling may ignore the first run, and a fresh editor may
+    not have focus yet: both are checked and retried, as a person would."""
+    cell = page.locator(".jp-Notebook .jp-CodeCell").last
+    editor = cell.locator(".cm-content")
+    for _ in range(10):
+        editor.click()
+        page.keyboard.press("Control+a")
+        page.keyboard.press("Delete")
+        page.keyboard.insert_text(code)
+        if code.splitlines()[0] in editor.inner_text():
+            break
+        page.wait_for_timeout(500)
+    prompt = cell.locator(".jp-InputPrompt")
+    for _ in range(15):
+        editor.click()
+        page.keyboard.press("Control+Enter")
+        page.wait_for_timeout(1000)
+        if re.search(r"\[(\d+|\*)\]", prompt.inner_text()):
+            return
+    raise AssertionError(f"the cell never ran: {prompt.inner_text()!r}")

@@ -10,12 +10,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser import screenshot
+from tests.browser import PANEL, STATUS, make_notebook, open_notebook, screenshot
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, execute_via_websocket, running_lab
@@ -23,7 +22,6 @@ from tests.server import JupyterServer, execute_via_websocket, running_lab
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
 expect: Any = pytest.importorskip("playwright.sync_api").expect
-STATUS = ".jp-asgard-StatusItem"
 # Records each text the status bar item shows, in order, in window.asgardStatusTexts (page.add_init_script).
 RECORD_STATUS_TEXTS = """
 window.asgardStatusTexts = [];
@@ -35,23 +33,6 @@ new MutationObserver(() => {
   }
 }).observe(document, { subtree: true, childList: true, characterData: true });
 """
-PANEL = "#jupyter-asgard-panel"
-
-
-def make_notebook(server: JupyterServer, name: str, kernel_name: str) -> str:
-    """A notebook whose metadata names the kernel, so JupyterLab starts that kernel when it opens it."""
-    spec = server.request("GET", "/api/kernelspecs").body["kernelspecs"][kernel_name]["spec"]
-    notebook = {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "cells": [],
-        "metadata": {
-            "kernelspec": {"name": kernel_name, "display_name": spec["display_name"], "language": spec["language"]}
-        },
-    }
-    answer = server.request("PUT", f"/api/contents/{name}", {"type": "notebook", "format": "json", "content": notebook})
-    assert answer.status in (200, 201), answer.body
-    return name
 
 
 def shut_down_kernels_of(server: JupyterServer, path: str) -> None:
@@ -62,20 +43,6 @@ def shut_down_kernels_of(server: JupyterServer, path: str) -> None:
     for session in server.request("GET", "/api/sessions").body:
         if session["path"] == path:
             server.request("DELETE", f"/api/sessions/{session['id']}")
-
-
-def open_notebook(page: Any, server: JupyterServer, path: str) -> None:
-    # The answer a person gives to JupyterLab's first question ("notified about official Jupyter news?"),
-    # so that its toast does not cover the status bar.
-    server.request(
-        "PUT", "/lab/api/settings/@jupyterlab/apputils-extension:notification", {"raw": '{"fetchNews": "false"}'}
-    )
-    # A workspace of its own: JupyterLab would otherwise reopen (and restart the kernels of) the notebooks
-    # earlier tests left open in the default workspace of the shared server.
-    workspace = f"{Path(path).stem}-{uuid.uuid4().hex[:8]}"
-    page.goto(f"{server.url}/lab/workspaces/{workspace}/tree/{path}?token={server.token}")
-    page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
-    page.wait_for_selector(".jp-NotebookPanel", timeout=60_000)
 
 
 def test_status_bar_follows_a_kernel_from_the_queue_to_its_node_and_the_panel_shuts_it_down(

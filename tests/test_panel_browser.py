@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import open_lab, screenshot
+from tests.browser import open_lab, run_cell, screenshot
 from tests.cluster import LocalCluster
 from tests.server import JupyterServer
 
@@ -20,30 +20,6 @@ def new_notebook(page, kernel_label: str) -> None:
     page.locator(".jp-LauncherCard", has_text=kernel_label).first.click()
     page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-
-
-def run_cell(page, code: str) -> None:
-    """Type code into the last cell (through the keyboard: CodeMirror ignores a bare DOM fill) and run it.
-    A notebook whose kernel connection is still settling may ignore the first run, and a fresh editor may
-    not have focus yet: both are checked and retried, as a person would."""
-    cell = page.locator(".jp-Notebook .jp-CodeCell").last
-    editor = cell.locator(".cm-content")
-    for _ in range(10):
-        editor.click()
-        page.keyboard.press("Control+a")
-        page.keyboard.press("Delete")
-        page.keyboard.insert_text(code)
-        if code.splitlines()[0] in editor.inner_text():
-            break
-        page.wait_for_timeout(500)
-    prompt = cell.locator(".jp-InputPrompt")
-    for _ in range(15):
-        editor.click()
-        page.keyboard.press("Control+Enter")
-        page.wait_for_timeout(1000)
-        if re.search(r"\[(\d+|\*)\]", prompt.inner_text()):
-            return
-    raise AssertionError(f"the cell never ran: {prompt.inner_text()!r}")
 
 
 def dismiss_news(page) -> None:
