@@ -92,18 +92,21 @@ export class DetachedSection {
   private endedNode(kernel: IEndedKernel): HTMLElement {
     const node = element('div', 'jp-asgard-Detached jp-mod-ended');
     node.dataset.kernelId = kernel.kernel_id;
-    const head = element('div', 'jp-asgard-Detached-head');
-    const dismiss = cardButton('jp-asgard-Detached-dismiss', '×', 'Dismiss', () => {
-      this.model.dismiss(kernel.kernel_id);
-      this.render();
-    });
-    dismiss.setAttribute('aria-label', 'Dismiss');
-    head.append(element('div', 'jp-asgard-Detached-name', detachedName(kernel)), dismiss);
-    node.append(head, element('div', 'jp-asgard-Detached-why', endedLine(kernel)));
+    node.append(
+      element('div', 'jp-asgard-Detached-name', detachedName(kernel)),
+      element('div', 'jp-asgard-Detached-why', endedLine(kernel))
+    );
     if (kernel.job_id) {
       node.append(element('div', 'jp-asgard-Detached-details', `Slurm job ${kernel.job_id}`));
     }
     node.title = kernel.path;
+    const dismiss = cardButton('jp-asgard-Detached-dismiss', 'Dismiss', 'Hide this ended kernel for good', () => {
+      this.model.dismiss(kernel.kernel_id);
+      this.render();
+    });
+    const actions = element('div', 'jp-asgard-Kernel-actions');
+    actions.append(dismiss);
+    node.append(actions);
     return node;
   }
 
