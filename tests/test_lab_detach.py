@@ -109,8 +109,8 @@ def test_an_open_notebook_finds_its_detachable_kernel_again_after_its_jupyterlab
         expect(tag).to_have_attribute("title", re.compile("keeps running when this Jupyter server stops"))
         expect(card.locator(".jp-asgard-WhileDetached")).to_be_hidden()
 
-        # The server writes the notebook's session down for its kernel's next server once the kernel runs, at its
-        # next refresh of the record (every 5 s); a server killed before that leaves the kernel without it.
+        # The server writes the notebook's session down for the kernel's next server once the kernel runs: killed
+        # before that, it would leave the kernel without it, and the tab would not find its kernel again.
         record = records(lab) / kernel_id / "kernel.json"
         wait_for(lambda: json.loads(record.read_text()).get("session", {}).get("path") == path, 30, "session kept")
         run_cell(page, TICKS)  # a cell that prints on while no server holds the kernel
