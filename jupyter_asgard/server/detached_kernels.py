@@ -191,6 +191,7 @@ class DetachedKernels:
         self.ended.append(
             {
                 "kernel_id": record.kernel_id,
+                "kernel_name": data.get("kernel_name", ""),
                 "job_id": data.get("job_id", ""),
                 "path": session.get("path", ""),
                 "why": why,

@@ -90,6 +90,7 @@ export interface IFoundKernel {
 /** A detachable kernel that ended while no server held it (reported once by the server that found it). */
 export interface IEndedKernel {
   kernel_id: string;
+  kernel_name: string;
   job_id: string;
   path: string;
   why: string;

@@ -125,8 +125,15 @@ group('found and ended kernels', () => {
     assert.equal(detachedName(found()), 'train.ipynb');
     assert.equal(detachedName(found({ path: '' })), 'asgard-detachable');
     assert.equal(detachedName(found({ path: '', kernel_name: '' })), 'kernel 0a1b2c3d');
-    const ended: IEndedKernel = { kernel_id: 'e1e2e3e4e5', job_id: '9', path: '', why: 'it was released' };
+    const ended: IEndedKernel = {
+      kernel_id: 'e1e2e3e4e5',
+      kernel_name: '',
+      job_id: '9',
+      path: '',
+      why: 'it was released'
+    };
     assert.equal(detachedName(ended), 'kernel e1e2e3e4');
+    assert.equal(detachedName({ ...ended, kernel_name: 'asgard-detachable' }), 'asgard-detachable');
   });
 
   test('where a found kernel runs, with its kernelspec where its notebook names it', () => {
@@ -137,7 +144,7 @@ group('found and ended kernels', () => {
   });
 
   test('an ended kernel says why, and Release says what it ends before it does', () => {
-    const ended = { kernel_id: 'e1', job_id: '9', path: 'a.ipynb', why: 'time limit' };
+    const ended = { kernel_id: 'e1', kernel_name: 'k', job_id: '9', path: 'a.ipynb', why: 'time limit' };
     assert.equal(endedLine(ended), 'ended while detached: time limit');
     assert.equal(
       releaseQuestion(found()),
