@@ -36,8 +36,11 @@ def store(tmp_path: Path) -> KernelspecStore:
     return KernelspecStore(KernelSpecManager(kernel_dirs=[str(kernels)]), kernels)
 
 
-def make_panel(image_dir: Path, store: KernelspecStore, workdir: Path, **site: object) -> ContainerPanel:
-    config = Config({"AsgardSite": {"image_dirs": [str(image_dir)], **site}})
+def make_panel(
+    image_dir: Path, store: KernelspecStore, workdir: Path, policy: dict[str, object] | None = None, **site: object
+) -> ContainerPanel:
+    """A panel on a site with these images (AsgardSite settings site, c.PyxisProvisioner settings policy)."""
+    config = Config({"AsgardSite": {"image_dirs": [str(image_dir)], **site}, "PyxisProvisioner": policy or {}})
     return ContainerPanel(AsgardSite(config=config, client=SlurmClient(timeout=5)), store, str(workdir), autoload=False)
 
 
@@ -313,7 +316,7 @@ async def test_loading_and_saving_a_kernel_in_the_panel_keeps_every_launch_setti
     datasets = str(slurm_cluster.datasets)  # paths the server's checks find
     config = {**every_launch_setting(image_dir), "mounts": [f"{datasets}:{datasets}:ro"], "workdir": datasets}
     store.write("full", "Every setting", config)
-    panel = make_panel(image_dir, store, tmp_path)
+    panel = make_panel(image_dir, store, tmp_path, policy={"detach": "allowed"})  # detachable is a setting too
     await panel.load("full")
     assert await panel.save() is True, panel.messages.value
     assert store.read("full")["config"] == config
@@ -323,8 +326,7 @@ def test_the_detachable_box_shows_where_the_site_allows_it_and_sets_the_setting(
     image_dir: Path, store: KernelspecStore, tmp_path: Path
 ) -> None:
     assert make_panel(image_dir, store, tmp_path).detachable.layout.display == "none"
-    config = Config({"AsgardSite": {"image_dirs": [str(image_dir)]}, "PyxisProvisioner": {"detach": "allowed"}})
-    panel = ContainerPanel(AsgardSite(config=config, client=SlurmClient(timeout=5)), store, str(tmp_path), False)
+    panel = make_panel(image_dir, store, tmp_path, policy={"detach": "allowed"})
     assert panel.detachable.layout.display == "" and panel.values()["detachable"] is None
     panel.detachable.value = True
     assert panel.values()["detachable"] is True

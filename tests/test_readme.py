@@ -228,6 +228,22 @@ def readme_commands() -> tuple[Command, ...]:
     return tuple(commands)
 
 
+# Runs argv with SIGINT and SIGQUIT (and SIGPIPE and SIGXFSZ, which Python ignores for itself) at their
+# defaults, as a terminal's shell runs a command. A child inherits
+# the dispositions of the process that starts it, and this one may have both ignored at that moment (glibc's
+# system(), which some library may call in another thread, ignores exactly these two while it runs): then
+# Ctrl-C would reach neither dev/demo's bash (a script cannot undo an ignored signal) nor its JupyterLab,
+# whose /proc status showed them ignored when the test's Ctrl-C went unanswered.
+AS_FROM_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys\n"
+    "for name in ('SIGINT', 'SIGQUIT', 'SIGPIPE', 'SIGXFSZ'):\n"
+    "    signal.signal(getattr(signal, name), signal.SIG_DFL)\n"
+    "os.execvp(sys.argv[1], sys.argv[1:])",
+]
+
+
 def readme_argv(command: str, replace: dict[str, str] | None = None) -> list[str]:
     """The README command as an argument list, with placeholders replaced (text for text)."""
     assert command in {found.text for found in readme_commands()}, (
@@ -418,7 +434,7 @@ def test_dev_demo_starts_a_cluster_and_jupyterlab_whose_kernel_runs_on_a_gpu_nod
     tree, root = _demo_tree(tmp_path), cluster_dir
     notebooks = root / "netscratch" / pwd.getpwuid(os.getuid()).pw_name  # dev/demo's $(id -un)
     lab = JupyterServer(notebooks, tmp_path / "demo.log", app="lab")  # a port for the demo; the token it prints
-    argv = [*readme_argv("./dev/demo"), f"--port={lab.port}", "--ServerApp.port_retries=0"]
+    argv = [*AS_FROM_A_TERMINAL, *readme_argv("./dev/demo"), f"--port={lab.port}", "--ServerApp.port_retries=0"]
     with open(lab.log_path, "w") as log:
         demo = subprocess.Popen(
             argv,
