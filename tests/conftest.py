@@ -6,6 +6,7 @@ import inspect
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from tests import known_state
 from tests.browser import CHROMIUM, launch
 from tests.cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequisites
 from tests.cluster.images import ensure_images
+from tests.detaching import GRACE, release_left_kernels
 from tests.kernels import TEST_CONTAINER, KernelSpecs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, running_lab, running_server
 from tests.unix_users import UnixUser, throwaway_user
@@ -153,9 +155,16 @@ def kernelspecs(slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture(scope="session")
 def detachable_kernelspec(kernelspecs: KernelSpecs) -> str:
     """An Asgard kernelspec whose kernels outlive the server (with a site that allows it: tests.detaching.SITE)."""
-    from tests.detaching import GRACE
-
     return kernelspecs.make("asgard-detachable", detachable=True, detach_grace=GRACE)
+
+
+@pytest.fixture
+def detach_home(tmp_path: Path, detachable_kernelspec: str, no_kernel_jobs_left: None) -> Iterator[Path]:
+    """A home for the test's servers; the detachable kernels they leave are released afterwards (a stopped
+    server leaves them running, which is the point)."""
+    home = tmp_path / "home"
+    yield home
+    release_left_kernels(home / "data")
 
 
 @pytest.fixture(scope="session")

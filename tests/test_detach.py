@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import LocalCluster
 from tests.detaching import (
-    GRACE,
     SITE,
     TICKS,
     again,
@@ -26,28 +24,15 @@ from tests.detaching import (
     kernel_row,
     killed,
     records,
-    release_left_kernels,
     wait_for,
 )
-from tests.faults import kill_node, revive_node
-from tests.kernels import KernelSpecs
 from tests.server import JupyterServer, execute_via_websocket, started_server
-from tests.unix_users import UnixUser
 
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture
-def server_home(tmp_path: Path, detachable_kernelspec: str, no_kernel_jobs_left: None) -> Iterator[Path]:
-    """A home for the test's servers; the detachable kernels they leave are released afterwards (a stopped
-    server leaves them running, which is the point)."""
-    home = tmp_path / "home"
-    yield home
-    release_left_kernels(home / "data")
-
-
-def test_a_killed_server_s_detachable_kernels_are_taken_over_with_their_state_and_output(server_home: Path) -> None:
-    server = started_server(server_home, SITE)
+def test_a_killed_server_s_detachable_kernels_are_taken_over_with_their_state_and_output(detach_home: Path) -> None:
+    server = started_server(detach_home, SITE)
     try:
         quiet = server.start_kernel("asgard-detachable")
         busy = server.start_kernel("asgard-detachable")
@@ -122,8 +107,8 @@ def stopped_with_ctrl_c(server: JupyterServer) -> None:
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
-def test_a_server_stopped_on_purpose_leaves_them_running_too(server_home: Path, stop: str) -> None:
-    server = started_in_terminal(server_home)
+def test_a_server_stopped_on_purpose_leaves_them_running_too(detach_home: Path, stop: str) -> None:
+    server = started_in_terminal(detach_home)
     try:
         kernel_id = server.start_kernel("asgard-detachable")
         assert execute_via_websocket(server, kernel_id, "x = 'kept'; print(x)") == "kept\n"
@@ -141,8 +126,8 @@ def test_a_server_stopped_on_purpose_leaves_them_running_too(server_home: Path, 
         server.stop()
 
 
-def test_a_restart_after_the_take_over_stays_in_its_job_and_on_its_node(server_home: Path) -> None:
-    server = started_server(server_home, SITE)
+def test_a_restart_after_the_take_over_stays_in_its_job_and_on_its_node(detach_home: Path) -> None:
+    server = started_server(detach_home, SITE)
     try:
         kernel_id = server.start_kernel("asgard-detachable")
         before = kernel_row(server, kernel_id)
@@ -160,32 +145,8 @@ def test_a_restart_after_the_take_over_stays_in_its_job_and_on_its_node(server_h
         server.stop()
 
 
-def test_kernels_nobody_takes_over_end_by_their_grace_or_time_limit_and_the_next_server_says_why(
-    server_home: Path, kernelspecs: KernelSpecs
-) -> None:
-    kernelspecs.make("asgard-detachable-1min", detachable=True, detach_grace=900, time="1")
-    server = started_server(server_home, SITE)
-    try:
-        by_grace = server.start_kernel("asgard-detachable")
-        by_time = server.start_kernel("asgard-detachable-1min")
-        jobs = [kernel_row(server, kernel_id)["job_id"] for kernel_id in (by_grace, by_time)]
-        killed(server)
-        wait_for(lambda: not any(map(job_listed, jobs)), GRACE + 45, "both jobs end")
-        server = again(server)
-        assert server.request("GET", "/api/kernels").body == []
-        ended = {item["kernel_id"]: item["why"] for item in server.request("GET", "/asgard/api/detached").body["ended"]}
-        assert ended == {
-            by_grace: f"no Jupyter server of yours took it over within its grace ({GRACE} s)",
-            by_time: "it reached its time limit",
-        }
-        assert "ended while detached" in server.log()
-        assert not any(records(server).iterdir())
-    finally:
-        server.stop()
-
-
-def test_two_servers_of_one_user_never_both_hold_a_kernel(server_home: Path, tmp_path: Path) -> None:
-    first = started_server(server_home, SITE)
+def test_two_servers_of_one_user_never_both_hold_a_kernel(detach_home: Path, tmp_path: Path) -> None:
+    first = started_server(detach_home, SITE)
     servers = [first]
     try:
         kernel_id = first.start_kernel("asgard-detachable")
@@ -222,51 +183,9 @@ def alongside(server: JupyterServer, home: Path) -> JupyterServer:
     return JupyterServer(home / "root", home / "server.log", extra_args=server.extra_args).start(env)
 
 
-def test_another_user_can_neither_read_nor_cancel_them(server_home: Path, another_user: UnixUser) -> None:
-    server = started_server(server_home, SITE)
-    try:
-        kernel_id = server.start_kernel("asgard-detachable")
-        job = kernel_row(server, kernel_id)["job_id"]
-        root = records(server)
-        for directory in reversed([root.parent, *root.parent.parents]):  # all the way to it, but not into it
-            directory.chmod(directory.stat().st_mode | 0o005)
-        listing = another_user.run("ls", str(root))
-        reading = another_user.run("cat", str(root / kernel_id / "kernel.json"))
-        cancelling = another_user.run("scancel", job)
-        assert "Permission denied" in listing.stderr and "Permission denied" in reading.stderr
-        assert "denied" in (cancelling.stderr + cancelling.stdout).lower() or cancelling.returncode != 0
-        assert job_listed(job)
-        assert execute_via_websocket(server, kernel_id, "print('mine')") == "mine\n"
-        assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
-    finally:
-        server.stop()
-
-
-def test_a_node_that_fails_while_detached_ends_its_kernel_for_good(
-    server_home: Path, slurm_cluster: LocalCluster
-) -> None:
-    server = started_server(server_home, SITE)
-    try:
-        kernel_id = server.start_kernel("asgard-detachable")
-        row = kernel_row(server, kernel_id)
-        killed(server)
-        kill_node(slurm_cluster, row["node"])
-        try:
-            wait_for(lambda: not job_listed(row["job_id"]), 60, "the job ends with its node")
-            server = again(server)
-            ended = server.request("GET", "/asgard/api/detached").body["ended"]
-            assert [(item["kernel_id"], item["why"]) for item in ended] == [(kernel_id, "its node failed")]
-            time.sleep(3)
-            assert not job_listed(row["job_id"]), "the job was requeued"
-        finally:
-            revive_node(slurm_cluster, row["node"])
-    finally:
-        server.stop()
-
-
-def test_the_culler_spares_a_taken_over_kernel_s_running_cell_and_ends_it_once_idle(server_home: Path) -> None:
+def test_the_culler_spares_a_taken_over_kernel_s_running_cell_and_ends_it_once_idle(detach_home: Path) -> None:
     culling = "c.MappingKernelManager.cull_idle_timeout = 5\nc.MappingKernelManager.cull_interval = 1\n"
-    server = started_server(server_home, SITE + culling)
+    server = started_server(detach_home, SITE + culling)
     try:
         kernel_id = server.start_kernel("asgard-detachable")
         job = kernel_row(server, kernel_id)["job_id"]
@@ -282,27 +201,10 @@ def test_the_culler_spares_a_taken_over_kernel_s_running_cell_and_ends_it_once_i
         server.stop()
 
 
-def test_a_kernel_that_exits_while_detached_is_reported_and_its_allocation_released(server_home: Path) -> None:
-    server = started_server(server_home, SITE)
-    try:
-        kernel_id = server.start_kernel("asgard-detachable")
-        job = kernel_row(server, kernel_id)["job_id"]
-        execute_via_websocket(server, kernel_id, "import os, threading\nthreading.Timer(3, os._exit, [3]).start()")
-        killed(server)
-        time.sleep(6)  # the kernel exits meanwhile; its job goes on, waiting for a server
-        server = again(server)
-        ended = server.request("GET", "/asgard/api/detached").body["ended"]
-        assert [(item["kernel_id"], "exit status 3" in item["why"]) for item in ended] == [(kernel_id, True)]
-        wait_for(lambda: not job_listed(job), 30, "its job is released")
-        assert server.request("GET", "/api/kernels").body == []
-    finally:
-        server.stop()
-
-
-def test_a_notebook_s_session_is_kept_from_the_moment_its_new_kernel_runs(server_home: Path) -> None:
+def test_a_notebook_s_session_is_kept_from_the_moment_its_new_kernel_runs(detach_home: Path) -> None:
     """JupyterLab makes a notebook's session and its kernel at once; a server killed a moment after the kernel
     started (before its next refresh, every 5 s) must not lose the session."""
-    server = started_server(server_home, SITE)
+    server = started_server(detach_home, SITE)
     try:
         session = {"path": "fresh.ipynb", "type": "notebook", "name": "", "kernel": {"name": "asgard-detachable"}}
         answer = server.request("POST", "/api/sessions", session)
