@@ -108,7 +108,9 @@ class KeptAllocation:
                 raise KernelStartError(
                     f"the kernel's batch job {self.job_id} ended ({self.info.state}) before its keeper ran"
                     + (f": {log}" if log else ""),
-                    "the compute node runs the keeper with PyxisProvisioner.keeper_python; check that it exists there",
+                    "the compute node runs the keeper with c.PyxisProvisioner.keeper_python, in your Jupyter data "
+                    f"directory ({self.record.directory.parent}): the node must have that Python and see that "
+                    "directory (a home shared with the login nodes); ask your cluster admins if either is missing",
                 )
             await asyncio.sleep(KEEPER_WAIT)
 
