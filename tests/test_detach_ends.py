@@ -99,3 +99,16 @@ def test_a_kernel_that_exits_while_detached_is_reported_and_its_allocation_relea
         assert server.request("GET", "/api/kernels").body == []
     finally:
         server.stop()
+
+
+def test_a_keeper_the_node_cannot_run_fails_the_start_saying_why_and_leaves_no_job(detach_home: Path) -> None:
+    server = started_server(detach_home, SITE + "c.PyxisProvisioner.keeper_python = '/no/such/python3'\n")
+    try:
+        answer = server.request("POST", "/api/kernels", {"name": "asgard-detachable"})
+        assert answer.status == 201, answer.body
+        reason = server.failed_start(answer.body["id"])
+        assert "before its keeper ran" in reason and "keeper_python" in reason, reason
+        assert "/no/such/python3" in reason  # Slurm's own words from the keeper's log: what the node could not run
+        wait_for(lambda: not any(records(server).glob("*/kernel.json")), 30, "its record removed")
+    finally:
+        server.stop()
