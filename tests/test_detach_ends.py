@@ -108,7 +108,6 @@ def test_a_keeper_the_node_cannot_run_fails_the_start_saying_why_and_leaves_no_j
         assert answer.status == 201, answer.body
         reason = server.failed_start(answer.body["id"])
         assert "before its keeper ran" in reason and "keeper_python" in reason, reason
-        assert "/no/such/python3" in reason  # Slurm's own words from the keeper's log: what the node could not run
         wait_for(lambda: not any(records(server).glob("*/kernel.json")), 30, "its record removed")
     finally:
         server.stop()
