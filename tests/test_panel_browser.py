@@ -77,8 +77,13 @@ def test_panel_saves_a_kernel_that_then_runs_on_the_cluster(
 
         page.reload()
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        # The Kernel menu acts on the notebook that has the focus: after a reload it may be the file browser's
+        # (its row of the notebook highlighted), and every item of the menu is then disabled.
+        page.locator(".jp-Notebook .jp-Cell").first.click()
         page.get_by_role("menuitem", name="Kernel").click()
-        page.get_by_text(re.compile("^Change Kernel")).click()
+        change_kernel = page.get_by_role("menuitem", name=re.compile("^Change Kernel"))
+        expect(change_kernel).not_to_have_class(re.compile("lm-mod-disabled"))
+        change_kernel.click()
         dialog = page.locator(".jp-Dialog")
         dialog.locator("select").select_option(label="Panel PyTorch")
         dialog.get_by_role("button", name="Select").click()
