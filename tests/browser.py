@@ -75,6 +75,18 @@ def open_notebook(page: Any, server: Any, path: str) -> None:
     page.wait_for_selector(".jp-NotebookPanel", timeout=60_000)
 
 
+def click(page: Any, target: Any) -> None:
+    """Click, and when that fails, say what a JupyterLab dialog covering the target says (a screenshot kept)."""
+    try:
+        target.click()
+    except Exception:
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count():
+            screenshot(page, "dialog-in-the-way")
+            raise AssertionError(f"a dialog covers the notebook: {dialog.first.inner_text()!r}") from None
+        raise
+
+
 def run_cell(page: Any, code: str) -> None:
     """Type code into the last cell (through the keyboard: CodeMirror ignores a bare DOM fill) and run it.
     A notebook whose kernel connection is still settling may ignore the first run, and a fresh editor may
@@ -82,7 +94,7 @@ def run_cell(page: Any, code: str) -> None:
     cell = page.locator(".jp-Notebook .jp-CodeCell").last
     editor = cell.locator(".cm-content")
     for _ in range(10):
-        editor.click()
+        click(page, editor)
         page.keyboard.press("Control+a")
         page.keyboard.press("Delete")
         page.keyboard.insert_text(code)
@@ -91,7 +103,7 @@ def run_cell(page: Any, code: str) -> None:
         page.wait_for_timeout(500)
     prompt = cell.locator(".jp-InputPrompt")
     for _ in range(15):
-        editor.click()
+        click(page, editor)
         page.keyboard.press("Control+Enter")
         page.wait_for_timeout(1000)
         if re.search(r"\[(\d+|\*)\]", prompt.inner_text()):
