@@ -85,8 +85,8 @@ class KernelspecStoreError(AsgardError, ValueError):
         super().__init__(message, status=status)
 
 
-class SaveRefused(AsgardError):
-    """A save of a kernel's container that cannot start: what the user must change."""
+class ImageRefused(AsgardError):
+    """A save of a kernel's container, or an import of an image, that cannot start: what the user must change."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message, status=status)

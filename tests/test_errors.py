@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_asgard import errors
-from jupyter_asgard.errors import AsgardError, KernelStartError, LaunchConfigError, SaveRefused, SlurmError
+from jupyter_asgard.errors import AsgardError, ImageRefused, KernelStartError, LaunchConfigError, SlurmError
 
 PACKAGE = Path(errors.__file__).parent
 
@@ -49,7 +49,7 @@ def test_every_error_of_the_module_is_an_asgard_error_with_a_status() -> None:
                 "problems": ["gpus: must be 1 to 8", "image: required"],
             },
         ),
-        (SaveRefused(409, "an image exists"), 409, {"message": "an image exists", "problems": ["an image exists"]}),
+        (ImageRefused(409, "an image exists"), 409, {"message": "an image exists", "problems": ["an image exists"]}),
         (
             SlurmError("slurm_load_partitions: Unable to contact slurm controller"),
             503,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from jupyter_asgard.containers.image_saves import ImageSaves
-from jupyter_asgard.errors import SaveRefused
+from jupyter_asgard.errors import ImageRefused
 from jupyter_asgard.slurm.slurm_client import SlurmClient
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs
@@ -255,7 +255,7 @@ async def test_a_kernel_without_a_named_container_cannot_be_saved_and_slurm_is_n
     """A server that starts kernels without Pyxis (c.PyxisProvisioner.containers = False) has no container."""
     client = SlurmClient()
     kernel = SimpleNamespace(kernel_id="k1", node="gpu01", step=object(), container="", job_id="7")
-    with pytest.raises(SaveRefused) as refused:
+    with pytest.raises(ImageRefused) as refused:
         await ImageSaves(client).start(kernel, "env", "/tmp", 60)
     assert refused.value.status == 409
     assert "without a named container" in refused.value.message and "containers = False" in refused.value.message
@@ -272,7 +272,7 @@ async def test_one_save_at_a_time_per_kernel_and_per_image_and_a_failed_one_leav
         (kernel, "env2", "this kernel's container is being saved"),
         (other, "env", "another"),
     ):
-        with pytest.raises(SaveRefused) as refused:
+        with pytest.raises(ImageRefused) as refused:
             await saves.start(provisioner, name, str(tmp_path), 60)
         assert refused.value.status == 409 and says in refused.value.message
     await asyncio.wait_for(asyncio.gather(*saves._tasks), 60)

@@ -5,38 +5,33 @@ container beside the kernel (container_steps.save_argv), so the kernel goes on u
 lists the container's Python packages; they go into a manifest beside the image (NAME.sqsh.json) with where
 it came from. Every refusal is found before Slurm is asked; a save Pyxis fails names Pyxis's reason.
 
-The image directory must be the user's alone (directory_trust): enroot follows a link at the path it writes,
-and the path is in srun's argv for all to see. Pyxis writes into a private directory the server makes in it
-(mode 0700), and the finished image and manifest are renamed into place, so an image is listed only complete.
+Pyxis writes into a private directory in the user's image directory (image_dir), and the finished image and
+manifest are renamed into place, so an image is listed only complete.
 Whatever ends a save (Slurm, the timeout, a full disk) ends it as failed, the step gone before its files are.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import SaveRefused, SlurmError, SlurmNotFound
-from ..launch.launch_config import default_environ, expand_variables
+from ..errors import ImageRefused, SlurmError, SlurmNotFound
 from ..slurm.slurm_client import SlurmClient
 from ..slurm.slurm_commands import job_steps_argv, named_steps
 from .container_steps import (
     SAVE_STEP_NAME,
     container_problem,
     image_name_problem,
-    manifest_path,
     packages_of,
     save_argv,
     saved_image_path,
 )
-from .directory_trust import directory_problem
+from .image_dir import configured_dir, private_staging, publish, write_manifest
 from .step_failures import summarize
 
 STAGING_PREFIX = ".saving-"  # the private directory Pyxis writes in: not NAME.sqsh, so never listed
@@ -64,56 +59,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def saved_images_dir(configured: str) -> str:
-    """The configured directory with $USER, $HOME and ~ expanded; SaveRefused names a variable not set."""
-    problems: list[str] = []
-    directory = expand_variables("saved_images_dir", configured, default_environ(), problems)
-    if problems:
-        raise SaveRefused(500, f"the site's c.PyxisProvisioner.saved_images_dir cannot be used: {problems[0]}")
-    return directory
-
-
-def private_staging(directory: str, path: str) -> str:
-    """Blocking (run in a thread): the directory is made if missing and checked to be the user's alone; returns
-    the private directory (0700) Pyxis writes the image in. SaveRefused says what is in the way."""
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    except OSError as error:
-        raise SaveRefused(
-            400,
-            f"cannot create the image directory {directory}: {error.strerror}; the site sets it as "
-            "c.PyxisProvisioner.saved_images_dir",
-        ) from None
-    if problem := directory_problem(directory, os.geteuid()):
-        raise SaveRefused(400, f"the image directory {directory} is not safe to save in: {problem}")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise SaveRefused(
-            400,
-            f"cannot write to the image directory {directory}: permission denied; choose another with "
-            "c.PyxisProvisioner.saved_images_dir, or ask for write access to it",
-        )
-    if os.path.lexists(path):
-        raise SaveRefused(409, f"an image {path} exists already: choose another name, or delete that file first")
-    return tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=directory)
-
-
-def _write_manifest(path: str, manifest: dict[str, Any]) -> None:
-    """Blocking: written in the private directory, moved into place with the image."""
-    with open(manifest_path(path), "x") as out:
-        json.dump(manifest, out, indent=1)
-    os.chmod(manifest_path(path), 0o644)
-
-
-def publish(staged: str, path: str) -> None:
-    """Blocking: the finished image and its manifest renamed into place (one directory, so atomic), the
-    manifest first, so that the image, once listed, has it; nothing takes a name that was taken meanwhile."""
-    if os.path.lexists(path) or os.path.lexists(manifest_path(path)):
-        raise FileExistsError(f"{path} was made while the container was being saved; the save was dropped")
-    os.rename(manifest_path(staged), manifest_path(path))
-    os.rename(staged, path)
-    os.rmdir(os.path.dirname(staged))
-
-
 class ImageSaves:
     """The server's saves, the latest per kernel; each runs as a task of its own. images_changed is told when a
     save ends (an image written, or a half-written one removed), so that a cached image listing is made anew."""
@@ -124,23 +69,23 @@ class ImageSaves:
         self.latest: dict[str, ImageSave] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, provisioner: Any, name: str, configured_dir: str, timeout: float) -> ImageSave:
-        """Checks, then starts the save and returns at once; SaveRefused for anything in the way."""
+    async def start(self, provisioner: Any, name: str, images_dir: str, timeout: float) -> ImageSave:
+        """Checks, then starts the save and returns at once; ImageRefused for anything in the way."""
         if problem := image_name_problem(name):
-            raise SaveRefused(400, problem)
+            raise ImageRefused(400, problem)
         if problem := container_problem(provisioner, "saved"):
-            raise SaveRefused(409, problem)
+            raise ImageRefused(409, problem)
         running = self.latest.get(provisioner.kernel_id)
         if running and running.state == "saving":
-            raise SaveRefused(409, f"this kernel's container is being saved as {running.path}: wait for that save")
-        directory = saved_images_dir(configured_dir)
+            raise ImageRefused(409, f"this kernel's container is being saved as {running.path}: wait for that save")
+        directory = configured_dir("saved_images_dir", images_dir)
         save = ImageSave(provisioner.kernel_id, name, saved_image_path(directory, name))
         if any(other.state == "saving" and other.path == save.path for other in self.latest.values()):
-            raise SaveRefused(409, f"another kernel's container is being saved as {save.path}: choose another name")
+            raise ImageRefused(409, f"another kernel's container is being saved as {save.path}: choose another name")
         self.latest[provisioner.kernel_id] = save  # claimed before the first await: a second request is refused
         try:
-            staging = await asyncio.to_thread(private_staging, directory, save.path)
-        except SaveRefused:
+            staging = await asyncio.to_thread(private_staging, directory, save.path, "saved_images_dir", STAGING_PREFIX)
+        except ImageRefused:
             self.latest.pop(provisioner.kernel_id)
             if running:
                 self.latest[provisioner.kernel_id] = running
@@ -178,7 +123,7 @@ class ImageSaves:
             text, hint = summarize(result.stderr.splitlines() + result.stdout.splitlines())
             return f"saving the container failed: {text}" + (f". {hint}" if hint else "")
         packages = packages_of(result.stdout)
-        await asyncio.to_thread(_write_manifest, staged, self._manifest(save, provisioner, packages))
+        await asyncio.to_thread(write_manifest, staged, self._manifest(save, provisioner, packages))
         await asyncio.to_thread(publish, staged, save.path)
         save.packages = len(packages)
         return ""
