@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
 
-from .images import ImageBuildError, ensure_images
-from .registry import PULL_USER, REFERENCES, REGISTRY_COMMANDS, Registry, ensure_registry_images
+from .images import TINY, ImageBuildError, ensure_images
+from .registry import PULL_USER, REFERENCES, REGISTRY_COMMANDS, TINY_REFERENCE, Registry, ensure_registry_images
 
 HERE = Path(__file__).resolve().parent
 NODES = ("gpu01", "gpu02")
@@ -264,7 +264,7 @@ class LocalCluster:
     def registry_uri(self, image: str) -> str:
         """The enroot URI (docker://HOST:PORT#REPO:TAG) under which test image `image` (a recipe of
         images.py) is in the registry."""
-        return self.registry.uri(REFERENCES[image])
+        return self.registry.uri(TINY_REFERENCE if image == TINY else REFERENCES[image])
 
     def pytorch_registry_image(self) -> str:
         """pytorch_image() in the registry, as NGC's nvidia/pytorch:23.12-py3."""
@@ -277,6 +277,11 @@ class LocalCluster:
     def ipykernel7_registry_image(self) -> str:
         """ipykernel7_image() in the registry."""
         return self.registry_uri("python-ipykernel7")
+
+    def tiny_registry_image(self) -> str:
+        """The tiny image (a few files in three layers, no root filesystem: nothing runs in it) in the registry,
+        for tests of the import itself."""
+        return self.registry_uri(TINY)
 
     @property
     def registry_credentials(self) -> tuple[str, str]:
@@ -429,7 +434,7 @@ class LocalCluster:
         """The registry's settings, a new key and passwords, and its storage with the images (cached once per
         machine)."""
         try:
-            self.registry.prepare(seed=ensure_registry_images())
+            self.registry.prepare(seeds=ensure_registry_images())
         except ImageBuildError as error:
             raise ClusterUnavailable(str(error)) from None
 

@@ -7,7 +7,10 @@ and one with that same Python plus ipykernel 7 and its dependencies from PyPI
 (wheels installed by this machine's pip into the image's
 ``/usr/local/lib/python3.11/dist-packages``, as ``pip install`` in a
 Dockerfile would).  Each image's ``/etc/environment`` is its ``ENV``, as
-enroot writes a Docker image's, with a variable the tests check.  Building
+enroot writes a Docker image's, with a variable the tests check.  Besides
+them, a tiny image of a few files in three layers (``TINY_RECIPE``), for
+the tests of imports themselves; registry.py builds it into the registry
+alone, since it needs no root filesystem.  Building
 needs root (debootstrap and chroot), Debian's package mirror and PyPI (or
 the index this machine's pip uses); everything after that only reads the
 cache.
@@ -63,6 +66,45 @@ RECIPES: dict[str, Recipe] = {
     ),
 }
 BASE_PACKAGES = ["python3"]
+
+
+@dataclass(frozen=True)
+class FilesRecipe:
+    """An image made of files alone, layer by layer (no debootstrap: it builds in a second). A layer is a
+    mapping of paths to contents, a text or a number of pseudo-random bytes (which no compression shrinks), or
+    a path alone: a layer that removes it (a whiteout)."""
+
+    layers: tuple[dict[str, str | int] | str, ...]
+    env: dict[str, str]
+
+
+# For the tests of imports themselves, where importing a debootstrap image (10 s and more) would be most of the
+# time: three small layers, the last a whiteout (so that enroot converts one). Its squashfs is over 1 MiB, more
+# than a 512 KiB tmpfs holds.
+TINY = "tiny"
+TINY_RECIPE = FilesRecipe(
+    layers=(
+        {
+            "etc/os-release": 'NAME="Asgard tiny test image"\n',
+            "data/noise.bin": 1024 * 1024,
+            "data/obsolete.txt": "the third layer removes this file\n",
+        },
+        {"app/hello.txt": "hello from the second layer\n"},
+        "/data/obsolete.txt",
+    ),
+    env={"PATH": SYSTEM_PATH, IMAGE_VARIABLE: TINY},
+)
+
+
+def write_files(root: Path, files: dict[str, str | int]) -> None:
+    """A FilesRecipe layer's files below root."""
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, int):
+            path.write_bytes(hashlib.shake_256(name.encode()).digest(content))
+        else:
+            path.write_text(content)
 
 
 def _check_bases(recipes: dict[str, Recipe]) -> None:

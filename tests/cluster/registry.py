@@ -13,7 +13,8 @@ pushed as Docker v2 schema 2 (``skopeo copy --format v2s2``: enroot's first mani
 a registry storage holding all the pushed images are built once per machine and cached beside the
 squashfs images; a cluster's registry starts from hard links to the cached storage's blobs (which the
 registry never rewrites) and a copy of its small tag and link files (which it does), so a start pushes
-nothing.
+nothing.  The tiny image (images.py's ``TINY_RECIPE``: files in three layers) has an OCI layout and a
+storage of its own, keyed by its own recipe, which a cluster's registry starts from too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -35,10 +37,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .images import CACHE, RECIPE_HASH, RECIPES, ImageBuildError, _run, ensure_images
+from .images import CACHE, RECIPE_HASH, RECIPES, TINY, TINY_RECIPE, ImageBuildError, _run, ensure_images, write_files
 
 REGISTRY_COMMANDS = ("docker-registry", "skopeo", "umoci", "openssl")
 SERVICE = "asgard-test-registry"  # the registry's name in its tokens (auth.token.service)
@@ -59,6 +61,10 @@ V2 = Path("docker/registry/v2")  # the registry's files below its storage root
 # What the cached layout and storage are, besides the squashfs images (their own directory): a change to any
 # of it builds them anew.
 REGISTRY_HASH = hashlib.sha256(json.dumps([REFERENCES, IMAGE_CMD, "v2s2"], sort_keys=True).encode()).hexdigest()[:12]
+TINY_REFERENCE = "asgard/tiny:1.0"
+TINY_HASH = hashlib.sha256(
+    json.dumps([asdict(TINY_RECIPE), TINY_REFERENCE, IMAGE_CMD, "v2s2"], sort_keys=True).encode()
+).hexdigest()[:12]
 
 
 def oci_layout() -> Path:
@@ -71,23 +77,59 @@ def seed_storage() -> Path:
     return CACHE / RECIPE_HASH / f"registry-{REGISTRY_HASH}"
 
 
-def ensure_registry_images() -> Path:
-    """The cached registry storage, built first where missing (one build at a time per machine)."""
+def tiny_directory() -> Path:
+    """The tiny image's cached OCI layout (`oci`) and registry storage (`registry`)."""
+    return CACHE / f"tiny-{TINY_HASH}"
+
+
+def layout_of(image: str) -> Path:
+    """The cached OCI layout that holds test image `image` (a recipe of images.py) under its name."""
+    return tiny_directory() / "oci" if image == TINY else oci_layout()
+
+
+def ensure_registry_images() -> list[Path]:
+    """The cached registry storages (the squashfs images', the tiny image's), built first where missing (one
+    build at a time per machine)."""
+    return [_ensure_squashfs_images_storage(), _ensure_tiny_storage()]
+
+
+def _ensure_tiny_storage() -> Path:
+    layout, seed = layout_of(TINY), tiny_directory() / "registry"
+    if layout.is_dir() and seed.is_dir():
+        return seed
+    _check_build_prerequisites(seed, REGISTRY_COMMANDS)
+    with open(CACHE / "registry.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not layout.is_dir():
+            _build_tiny_layout(layout)
+        if not seed.is_dir():
+            _build_seed(layout, seed, {TINY: TINY_REFERENCE})
+        for entry in CACHE.iterdir():  # the tiny image of an older recipe
+            if entry.is_dir() and entry.name.startswith("tiny-") and entry != tiny_directory():
+                shutil.rmtree(entry, ignore_errors=True)
+    return seed
+
+
+def _check_build_prerequisites(seed: Path, commands: tuple[str, ...]) -> None:
+    if os.geteuid() != 0:
+        raise ImageBuildError(f"the test registry's images are not built yet ({seed}): run `./dev/install` as root")
+    missing = [tool for tool in commands if shutil.which(tool) is None]
+    if missing:
+        raise ImageBuildError(f"missing {', '.join(missing)}: run ./dev/install")
+
+
+def _ensure_squashfs_images_storage() -> Path:
     layout, seed = oci_layout(), seed_storage()
     if layout.is_dir() and seed.is_dir():
         return seed
     squashfs = ensure_images()
-    if os.geteuid() != 0:
-        raise ImageBuildError(f"the test registry's images are not built yet ({seed}): run `./dev/install` as root")
-    missing = [tool for tool in ("unsquashfs", *REGISTRY_COMMANDS) if shutil.which(tool) is None]
-    if missing:
-        raise ImageBuildError(f"missing {', '.join(missing)}: run ./dev/install")
+    _check_build_prerequisites(seed, ("unsquashfs", *REGISTRY_COMMANDS))
     with open(CACHE / "registry.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not layout.is_dir():
             _build_layout(squashfs, layout)
         if not seed.is_dir():
-            _build_seed(layout, seed)
+            _build_seed(layout, seed, REFERENCES)
         _remove_other_builds()
     return seed
 
@@ -119,13 +161,52 @@ def _build_layout(squashfs: dict[str, Path], layout: Path) -> None:
         partial.rename(layout)
 
 
-def _build_seed(layout: Path, seed: Path) -> None:
-    """Every test image pushed, through a registry of its own with token authentication, into a storage kept."""
+def _build_tiny_layout(layout: Path) -> None:
+    """The tiny image: a layer per TINY_RECIPE layer (its files, or the whiteout of a path), with its ENV.
+
+    The layers are tar files of this process, added as they are: umoci 0.4.7's own `insert` cuts a small
+    layer's tar short (the last file's padding and the end-of-archive blocks are missing), which tar refuses."""
+    with tempfile.TemporaryDirectory(prefix="asgard-oci-", dir=CACHE) as work:
+        partial = Path(work) / "oci"
+        _run("umoci", "init", "--layout", str(partial))
+        image = f"{partial}:{TINY}"
+        _run("umoci", "new", "--image", image)
+        for number, layer in enumerate(TINY_RECIPE.layers, start=1):
+            files = Path(work) / f"layer-{number}"
+            if isinstance(layer, str):  # a whiteout: an empty .wh.NAME beside the removed path
+                directory, _, name = layer.strip("/").rpartition("/")
+                write_files(files, {f"{directory}/.wh.{name}".lstrip("/"): ""})
+            else:
+                write_files(files, layer)
+            archive = Path(work) / f"layer-{number}.tar"
+            with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+                for path in sorted(files.rglob("*")):
+                    tar.add(path, arcname=str(path.relative_to(files)), recursive=False, filter=_reproducible)
+            history = f"--history.created_by=asgard test image {TINY}, layer {number}"  # enroot needs one
+            _run("umoci", "raw", "add-layer", "--image", image, history, str(archive))
+        env = [f"--config.env={key}={value}" for key, value in TINY_RECIPE.env.items()]
+        _run("umoci", "config", "--image", image, *env, f"--config.cmd={IMAGE_CMD}")
+        _run("umoci", "gc", "--layout", str(partial))
+        layout.parent.mkdir(parents=True, exist_ok=True)
+        partial.rename(layout)
+
+
+def _reproducible(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A layer member owned by root, dated 2024-01-01, as each build makes it."""
+    member.uid = member.gid = 0
+    member.uname = member.gname = "root"
+    member.mtime = 1704067200
+    return member
+
+
+def _build_seed(layout: Path, seed: Path, references: dict[str, str]) -> None:
+    """The test images of layout pushed as their references (name: REPO:TAG), through a registry of its own
+    with token authentication, into a storage kept."""
     with tempfile.TemporaryDirectory(prefix="asgard-registry-", dir=CACHE) as work:
         registry = Registry(Path(work) / "registry", "127.0.0.1", _free_port(), _free_port())
-        registry.prepare(seed=None)
+        registry.prepare(seeds=[])
         with _running(registry):
-            for name, reference in REFERENCES.items():
+            for name, reference in references.items():
                 registry.push(name, reference)
         registry.storage.rename(seed)
 
@@ -223,9 +304,9 @@ class Registry:
         password = self.password(PULL_USER) if password is None else password
         return f"machine {self.host} login {PULL_USER} password {password}\n"
 
-    def prepare(self, seed: Path | None) -> None:
+    def prepare(self, seeds: list[Path]) -> None:
         """Everything the registry and token server read: a signing key and its certificate made now, the
-        accounts with fresh passwords, both daemons' settings, and the storage (from seed: the cached one)."""
+        accounts with fresh passwords, both daemons' settings, and the storage (from seeds: the cached ones)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.directory.chmod(0o700)  # the key and the passwords
         key, certificate = self.directory / "token-key.pem", self.directory / "token-cert.pem"
@@ -270,9 +351,11 @@ class Registry:
             },
         }
         self.config.write_text(json.dumps(registry_settings, indent=1))
-        if seed is not None and not self.storage.exists():
-            shutil.copytree(seed / V2 / "blobs", self.storage / V2 / "blobs", copy_function=_link_or_copy)
-            shutil.copytree(seed / V2 / "repositories", self.storage / V2 / "repositories")
+        if not self.storage.exists():
+            for seed in seeds:
+                blobs, repositories = self.storage / V2 / "blobs", self.storage / V2 / "repositories"
+                shutil.copytree(seed / V2 / "blobs", blobs, copy_function=_link_or_copy, dirs_exist_ok=True)
+                shutil.copytree(seed / V2 / "repositories", repositories, dirs_exist_ok=True)
 
     def registry_argv(self) -> list[str]:
         return ["docker-registry", "serve", str(self.config)]
@@ -313,6 +396,6 @@ class Registry:
             "--dest-tls-verify=false",
             "--dest-creds",
             f"{PUSH_USER}:{self.password(PUSH_USER)}",
-            f"oci:{oci_layout()}:{image}",
+            f"oci:{layout_of(image)}:{image}",
             f"docker://{self.address}/{reference}",
         )
