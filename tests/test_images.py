@@ -83,6 +83,11 @@ def test_parse_image_filename_refuses_non_squashfs(filename: str) -> None:
         (ImageName("", "ubuntu", "22.04"), "docker://ubuntu:22.04", "ubuntu:22.04"),
         (ImageName("", "my-env", ""), "docker://my-env", "my-env"),
         (ImageName("localhost:5000", "app", ""), "docker://localhost:5000#app", "localhost:5000/app"),
+        (
+            ImageName("nvcr.io", "nvidia/pytorch", "24.05-py3", "sha256:ab"),
+            "docker://nvcr.io#nvidia/pytorch:24.05-py3@sha256:ab",
+            "nvcr.io/nvidia/pytorch:24.05-py3@sha256:ab",
+        ),
     ],
 )
 def test_image_name_uri_and_display(name: ImageName, uri: str, display: str) -> None:
@@ -336,6 +341,17 @@ def test_a_manifest_that_is_no_small_regular_file_is_no_manifest(tmp_path: Path,
         ("localhost:5000/app:dev", "", ImageName("localhost:5000", "app", "dev")),
         ("ghcr.io/org/tool", "", ImageName("ghcr.io", "org/tool", "")),
         ("  nvcr.io/nvidia/pytorch:23.12-py3  ", "", ImageName("nvcr.io", "nvidia/pytorch", "23.12-py3")),
+        # Pinned to a manifest digest (enroot 4), with or without a tag; the digest's "@" is not a user's.
+        (
+            f"docker://nvcr.io#nvidia/pytorch:24.05-py3@sha256:{'a' * 64}",
+            "",
+            ImageName("nvcr.io", "nvidia/pytorch", "24.05-py3", f"sha256:{'a' * 64}"),
+        ),
+        (
+            f"docker://alice@localhost:5000#app@sha256:{'0' * 64}",
+            "alice",
+            ImageName("localhost:5000", "app", "", f"sha256:{'0' * 64}"),
+        ),
     ],
 )
 def test_parse_image_uri(uri: str, user: str, expected: ImageName) -> None:

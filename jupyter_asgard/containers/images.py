@@ -20,6 +20,7 @@ from typing import Any
 from .directory_trust import directory_problem
 
 SQUASHFS_SUFFIX = ".sqsh"
+DIGEST_MARK = "@sha256:"  # a reference pinned to a manifest digest: IMAGE[:TAG]@sha256:HEX
 MANIFEST_SUFFIX = ".json"  # a saved image's manifest: NAME.sqsh.json
 _SIZE_UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 MANIFEST_LIMIT = 1024 * 1024  # a real manifest (a few hundred package lines) is a few KiB
@@ -32,20 +33,23 @@ class ImageName:
     registry: str
     repository: str
     tag: str
+    digest: str = ""  # sha256:HEX, where the reference pins the image's manifest (enroot then ignores the tag)
 
     @property
     def uri(self) -> str:
         """The enroot URI (``docker://REGISTRY#REPOSITORY:TAG``), which ``enroot import`` and Pyxis accept."""
         registry = f"{self.registry}#" if self.registry else ""
-        tag = f":{self.tag}" if self.tag else ""
-        return f"docker://{registry}{self.repository}{tag}"
+        return f"docker://{registry}{self.repository}{self._reference}"
 
     @property
     def display(self) -> str:
         """The name people know from ``docker pull``: ``REGISTRY/REPOSITORY:TAG``."""
         registry = f"{self.registry}/" if self.registry else ""
-        tag = f":{self.tag}" if self.tag else ""
-        return f"{registry}{self.repository}{tag}"
+        return f"{registry}{self.repository}{self._reference}"
+
+    @property
+    def _reference(self) -> str:
+        return (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
 
 
 @dataclass(frozen=True)
@@ -191,12 +195,17 @@ def _read_small_file(path: str, limit: int) -> bytes | None:
 
 
 def parse_image_uri(uri: str) -> tuple[str, ImageName]:
-    """The user and image of an enroot URI ``docker://[USER@][REGISTRY#]IMAGE[:TAG]`` or ``REGISTRY/IMAGE:TAG``.
+    """The user and image of an enroot URI ``docker://[USER@][REGISTRY#]IMAGE[:TAG][@sha256:DIGEST]`` or
+    ``REGISTRY/IMAGE:TAG``.
 
     Without ``#``, a first path component that looks like a host is the registry (Docker's rule, which
     enroot 4 follows too); otherwise the image comes from Docker Hub.
     """
     rest = uri.strip().removeprefix("docker://")
+    digest = ""
+    if DIGEST_MARK in rest:
+        rest, _, hex_digest = rest.rpartition(DIGEST_MARK)
+        digest = DIGEST_MARK.removeprefix("@") + hex_digest
     user, _, rest = rest.rpartition("@")
     if "#" in rest:
         registry, _, image = rest.partition("#")
@@ -204,7 +213,7 @@ def parse_image_uri(uri: str) -> tuple[str, ImageName]:
         first, slash, remainder = rest.partition("/")
         registry, image = (first, remainder) if slash and _looks_like_host(first) else ("", rest)
     repository, _, tag = image.partition(":")
-    return user, ImageName(registry, repository, tag)
+    return user, ImageName(registry, repository, tag, digest)
 
 
 def registry_images(uris: list[str]) -> list[dict[str, Any]]:
