@@ -1,24 +1,29 @@
-"""Pyxis's side of the steps: the options that put the kernel in its container, and the steps that join a
-running kernel's container (a shell for its user, and a save of its filesystem).
+"""Pyxis's side of the steps: the options that put the kernel in its container, the steps that join a
+running kernel's container (a shell for its user, and a save of its filesystem), and the steps that run enroot
+on a node outside any container (an image's import, its digest, a container's removal).
 
-Both attach to the kernel's named container on its node with Pyxis's ``NAME:exec``: the new step enters the
-running container (its mounts, its files, what was installed in it), as a step of the kernel's own allocation
-that overlaps the kernel's (``--overlap``), so it takes nothing from the kernel and ends with the allocation.
-Pyxis ignores mounts and image when it attaches, so none are given.
+The first two attach to the kernel's named container on its node with Pyxis's ``NAME:exec``: the new step enters
+the running container (its mounts, its files, what was installed in it), as a step of the kernel's own
+allocation that overlaps the kernel's (``--overlap``), so it takes nothing from the kernel and ends with the
+allocation. Pyxis ignores mounts and image when it attaches, so none are given.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from ..launch.launch_config import LaunchConfig
 from ..launch.mounts import Mount, render_mounts
+from ..node import importer
 from ..slurm.slurm_commands import ONE_TASK
 from .images import MANIFEST_SUFFIX, SQUASHFS_SUFFIX
 
 SAVE_STEP_NAME = "jupyter-save-image"
+IMPORT_STEP_NAME = "jupyter-asgard-import"  # an image's import, or its digest's lookup (node/importer.py)
+IMPORTER_SOURCE = Path(importer.__file__).read_text()
 IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 # What a save step runs in the container while Pyxis exports it: the installed distributions, as
 # `pip freeze` lists them, without needing pip (the image's python3 runs the kernel, so it is there).
@@ -80,10 +85,7 @@ def remove_container_argv(job_id: str, node: str, container: str, srun: str = "s
     return [
         srun,
         "--job-name=jupyter-asgard-cleanup",
-        f"--jobid={job_id}",
-        f"--nodelist={node}",
-        *ONE_TASK,
-        "--overlap",
+        *node_options(job_id, node),
         "enroot",
         "remove",
         "--force",
@@ -91,9 +93,40 @@ def remove_container_argv(job_id: str, node: str, container: str, srun: str = "s
     ]
 
 
+def node_options(job_id: str, node: str) -> list[str]:
+    """A step of one task in an allocation, on its node, beside whatever else runs there (``--overlap``)."""
+    return [f"--jobid={job_id}", f"--nodelist={node}", *ONE_TASK, "--overlap"]
+
+
 def attach_options(job_id: str, node: str, container: str) -> list[str]:
     """A step beside the kernel's, in its allocation, on its node, inside its running container."""
-    return [f"--jobid={job_id}", f"--nodelist={node}", *ONE_TASK, "--overlap", f"--container-name={container}:exec"]
+    return [*node_options(job_id, node), f"--container-name={container}:exec"]
+
+
+def import_step_argv(
+    job_id: str, node: str, out: str, uri: str, python: str = "python3", srun: str = "srun"
+) -> list[str]:
+    """`enroot import -o out uri` on the node, outside any container, reported line by line (node/importer.py)."""
+    return _importer_argv(job_id, node, python, srun, "import", out, uri)
+
+
+def digest_step_argv(job_id: str, node: str, uri: str, python: str = "python3", srun: str = "srun") -> list[str]:
+    """`enroot digest uri` on the node: the manifest digest uri names now (node/importer.py's DIGEST line)."""
+    return _importer_argv(job_id, node, python, srun, "digest", uri)
+
+
+def _importer_argv(job_id: str, node: str, python: str, srun: str, *arguments: str) -> list[str]:
+    return [
+        srun,
+        f"--job-name={IMPORT_STEP_NAME}",
+        *node_options(job_id, node),
+        python,
+        "-I",
+        "-S",
+        "-c",
+        IMPORTER_SOURCE,
+        *arguments,
+    ]
 
 
 def terminal_argv(
