@@ -718,6 +718,7 @@ def start_long_import(bin_dir: Path) -> tuple[subprocess.Popen[str], list[int]]:
         env=importer_env(bin_dir),
     )
     assert process.stdout is not None
+    assert process.stdout.readline() == event("job", "-", "-") + "\n"  # not in a Slurm job here
     assert process.stdout.readline() == event("phase", "authenticating") + "\n"  # flushed at once
     pids_file = bin_dir / "pids"
     assert wait_for(lambda: pids_file.exists() and len(pids_file.read_text().split()) == 3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -115,18 +116,14 @@ def digest_step_argv(job_id: str, node: str, uri: str, python: str = "python3", 
     return _importer_argv(job_id, node, python, srun, "digest", uri)
 
 
+def importer_command(python: str, *arguments: str) -> list[str]:
+    """The importer (node/importer.py) run by the node's Python, given as a command line (the site's
+    c.PyxisProvisioner.keeper_python, such as ``/usr/bin/env python3``)."""
+    return [*shlex.split(python), "-I", "-S", "-c", IMPORTER_SOURCE, *arguments]
+
+
 def _importer_argv(job_id: str, node: str, python: str, srun: str, *arguments: str) -> list[str]:
-    return [
-        srun,
-        f"--job-name={IMPORT_STEP_NAME}",
-        *node_options(job_id, node),
-        python,
-        "-I",
-        "-S",
-        "-c",
-        IMPORTER_SOURCE,
-        *arguments,
-    ]
+    return [srun, f"--job-name={IMPORT_STEP_NAME}", *node_options(job_id, node), *importer_command(python, *arguments)]
 
 
 def terminal_argv(

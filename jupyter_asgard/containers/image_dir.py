@@ -12,12 +12,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import ImageRefused
 from ..launch.launch_config import default_environ, expand_variables
 from .container_steps import manifest_path
 from .directory_trust import directory_problem
+
+
+def now() -> str:
+    """When an image was written, as its manifest and the UI say it (UTC, ISO 8601, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def configured_dir(setting: str, configured: str) -> str:
@@ -30,10 +36,9 @@ def configured_dir(setting: str, configured: str) -> str:
     return directory
 
 
-def private_staging(directory: str, path: str, setting: str, prefix: str) -> str:
-    """Blocking (run in a thread): the directory (the site's c.PyxisProvisioner.<setting>) is made if missing and
-    checked to be the user's alone; returns a private directory (0700, named prefix...) to write path's image in.
-    ImageRefused says what is in the way."""
+def usable_dir(directory: str, setting: str) -> None:
+    """Blocking (run in a thread): the directory (the site's c.PyxisProvisioner.<setting>) is made if missing
+    and checked to be the user's alone and writable; ImageRefused says what is in the way."""
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as error:
@@ -50,6 +55,12 @@ def private_staging(directory: str, path: str, setting: str, prefix: str) -> str
             f"cannot write to the image directory {directory}: permission denied; choose another with "
             f"c.PyxisProvisioner.{setting}, or ask for write access to it",
         )
+
+
+def private_staging(directory: str, path: str, setting: str, prefix: str) -> str:
+    """Blocking: once usable_dir has checked the directory, a private directory (0700, named prefix...) in it to
+    write path's image in. ImageRefused says what is in the way."""
+    usable_dir(directory, setting)
     if os.path.lexists(path):
         raise ImageRefused(409, f"an image {path} exists already: choose another name, or delete that file first")
     return tempfile.mkdtemp(prefix=prefix, dir=directory)

@@ -16,7 +16,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..node.importer import DIGEST, LAYERS, LOG, NO_ENROOT, PATH, PATHS, PERCENT, PHASE, PHASES, parse_event
+from ..node.importer import DIGEST, JOB, LAYERS, LOG, NO_ENROOT, PATH, PATHS, PERCENT, PHASE, PHASES, parse_event
 from .images import DIGEST_MARK, SQUASHFS_SUFFIX, parse_image_uri
 
 MAX_LOG_LINES = 200  # enroot's last lines kept (a full temporary directory makes tar say so for every file)
@@ -55,6 +55,8 @@ class ImportProgress:
     log: list[str] = field(default_factory=list)  # enroot's last MAX_LOG_LINES lines
     percent: int = -1  # mksquashfs's progress in phase "squashfs" (-1: not known)
     paths: dict[str, str] = field(default_factory=dict)  # after a failure: enroot's directories (PATHS' names)
+    job_id: str = ""  # where the importer runs, once it runs
+    node: str = ""
 
     def feed(self, line: str) -> bool:
         """Take one line of the importer's stdout. True when what describe() says changed (a new phase, layer
@@ -76,6 +78,8 @@ class ImportProgress:
             self.digest = fields[0]
         elif kind == LOG:
             self._keep(fields[0])
+        elif kind == JOB and len(fields) == 2:
+            self.job_id, self.node = fields
         elif kind == PATH and fields[0] in PATHS and fields[1]:
             self.paths[fields[0]] = fields[1]
         return (self.phase, self.layers_done, self.layers_total, self.percent, self.digest) != before

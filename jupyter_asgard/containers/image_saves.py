@@ -17,7 +17,6 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import ImageRefused, SlurmError, SlurmNotFound
@@ -31,7 +30,7 @@ from .container_steps import (
     save_argv,
     saved_image_path,
 )
-from .image_dir import configured_dir, private_staging, publish, write_manifest
+from .image_dir import configured_dir, now, private_staging, publish, write_manifest
 from .step_failures import summarize
 
 STAGING_PREFIX = ".saving-"  # the private directory Pyxis writes in: not NAME.sqsh, so never listed
@@ -47,16 +46,12 @@ class ImageSave:
     path: str
     state: str = "saving"  # saving, saved or failed
     message: str = ""
-    started: str = field(default_factory=lambda: _now())
+    started: str = field(default_factory=now)
     finished: str = ""
     packages: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class ImageSaves:
@@ -108,7 +103,7 @@ class ImageSaves:
             message += f"; its save step did not end, so its files stay in {staging}: remove them later"
         else:
             await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
-        save.state, save.message, save.finished = ("failed" if message else "saved"), message, _now()
+        save.state, save.message, save.finished = ("failed" if message else "saved"), message, now()
 
     async def _export(self, save: ImageSave, provisioner: Any, timeout: float, staged: str) -> str:
         """Runs the save step and puts the image in place; "" when saved, else why not."""
@@ -155,7 +150,7 @@ class ImageSaves:
             "name": save.name,
             "image": save.path,
             "source_image": provisioner.launch.image if provisioner.launch else "",
-            "created": _now(),
+            "created": now(),
             "kernel": {
                 "id": provisioner.kernel_id,
                 "kernelspec": getattr(kernel_manager, "kernel_name", ""),

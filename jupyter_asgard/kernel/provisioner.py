@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +30,8 @@ from traitlets.config import Configurable
 from ..containers.container_phases import half_made
 from ..containers.container_starts import CONTAINER_STARTS
 from ..containers.container_steps import ENROOT_NAME_PREFIX, NOTHING_MADE, remove_container_argv
+from ..containers.image_cache import ImageCache, is_registry_image
+from ..containers.image_import_progress import ImportProgress
 from ..containers.launch_plan import container_base_name, container_name, kernel_step_argv
 from ..errors import AsgardError, KernelStartError, KernelWithdrawn, LaunchConfigError, SlurmError, SlurmNotFound
 from ..launch.encryption import encryption_problem, stricter, wants_curve
@@ -134,6 +137,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         self.record: KernelRecord | None = None  # a detachable kernel's directory (detach_records.py)
         self.detached = False  # the server stopped and left the kernel running: nothing more is done to it
         self.while_detached: dict[str, Any] = {}  # what an adopted kernel printed while no server held it
+        self.importing: ImportProgress | None = None  # the import of its registry image, while a start does it
+        self._importing_since = 0.0
 
     # --- what the UI reads ---------------------------------------------------------
 
@@ -148,7 +153,14 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
 
     @property
     def phase(self) -> tuple[str, float | None]:
-        """The container's setup while the kernel starts, as Pyxis reports it, and seconds in it so far."""
+        """The container's setup while the kernel starts (the import of its registry image, then Pyxis's steps),
+        and seconds in it so far."""
+        if self.importing is not None:
+            loop_time = asyncio.get_running_loop().time()
+            return (
+                f"importing its image: {self.importing.describe() or 'looking it up'}",
+                loop_time - self._importing_since,
+            )
         step = self.step
         if step is None or step.handshake or not step.phase:
             return "", None
@@ -493,8 +505,9 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                 **({"ASGARD_RECORDER": RECORDER_SOURCE} if self.record else {}),
             },
         )
+        launch = await self._with_cached_image(self.launch)
         argv = kernel_step_argv(
-            self.launch,
+            launch,
             job_id=self.allocation.job_id,
             workdir=self.launch_dir,
             mount_workdir=self.mount_workdir,
@@ -511,7 +524,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         self.step = KernelStep(self.client, self.log, self.kernel_id, self.allocation.job_id, spawn=spawn)
         name = (
             container_base_name(
-                container_name(self.launch, self.container_name_template, self._kernel_name(), self.allocation.job_id)
+                container_name(launch, self.container_name_template, self._kernel_name(), self.allocation.job_id)
             )
             if self.containers
             else ""
@@ -544,6 +557,21 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         if self.record is not None:
             await asyncio.to_thread(self._write_record, handshake)
         return self.connection_info
+
+    async def _with_cached_image(self, launch: LaunchConfig) -> LaunchConfig:
+        """The launch with a registry image replaced by its imported squashfs (image_cache.py), where the site
+        imports registry images once; as it is otherwise (Pyxis pulls the image itself)."""
+        if not (self.containers and self.import_registry_images and is_registry_image(launch.image)):
+            return launch
+        assert self.allocation is not None
+        cache = ImageCache(self.client, self.image_cache_dir, self.keeper_python)
+        self.importing, self._importing_since = ImportProgress(), asyncio.get_running_loop().time()
+        try:
+            path = await cache.image_for(self.allocation.job_id, self.allocation.node, launch.image, self.importing)
+        finally:
+            self.importing = None
+        self.log.info("Kernel %s: its image %s is %s", self.kernel_id, launch.image, path)
+        return replace(launch, image=path)
 
     async def _release(self, keep_row: bool = False) -> None:
         """Stop the step and cancel the allocation; never raises, so a failed start leaves no job behind.

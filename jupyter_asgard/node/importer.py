@@ -11,6 +11,7 @@ would ask it for a password, and wait forever, for a user named in the URI with 
 ``.credentials``). What it reads becomes lines on stdout, each flushed at once (the server reads them live
 through srun), each ``PREFIX KIND ...``:
 
+- ``asgard-import job JOBID NODE``: first, where it runs (the Slurm job and node);
 - ``asgard-import phase NAME``: NAME one of PHASES, in that order (a digest: ``authenticating`` only);
 - ``asgard-import layers DONE TOTAL``: while layers download, how many of the missing ones are done;
 - ``asgard-import percent N``: how far mksquashfs is (phase ``squashfs``);
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from typing import Callable
 
 PREFIX = "asgard-import"
+JOB = "job"
 PHASE = "phase"
 LAYERS = "layers"
 PERCENT = "percent"
@@ -292,6 +294,7 @@ def run(command: list[str]) -> int:
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
         signal.signal(getattr(signal, name), lambda number, frame: caught.append(number))
     output = Output()
+    output.emit(JOB, os.environ.get("SLURM_JOB_ID", "-"), os.environ.get("SLURMD_NODENAME", "-"))
     master, slave = terminal()
     try:
         child = subprocess.Popen(

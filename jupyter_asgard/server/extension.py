@@ -11,6 +11,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
 
+from ..containers.image_imports import ImageImports
 from ..containers.image_saves import ImageSaves
 from ..errors import SlurmError
 from ..kernel.provisioner import PyxisProvisioner, live_provisioner
@@ -32,6 +33,7 @@ class AsgardExtension(ExtensionApp):
         self.monitor = SlurmMonitor.instance(parent=self.serverapp)
         self.site = AsgardSite(parent=self.serverapp, client=self.monitor.client)
         self.saves = ImageSaves(self.monitor.client, images_changed=self.site.forget_images)
+        self.imports = ImageImports(self.monitor.client, self.site.policy, images_changed=self.site.forget_images)
         self.terminals = KernelTerminals()
         kernel_manager = self.serverapp.kernel_manager
         pending_kernels.install(kernel_manager)
@@ -72,8 +74,10 @@ class AsgardExtension(ExtensionApp):
         """The server stops: no squeue left half started. jupyter_server runs this before it shuts the kernels
         down (cleanup_extensions, then cleanup_kernels): their allocations are released after it, by their own
         shutdown (or, should that not happen, by their lease ending with the server's process). Detachable
-        kernels leave the kernel manager first, and run on for the next server."""
+        kernels leave the kernel manager first, and run on for the next server. Image imports are cancelled: nobody
+        would see them end."""
         await self.detached.detach_all()
+        await self.imports.cancel_all()
         await self.monitor.stop()
 
     def initialize_handlers(self) -> None:

@@ -274,6 +274,49 @@ class SaveImageHandler(KernelRowsHandler):
         self.finish(save.to_json())
 
 
+class ImageImportsHandler(AsgardHandler):
+    """POST {"uri": URI, "name": NAME}: import a registry image into the user's image directory (202; an import
+    of that URI that runs already is answered, 200); GET: this server's imports. Importing runs a Slurm job as
+    the user, as a kernel does: it needs the right to execute in kernels."""
+
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized_to(EXECUTE)
+    async def post(self) -> None:
+        body = self.json_body()
+        uri, name = body.get("uri"), body.get("name") or ""
+        if not isinstance(uri, str) or not isinstance(name, str):
+            raise BadRequest(
+                'the request body must name the image: {"uri": "docker://nvcr.io#nvidia/pytorch:24.05-py3", '
+                '"name": "pytorch-24.05"} (the name may be left out)'
+            )
+        found, new = await self.asgard.imports.start(uri, name)
+        self.set_status(202 if new else 200)
+        self.finish(found.to_json())
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish({"imports": self.asgard.imports.listing()})
+
+
+class ImageImportHandler(AsgardHandler):
+    """GET: one import's state; DELETE: cancel it (its job ends, its files go)."""
+
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized
+    async def get(self, import_id: str) -> None:
+        self.finish(self.asgard.imports.get(import_id).to_json())
+
+    @web.authenticated
+    @authorized_to(EXECUTE)
+    async def delete(self, import_id: str) -> None:
+        self.finish((await self.asgard.imports.cancel(import_id)).to_json())
+
+
 class DetachedHandler(AsgardHandler):
     """GET: detached kernels this server found and did not take over, and those that ended while detached."""
 
@@ -351,6 +394,8 @@ def handlers() -> list[tuple[str, type]]:
     kernel_id = r"(?P<kernel_id>[^/]+)"
     return [
         (f"{API}/images", ImagesHandler),
+        (f"{API}/images/import", ImageImportsHandler),
+        (f"{API}/images/import/(?P<import_id>[^/]+)", ImageImportHandler),
         (f"{API}/resources", ResourcesHandler),
         (f"{API}/config", ConfigHandler),
         (f"{API}/validate", ValidateHandler),

@@ -146,6 +146,32 @@ class SitePolicy(LaunchSettings):
         config=True
     )
 
+    import_registry_images = Bool(
+        True,
+        help="Import a kernel's docker:// image once: its first start imports it (enroot import on its node) into "
+        "c.PyxisProvisioner.image_cache_dir under the registry's manifest digest, and later starts, with any "
+        "container name on any node, start from that squashfs (the tag is looked up again at each start, so a "
+        "moved tag is followed). False: Pyxis imports the image at each new container, as it does by itself.",
+    ).tag(config=True)
+    image_cache_dir = Unicode(
+        "/netscratch/$USER/images/.registry-cache",
+        help="Where a kernel's docker:// images are kept once imported, one squashfs per manifest digest "
+        "(sha256-HEX.sqsh): a directory the compute nodes share and can write, and the user's alone (the kernels "
+        "run what is in it). $USER and ~ are expanded. Remove files from it to reclaim the space.",
+    ).tag(config=True)
+    import_partition = Unicode(
+        "", help="Partition of image import jobs ('Import image'); empty: Slurm's default partition."
+    ).tag(config=True)
+    import_cpus = Int(4, help="CPUs of an image import job (enroot unpacks and squashes with all of them).").tag(
+        config=True
+    )
+    import_memory = Unicode(
+        "8G", help="Memory of an image import job (srun --mem); empty: the partition's default."
+    ).tag(config=True)
+    import_time_limit = Unicode(
+        "2:00:00", help="Time limit of an image import job (srun --time); an import still running then is ended."
+    ).tag(config=True)
+
     detach = CaselessStrEnum(
         list(DETACH_MODES),
         "off",
@@ -156,7 +182,7 @@ class SitePolicy(LaunchSettings):
     keeper_python = Unicode(
         "/usr/bin/env python3",
         help="The compute nodes' own Python 3 (3.8+, outside any container), which runs a detachable kernel's "
-        "batch script: what follows #! in it.",
+        "batch script (what follows #! in it) and image imports (enroot import, with its progress).",
     ).tag(config=True)
 
     @classmethod

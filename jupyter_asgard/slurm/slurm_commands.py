@@ -157,6 +157,26 @@ def salloc_argv(
     return argv + list(config.salloc_args) + LEASE_COMMAND
 
 
+def import_job_argv(
+    job_name: str, comment: str, options: dict[str, str], command: list[str], srun: str = "srun"
+) -> list[str]:
+    """An image import as a job of its own (srun allocates and runs it: one process on one node); options: the
+    site's --partition, --cpus-per-task, --mem and --time of import jobs, those left empty left out."""
+    chosen = [f"{option}={value}" for option, value in options.items() if value]
+    return [srun, f"--job-name={job_name}", *ONE_TASK, f"--comment={comment}", *chosen, *command]
+
+
+_SRUN_JOB_LINE = re.compile(
+    r"srun: job (?P<job_id>\d+) (?:queued and waiting for resources|has been allocated resources)"
+)
+
+
+def srun_job_id(line: str) -> str:
+    """The job id srun names when its new job waits in the queue, or is granted after waiting; "" otherwise."""
+    match = _SRUN_JOB_LINE.match(line.strip())
+    return match["job_id"] if match else ""
+
+
 DETACHABLE_MARK = "jupyter-asgard-detachable"  # a detachable kernel's batch job: no server's orphan
 
 

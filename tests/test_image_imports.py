@@ -1,0 +1,103 @@
+"""Image imports without Slurm: the import job's command, a default name the image list reads back, the URI a
+cached import pins, and what an import says in a status bar."""
+
+from __future__ import annotations
+
+import pytest
+
+from jupyter_asgard.containers.image_cache import is_registry_image, pinned
+from jupyter_asgard.containers.image_imports import ImageImport, default_name
+from jupyter_asgard.containers.images import parse_image_filename
+from jupyter_asgard.slurm.slurm_commands import import_job_argv, srun_job_id
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("uri", "name", "listed_as"),
+    [
+        (
+            "docker://nvcr.io#nvidia/pytorch:24.05-py3",
+            "nvcr.io_nvidia_pytorch_24.05-py3",
+            "nvcr.io/nvidia/pytorch:24.05-py3",
+        ),
+        ("docker://ubuntu", "ubuntu_latest", "ubuntu:latest"),
+        ("docker://10.213.1.1:5000#tests/python:3", "10.213.1.1-5000_tests_python_3", "10.213.1.1-5000/tests/python:3"),
+    ],
+)
+def test_an_import_named_by_default_is_listed_as_the_image_it_came_from(uri: str, name: str, listed_as: str) -> None:
+    assert default_name(uri) == name
+    listed = parse_image_filename(name + ".sqsh")
+    assert listed is not None and listed.display == listed_as
+
+
+def test_the_import_job_asks_for_the_sites_resources_and_leaves_out_what_it_does_not_set() -> None:
+    argv = import_job_argv(
+        "jupyter-asgard-import-1",
+        "jupyter-asgard:login1:42",
+        {"--partition": "", "--cpus-per-task": "4", "--mem": "8G", "--time": "2:00:00"},
+        ["python3", "-c", "..."],
+        srun="/usr/bin/srun",
+    )
+    assert argv == [
+        "/usr/bin/srun",
+        "--job-name=jupyter-asgard-import-1",
+        "--nodes=1",
+        "--ntasks=1",
+        "--comment=jupyter-asgard:login1:42",
+        "--cpus-per-task=4",
+        "--mem=8G",
+        "--time=2:00:00",
+        "python3",
+        "-c",
+        "...",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "job_id"),
+    [
+        ("srun: job 123 queued and waiting for resources", "123"),
+        ("srun: job 123 has been allocated resources", "123"),
+        ("srun: error: Unable to allocate resources: Invalid partition name specified", ""),
+        ("asgard-import job 9 gpu01", ""),
+    ],
+)
+def test_srun_names_the_job_only_when_it_waited(line: str, job_id: str) -> None:
+    assert srun_job_id(line) == job_id
+
+
+@pytest.mark.parametrize(
+    ("image", "registry"),
+    [
+        ("/enroot/nvcr.io_nvidia_pytorch_23.12-py3.sqsh", False),
+        ("./local.sqsh", False),
+        ("docker://nvcr.io#nvidia/pytorch:24.05-py3", True),
+        ("nvcr.io#nvidia/pytorch:24.05-py3", True),
+        ("", False),
+    ],
+)
+def test_an_image_that_is_no_path_comes_from_a_registry(image: str, registry: bool) -> None:
+    assert is_registry_image(image) is registry
+
+
+def test_a_cached_import_pins_the_digest_the_tag_had_and_keeps_one_given() -> None:
+    assert (
+        pinned("docker://nvcr.io#nvidia/pytorch:24.05-py3", DIGEST)
+        == f"docker://nvcr.io#nvidia/pytorch:24.05-py3@{DIGEST}"
+    )
+    assert pinned("nvcr.io#nvidia/pytorch:24.05-py3", DIGEST) == f"docker://nvcr.io#nvidia/pytorch:24.05-py3@{DIGEST}"
+    given = f"docker://nvcr.io#nvidia/pytorch@{DIGEST}"
+    assert pinned(given, "sha256:" + "cd" * 32) == given
+
+
+def test_the_status_line_says_where_an_import_is_and_how_it_ended() -> None:
+    found = ImageImport("1", "docker://x#y:z", "y", "/images/y.sqsh")
+    assert found.status() == "submitting the import job"
+    found.job_id = "17"
+    assert found.status() == "waiting in the Slurm queue (job 17)"
+    found.state = "imported"
+    assert found.status() == "imported as /images/y.sqsh"
+    found.state, found.message = "failed", "the registry refused your credentials"
+    assert found.status() == "the registry refused your credentials"
+    assert not found.running and found.to_json()["status"] == found.message
