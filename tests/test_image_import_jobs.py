@@ -60,7 +60,7 @@ def listed(server: JupyterServer) -> dict[str, dict[str, Any]]:
 def test_an_import_shows_its_progress_and_its_image_is_listed_once_complete_with_its_manifest(
     importing_server: JupyterServer, slurm_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    uri = slurm_cluster.bare_registry_image()
+    uri = slurm_cluster.tiny_registry_image()
     answer = importing_server.request("POST", IMPORTS, {"uri": uri, "name": "python-env"})
     assert answer.status == 202, answer.body
     path = str(tmp_path / "images" / "python-env.sqsh")
@@ -110,7 +110,7 @@ def test_a_wrong_password_is_said_as_such(
     importing_server: JupyterServer, slurm_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     slurm_cluster.write_enroot_credentials(tmp_path / "enroot", password="not-the-password")
-    answer = importing_server.request("POST", IMPORTS, {"uri": slurm_cluster.bare_registry_image(), "name": "denied"})
+    answer = importing_server.request("POST", IMPORTS, {"uri": slurm_cluster.tiny_registry_image(), "name": "denied"})
     final = until(importing_server, answer.body["id"], ended)[-1]
     assert final["state"] == "failed", final
     assert "credentials" in final["message"] and ".credentials" in final["hint"], final

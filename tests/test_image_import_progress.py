@@ -484,18 +484,22 @@ Environment variables:
 def fake_enroot(tmp_path: Path) -> Callable[..., Path]:
     """fake_enroot(stderr, stdout, status, script): the directory of an `enroot` for the importer's PATH that
     writes stderr (on its terminal) and stdout, records its arguments in ARGV and exits with status; or runs
-    script (bash, its directory in $BIN). Its `enroot info` prints ENROOT_INFO."""
+    script (bash, its directory in $BIN). Its `enroot info` prints ENROOT_INFO; its `enroot digest` prints
+    import_digest where one is given (an import looks the digest up first)."""
     directory = tmp_path / "bin"
     directory.mkdir()
     (directory / "info").write_text(ENROOT_INFO)
 
-    def make(stderr: bytes = b"", stdout: bytes = b"", status: int = 0, script: str = "") -> Path:
+    def make(
+        stderr: bytes = b"", stdout: bytes = b"", status: int = 0, script: str = "", import_digest: str = DIGEST_VALUE
+    ) -> Path:
         (directory / "stderr").write_bytes(stderr)
         (directory / "stdout").write_bytes(stdout)
         body = script or f'printf "%s\\n" "$@" > "$BIN/ARGV"; cat "$BIN/stderr" >&2; cat "$BIN/stdout"; exit {status}'
         enroot = directory / "enroot"
         enroot.write_text(
-            f'#!/bin/bash\nBIN="{directory}"\nif [ "$1" = info ]; then cat "$BIN/info"; exit 0; fi\n{body}\n'
+            f'#!/bin/bash\nBIN="{directory}"\nif [ "$1" = info ]; then cat "$BIN/info"; exit 0; fi\n'
+            f'if [ "$1" = digest ] && [ -n "{import_digest}" ]; then echo "{import_digest}"; exit 0; fi\n{body}\n'
         )
         enroot.chmod(0o755)
         return directory
@@ -535,7 +539,7 @@ def test_an_import_reports_its_phases_its_layers_and_enroots_lines_from_its_term
     result = run_importer(bin_dir, "import", out, URI)
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert (bin_dir / "ARGV").read_text().splitlines() == ["import", "-o", out, "--", URI]
+    assert (bin_dir / "ARGV").read_text().splitlines() == ["import", "-o", out, "--", f"{URI}@{DIGEST_VALUE}"]
     assert all(line.startswith(PREFIX + " ") for line in result.stdout.splitlines()), result.stdout
     assert events(result.stdout, "phase") == list(PHASES)
     assert events(result.stdout, "layers") == ["0 3", "1 3", "2 3", "3 3"]
@@ -653,7 +657,7 @@ def test_an_enroot_killed_by_a_signal_is_128_plus_it(fake_enroot: Callable[..., 
 
 def test_a_digest_is_reported_from_enroots_stdout(fake_enroot: Callable[..., Path]) -> None:
     terminal = b"".join(line.encode() + b"\n" for line in events("\n".join(DIGEST), "log"))
-    bin_dir = fake_enroot(stderr=terminal, stdout=DIGEST_VALUE.encode() + b"\n")
+    bin_dir = fake_enroot(stderr=terminal, stdout=DIGEST_VALUE.encode() + b"\n", import_digest="")
     result = run_importer(bin_dir, "digest", URI)
     assert result.returncode == 0
     assert (bin_dir / "ARGV").read_text().splitlines() == ["digest", "--", URI]
@@ -719,6 +723,7 @@ def start_long_import(bin_dir: Path) -> tuple[subprocess.Popen[str], list[int]]:
     )
     assert process.stdout is not None
     assert process.stdout.readline() == event("job", "-", "-") + "\n"  # not in a Slurm job here
+    assert process.stdout.readline() == event("digest", DIGEST_VALUE) + "\n"  # looked up first
     assert process.stdout.readline() == event("phase", "authenticating") + "\n"  # flushed at once
     pids_file = bin_dir / "pids"
     assert wait_for(lambda: pids_file.exists() and len(pids_file.read_text().split()) == 3)
@@ -1095,3 +1100,16 @@ def test_an_import_is_a_step_beside_the_others_on_the_node_outside_any_container
     assert IMPORTER_SOURCE == Path(importer.__file__).read_text()
     digest = digest_step_argv("42", "gpu01", URI, python="/usr/bin/python3", srun="/opt/slurm/bin/srun")
     assert digest == ["/opt/slurm/bin/srun", *argv[1:7], "/usr/bin/python3", *argv[8:12], "digest", URI]
+
+
+def test_an_import_whose_digest_cannot_be_looked_up_imports_nothing(fake_enroot: Callable[..., Path]) -> None:
+    bin_dir = fake_enroot(status=1, import_digest="")
+    result = run_importer(bin_dir, "import", "/tmp/never.sqsh", URI)
+    assert result.returncode == 1
+    assert (bin_dir / "ARGV").read_text().splitlines() == ["digest", "--", URI]  # enroot import never ran
+
+
+def test_the_importers_first_line_says_where_it_runs() -> None:
+    progress = ImportProgress()
+    assert not progress.feed(event("job", "17", "gpu02"))  # no new status line: where, not how far
+    assert (progress.job_id, progress.node) == ("17", "gpu02")

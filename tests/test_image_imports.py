@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_asgard.containers.image_cache import is_registry_image, pinned
+from jupyter_asgard.containers.image_cache import enroot_uri, is_registry_image
 from jupyter_asgard.containers.image_imports import ImageImport, default_name
 from jupyter_asgard.containers.images import parse_image_filename
+from jupyter_asgard.node.importer import pinned
 from jupyter_asgard.slurm.slurm_commands import import_job_argv, srun_job_id
 
 DIGEST = "sha256:" + "ab" * 32
@@ -74,6 +75,7 @@ def test_srun_names_the_job_only_when_it_waited(line: str, job_id: str) -> None:
         ("./local.sqsh", False),
         ("docker://nvcr.io#nvidia/pytorch:24.05-py3", True),
         ("nvcr.io#nvidia/pytorch:24.05-py3", True),
+        ("dockerd://local/image:1", False),
         ("", False),
     ],
 )
@@ -86,7 +88,9 @@ def test_a_cached_import_pins_the_digest_the_tag_had_and_keeps_one_given() -> No
         pinned("docker://nvcr.io#nvidia/pytorch:24.05-py3", DIGEST)
         == f"docker://nvcr.io#nvidia/pytorch:24.05-py3@{DIGEST}"
     )
-    assert pinned("nvcr.io#nvidia/pytorch:24.05-py3", DIGEST) == f"docker://nvcr.io#nvidia/pytorch:24.05-py3@{DIGEST}"
+    assert pinned(enroot_uri("nvcr.io#nvidia/pytorch:24.05-py3"), DIGEST) == (
+        f"docker://nvcr.io#nvidia/pytorch:24.05-py3@{DIGEST}"
+    )
     given = f"docker://nvcr.io#nvidia/pytorch@{DIGEST}"
     assert pinned(given, "sha256:" + "cd" * 32) == given
 

@@ -20,10 +20,11 @@ import stat
 from typing import Any
 
 from ..errors import ImageRefused, KernelStartError
+from ..node.importer import pinned
 from ..slurm.slurm_client import SlurmClient
 from .container_steps import digest_step_argv, import_step_argv
 from .image_dir import configured_dir, now, private_staging, publish, usable_dir, write_manifest
-from .image_import_progress import ImportProgress, cache_file_name, import_failure
+from .image_import_progress import DOCKER, ImportProgress, cache_file_name, import_failure
 from .image_imports import run_importer
 
 STAGING_PREFIX = ".importing-"
@@ -32,14 +33,15 @@ _importing: dict[str, asyncio.Task[None]] = {}  # path of the cached image -> it
 
 
 def is_registry_image(image: str) -> bool:
-    """Whether Pyxis would pull the image from a registry: anything not a path (see the Pyxis reference)."""
-    return bool(image) and not image.startswith(("/", "."))
+    """Whether Pyxis would pull the image from a registry with enroot's docker:// (anything not a path that
+    names no other scheme, see the Pyxis reference): what the cache imports. dockerd:// needs the node's
+    Docker daemon, and is left to Pyxis."""
+    return bool(image) and not image.startswith(("/", ".")) and (image.startswith(DOCKER) or "://" not in image)
 
 
-def pinned(uri: str, digest: str) -> str:
-    """The URI naming exactly that manifest (enroot then ignores the tag)."""
-    uri = uri if uri.startswith("docker://") else f"docker://{uri}"
-    return uri if "@sha256:" in uri else f"{uri}@{digest}"
+def enroot_uri(image: str) -> str:
+    """The image as enroot takes it: Pyxis puts docker:// in front of a registry image that has none."""
+    return image if image.startswith(DOCKER) else DOCKER + image
 
 
 def cached_file(path: str) -> bool:
@@ -60,6 +62,7 @@ class ImageCache:
     async def image_for(self, job_id: str, node: str, uri: str, progress: ImportProgress) -> str:
         """The cached squashfs of the image uri names now, imported first if it is not there; KernelStartError
         in the user's words if the registry or the node refuses."""
+        uri = enroot_uri(uri)
         try:
             directory = configured_dir(SETTING, self.configured)
             await asyncio.to_thread(usable_dir, directory, SETTING)

@@ -15,7 +15,8 @@ through srun), each ``PREFIX KIND ...``:
 - ``asgard-import phase NAME``: NAME one of PHASES, in that order (a digest: ``authenticating`` only);
 - ``asgard-import layers DONE TOTAL``: while layers download, how many of the missing ones are done;
 - ``asgard-import percent N``: how far mksquashfs is (phase ``squashfs``);
-- ``asgard-import digest sha256:HEX``: what ``enroot digest`` printed;
+- ``asgard-import digest sha256:HEX``: what ``enroot digest`` printed (an import looks it up first, and
+  imports the image pinned to it);
 - ``asgard-import log TEXT``: each line enroot printed (also those that start a phase), without colours;
   the bars' redraws are not repeated;
 - ``asgard-import path NAME DIRECTORY``: after enroot failed, the directories its settings name on this node
@@ -113,8 +114,11 @@ class Output:
 
     def __init__(self) -> None:
         self.broken = False
+        self.digest = ""  # the last DIGEST said
 
     def emit(self, kind: str, *fields: str) -> None:
+        if kind == DIGEST:
+            self.digest = fields[0]
         data = (event(kind, *fields) + "\n").encode("utf-8", "replace")
         while data and not self.broken:
             try:
@@ -284,7 +288,7 @@ def terminal() -> tuple[int, int]:
     return master, slave
 
 
-def run(command: list[str]) -> int:
+def run(command: list[str], output: Output) -> int:
     """Run command (enroot), report what it writes, and return its exit status."""
     caught: list[int] = []
     wake_read, wake_write = os.pipe()
@@ -293,8 +297,6 @@ def run(command: list[str]) -> int:
     signal.set_wakeup_fd(wake_write)
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
         signal.signal(getattr(signal, name), lambda number, frame: caught.append(number))
-    output = Output()
-    output.emit(JOB, os.environ.get("SLURM_JOB_ID", "-"), os.environ.get("SLURMD_NODENAME", "-"))
     master, slave = terminal()
     try:
         child = subprocess.Popen(
@@ -348,13 +350,23 @@ def run(command: list[str]) -> int:
     return 128 - status if status < 0 else status
 
 
+def pinned(uri: str, digest: str) -> str:
+    """The URI naming exactly that manifest (enroot then ignores a tag); one that names a digest stays."""
+    return uri if "@sha256:" in uri else "{}@{}".format(uri, digest)
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) == 3 and argv[0] == "import":
-        return run(["enroot", "import", "-o", argv[1], "--", argv[2]])
-    if len(argv) == 2 and argv[0] == "digest":
-        return run(["enroot", "digest", "--", argv[1]])
-    print("usage: importer.py import OUT URI | importer.py digest URI", file=sys.stderr)
-    return 2
+    """``import OUT URI``: the digest the URI names now, then the import of exactly that image (what was
+    imported is known, whatever the tag names by then); ``digest URI``: the digest alone."""
+    if not (len(argv) == 3 and argv[0] == "import") and not (len(argv) == 2 and argv[0] == "digest"):
+        print("usage: importer.py import OUT URI | importer.py digest URI", file=sys.stderr)
+        return 2
+    output = Output()
+    output.emit(JOB, os.environ.get("SLURM_JOB_ID", "-"), os.environ.get("SLURMD_NODENAME", "-"))
+    status = run(["enroot", "digest", "--", argv[-1]], output)
+    if argv[0] == "digest" or status != 0 or not output.digest:
+        return status or (0 if output.digest else 1)
+    return run(["enroot", "import", "-o", argv[1], "--", pinned(argv[2], output.digest)], output)
 
 
 if __name__ == "__main__":
