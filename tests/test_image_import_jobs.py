@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import LocalCluster
-from tests.kernels import kernel_jobs
+from tests.kernels import kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, running_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("no_kernel_jobs_left")]
@@ -100,7 +100,7 @@ def test_a_cancelled_import_leaves_no_job_and_no_file(
     until(importing_server, answer.body["id"], lambda found: found["progress"]["phase"] != "" or ended(found))
     cancelled = importing_server.request("DELETE", f"{IMPORTS}/{answer.body['id']}")
     assert cancelled.status == 200 and cancelled.body["state"] == "cancelled", cancelled.body
-    assert not [line for line in kernel_jobs() if "jupyter-asgard-import-" in line]
+    assert not wait_until_no_kernel_jobs()  # its job ended (Slurm may say COMPLETING for a moment)
     assert list((tmp_path / "images").iterdir()) == []
     again = importing_server.request("DELETE", f"{IMPORTS}/{answer.body['id']}")
     assert again.status == 409 and "has ended already (cancelled)" in again.body["message"]

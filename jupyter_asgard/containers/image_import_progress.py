@@ -90,8 +90,6 @@ class ImportProgress:
 
     def describe(self) -> str:
         """What a status bar shows: "downloading layers 2 of 5", "creating the squashfs image (40%)"."""
-        if self.digest:
-            return f"the image's digest is {self.digest}"
         words = PHASE_WORDS.get(self.phase, self.phase)
         if self.phase == "downloading" and self.layers_total:
             return f"{words} {self.layers_done} of {self.layers_total}"
