@@ -69,7 +69,7 @@ def started_watching_phases(server: JupyterServer, name: str) -> tuple[str, list
 
     def watch() -> None:
         while not started.is_set():
-            for row in server.request("GET", "/asgard/api/kernels").body:
+            for row in server.request("GET", "/asgard/api/kernels").body["kernels"]:
                 if row["phase"] and row["phase"] not in phases:
                     phases.append(row["phase"])
             started.wait(0.2)
@@ -114,7 +114,7 @@ def test_a_registry_kernel_imports_its_image_once_for_every_container_and_node_a
     )
     assert execute_via_websocket(server, second, "print(6 * 7)").strip() == "42"
     assert blob_requests(slurm_cluster, "gpu02", since) == []  # the node looked the tag up, and fetched nothing
-    rows = {row["kernel_id"]: row for row in server.request("GET", "/asgard/api/kernels").body}
+    rows = {row["kernel_id"]: row for row in server.request("GET", "/asgard/api/kernels").body["kernels"]}
     assert (rows[first]["node"], rows[second]["node"]) == ("gpu01", "gpu02")
     assert sorted(path.name for path in (tmp_path / "cache").iterdir()) == [cached.name, f"{cached.name}.json"]
 
