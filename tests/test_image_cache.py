@@ -129,3 +129,15 @@ def test_a_registry_kernel_imports_its_image_once_for_every_container_and_node_a
         assert (tmp_path / "cache" / f"sha256-{moved.removeprefix('sha256:')}.sqsh").is_file()
     finally:
         slurm_cluster.push_image("python-ipykernel", reference)
+
+
+def test_a_registry_kernel_with_an_unknown_tag_fails_its_start_saying_so_and_leaves_nothing(
+    server: JupyterServer, kernelspecs: KernelSpecs, slurm_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    image = slurm_cluster.pytorch_registry_image().rpartition(":")[0] + ":no-such-tag"
+    name = kernelspecs.make("asgard-registry-missing", gpus=None, image=image)
+    answer = server.request("POST", "/api/kernels", {"name": name})
+    assert answer.status == 201, answer.body
+    reason = server.failed_start(answer.body["id"])
+    assert f"the kernel's image {image} cannot be used" in reason and "no-such-tag" in reason, reason
+    assert not [path for path in (tmp_path / "cache").iterdir() if not path.name.startswith(".")]

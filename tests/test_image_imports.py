@@ -3,11 +3,15 @@ cached import pins, and what an import says in a status bar."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from jupyter_asgard.containers.image_cache import enroot_uri, is_registry_image
+from jupyter_asgard.containers.image_cache import cached_file, enroot_uri, is_registry_image
+from jupyter_asgard.containers.image_dir import usable_dir
 from jupyter_asgard.containers.image_imports import ImageImport, default_name
 from jupyter_asgard.containers.images import parse_image_filename
+from jupyter_asgard.errors import ImageRefused
 from jupyter_asgard.node.importer import pinned
 from jupyter_asgard.slurm.slurm_commands import import_job_argv, srun_job_id
 
@@ -105,3 +109,21 @@ def test_the_status_line_says_where_an_import_is_and_how_it_ended() -> None:
     found.state, found.message = "failed", "the registry refused your credentials"
     assert found.status() == "the registry refused your credentials"
     assert not found.running and found.to_json()["status"] == found.message
+
+
+def test_a_cache_directory_others_can_write_is_refused_and_a_link_in_it_is_no_cached_image(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(ImageRefused, match="not safe to write images in"):
+        usable_dir(str(shared), "image_cache_dir")
+    cache = tmp_path / "cache"
+    usable_dir(str(cache), "image_cache_dir")
+    assert oct(cache.stat().st_mode & 0o777) == "0o700"
+    planted = cache / f"sha256-{'ab' * 32}.sqsh"
+    planted.symlink_to(tmp_path / "elsewhere.sqsh")
+    (tmp_path / "elsewhere.sqsh").write_bytes(b"hsqs")
+    assert not cached_file(str(planted))  # a kernel would run what the link points at
+    planted.unlink()
+    planted.write_bytes(b"hsqs")
+    assert cached_file(str(planted))
