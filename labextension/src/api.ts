@@ -147,6 +147,44 @@ export interface IImageSave {
   packages: number;
 }
 
+/** Where a running import stands (the importer's progress as enroot reports it; image_imports.py). */
+export interface IImportProgress {
+  /** What enroot does now, e.g. "downloading layers", or "" before it reported anything. */
+  phase: string;
+  /** Layers fetched so far, of layers_total (0 while unknown). */
+  layers_done: number;
+  layers_total: number;
+  /** The registry's manifest digest of the image, once looked up. */
+  digest: string;
+}
+
+/** An import of a registry image into the user's image directory (/asgard/api/images/import). */
+export interface IImageImport {
+  id: string;
+  /** The enroot URI imported, e.g. "docker://nvcr.io#nvidia/pytorch:24.05-py3". */
+  uri: string;
+  name: string;
+  /** Where the image is written: NAME.sqsh in the user's image directory. */
+  path: string;
+  state: 'queued' | 'importing' | 'imported' | 'failed' | 'cancelled';
+  /** One line on where it stands or how it ended, in the server's words. */
+  status: string;
+  progress: IImportProgress;
+  /** Why it failed, and how to fix that where the server knows ("" otherwise). */
+  message: string;
+  hint: string;
+  job_id: string;
+  /** The image's size in bytes, once imported. */
+  size: number;
+  started: string;
+  finished: string;
+}
+
+/** GET /asgard/api/images/import: this server's imports, running and ended. */
+export interface IImageImportsReply {
+  imports: IImageImport[];
+}
+
 /** Calls to /asgard/api with the settings of the Jupyter server JupyterLab talks to. */
 export class AsgardAPI {
   constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
@@ -202,6 +240,25 @@ export class AsgardAPI {
     return this.request<IImageSave>(`kernels/${encodeURIComponent(kernelId)}/save-image`);
   }
 
+  /** Start importing a registry image as NAME.sqsh (a name is made from the URI where none is given); an
+   * import of the same URI that runs already is answered instead. */
+  importImage(uri: string, name = ''): Promise<IImageImport> {
+    return this.request<IImageImport>('images/import', {
+      method: 'POST',
+      body: JSON.stringify(name ? { uri, name } : { uri })
+    });
+  }
+
+  /** This server's image imports, running and ended. */
+  imageImports(): Promise<IImageImportsReply> {
+    return this.request<IImageImportsReply>('images/import');
+  }
+
+  /** Cancel a running import: its Slurm job ends and its files go; answers the import, cancelled. */
+  cancelImport(importId: string): Promise<IImageImport> {
+    return this.request<IImageImport>(`images/import/${encodeURIComponent(importId)}`, { method: 'DELETE' });
+  }
+
   private async request<T>(path: string, init: RequestInit = {}): Promise<T> {
     const url = URLExt.join(this.settings.baseUrl, API, path);
     const response = await ServerConnection.makeRequest(url, init, this.settings);
@@ -232,6 +289,21 @@ export class AsgardAPIError extends Error {
     super(message);
     this.name = 'AsgardAPIError';
   }
+}
+
+/** A refusal in the server's words: its message, and how to fix it where it knows ("" otherwise). */
+export interface IProblem {
+  message: string;
+  hint: string;
+}
+
+/** The server's words of a failed request (an AsgardAPIError carries "hint" too), or the error's own. */
+export function problemOf(error: unknown): IProblem {
+  if (error instanceof Error) {
+    const hint = 'hint' in error && typeof error.hint === 'string' ? error.hint : '';
+    return { message: error.message, hint };
+  }
+  return { message: String(error), hint: '' };
 }
 
 function messageOf(body: unknown): string {

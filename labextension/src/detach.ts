@@ -187,18 +187,3 @@ export class DismissedKernels {
 
   private readonly keys: StoredKeys;
 }
-
-/** A refusal in the server's words: its message, and how to fix it where it knows ("" otherwise). */
-export interface IProblem {
-  message: string;
-  hint: string;
-}
-
-/** The server's words of a failed request (an AsgardAPIError carries "hint" too), or the error's own. */
-export function problemOf(error: unknown): IProblem {
-  if (error instanceof Error) {
-    const hint = 'hint' in error && typeof error.hint === 'string' ? error.hint : '';
-    return { message: error.message, hint };
-  }
-  return { message: String(error), hint: '' };
-}

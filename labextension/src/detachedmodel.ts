@@ -7,8 +7,8 @@
  * every `every` ms, and at once when the server answers again after it did not (a new server may have taken
  * kernels over). A kernel's details are fetched when it appears and again under each new server process.
  */
-import { AsgardAPI, IEndedKernel, IFoundKernel, IKernelRow, IWhileDetachedEntry } from './api';
-import { detailsDue, DismissedKernels, IDetailFetch, IProblem, problemOf } from './detach';
+import { AsgardAPI, IEndedKernel, IFoundKernel, IKernelRow, IProblem, IWhileDetachedEntry, problemOf } from './api';
+import { detailsDue, DismissedKernels, IDetailFetch } from './detach';
 import type { IKeyValueStore } from './sentalerts';
 
 export interface IDetachedModelOptions {

@@ -5,10 +5,10 @@
  */
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 
-import type { IEndedKernel, IFoundKernel } from './api';
-import { detachedName, endedLine, foundDetails, IProblem, problemOf, releaseQuestion } from './detach';
+import { IEndedKernel, IFoundKernel, IProblem, problemOf } from './api';
+import { detachedName, endedLine, foundDetails, releaseQuestion } from './detach';
 import type { DetachedModel } from './detachedmodel';
-import { cardButton, element, section } from './dom';
+import { cardButton, element, problemNode, section } from './dom';
 
 export class DetachedSection {
   constructor(
@@ -40,7 +40,7 @@ export class DetachedSection {
     this.shownKey = key;
     this.list.replaceChildren();
     if (model.error) {
-      this.list.append(problemNode('Detached kernels unavailable: ', model.error));
+      this.list.append(problemNode('jp-asgard-Detached', model.error, 'Detached kernels unavailable: '));
     }
     for (const kernel of model.found) {
       this.list.append(this.foundNode(kernel));
@@ -67,7 +67,7 @@ export class DetachedSection {
       .join('\n');
     const problem = this.problems.get(kernel.kernel_id);
     if (problem) {
-      node.append(problemNode('', problem));
+      node.append(problemNode('jp-asgard-Detached', problem));
     }
     const doing = this.busy.get(kernel.kernel_id);
     const adopt = cardButton(
@@ -163,13 +163,4 @@ export class DetachedSection {
   /** The server's refusal of the last action on a kernel. */
   private readonly problems = new Map<string, IProblem>();
   private shownKey = '';
-}
-
-/** A refusal in the server's words: its message, and its hint on a line of its own. */
-function problemNode(prefix: string, problem: IProblem): HTMLElement {
-  const node = element('div', 'jp-asgard-Detached-error', `${prefix}${problem.message}`);
-  if (problem.hint) {
-    node.append(element('div', 'jp-asgard-Detached-hint', `How to fix: ${problem.hint}`));
-  }
-  return node;
 }

@@ -1,4 +1,5 @@
 /** The side panel's DOM helpers, shared by its sections. */
+import type { IProblem } from './api';
 
 /** A new element with a class and text. */
 export function element<K extends keyof HTMLElementTagNameMap>(
@@ -30,4 +31,16 @@ export function cardButton(className: string, text: string, title: string, onCli
   button.title = title;
   button.addEventListener('click', onClick);
   return button;
+}
+
+/**
+ * A refusal in the server's words: its message (after prefix), and its hint on a line of its own; styled as
+ * `${block}-error` and `${block}-hint` (the section's own names, which tests and styles find it by).
+ */
+export function problemNode(block: string, problem: IProblem, prefix = ''): HTMLElement {
+  const node = element('div', `${block}-error`, `${prefix}${problem.message}`);
+  if (problem.hint) {
+    node.append(element('div', `${block}-hint`, `How to fix: ${problem.hint}`));
+  }
+  return node;
 }

@@ -4,7 +4,7 @@ import { strict as assert } from 'node:assert';
 import { describe as group, test } from 'node:test';
 
 import type { IEndedKernel, IFoundKernel, IWhileDetachedEntry } from '../src/api';
-import { AsgardAPIError } from '../src/api';
+import { AsgardAPIError, problemOf } from '../src/api';
 import {
   clock,
   detachedName,
@@ -16,7 +16,6 @@ import {
   IDetailFetch,
   MAX_SHOWN_CHARS,
   omittedWords,
-  problemOf,
   releaseQuestion,
   shownOutput,
   terminalText,
