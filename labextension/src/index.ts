@@ -1,6 +1,6 @@
 /**
  * jupyter-asgard's JupyterLab front end: the status bar item, the "Asgard" side panel and the warnings,
- * all fed by one poller of the server extension's API.
+ * all fed by one poller of the server extension's API (image imports, which take minutes, by one of their own).
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
@@ -14,6 +14,8 @@ import { phaseOf } from './format';
 import { IKeyValueStore, SentAlerts } from './sentalerts';
 import { ContainerActions } from './containeractions';
 import { asgardIcon } from './icon';
+import { endedWords } from './imports';
+import { ImportsModel } from './importsmodel';
 import { AsgardModel, POLL_TIMES } from './model';
 import { AsgardPanel } from './panel';
 import { StartErrors } from './starterrors';
@@ -33,9 +35,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd, statusBar: IStatusBar | null, restorer: ILayoutRestorer | null) => {
     const settings = app.serviceManager.serverSettings;
     const model = new AsgardModel(new AsgardAPI(settings), POLL_TIMES, webStorage('localStorage'));
+    const imports = new ImportsModel(model.api);
 
     const panel = new AsgardPanel({
       model,
+      imports,
       openPath: path => void app.commands.execute('docmanager:open', { path }),
       openTerminal: async terminal => {
         const widget = (await app.commands.execute('terminal:open', { name: terminal.name })) as Widget | undefined;
@@ -123,7 +127,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
     model.changed.connect(watchWidgets);
     watchWidgets();
 
+    // An import takes minutes: its end is told wherever the user is (a cancel they did themselves is not).
+    imports.ended.connect((_, ended) => {
+      for (const found of ended.filter(one => one.state !== 'cancelled')) {
+        const notify = found.state === 'imported' ? Notification.success : Notification.error;
+        notify(endedWords(found), { autoClose: found.state === 'imported' ? 8000 : false });
+      }
+    });
+
     void model.refresh();
+    void imports.refresh();
   }
 };
 

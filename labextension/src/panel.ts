@@ -1,7 +1,7 @@
 /**
  * The "Asgard" side panel: every Asgard kernel of this server with its Slurm job, a button to shut one
  * down and release its allocation, detachable kernels the server found or that ended while detached
- * (detachedsection.ts), and the cluster's partitions with their free GPUs.
+ * (detachedsection.ts), image imports (importsection.ts), and the cluster's partitions with their free GPUs.
  */
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { refreshIcon } from '@jupyterlab/ui-components';
@@ -12,6 +12,8 @@ import { IKernelRow, IPartition, ITerminalReply, IWhileDetachedEntry } from './a
 import { ContainerActions } from './containeractions';
 import { DETACHABLE_TOOLTIP, omittedWords, shownOutput, whileDetachedTitle } from './detach';
 import { DetachedSection } from './detachedsection';
+import { ImportSection } from './importsection';
+import { ImportsModel } from './importsmodel';
 import { element, section } from './dom';
 import {
   freeGpuWords,
@@ -30,6 +32,8 @@ import { AsgardModel } from './model';
 
 export interface IPanelOptions {
   model: AsgardModel;
+  /** This server's image imports (their own poll). */
+  imports: ImportsModel;
   /** Open a notebook (by its path relative to the server root). */
   openPath: (path: string) => void;
   /** Open a terminal the server made in a kernel's container. */
@@ -58,6 +62,7 @@ export class AsgardPanel extends Widget {
   constructor(options: IPanelOptions) {
     super();
     this.model = options.model;
+    this.imports = options.imports;
     this.openPath = options.openPath;
     this.openTerminal = options.openTerminal;
     this.addClass('jp-asgard-Panel');
@@ -71,17 +76,20 @@ export class AsgardPanel extends Widget {
     refresh.addEventListener('click', () => {
       this.model.resourcesWanted = true; // fetches the partitions again too
       void this.model.refresh();
+      void this.imports.refresh();
     });
     header.append(title, refresh);
 
     this.kernelList.className = 'jp-asgard-KernelList';
     this.partitionBox.className = 'jp-asgard-Partitions';
     this.detachedSection = new DetachedSection(this.model.detached, this.openPath);
+    this.importSection = new ImportSection(this.imports);
     this.node.append(
       header,
       this.banner,
       section('Kernels', this.kernelList),
       this.detachedSection.node,
+      this.importSection.node,
       section('Partitions', this.partitionBox)
     );
     this.banner.className = 'jp-asgard-Panel-banner';
@@ -99,6 +107,7 @@ export class AsgardPanel extends Widget {
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     this.model.resourcesWanted = true;
+    void this.imports.refresh();
   }
 
   protected onAfterHide(msg: Message): void {
@@ -273,7 +282,9 @@ export class AsgardPanel extends Widget {
   }
 
   private readonly model: AsgardModel;
+  private readonly imports: ImportsModel;
   private readonly detachedSection: DetachedSection;
+  private readonly importSection: ImportSection;
   private readonly openPath: (path: string) => void;
   private readonly openTerminal: (terminal: ITerminalReply) => Promise<void>;
   private readonly banner = document.createElement('div');

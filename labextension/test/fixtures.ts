@@ -1,5 +1,5 @@
-// What the unit tests share: a kernel row as the API answers it, and a Web Storage stand-in.
-import type { IKernelRow } from '../src/api';
+// What the unit tests share: a kernel row and an image import as the API answers them, and a Web Storage stand-in.
+import type { IImageImport, IKernelRow } from '../src/api';
 import type { IKeyValueStore } from '../src/sentalerts';
 
 /** A running kernel's row, with changes. */
@@ -41,5 +41,25 @@ export function memoryStore(): IKeyValueStore {
   return {
     getItem: (key: string) => items.get(key) ?? null,
     setItem: (key: string, value: string) => void items.set(key, value)
+  };
+}
+
+/** An import as GET /asgard/api/images/import lists it: importing, layer 2 of 5; with changes. */
+export function imageImport(changes: Partial<IImageImport> = {}): IImageImport {
+  return {
+    id: 'a1b2c3d4e5f6',
+    uri: 'docker://nvcr.io#nvidia/pytorch:24.05-py3',
+    name: 'nvcr.io_nvidia_pytorch_24.05-py3',
+    path: '/netscratch/ada/images/nvcr.io_nvidia_pytorch_24.05-py3.sqsh',
+    state: 'importing',
+    status: 'downloading layers 2 of 5',
+    progress: { phase: 'downloading layers', layers_done: 2, layers_total: 5, digest: 'sha256:ab12' },
+    message: '',
+    hint: '',
+    job_id: '12',
+    size: 0,
+    started: '2026-01-01T10:00:00+00:00',
+    finished: '',
+    ...changes
   };
 }
