@@ -93,10 +93,10 @@ class ImageRefused(AsgardError):
 
 
 class ServerRefused(AsgardError):
-    """A Jupyter server refused a `jupyter asgard` command's request: its own message and status."""
+    """A Jupyter server refused a `jupyter asgard` command's request: its own message, hint and status."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message, status=status)
+    def __init__(self, status: int, message: str, hint: str = "") -> None:
+        super().__init__(message, status=status, hint=hint)
 
 
 class SlurmError(AsgardError, RuntimeError):

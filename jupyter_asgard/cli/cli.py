@@ -199,6 +199,27 @@ def _save_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "uri", metavar="URI", help="the registry image, as enroot names it: docker://nvcr.io#nvidia/pytorch:24.05-py3"
+    )
+    parser.add_argument(
+        "name",
+        metavar="NAME",
+        nargs="?",
+        default="",
+        help="the image's name: it is imported as NAME.sqsh into your image directory (default: made from URI)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the import's JSON at its end instead of the path")
+
+
+def _import(args: argparse.Namespace) -> int:
+    """Through a running Jupyter server of the user (its side panel shows the import), else in this process."""
+    from .image_import import run_import
+
+    return run_import(args.uri, args.name, args.json, f"{PROG} import")
+
+
 COMMANDS: dict[str, Command] = {
     "install": Command("install the Asgard PyTorch kernelspec with this site's settings", _install_arguments, _install),
     "kernelspecs": Command(
@@ -220,6 +241,12 @@ COMMANDS: dict[str, Command] = {
         "save a running kernel's container (what was installed in it) as a squashfs image of your own",
         _save_image_arguments,
         _save_image,
+    ),
+    "import": Command(
+        "import a registry image into your image directory (enroot import, as a Slurm job on a compute node), "
+        "saying how it goes; Ctrl-C cancels it",
+        _import_arguments,
+        _import,
     ),
     "site-check": Command(
         "for admins: which of the site's kernel limits (max_gpus, allowed_partitions) Slurm "

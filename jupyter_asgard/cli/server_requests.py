@@ -26,16 +26,20 @@ def call(server: dict[str, Any], method: str, path: str, body: Any = None, timeo
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             raw = answer.read()
     except urllib.error.HTTPError as error:
-        raise ServerRefused(error.code, _message(error.read()) or f"HTTP {error.code} ({error.reason})") from None
+        message, hint = _refusal(error.read())
+        raise ServerRefused(error.code, message or f"HTTP {error.code} ({error.reason})", hint) from None
     return json.loads(raw) if raw else None
 
 
-def _message(raw: bytes) -> str:
+def _refusal(raw: bytes) -> tuple[str, str]:
+    """The message and hint of the server's refusal (handlers.py's JSON), "" where it has none."""
     try:
         answer = json.loads(raw)
     except ValueError:
-        return ""
-    return str(answer.get("message", "")) if isinstance(answer, dict) else ""
+        return "", ""
+    if not isinstance(answer, dict):
+        return "", ""
+    return str(answer.get("message", "")), str(answer.get("hint", ""))
 
 
 def running_servers() -> list[dict[str, Any]]:
