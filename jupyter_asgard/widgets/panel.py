@@ -17,6 +17,7 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..containers.image_imports import ImageImport, ImageImports
 from ..containers.launch_plan import preview
 from ..errors import KernelspecStoreError, SlurmError
 from ..kernel.kernelspec_store import KERNEL_ARGV, KernelspecStore
@@ -27,6 +28,7 @@ from ..slurm.slurm_client import SlurmClient
 from .estimate import EstimateBox
 from .flags import PyxisFlag
 from .image import ImagePicker
+from .image_import import ImageImportBox
 from .mounts import ERROR_STYLE, MountList
 from .resources import ResourcesBox
 
@@ -67,6 +69,9 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
         self.launch_dir = workdir or os.getcwd()
         self.status = w.HTML("<small>Loading images and partitions…</small>")
         self.image = ImagePicker(self._changed)
+        # Its own imports (a job each, on the kernel's loop): the Jupyter server's side panel does not show them.
+        self.imports = ImageImports(self.site.client, policy, images_changed=self.site.forget_images)
+        self.importer = ImageImportBox(self.imports, self._imported, self._spawn)
         self.mounts = MountList(self._default_mounts(), self._changed)
         self.workdir = w.Text(
             placeholder=f"default: the notebook's directory ({self.launch_dir})",
@@ -113,6 +118,8 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
             self.status,
             heading("Image"),
             self.image,
+            w.HTML("<small>Or import a registry image into your image directory (a Slurm job):</small>"),
+            self.importer,
             heading("Mounts"),
             self.mounts,
             heading("Container"),
@@ -246,8 +253,7 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
     async def refresh(self) -> None:
         """Images, partitions and saved kernels; whatever cannot be had is said, the rest shown."""
         notes = []
-        images = await self.site.images()
-        self.image.set_images(images["images"])
+        images = await self._list_images()
         notes += images["notes"]
         try:
             self.resources.set_partitions((await self.site.resources())["partitions"])
@@ -256,6 +262,17 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
         await self._list_kernels()
         found = f"{len(images['images'])} images, {len(self.resources.partitions)} partitions"
         self.status.value = "<small>" + html.escape("; ".join([found, *notes])) + "</small>"
+
+    async def _imported(self, found: ImageImport) -> None:
+        """An import ended with its image in place: list the images again, and choose the new one."""
+        await self._list_images()
+        self.image.value = found.path
+
+    async def _list_images(self) -> dict[str, Any]:
+        """The site's images, offered by the picker; the listing, with its notes."""
+        images = await self.site.images()
+        self.image.set_images(images["images"])
+        return images
 
     async def _list_kernels(self) -> None:
         kernels = await asyncio.to_thread(self.store.list)
