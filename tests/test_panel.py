@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from traitlets.config import Config
 
+from jupyter_asgard.containers.image_imports import ImageImport
 from jupyter_asgard.errors import KernelspecStoreError
 from jupyter_asgard.kernel.kernelspec_store import KernelspecStore
 from jupyter_asgard.launch.launch_config import LaunchConfig
@@ -17,6 +19,7 @@ from jupyter_asgard.site.site import AsgardSite
 from jupyter_asgard.slurm.slurm_client import SlurmClient
 from jupyter_asgard.widgets import ContainerPanel
 from jupyter_asgard.widgets.image import ImagePicker
+from jupyter_asgard.widgets.mounts import ERROR_STYLE
 from tests.cluster import LocalCluster
 
 
@@ -332,3 +335,123 @@ def test_the_detachable_box_shows_where_the_site_allows_it_and_sets_the_setting(
     assert panel.values()["detachable"] is True
     panel.set_values({"image": "/x.sqsh", "detachable": False})
     assert panel.detachable.value is False and panel.values()["detachable"] is None
+
+
+class FakeImports:
+    """ImageImports without Slurm: an import the test moves along by hand; once "imported", its image is in place.
+    Everything else (refusals of bad URIs and names) is the real ImageImports' business, tested with it."""
+
+    def __init__(self) -> None:
+        self.found: ImageImport | None = None
+        self.ended = asyncio.Event()
+        self.cancelled: list[str] = []
+
+    async def start(self, uri: str, name: str = "") -> tuple[ImageImport, bool]:
+        self.found = ImageImport("imp1", uri, name, "")
+        return self.found, True
+
+    def move(self, state: str, done: int = 0, total: int = 0, **changes: object) -> None:
+        assert self.found is not None
+        self.found.state = state
+        self.found.progress.layers_done, self.found.progress.layers_total = done, total
+        for key, value in changes.items():
+            setattr(self.found, key, value)
+        if not self.found.running:
+            if state == "imported":
+                Path(self.found.path).write_bytes(b"\0" * 4096)
+            self.ended.set()
+
+    async def wait(self, import_id: str) -> ImageImport:
+        await self.ended.wait()
+        assert self.found is not None
+        return self.found
+
+    async def cancel(self, import_id: str) -> ImageImport:
+        self.cancelled.append(import_id)
+        self.move("cancelled", message="cancelled")
+        assert self.found is not None
+        return self.found
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    """Let the panel's tasks run until condition holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "the panel never got there"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def import_panel(image_dir: Path, store: KernelspecStore, tmp_path: Path) -> tuple[ContainerPanel, FakeImports]:
+    """A panel whose imports are moved along by the test, into its own image directory."""
+    saved = tmp_path / "my-images"
+    panel = make_panel(image_dir, store, tmp_path, policy={"saved_images_dir": str(saved)})
+    fake = FakeImports()
+    panel.importer.imports = fake
+    return panel, fake
+
+
+async def test_an_import_shows_its_status_and_layers_and_the_picker_then_offers_its_image(
+    import_panel: tuple[ContainerPanel, FakeImports], tmp_path: Path
+) -> None:
+    panel, fake = import_panel
+    box = panel.importer
+    (tmp_path / "my-images").mkdir()
+    box.uri.value, box.name.value = "docker://nvcr.io#nvidia/pytorch:24.05-py3", "pytorch-24.05"
+    box.import_button.click()
+    await until(lambda: fake.found is not None)
+    assert fake.found is not None
+    fake.found.path = str(tmp_path / "my-images" / "pytorch-24.05.sqsh")
+    fake.found.job_id = "12"
+    await until(lambda: "waiting in the Slurm queue (job 12)" in box.status.value)
+    assert box.import_button.disabled and box.cancel_button.layout.display == ""
+    assert box.progress.layout.display == "none"  # no layers known yet
+    fake.move("importing", 2, 5)
+    await until(lambda: box.progress.value == 2)
+    assert (box.progress.max, box.progress.layout.display) == (5, "")
+    fake.move("imported", 5, 5, size=4096)
+    await until(lambda: panel.image.value == fake.found.path)  # type: ignore[union-attr]
+    assert f"imported as {fake.found.path}" in box.status.value
+    assert any(label.startswith("pytorch-24.05 · 4.0 KB") for label in panel.image.choice.options)
+    assert not box.import_button.disabled and box.cancel_button.layout.display == "none"
+    assert box.progress.layout.display == "none"
+
+
+async def test_cancel_ends_the_import_and_a_failure_shows_its_message_and_hint(
+    import_panel: tuple[ContainerPanel, FakeImports],
+) -> None:
+    panel, fake = import_panel
+    box = panel.importer
+    box.uri.value = "docker://nvcr.io#nvidia/pytorch:24.05-py3"
+    following = asyncio.ensure_future(box.start())
+    await until(lambda: box.cancel_button.layout.display == "")
+    box.cancel_button.click()
+    found = await asyncio.wait_for(following, 5)
+    assert found is not None and found.state == "cancelled" and fake.cancelled == ["imp1"]
+    assert "cancelled" in box.status.value and ERROR_STYLE not in box.status.value
+    assert box.cancel_button.layout.display == "none" and not box.import_button.disabled
+
+    fake.ended.clear()
+    following = asyncio.ensure_future(box.start())
+    await until(lambda: box.import_button.disabled)
+    fake.move("failed", message="the registry has no tag 24.05-py3", hint="check the tag on the registry's page")
+    await asyncio.wait_for(following, 5)
+    assert ERROR_STYLE in box.status.value
+    assert "Not imported: the registry has no tag 24.05-py3" in box.status.value
+    assert "How to fix: check the tag on the registry&#x27;s page" in box.status.value
+    assert panel.image.value == ""  # nothing chosen for a failed import
+
+
+@pytest.mark.parametrize(
+    ("uri", "name"), [("", ""), ("not an image", ""), ("docker://nvcr.io#nvidia/pytorch:24.05-py3", "../up")]
+)
+async def test_a_refused_import_says_why_in_the_panel_and_starts_nothing(
+    image_dir: Path, store: KernelspecStore, tmp_path: Path, uri: str, name: str
+) -> None:
+    """The real ImageImports refuses before anything reaches Slurm."""
+    panel = make_panel(image_dir, store, tmp_path, policy={"saved_images_dir": str(tmp_path / "my-images")})
+    box = panel.importer
+    box.uri.value, box.name.value = uri, name
+    assert await box.start() is None
+    assert ERROR_STYLE in box.status.value and "Not imported: " in box.status.value
+    assert panel.imports.listing() == [] and not box.import_button.disabled

@@ -61,6 +61,9 @@ EXERCISED_ELSEWHERE = {
     "jupyter asgard release KERNEL_ID": (
         "tests/test_cli_detached.py::test_with_no_server_running_release_ends_a_detached_kernel_from_the_records"
     ),
+    "jupyter asgard import docker://nvcr.io#nvidia/pytorch:24.05-py3": (
+        "tests/test_image_import_ui.py::test_the_cli_without_a_server_cancels_on_ctrl_c_and_imports_to_the_end"
+    ),
     "jupyter asgard save-image KERNEL_ID my-env": (
         "tests/test_kernel_container.py::"
         "test_an_environment_built_in_a_kernel_is_saved_as_an_image_a_new_kernel_starts_from"
@@ -108,6 +111,9 @@ INLINE = {
     "jupyter asgard site-check": "tests/test_cli.py::test_site_check_says_which_limits_slurm_enforces",
     "jupyter asgard release KERNEL_ID": (
         "tests/test_cli_detached.py::test_with_no_server_running_release_ends_a_detached_kernel_from_the_records"
+    ),
+    "jupyter asgard import URI [NAME]": (
+        "tests/test_image_import_ui.py::test_the_cli_without_a_server_cancels_on_ctrl_c_and_imports_to_the_end"
     ),
     "jupyter asgard save-image KERNEL_ID NAME": (
         "tests/test_kernel_container.py::"
