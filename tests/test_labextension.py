@@ -66,13 +66,20 @@ def test_jupyterlab_has_the_extension_enabled() -> None:
 TS_TYPES = {"string": "string", "number": "integer", "boolean": "boolean", "null": "null", "IGpus": "object"}
 
 
-def typescript_interface(name: str) -> dict[str, list[str]]:
-    """The fields of a TypeScript interface in api.ts, with their types as JSON schema type names."""
+def typescript_fields(name: str) -> dict[str, str]:
+    """The fields of a TypeScript interface in api.ts, with their types as written."""
     source = (LABEXTENSION / "src" / "api.ts").read_text()
     body = re.search(rf"export interface {name} \{{(.*?)\n\}}", source, re.DOTALL)
     assert body, f"no interface {name} in api.ts"
-    fields = re.findall(r"^\s+(\w+): ([^;]+);", body.group(1), re.MULTILINE)
-    return {field: sorted(TS_TYPES[kind.strip()] for kind in kinds.split("|")) for field, kinds in fields}
+    return dict(re.findall(r"^\s+(\w+): ([^;]+);", body.group(1), re.MULTILINE))
+
+
+def typescript_interface(name: str) -> dict[str, list[str]]:
+    """The fields of a TypeScript interface in api.ts, with their types as JSON schema type names."""
+    return {
+        field: sorted(TS_TYPES[kind.strip()] for kind in kinds.split("|"))
+        for field, kinds in typescript_fields(name).items()
+    }
 
 
 def test_the_typescript_kernel_row_is_the_rows_schema() -> None:
@@ -85,6 +92,19 @@ def test_the_typescript_kernel_row_is_the_rows_schema() -> None:
         for name, spec in row_schema()["properties"].items()
     }
     assert typescript_interface("IKernelRow") == schema
+
+
+def test_the_typescript_image_import_is_the_imports_json() -> None:
+    """An import's JSON is made once (ImageImport.to_json); the front end's IImageImport names its fields, and
+    its states, and reads only fields of its progress that the progress has."""
+    from jupyter_asgard.containers.image_imports import ImageImport
+
+    found = ImageImport("a1b2", "docker://nvcr.io#nvidia/pytorch:24.05-py3", "pytorch", "/images/pytorch.sqsh")
+    answer = found.to_json()
+    fields = typescript_fields("IImageImport")
+    assert set(fields) == set(answer)
+    assert set(re.findall(r"'(\w+)'", fields["state"])) == {"queued", "importing", "imported", "failed", "cancelled"}
+    assert set(typescript_fields("IImportProgress")) <= set(answer["progress"])
 
 
 def test_the_front_ends_words_for_ended_jobs_are_the_servers() -> None:
