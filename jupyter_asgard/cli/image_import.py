@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,10 @@ API = "/asgard/api/images/import"
 class ImportRunner(Protocol):
     """Where an import runs: a Jupyter server of the user, or this process."""
 
-    where: str  # for the first line: "through the Jupyter server http://..." or "in this process"
+    @property
+    def where(self) -> str:
+        """For the first line: "through the Jupyter server http://..." or "from this shell ..."."""
+        ...
 
     async def start(self, uri: str, name: str) -> dict[str, Any]: ...
 
@@ -52,14 +56,18 @@ class ServerImports:
 
     async def start(self, uri: str, name: str) -> dict[str, Any]:
         body = {"uri": uri, **({"name": name} if name else {})}
-        return dict(await asyncio.to_thread(call, self.server, "POST", API, body, 60))
+        return await self._call("POST", API, body, 60)
 
     async def next(self, import_id: str) -> dict[str, Any]:
         await asyncio.sleep(SERVER_POLL_SECONDS)
-        return dict(await asyncio.to_thread(call, self.server, "GET", f"{API}/{import_id}"))
+        return await self._call("GET", f"{API}/{import_id}")
 
     async def cancel(self, import_id: str) -> dict[str, Any]:
-        return dict(await asyncio.to_thread(call, self.server, "DELETE", f"{API}/{import_id}", None, 120))
+        return await self._call("DELETE", f"{API}/{import_id}", None, 120)
+
+    async def _call(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> dict[str, Any]:
+        answer: dict[str, Any] = await asyncio.to_thread(call, self.server, method, path, body, timeout)
+        return answer
 
 
 class LocalImports:
@@ -105,27 +113,47 @@ def server_for_imports(timeout: float = 5.0) -> dict[str, Any] | None:
 
 
 async def follow(runner: ImportRunner, uri: str, name: str, say: Callable[[str], None]) -> dict[str, Any]:
-    """Start the import and say each new status line until it has ended; cancelled (Ctrl-C), the import is
-    cancelled and its JSON returned, state "cancelled". Refusals raise AsgardError."""
-    found = await runner.start(uri, name)
-    say(f"importing {found['uri']} as {found['path']} {runner.where}")
-    shown = ""
-    try:
-        while found["state"] in RUNNING:
-            if found["status"] != shown:
-                shown = found["status"]
+    """Start the import and say each new status line until it has ended; its last JSON. Ctrl-C cancels the
+    import, whose JSON then says "cancelled" (a second Ctrl-C stops waiting for that). Refusals raise
+    AsgardError."""
+    latest = await runner.start(uri, name)
+    say(f"importing {latest['uri']} as {latest['path']} {runner.where}")
+
+    async def watch() -> None:
+        nonlocal latest
+        shown = ""
+        while latest["state"] in RUNNING:
+            if latest["status"] != shown:
+                shown = latest["status"]
                 say(shown)
-            found = await runner.next(found["id"])
-    except asyncio.CancelledError:  # asyncio.run's answer to Ctrl-C: this task is cancelled, once
-        current = asyncio.current_task()
-        if current is not None:
-            current.uncancel()  # what follows (the cancel's own waits) runs as usual
+            latest = await runner.next(latest["id"])
+
+    watching = asyncio.ensure_future(watch())
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def interrupted() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            raise KeyboardInterrupt
+        watching.cancel()
+
+    # Ctrl-C ends the watch, not this coroutine: the cancel below runs as usual (on every Python since 3.10).
+    loop.add_signal_handler(signal.SIGINT, interrupted)
+    try:
+        await watching
+    except asyncio.CancelledError:
+        if not interrupts:
+            raise
         say("interrupted: cancelling the import ...")
         try:
-            found = await runner.cancel(found["id"])
+            latest = await runner.cancel(latest["id"])
         except AsgardError as error:  # it ended just now: how it ended is what counts
             say(f"not cancelled: {error.message}")
-    return found
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    return latest
 
 
 def run_import(uri: str, name: str, as_json: bool, command: str) -> int:
