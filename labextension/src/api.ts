@@ -310,7 +310,8 @@ function messageOf(body: unknown): string {
   if (typeof body === 'object' && body !== null && 'message' in body) {
     return String(body.message);
   }
-  return typeof body === 'string' ? body.slice(0, 200) : '';
+  // A page (a 404 from a server without this API, a proxy's error page) is no message: its status says more.
+  return typeof body === 'string' && !body.trimStart().startsWith('<') ? body.slice(0, 200) : '';
 }
 
 function hintOf(body: unknown): string {
