@@ -33,7 +33,7 @@ IMPORT_TIMEOUT = 300  # seconds: enroot squashes some 120 MB on a loaded 2-core 
 RECORD_IMPORT_TEXTS = """
 window.asgardImportTexts = [];
 new MutationObserver(() => {
-  for (const node of document.querySelectorAll('.jp-asgard-Import-status, .jp-asgard-Import-layerWords')) {
+  for (const node of document.querySelectorAll('.jp-asgard-Import-status, .jp-asgard-Import-progressWords')) {
     const seen = window.asgardImportTexts;
     if (node.textContent && seen[seen.length - 1] !== node.textContent) {
       seen.push(node.textContent);

@@ -2,7 +2,8 @@
 
 An import is a Slurm job that can wait in the queue and then take minutes, so the box never waits for it in
 the cell: the import runs as a task of the ImageImports it is given (on the kernel's event loop), and the box
-follows it in a task of its own, showing its status line and enroot's layers as a progress bar, with Cancel
+follows it in a task of its own, showing its status line and a progress bar (enroot's layers, then the
+squashfs' percentage), with Cancel
 while it runs. A refusal or a failure shows in the box in the backend's words, with its hint; once imported,
 on_imported is told (the panel lists its images again and selects the new one).
 """
@@ -28,6 +29,19 @@ def problem_html(message: str, hint: str = "") -> str:
     """A refusal or failure as the panel shows errors: the message, and how to fix it on a line of its own."""
     how = f"<br>How to fix: {html.escape(hint)}" if hint else ""
     return f'<div style="{ERROR_STYLE}">{html.escape(message)}{how}</div>'
+
+
+def progress_bar(found: ImageImport) -> tuple[int, int, str] | None:
+    """A running import's bar: its maximum, value and label; mksquashfs's percentage while it makes the image,
+    else the layers fetched; None in the queue, while nothing is counted yet, and once ended."""
+    progress = found.progress
+    if found.state != "importing":
+        return None
+    if progress.phase == "squashfs" and progress.percent >= 0:
+        return 100, progress.percent, "squashfs"
+    if progress.layers_total:
+        return progress.layers_total, min(progress.layers_done, progress.layers_total), "layers"
+    return None
 
 
 class ImageImportBox(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: its classes are Any to mypy
@@ -104,8 +118,7 @@ class ImageImportBox(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
             self.status.value = problem_html(f"Not imported: {found.message or found.status()}", found.hint)
         else:
             self.status.value = f"<small>{html.escape(found.uri)}: {html.escape(found.status())}</small>"
-        total = found.progress.layers_total if found.state == "importing" else 0
-        self.progress.layout.display = "" if total else "none"
-        if total:
-            self.progress.max = total
-            self.progress.value = min(found.progress.layers_done, total)
+        bar = progress_bar(found)
+        self.progress.layout.display = "none" if bar is None else ""
+        if bar is not None:
+            self.progress.max, self.progress.value, self.progress.description = bar

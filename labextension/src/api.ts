@@ -149,11 +149,13 @@ export interface IImageSave {
 
 /** Where a running import stands (the importer's progress as enroot reports it; image_imports.py). */
 export interface IImportProgress {
-  /** What enroot does now, e.g. "downloading layers", or "" before it reported anything. */
+  /** What enroot does now ("downloading", "extracting", "squashfs", ...), or "" before it reported anything. */
   phase: string;
   /** Layers fetched so far, of layers_total (0 while unknown). */
   layers_done: number;
   layers_total: number;
+  /** mksquashfs's percentage while phase is "squashfs", else null. */
+  percent: number | null;
   /** The registry's manifest digest of the image, once looked up. */
   digest: string;
 }

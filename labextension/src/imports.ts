@@ -17,18 +17,35 @@ export function isRunning(found: IImageImport): boolean {
   return found.state === 'queued' || found.state === 'importing';
 }
 
-/** A running import's layers as a progress bar shows them, or null while their number is unknown. */
-export function layersOf(found: IImageImport): { done: number; total: number } | null {
-  const { layers_done: done, layers_total: total } = found.progress ?? { layers_done: 0, layers_total: 0 };
-  if (found.state !== 'importing' || !total) {
+/** A progress bar's values and the words beside it. */
+export interface IProgressBar {
+  value: number;
+  max: number;
+  words: string;
+}
+
+/**
+ * A running import's progress bar: mksquashfs's percentage while it makes the image, else the layers fetched
+ * (which stay full while enroot extracts them); null in the queue, while nothing is counted yet, and once ended.
+ */
+export function progressBar(found: IImageImport): IProgressBar | null {
+  const progress = found.progress;
+  if (found.state !== 'importing' || !progress) {
     return null;
   }
-  return { done: Math.min(done, total), total };
+  if (progress.phase === 'squashfs' && typeof progress.percent === 'number' && progress.percent >= 0) {
+    return { value: progress.percent, max: 100, words: `squashfs ${progress.percent}%` };
+  }
+  const { layers_done: done, layers_total: total } = progress;
+  if (!total) {
+    return null;
+  }
+  return { value: Math.min(done, total), max: total, words: layerWords(Math.min(done, total), total) };
 }
 
 /** "2 of 5 layers", beside the progress bar. */
-export function layerWords(layers: { done: number; total: number }): string {
-  return `${layers.done} of ${layers.total} layer${layers.total === 1 ? '' : 's'}`;
+export function layerWords(done: number, total: number): string {
+  return `${done} of ${total} layer${total === 1 ? '' : 's'}`;
 }
 
 /** The row's tooltip: what is imported where, and by which job. */

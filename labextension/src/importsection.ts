@@ -1,6 +1,7 @@
 /**
  * The side panel's "Images" section: "Import image…" asks for a registry image (an enroot URI) and a name, and
- * each import of this server gets a row: where it stands (the Slurm queue, enroot's layers as a progress bar),
+ * each import of this server gets a row: where it stands (the Slurm queue, enroot's layers and then the squashfs
+ * as a progress bar),
  * Cancel while it runs, and how it ended: the image's path, or the server's message and hint.
  */
 import { Dialog, showDialog } from '@jupyterlab/apputils';
@@ -8,7 +9,7 @@ import { Widget } from '@lumino/widgets';
 
 import { IImageImport, IProblem, problemOf } from './api';
 import { cardButton, element, problemNode, section } from './dom';
-import { importTitle, isRunning, layersOf, layerWords, NAME_LABEL, URI_LABEL, URI_PLACEHOLDER } from './imports';
+import { importTitle, isRunning, NAME_LABEL, progressBar, URI_LABEL, URI_PLACEHOLDER } from './imports';
 import type { ImportsModel } from './importsmodel';
 
 export class ImportSection {
@@ -79,15 +80,14 @@ export class ImportSection {
     } else {
       node.append(element('div', 'jp-asgard-Import-status', found.status));
     }
-    const layers = layersOf(found);
-    if (layers) {
+    const progress = progressBar(found);
+    if (progress) {
       const bar = element('progress', 'jp-asgard-Import-progress');
-      bar.max = layers.total;
-      bar.value = layers.done;
-      const words = layerWords(layers);
-      bar.setAttribute('aria-label', words);
-      const row = element('div', 'jp-asgard-Import-layers');
-      row.append(bar, element('span', 'jp-asgard-Import-layerWords', words));
+      bar.max = progress.max;
+      bar.value = progress.value;
+      bar.setAttribute('aria-label', progress.words);
+      const row = element('div', 'jp-asgard-Import-bar');
+      row.append(bar, element('span', 'jp-asgard-Import-progressWords', progress.words));
       node.append(row);
     }
     const actions = element('div', 'jp-asgard-Kernel-actions');

@@ -53,7 +53,7 @@ export function imageImport(changes: Partial<IImageImport> = {}): IImageImport {
     path: '/netscratch/ada/images/nvcr.io_nvidia_pytorch_24.05-py3.sqsh',
     state: 'importing',
     status: 'downloading layers 2 of 5',
-    progress: { phase: 'downloading layers', layers_done: 2, layers_total: 5, digest: 'sha256:ab12' },
+    progress: { phase: 'downloading', layers_done: 2, layers_total: 5, percent: null, digest: 'sha256:ab12' },
     message: '',
     hint: '',
     job_id: '12',

@@ -1,4 +1,4 @@
-// Unit tests of image imports in words: running or not, the layers' progress bar, the row's tooltip, which
+// Unit tests of image imports in words: running or not, the progress bar (layers, squashfs), the row's tooltip, which
 // imports ended since the last listing and how that is told, and a listing with a new import (node --test).
 import { strict as assert } from 'node:assert';
 import { describe as group, test } from 'node:test';
@@ -8,8 +8,8 @@ import {
   importTitle,
   isRunning,
   justEnded,
-  layersOf,
   layerWords,
+  progressBar,
   URI_PLACEHOLDER,
   withImport
 } from '../src/imports';
@@ -26,23 +26,29 @@ group('isRunning', () => {
   });
 });
 
-group('layersOf', () => {
-  test('an importing import’s layers, for the progress bar', () => {
-    assert.deepEqual(layersOf(imageImport()), { done: 2, total: 5 });
-    assert.equal(layerWords({ done: 2, total: 5 }), '2 of 5 layers');
-    assert.equal(layerWords({ done: 0, total: 1 }), '0 of 1 layer');
+group('progressBar', () => {
+  test('the layers fetched while enroot downloads them', () => {
+    assert.deepEqual(progressBar(imageImport()), { value: 2, max: 5, words: '2 of 5 layers' });
+    assert.equal(layerWords(0, 1), '0 of 1 layer');
   });
 
-  test('no bar while the number of layers is unknown, in the queue, or once ended', () => {
-    const unknown = { phase: '', layers_done: 0, layers_total: 0, digest: '' };
-    assert.equal(layersOf(imageImport({ progress: unknown })), null);
-    assert.equal(layersOf(imageImport({ state: 'queued' })), null);
-    assert.equal(layersOf(imageImport({ state: 'imported' })), null);
+  test('mksquashfs’s percentage while it makes the image', () => {
+    const progress = { phase: 'squashfs', layers_done: 5, layers_total: 5, percent: 40, digest: '' };
+    assert.deepEqual(progressBar(imageImport({ progress })), { value: 40, max: 100, words: 'squashfs 40%' });
+    const unknown = { ...progress, percent: null };
+    assert.deepEqual(progressBar(imageImport({ progress: unknown })), { value: 5, max: 5, words: '5 of 5 layers' });
+  });
+
+  test('no bar while nothing is counted yet, in the queue, or once ended', () => {
+    const nothing = { phase: 'manifest', layers_done: 0, layers_total: 0, percent: null, digest: '' };
+    assert.equal(progressBar(imageImport({ progress: nothing })), null);
+    assert.equal(progressBar(imageImport({ state: 'queued' })), null);
+    assert.equal(progressBar(imageImport({ state: 'imported' })), null);
   });
 
   test('never more done than there are', () => {
-    const progress = { phase: 'downloading layers', layers_done: 7, layers_total: 5, digest: '' };
-    assert.deepEqual(layersOf(imageImport({ progress })), { done: 5, total: 5 });
+    const progress = { phase: 'downloading', layers_done: 7, layers_total: 5, percent: null, digest: '' };
+    assert.deepEqual(progressBar(imageImport({ progress })), { value: 5, max: 5, words: '5 of 5 layers' });
   });
 });
 
@@ -53,7 +59,10 @@ group('importTitle', () => {
       'docker://nvcr.io#nvidia/pytorch:24.05-py3\n' +
         'into /netscratch/ada/images/nvcr.io_nvidia_pytorch_24.05-py3.sqsh\nSlurm job 12\ndigest sha256:ab12'
     );
-    const early = imageImport({ job_id: '', progress: { phase: '', layers_done: 0, layers_total: 0, digest: '' } });
+    const early = imageImport({
+      job_id: '',
+      progress: { phase: '', layers_done: 0, layers_total: 0, percent: null, digest: '' }
+    });
     assert.equal(importTitle(early).split('\n').length, 2);
   });
 });
