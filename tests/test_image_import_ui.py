@@ -1,7 +1,7 @@
 """Importing a registry image from the user's side, on the real test cluster and its registry (token auth):
 the JupyterLab side panel's "Import image…" in Chromium, followed as it goes until the image is listed with its
 manifest, while `jupyter asgard import` of the same URI through the running server joins that import; and the
-command without a server, interrupted by Ctrl-C (its job cancelled, nothing kept) and then to its end.
+command without a server, interrupted by Ctrl-C (its job cancelled, nothing kept), and to its end.
 
 Each import is the real `enroot import` in a Slurm job on a node, from the cluster's registry, with the
 credentials in ENROOT_CONFIG_PATH, into an image directory of the test's own.
@@ -159,7 +159,7 @@ def test_the_cli_without_a_server_cancels_on_ctrl_c_and_imports_to_the_end(
         assert interrupted.stderr is not None
         first = interrupted.stderr.readline()
         assert first.startswith(f"importing {uri} as {images / 'stopped.sqsh'} from this shell"), first
-        status = interrupted.stderr.readline()  # the first status line: the import runs
+        status = interrupted.stderr.readline()  # the first status line: the import's job is being submitted
         interrupted.send_signal(signal.SIGINT)
         out, err = interrupted.communicate(timeout=120)
     finally:
@@ -171,10 +171,11 @@ def test_the_cli_without_a_server_cancels_on_ctrl_c_and_imports_to_the_end(
     assert wait_until_no_kernel_jobs() == []
     assert left_in(images) == []
 
-    finished = jupyter_asgard_import(uri, env=env)
+    tiny = slurm_cluster.tiny_registry_image()  # imports in seconds
+    finished = jupyter_asgard_import(tiny, env=env)
     out, err = finished.communicate(timeout=IMPORT_TIMEOUT)
     assert finished.returncode == 0, err
     path = out.strip()
     assert Path(path).parent == images and Path(path).stat().st_size > 0
-    assert json.loads(Path(path + ".json").read_text())["source_uri"] == uri
+    assert json.loads(Path(path + ".json").read_text())["source_uri"] == tiny
     assert len(err.splitlines()) >= 2, err  # the first line, and at least one status line
