@@ -123,6 +123,7 @@ def test_the_side_panel_imports_an_image_as_it_goes_and_the_cli_through_the_serv
         shown = page.evaluate("window.asgardImportTexts")
         assert shown[-1] == f"imported as {path}", shown
         assert len(shown) >= 2, f"no status before the end: {shown}"
+        assert any(re.fullmatch(r"\d+ of \d+ layers?|squashfs \d+%", text) for text in shown), f"no bar: {shown}"
         assert row.get_by_role("button", name="Cancel").count() == 0
 
         out, err = cli.communicate(timeout=60)
@@ -135,7 +136,9 @@ def test_the_side_panel_imports_an_image_as_it_goes_and_the_cli_through_the_serv
         assert image is not None, listed
         manifest = image["manifest"]
         assert manifest["source_uri"] == uri
-        assert re.fullmatch(r"sha256:[0-9a-f]{64}", manifest["digest"]), manifest
+        # "digest" is there, but empty: 'Import image' runs `enroot import` only, which prints no digest (a kernel's
+        # import of its image looks it up with `enroot digest` first).
+        assert "digest" in manifest and re.fullmatch(r"(sha256:[0-9a-f]{64})?", manifest["digest"]), manifest
         assert manifest["imported"] and manifest["size"] == path.stat().st_size > 0
         assert left_in(images) == ["debian-imported.sqsh", "debian-imported.sqsh.json"]
     finally:
