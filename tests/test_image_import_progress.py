@@ -936,6 +936,16 @@ def test_the_words_need_only_enroots_lines() -> None:
         assert words in import_failure(progress.log, URI)[0]
 
 
+def test_what_was_fed_is_enough_to_say_why() -> None:
+    """ImportProgress keeps enroot's last lines, the phase and the directories: the same words as from every line."""
+    for lines in (WRONG_PASSWORD, UNKNOWN_TAG, REGISTRY_DOWN, IMAGE_DIRECTORY_FULL, CACHE_DIRECTORY_FULL, NO_ENROOT):
+        stdout = [line for line in lines if not line.startswith("srun: ")]
+        progress = ImportProgress()
+        for line in stdout:
+            progress.feed(line)
+        assert progress.failure(URI, lines[len(stdout) :]) == import_failure(lines, URI)
+
+
 def test_a_full_quota_is_said_as_such() -> None:
     """The same failures where the quota, not the disk, is full: enroot's lines with strerror(EDQUOT) where
     strerror(ENOSPC) stood (derived from the captured ones: the test cluster has no quotas)."""

@@ -13,10 +13,24 @@ from __future__ import annotations
 import posixpath
 import re
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..node.importer import DIGEST, JOB, LAYERS, LOG, NO_ENROOT, PATH, PATHS, PERCENT, PHASE, PHASES, parse_event
+from ..node.importer import (
+    DIGEST,
+    JOB,
+    LAYERS,
+    LOG,
+    NO_ENROOT,
+    PATH,
+    PATHS,
+    PERCENT,
+    PHASE,
+    PHASES,
+    event,
+    parse_event,
+)
 from .images import DIGEST_MARK, SQUASHFS_SUFFIX, parse_image_uri
 
 MAX_LOG_LINES = 200  # enroot's last lines kept (a full temporary directory makes tar say so for every file)
@@ -97,6 +111,13 @@ class ImportProgress:
             return f"{words} ({self.percent}%)"
         return words
 
+    def failure(self, uri: str, stderr: Iterable[str] = ()) -> tuple[str, str]:
+        """import_failure from what was fed: enroot's last lines, in the phase the import ended in (where enroot
+        stopped), its directories, and srun's stderr."""
+        known = [event(PATH, name, directory) for name, directory in self.paths.items()]
+        known += [event(PHASE, self.phase)] if self.phase else []
+        return import_failure([*known, *(event(LOG, text) for text in self.log), *stderr], uri)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "phase": self.phase,
@@ -166,7 +187,7 @@ SQUASHFS_TARGET = re.compile(r"Creating [\d.]+ filesystem on (.+), block size \d
 AUTHENTICATING = re.compile(r"\[INFO\] Authenticating with user: (.*)")
 FROM_FILE = re.compile(r"\[INFO\] Using credentials from file: (.*)")
 PASSWORD_PROMPT = re.compile(r"Enter host password for user '(.*)':")
-TEXT_AFTER = re.compile(r"\[(?:ERROR|WARN|INFO)\] ")
+LEVEL = re.compile(r"\[(?:ERROR|WARN|INFO)\] ")
 NO_PROGRAM = re.compile(r"execve\(\): (\S+): No such file or directory")
 INVALID = re.compile(r"\[ERROR\] Invalid (?:image reference|argument): (.*)")
 EXISTS = re.compile(r"\[ERROR\] File already exists: (.*)")
@@ -209,8 +230,8 @@ class _Output:
 
 def import_failure(lines: list[str], uri: str) -> tuple[str, str]:
     """Why an import (or digest lookup) of uri failed, and what to do about it, from what its step printed:
-    the importer's lines on stdout (all of them, or at least enroot's last ones with their phases) and srun's
-    stderr, in any order."""
+    the importer's lines on stdout in their order (all of them, or enroot's last ones: ImportProgress.failure)
+    and srun's stderr, before or after them."""
     output = _Output.read(lines)
     registry = parse_image_uri(uri)[1].registry or DOCKER_HUB
     for explain in (_not_run, _refused_input, _disk_full, _http_error, _unreachable):
@@ -364,7 +385,7 @@ def _unreachable(output: _Output, registry: str) -> tuple[str, str] | None:
 
 def _unexplained(output: _Output) -> tuple[str, str]:
     errors = [text for _, text in output.lines if re.search(r"error|fail|fatal|denied|invalid", text, re.IGNORECASE)]
-    last = [TEXT_AFTER.sub("", text) for text in (errors or [text for _, text in output.lines])[-3:]]
+    last = [LEVEL.sub("", text) for text in (errors or [text for _, text in output.lines])[-3:]]
     if not last:
         return ("the import failed, and neither enroot nor Slurm said why", "")
     return ("the import failed: " + "; ".join(last), "")
