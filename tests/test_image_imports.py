@@ -12,6 +12,7 @@ from jupyter_asgard.containers.image_dir import usable_dir
 from jupyter_asgard.containers.image_imports import ImageImport, default_name
 from jupyter_asgard.containers.images import parse_image_filename
 from jupyter_asgard.errors import ImageRefused
+from jupyter_asgard.kernel.kernel_env import import_environment
 from jupyter_asgard.node.importer import pinned
 from jupyter_asgard.slurm.slurm_commands import import_job_argv, srun_job_id
 
@@ -127,3 +128,16 @@ def test_a_cache_directory_others_can_write_is_refused_and_a_link_in_it_is_no_ca
     planted.unlink()
     planted.write_bytes(b"hsqs")
     assert cached_file(str(planted))
+
+
+def test_an_imports_srun_gets_the_users_enroot_settings_but_no_container_or_job_of_the_servers() -> None:
+    server = {
+        "PATH": "/usr/bin:/bin",
+        "ENROOT_CONFIG_PATH": "/home/ada/.config/enroot",
+        "PYXIS_CONTAINER_IMAGE": "/enroot/other.sqsh",  # would run enroot itself in a container
+        "SLURM_JOB_ID": "7",  # a server that runs in a job: srun would make the import a step of it
+        "SLURM_CONF": "/etc/slurm/slurm.conf",
+    }
+    env = import_environment(server)
+    assert env["ENROOT_CONFIG_PATH"] == "/home/ada/.config/enroot" and env["SLURM_CONF"] == "/etc/slurm/slurm.conf"
+    assert "PYXIS_CONTAINER_IMAGE" not in env and "SLURM_JOB_ID" not in env

@@ -120,7 +120,8 @@ def test_an_open_notebook_finds_its_detachable_kernel_again_after_its_jupyterlab
         page.wait_for_timeout(4_000)
         assert any(line.startswith(f"{job_id} ") for line in kernel_jobs()), "the job ended with JupyterLab"
         lab = again(lab)
-        assert [kernel["id"] for kernel in lab.request("GET", "/api/kernels").body] == [kernel_id]
+        kernels = [kernel["id"] for kernel in lab.request("GET", "/api/kernels").body]
+        assert kernels == [kernel_id], f"{kernels} (before: {kernel_id})\n{lab.log()}"
 
         # The same tab: JupyterLab reconnects its kernel (idle once the cell has ended), and the card says what
         # the kernel printed while no server held it. (The cell's own prompt stays [*]: its reply went out while

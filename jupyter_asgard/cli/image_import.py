@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -79,11 +80,14 @@ class LocalImports:
     def __init__(self) -> None:
         # Imported here: the server's configuration and the import machinery cost time the other way does not.
         from ..containers.image_imports import ImageImports
+        from ..kernel.kernel_env import import_environment
         from ..site.site import server_config
         from ..site.site_policy import SitePolicy
         from ..slurm.slurm_client import SlurmClient
 
-        self.imports = ImageImports(SlurmClient(), SitePolicy(config=server_config()))
+        self.imports = ImageImports(
+            SlurmClient(), SitePolicy(config=server_config()), env=import_environment(os.environ)
+        )
 
     async def start(self, uri: str, name: str) -> dict[str, Any]:
         found, _new = await self.imports.start(uri, name)

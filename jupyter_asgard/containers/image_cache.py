@@ -17,6 +17,7 @@ import asyncio
 import os
 import shutil
 import stat
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ImageRefused, KernelStartError
@@ -56,8 +57,9 @@ def cached_file(path: str) -> bool:
 class ImageCache:
     """The cache of one provisioner's settings; the work of a start runs in the kernel's allocation."""
 
-    def __init__(self, client: SlurmClient, configured: str, python: str) -> None:
+    def __init__(self, client: SlurmClient, configured: str, python: str, env: Mapping[str, str]) -> None:
         self.client, self.configured, self.python = client, configured, python
+        self.env = env  # the steps' environment (kernel_env.import_environment)
 
     async def image_for(self, job_id: str, node: str, uri: str, progress: ImportProgress) -> str:
         """The cached squashfs of the image uri names now, imported first if it is not there; KernelStartError
@@ -81,7 +83,7 @@ class ImageCache:
 
     async def _digest(self, job_id: str, node: str, uri: str, progress: ImportProgress) -> str:
         argv = digest_step_argv(job_id, node, uri, python=self.python, srun=self.client.command("srun"))
-        status, lines = await run_importer(self.client, argv, progress)
+        status, lines = await run_importer(self.client, argv, progress, env=self.env)
         if status != 0 or not progress.digest:
             message, hint = import_failure(lines, uri)
             raise KernelStartError(f"the kernel's image {uri} cannot be used: {message}", hint)
@@ -97,7 +99,7 @@ class ImageCache:
         staged = os.path.join(staging, os.path.basename(path))
         try:
             argv = import_step_argv(job_id, node, staged, uri, python=self.python, srun=self.client.command("srun"))
-            status, lines = await run_importer(self.client, argv, progress)
+            status, lines = await run_importer(self.client, argv, progress, env=self.env)
             if status != 0 or not await asyncio.to_thread(os.path.isfile, staged):
                 message, hint = import_failure(lines, uri)
                 raise KernelStartError(f"importing the kernel's image {uri} failed: {message}", hint)

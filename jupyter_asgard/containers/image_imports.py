@@ -19,7 +19,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,9 +98,16 @@ class ImageImports:
     """The imports of one process (a Jupyter server, the panel's kernel, `jupyter asgard import`); each runs as a
     task of its own. images_changed is told when one ends, so that a cached image listing is made anew."""
 
-    def __init__(self, client: SlurmClient, policy: Any, images_changed: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        client: SlurmClient,
+        policy: Any,
+        images_changed: Callable[[], None] = lambda: None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.client = client
         self.policy = policy  # a SitePolicy: saved_images_dir, import_* and keeper_python
+        self.env = env  # srun's environment (kernel_env.import_environment)
         self.images_changed = images_changed
         self.imports: dict[str, ImageImport] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -196,7 +203,9 @@ class ImageImports:
             importer_command(self.policy.keeper_python, "import", staged, found.uri),
             srun=self.client.command("srun"),
         )
-        status, lines = await run_importer(self.client, argv, found.progress, lambda line: self._srun_said(found, line))
+        status, lines = await run_importer(
+            self.client, argv, found.progress, lambda line: self._srun_said(found, line), self.env
+        )
         if found.state == "cancelled":
             return
         if status == 0 and await asyncio.to_thread(os.path.isfile, staged):
@@ -243,11 +252,12 @@ async def run_importer(
     argv: list[str],
     progress: ImportProgress,
     srun_said: Callable[[str], None] = lambda line: None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[int, list[str]]:
     """Run an importer (a job of its own or a step of a kernel's allocation) to its end, its stdout fed into
     progress as it comes; returns its exit status and what it and srun said (for import_failure). Cancelled, it
     ends srun (SIGTERM: srun passes it on to the importer, which ends enroot and everything enroot started)."""
-    process = await client.spawn(argv)
+    process = await client.spawn(argv, dict(env) if env is not None else None)
     assert process.stdout is not None and process.stderr is not None
     stderr: list[str] = []
 

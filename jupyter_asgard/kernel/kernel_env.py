@@ -76,6 +76,16 @@ def clean_path(path: str, prefixes: list[str]) -> str:
     return os.pathsep.join(entry for entry in path.split(os.pathsep) if entry and not inside(entry))
 
 
+def import_environment(server_env: Mapping[str, str]) -> dict[str, str]:
+    """An image import's srun: the server's environment cleaned as a kernel step's (no PYXIS_CONTAINER_* that
+    would put enroot in a container, no SLURM_* of a job the server runs in), but with the user's ENROOT_*
+    settings, which enroot on the node reads as when the user runs it (ENROOT_CONFIG_PATH: the registry
+    credentials; the cache and temporary directories)."""
+    env = step_environment(server_env, {}, {})
+    env.update({name: value for name, value in server_env.items() if name.startswith("ENROOT_")})
+    return env
+
+
 def step_environment(
     server_env: Mapping[str, str], kernelspec_env: Mapping[str, str], asgard: Mapping[str, str]
 ) -> dict[str, str]:

@@ -45,7 +45,7 @@ from .detach_records import THIS_SERVER, KernelRecord, private_root
 from .kept_allocation import KeptAllocation
 from .kept_process import KeptProcess
 from .kernel_address import address, keep_connection_file, rewatch_activity
-from .kernel_env import STEERING_PREFIXES, steering_names, step_environment
+from .kernel_env import STEERING_PREFIXES, import_environment, steering_names, step_environment
 from .kernel_row import why_ended
 from .kernel_step import KernelStep
 
@@ -505,7 +505,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                 **({"ASGARD_RECORDER": RECORDER_SOURCE} if self.record else {}),
             },
         )
-        launch = await self._with_cached_image(self.launch)
+        launch = await self._with_cached_image(self.launch, env)
         argv = kernel_step_argv(
             launch,
             job_id=self.allocation.job_id,
@@ -558,13 +558,13 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             await asyncio.to_thread(self._write_record, handshake)
         return self.connection_info
 
-    async def _with_cached_image(self, launch: LaunchConfig) -> LaunchConfig:
+    async def _with_cached_image(self, launch: LaunchConfig, env: dict[str, str]) -> LaunchConfig:
         """The launch with a registry image replaced by its imported squashfs (image_cache.py), where the site
         imports registry images once; as it is otherwise (Pyxis pulls the image itself)."""
         if not (self.containers and self.import_registry_images and is_registry_image(launch.image)):
             return launch
         assert self.allocation is not None
-        cache = ImageCache(self.client, self.image_cache_dir, self.keeper_python)
+        cache = ImageCache(self.client, self.image_cache_dir, self.keeper_python, import_environment(env))
         self.importing, self._importing_since = ImportProgress(), asyncio.get_running_loop().time()
         try:
             path = await cache.image_for(self.allocation.job_id, self.allocation.node, launch.image, self.importing)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -14,6 +15,7 @@ from tornado.ioloop import IOLoop
 from ..containers.image_imports import ImageImports
 from ..containers.image_saves import ImageSaves
 from ..errors import SlurmError
+from ..kernel.kernel_env import import_environment
 from ..kernel.provisioner import PyxisProvisioner, live_provisioner
 from ..site.site import AsgardSite
 from ..slurm.monitor import SlurmMonitor
@@ -33,7 +35,9 @@ class AsgardExtension(ExtensionApp):
         self.monitor = SlurmMonitor.instance(parent=self.serverapp)
         self.site = AsgardSite(parent=self.serverapp, client=self.monitor.client)
         self.saves = ImageSaves(self.monitor.client, images_changed=self.site.forget_images)
-        self.imports = ImageImports(self.monitor.client, self.site.policy, images_changed=self.site.forget_images)
+        self.imports = ImageImports(
+            self.monitor.client, self.site.policy, self.site.forget_images, import_environment(os.environ)
+        )
         self.terminals = KernelTerminals()
         kernel_manager = self.serverapp.kernel_manager
         pending_kernels.install(kernel_manager)

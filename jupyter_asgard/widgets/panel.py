@@ -20,6 +20,7 @@ import ipywidgets as w
 from ..containers.image_imports import ImageImport, ImageImports
 from ..containers.launch_plan import preview
 from ..errors import KernelspecStoreError, SlurmError
+from ..kernel.kernel_env import import_environment
 from ..kernel.kernelspec_store import KERNEL_ARGV, KernelspecStore
 from ..kernel.kernelspecs import DEFAULT_KERNEL, bundled_kernelspec_dir, load_kernelspec, provisioner_config
 from ..launch.launch_config import LaunchConfig
@@ -70,7 +71,7 @@ class ContainerPanel(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped: it
         self.status = w.HTML("<small>Loading images and partitions…</small>")
         self.image = ImagePicker(self._changed)
         # Its own imports (a job each, on the kernel's loop): the Jupyter server's side panel does not show them.
-        self.imports = ImageImports(self.site.client, policy, images_changed=self.site.forget_images)
+        self.imports = ImageImports(self.site.client, policy, self.site.forget_images, import_environment(os.environ))
         self.importer = ImageImportBox(self.imports, self._imported, self._spawn)
         self.mounts = MountList(self._default_mounts(), self._changed)
         self.workdir = w.Text(
