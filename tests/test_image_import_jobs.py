@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 from tests.cluster import LocalCluster
 from tests.kernels import kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, running_server
+from tests.unix_users import UnixUser
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("no_kernel_jobs_left")]
 
@@ -127,3 +130,43 @@ def test_bad_input_is_refused_before_slurm_is_asked(importing_server: JupyterSer
         assert answer.status == status and words in answer.body["message"], answer.body
     assert importing_server.request("GET", f"{IMPORTS}/nope").status == 404
     assert not kernel_jobs()
+
+
+@pytest.fixture
+def shared_images(slurm_cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple[JupyterServer, Path]]:
+    """A server whose image directory is on the cluster's /netscratch (sticky, writable by all), where the other
+    researcher can get at it; removed afterwards."""
+    directory = slurm_cluster.netscratch / f"images-{uuid.uuid4().hex[:8]}"
+    config_dir = tmp_path / "enroot"
+    slurm_cluster.write_enroot_credentials(config_dir)
+    site = f"c.PyxisProvisioner.saved_images_dir = {str(directory)!r}\nc.PyxisProvisioner.import_cpus = 2\n"
+    try:
+        with running_server(tmp_path / "home", site, {**os.environ, "ENROOT_CONFIG_PATH": str(config_dir)}) as server:
+            yield server, directory
+    finally:
+        subprocess.run(["rm", "-rf", str(directory)], check=True)
+
+
+def test_another_user_can_neither_own_the_image_directory_nor_cancel_or_swap_an_import(
+    shared_images: tuple[JupyterServer, Path], another_user: UnixUser, slurm_cluster: LocalCluster
+) -> None:
+    server, directory = shared_images
+    made = another_user.run("mkdir", "-m", "755", str(directory))  # theirs, before the user's first import
+    assert made.returncode == 0, made.stderr
+    uri = slurm_cluster.bare_registry_image()
+    refused = server.request("POST", IMPORTS, {"uri": uri, "name": "mine"})
+    assert refused.status == 400 and f"{directory} belongs to another user" in refused.body["message"], refused.body
+    assert not kernel_jobs()
+
+    subprocess.run(["rm", "-rf", str(directory)], check=True)
+    answer = server.request("POST", IMPORTS, {"uri": uri, "name": "mine"})
+    assert answer.status == 202, answer.body
+    running = until(server, answer.body["id"], lambda found: bool(found["job_id"]) or ended(found))[-1]
+    cancelling = another_user.run("scancel", running["job_id"])
+    assert cancelling.returncode != 0 or "denied" in (cancelling.stderr + cancelling.stdout).lower()
+    final = until(server, answer.body["id"], ended)[-1]
+    assert final["state"] == "imported", final
+    swapping = another_user.run("cp", "/etc/hostname", final["path"])
+    planting = another_user.run("ln", "-s", "/etc/hostname", str(directory / "theirs.sqsh"))
+    assert swapping.returncode != 0 and planting.returncode != 0
+    assert sorted(entry.name for entry in directory.iterdir()) == ["mine.sqsh", "mine.sqsh.json"]
