@@ -170,3 +170,14 @@ def test_another_user_can_neither_own_the_image_directory_nor_cancel_or_swap_an_
     planting = another_user.run("ln", "-s", "/etc/hostname", str(directory / "theirs.sqsh"))
     assert swapping.returncode != 0 and planting.returncode != 0
     assert sorted(entry.name for entry in directory.iterdir()) == ["mine.sqsh", "mine.sqsh.json"]
+
+
+def test_a_server_that_stops_mid_import_cancels_it_and_leaves_nothing(
+    importing_server: JupyterServer, slurm_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    answer = importing_server.request("POST", IMPORTS, {"uri": slurm_cluster.bare_registry_image(), "name": "left"})
+    assert answer.status == 202, answer.body
+    until(importing_server, answer.body["id"], lambda found: found["progress"]["phase"] != "" or ended(found))
+    importing_server.stop()
+    assert not wait_until_no_kernel_jobs()
+    assert list((tmp_path / "images").iterdir()) == []
