@@ -49,11 +49,13 @@ from typing import Any, Protocol, TypeVar
 
 import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
+from traitlets.config import Config
 
 from benchmarks.on_cluster import cluster_kernelspecs
 from jupyter_asgard.slurm.monitor import SlurmMonitor
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, container_storage
+from tests.kernels import start as start_kernel
 
 NODE = "gpu01"
 TARGETS = {"cold": 1.1, "warm": 1.15, "restart": 1.15}
@@ -100,23 +102,30 @@ class Runner(Protocol[K]):
 
 
 class AsgardRunner:
-    """Asgard kernels, one kernelspec per container name."""
+    """Asgard kernels, one kernelspec per container name.
 
-    label = "asgard"
+    image: the kernels' image where it is not the kernelspecs' default (the test cluster's squashfs PyTorch
+    image); site: the site's settings (c.PyxisProvisioner...), which reach the provisioner through its kernel
+    manager, as a Jupyter server's config files do."""
 
-    def __init__(self, specs: KernelSpecs, cwd: str) -> None:
+    def __init__(
+        self, specs: KernelSpecs, cwd: str, label: str = "asgard", image: str | None = None, site: Config | None = None
+    ) -> None:
         self.specs = specs
         self.cwd = cwd
+        self.label = label
+        self.image = image
+        self.site = site
 
     async def start(self, container: str) -> AsyncKernelManager:
-        km = AsyncKernelManager(kernel_name=self.kernelspec(container))
-        await km.start_kernel(cwd=self.cwd)
+        km = await start_kernel(self.kernelspec(container), Path(self.cwd), self.site)
         await ready(km)
         return km
 
     def kernelspec(self, container: str) -> str:
         """Pinned to NODE, with no GPU, no mount but the workdir and Pyxis's default filesystem: what the
         bare srun asks for too, so that the two differ only in who runs the commands."""
+        image: dict[str, Any] = {"image": self.image} if self.image else {}
         return self.specs.make(
             container,
             container_name=container,
@@ -124,6 +133,7 @@ class AsgardRunner:
             gpus=None,
             mounts=None,
             container_writable=None,
+            **image,
         )
 
     async def restart(self, km: AsyncKernelManager) -> None:
