@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -67,6 +67,7 @@ PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port
 
 T = TypeVar("T")
 K = TypeVar("K")
+R = TypeVar("R")
 
 
 async def ready(km: AsyncKernelManager) -> None:
@@ -334,14 +335,25 @@ def report(results: dict[str, dict[str, list[float]]], rounds: int) -> None:
         )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
+def main_with_rounds(
+    doc: str | None,
+    rounds: int,
+    run: Callable[[LocalCluster, KernelSpecs, int], Coroutine[Any, Any, R]],
+    report: Callable[[R, int], None],
+) -> int:
+    """The main of a benchmark whose one option is --rounds (default: rounds): run on a test cluster of its own,
+    its figures reported once that cluster has stopped (their printing is no part of what is measured)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=rounds)
     args = parser.parse_args()
     with cluster_kernelspecs() as specs:
-        results = asyncio.run(run(specs.cluster, specs, args.rounds))
+        results: R = asyncio.run(run(specs.cluster, specs, args.rounds))
     report(results, args.rounds)
     return 0
+
+
+def main() -> int:
+    return main_with_rounds(__doc__, 5, run, report)
 
 
 if __name__ == "__main__":
