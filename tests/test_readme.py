@@ -85,7 +85,7 @@ RUN_BY_CI = {
 # Commands written inline in the README's prose (`...` spans that start with a command and have arguments):
 # each names the test that runs it as written, or why none can.
 INLINE_START = re.compile(
-    r"^(\./|\.ci/|python3 -m |jupyter |pip |srun |salloc |squeue |scancel |sinfo |scontrol "
+    r"^(\./|\.ci/|sudo |python3 -m |jupyter |pip |srun |salloc |squeue |scancel |sinfo |scontrol "
     r"|sacct |papermill |curl )"
 )
 INLINE = {
@@ -101,6 +101,9 @@ INLINE = {
     "python3 -m benchmarks.slurm_load": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.start_storm": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.readoption": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "sudo python3 -m benchmarks.registry_start [--rounds 3]": (
+        "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures"
+    ),
     "scancel --signal=INT": "tests/test_provisioner.py::test_signal_interrupt_reaches_the_kernel_through_slurm",
     "scontrol show job": (
         "tests/test_security.py::TestServerKernel::test_the_keys_are_in_no_command_line_slurm_record_or_log"
