@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..containers.image_imports import RUNNING
 from ..errors import AsgardError, ServerRefused
 from .server_requests import call, running_servers
 
-RUNNING = ("queued", "importing")
 SERVER_POLL_SECONDS = 1.0  # between two asks of the server while its import runs
 LOCAL_UPDATE_SECONDS = 0.5  # between two looks at an import this process runs
 INTERRUPTED = 130  # the shell's status of a command ended by Ctrl-C
