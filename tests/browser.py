@@ -75,6 +75,14 @@ def open_notebook(page: Any, server: Any, path: str) -> None:
     page.wait_for_selector(".jp-NotebookPanel", timeout=60_000)
 
 
+def wait_for_idle_kernel(page: Any, timeout: float = 120_000) -> None:
+    """Until the notebook's kernel is idle as JupyterLab's status bar says ("Asgard test (x) | Idle"): the
+    toolbar's execution indicator says idle before the session has a kernel, and a cell run then gets
+    JupyterLab's "Select Kernel" dialog instead."""
+    status = page.locator(".jp-StatusBar-Widget").get_by_text(re.compile(r"\S \| Idle$"))
+    status.first.wait_for(timeout=timeout)
+
+
 def click(page: Any, target: Any) -> None:
     """Click, and when that fails, say what a JupyterLab dialog covering the target says (a screenshot kept)."""
     try:

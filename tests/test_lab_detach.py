@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from tests.browser import PANEL, STATUS, make_notebook, open_lab, open_notebook, run_cell, screenshot
+from tests.browser import (
+    PANEL,
+    STATUS,
+    make_notebook,
+    open_lab,
+    open_notebook,
+    run_cell,
+    screenshot,
+    wait_for_idle_kernel,
+)
 from tests.detaching import SITE, TICKS, again, kernel_row, killed, records, release_left_kernels, wait_for
 from tests.kernels import kernel_jobs
 from tests.server import JupyterServer, started_lab, started_server
@@ -24,7 +33,6 @@ from tests.server import JupyterServer, started_lab, started_server
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("detachable_kernelspec")]
 
 expect: Any = pytest.importorskip("playwright.sync_api").expect
-IDLE = ".jp-Notebook-ExecutionIndicator[data-status='idle']"
 
 
 @pytest.fixture
@@ -93,7 +101,7 @@ def test_an_open_notebook_finds_its_detachable_kernel_again_after_its_jupyterlab
     try:
         path = make_notebook(lab, "detachable.ipynb", "asgard-detachable")
         open_notebook(page, lab, path)
-        page.wait_for_selector(IDLE, timeout=120_000)
+        wait_for_idle_kernel(page, 120_000)
         run_cell(page, "x = 42")
         prompt = page.locator(".jp-Notebook .jp-InputPrompt").last
         expect(prompt).to_have_text(re.compile(r"^\[\d+\]:$"), timeout=60_000)  # JupyterLab may have run it twice

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import PANEL, STATUS, make_notebook, open_notebook, screenshot
+from tests.browser import PANEL, STATUS, make_notebook, open_notebook, screenshot, wait_for_idle_kernel
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs, kernel_jobs, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, execute_via_websocket, running_lab
@@ -81,7 +81,7 @@ def test_status_bar_follows_a_kernel_from_the_queue_to_its_node_and_the_panel_sh
         subprocess.run(["scancel", gpus_taken[1]], check=True)  # gpu02's two GPUs come free
         expect(status).to_have_text(re.compile(r"^running on gpu02, 1 GPU"), timeout=90_000)
         expect(status).to_have_attribute("data-phase", "running")
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        wait_for_idle_kernel(page, 60_000)
         expect(card.locator(".jp-asgard-Kernel-state")).to_have_text("running")
         expect(card.locator("dd[data-field='Node']")).to_have_text("gpu02")
         expect(card.locator("dd[data-field='GPUs']")).to_have_text("1 GPU")
@@ -122,7 +122,7 @@ def test_warnings_when_the_allocation_runs_low_and_when_the_job_ends(
         expect(page.locator(STATUS)).to_have_text(
             re.compile(r"^running on gpu0[12], 1 GPU, [89]m left$"), timeout=60_000
         )
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        wait_for_idle_kernel(page, 60_000)
         low = toasts(page, "left in its Slurm allocation")
         expect(low).to_have_count(1, timeout=20_000)
         expect(low).to_contain_text(re.compile(r"The Asgard kernel of asgard-short\.ipynb: [89]m left"))
@@ -211,7 +211,7 @@ def test_status_bar_shows_nothing_for_other_kernels_and_polling_stops_in_a_hidde
     )
     try:
         open_notebook(page, jupyter_lab, path)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        wait_for_idle_kernel(page, 60_000)
         page.wait_for_timeout(6_000)  # past a poll of the Asgard API
         expect(page.locator(STATUS)).to_be_hidden()
 
@@ -377,7 +377,7 @@ def test_the_side_panel_counts_down_to_the_culler_and_warns_before_it_ends_the_k
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     try:
         open_notebook(page, lab, path)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        wait_for_idle_kernel(page, 60_000)
         # 4 minutes of idleness at most: within the 5 minutes before culling that the warning is for
         warning = toasts(page, "the server shuts it down in")
         expect(warning).to_have_count(1, timeout=30_000)

@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import open_lab, run_cell, screenshot
+from tests.browser import open_lab, run_cell, screenshot, wait_for_idle_kernel
 from tests.cluster import LocalCluster
 from tests.server import JupyterServer
 
@@ -19,7 +19,7 @@ PANEL_CELL = "from jupyter_asgard.widgets import ContainerPanel\npanel = Contain
 def new_notebook(page, kernel_label: str) -> None:
     page.locator(".jp-LauncherCard", has_text=kernel_label).first.click()
     page.wait_for_selector(".jp-Notebook .jp-Cell .cm-content", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    wait_for_idle_kernel(page, 120_000)
 
 
 def dismiss_news(page) -> None:
@@ -87,7 +87,7 @@ def test_panel_saves_a_kernel_that_then_runs_on_the_cluster(
         dialog = page.locator(".jp-Dialog")
         dialog.locator("select").select_option(label="Panel PyTorch")
         dialog.get_by_role("button", name="Select").click()
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        wait_for_idle_kernel(page, 120_000)
         run_cell(page, f"import os; print('node', os.environ['SLURMD_NODENAME'], os.path.exists('{target}/hello.txt'))")
         output = page.locator(".jp-OutputArea-output").last
         output.wait_for(timeout=60_000)

@@ -10,7 +10,7 @@ from traitlets.config import Config
 
 from jupyter_asgard.errors import KernelStartError
 from tests.cluster import LocalCluster
-from tests.kernels import KernelSpecs, kernel_jobs, shutdown, slurm, start
+from tests.kernels import KernelSpecs, kernel_jobs, shutdown, slurm, start, wait_until_no_kernel_jobs
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -44,12 +44,25 @@ async def test_missing_image_on_the_node_reports_pyxis_words(
     assert f"[ERROR] No such file or directory: {image}" in message
 
 
-async def test_an_image_that_cannot_be_pulled_reports_pyxis_and_enroots_words(
-    kernelspecs: KernelSpecs, tmp_path: Path
-) -> None:
-    """The test nodes reach no registry (nor any DNS server): enroot's pull fails, Pyxis says why."""
+async def test_an_image_that_cannot_be_pulled_reports_why(kernelspecs: KernelSpecs, tmp_path: Path) -> None:
+    """The test nodes resolve no host name: looking the image up on the node fails, and the start says why."""
     image = "docker://registry.invalid#team/image:1.0"
     message = await start_fails(kernelspecs.make("err-pull", image=image), tmp_path)
+    assert f"the kernel's image {image} cannot be used: the compute node cannot find the registry registry.invalid" in (
+        message
+    )
+    assert "check the registry's name" in message
+    assert not wait_until_no_kernel_jobs()  # its allocation released (Slurm may say COMPLETING for a moment)
+
+
+async def test_an_image_pyxis_cannot_pull_reports_pyxis_and_enroots_words(
+    kernelspecs: KernelSpecs, tmp_path: Path
+) -> None:
+    """Where the site leaves pulls to Pyxis (c.PyxisProvisioner.import_registry_images = False): enroot's pull
+    fails, and Pyxis says why."""
+    image = "docker://registry.invalid#team/image:1.0"
+    pyxis_pulls = Config({"PyxisProvisioner": {"import_registry_images": False}})
+    message = await start_fails(kernelspecs.make("err-pull", image=image), tmp_path, pyxis_pulls)
     assert f"pyxis: failed to import docker image: {image}" in message
     assert "Could not resolve host: registry.invalid" in message
     assert "check the image URI" in message
