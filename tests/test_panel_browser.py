@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -98,3 +101,41 @@ def test_panel_saves_a_kernel_that_then_runs_on_the_cluster(
         page.close()
         for kernel in jupyter_lab.request("GET", "/api/kernels").body:
             jupyter_lab.request("DELETE", f"/api/kernels/{kernel['id']}")
+
+
+def test_panel_imports_a_registry_image_following_it_and_then_offers_it(
+    jupyter_lab: JupyterServer, browser, slurm_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """The panel's import box: the real import job against the test registry, its status line while it runs,
+    and the new image chosen in the picker once imported."""
+    config_dir = tmp_path / "enroot"  # the registry's credentials, where this user's enroot reads them
+    slurm_cluster.write_enroot_credentials(config_dir)
+    name = f"panel-import-{uuid.uuid4().hex[:8]}"
+    image = slurm_cluster.netscratch / "root" / "images" / f"{name}.sqsh"  # the lab's saved_images_dir
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    try:
+        open_lab(page, jupyter_lab)
+        dismiss_news(page)
+        new_notebook(page, "Python 3")
+        run_cell(page, f"import os\nos.environ['ENROOT_CONFIG_PATH'] = {str(config_dir)!r}\n{PANEL_CELL}")
+        page.get_by_text(re.compile(r"\d+ images, \d+ partitions")).wait_for(timeout=60_000)
+        panel_text_input(page, "registry image").fill(slurm_cluster.tiny_registry_image())
+        panel_text_input(page, "name (optional").fill(name)
+        page.get_by_role("button", name="Import").click()
+        shown: list[str] = []
+        deadline = time.monotonic() + 120
+        while f"imported as {image}" not in (shown or [""])[-1] and time.monotonic() < deadline:
+            status = page.locator(".widget-html-content", has_text="asgard/tiny:1.0:").last.inner_text(timeout=5_000)
+            if not shown or status != shown[-1]:
+                shown.append(status)
+            time.sleep(0.1)
+        assert shown[-1].endswith(f"imported as {image}"), shown
+        assert len(shown) > 1, shown  # it was followed on its way, not only seen at its end
+        expect(panel_text_input(page, "choose an image")).to_have_value(re.compile(name), timeout=30_000)
+        screenshot(page, "container-panel-imported")
+    finally:
+        page.close()
+        for kernel in jupyter_lab.request("GET", "/api/kernels").body:
+            jupyter_lab.request("DELETE", f"/api/kernels/{kernel['id']}")
+        for path in (image, image.with_name(f"{image.name}.json")):
+            path.unlink(missing_ok=True)
