@@ -56,6 +56,14 @@ def ended(found: dict[str, Any]) -> bool:
     return found["state"] not in ("queued", "importing")
 
 
+def enroot_running(server: JupyterServer, slurm_cluster: LocalCluster, name: str) -> str:
+    """An import of the (bare) test image that takes seconds, once enroot runs on the node; its id."""
+    answer = server.request("POST", IMPORTS, {"uri": slurm_cluster.bare_registry_image(), "name": name})
+    assert answer.status == 202, answer.body
+    until(server, answer.body["id"], lambda found: found["progress"]["phase"] != "" or ended(found))
+    return str(answer.body["id"])
+
+
 def listed(server: JupyterServer) -> dict[str, dict[str, Any]]:
     return {image["path"]: image for image in server.request("GET", "/asgard/api/images").body["images"]}
 
@@ -98,14 +106,12 @@ def test_an_import_shows_its_progress_and_its_image_is_listed_once_complete_with
 def test_a_cancelled_import_leaves_no_job_and_no_file(
     importing_server: JupyterServer, slurm_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    answer = importing_server.request("POST", IMPORTS, {"uri": slurm_cluster.bare_registry_image(), "name": "gone"})
-    assert answer.status == 202, answer.body
-    until(importing_server, answer.body["id"], lambda found: found["progress"]["phase"] != "" or ended(found))
-    cancelled = importing_server.request("DELETE", f"{IMPORTS}/{answer.body['id']}")
+    import_id = enroot_running(importing_server, slurm_cluster, "gone")
+    cancelled = importing_server.request("DELETE", f"{IMPORTS}/{import_id}")
     assert cancelled.status == 200 and cancelled.body["state"] == "cancelled", cancelled.body
     assert not wait_until_no_kernel_jobs()  # its job ended (Slurm may say COMPLETING for a moment)
     assert list((tmp_path / "images").iterdir()) == []
-    again = importing_server.request("DELETE", f"{IMPORTS}/{answer.body['id']}")
+    again = importing_server.request("DELETE", f"{IMPORTS}/{import_id}")
     assert again.status == 409 and "has ended already (cancelled)" in again.body["message"]
 
 
@@ -175,9 +181,7 @@ def test_another_user_can_neither_own_the_image_directory_nor_cancel_or_swap_an_
 def test_a_server_that_stops_mid_import_cancels_it_and_leaves_nothing(
     importing_server: JupyterServer, slurm_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    answer = importing_server.request("POST", IMPORTS, {"uri": slurm_cluster.bare_registry_image(), "name": "left"})
-    assert answer.status == 202, answer.body
-    until(importing_server, answer.body["id"], lambda found: found["progress"]["phase"] != "" or ended(found))
+    enroot_running(importing_server, slurm_cluster, "left")
     importing_server.stop()
     assert not wait_until_no_kernel_jobs()
     assert list((tmp_path / "images").iterdir()) == []
