@@ -25,7 +25,7 @@ from ..node.importer import pinned
 from ..slurm.slurm_client import SlurmClient
 from .container_steps import digest_step_argv, import_step_argv
 from .image_dir import configured_dir, now, private_staging, publish, usable_dir, write_manifest
-from .image_import_progress import DOCKER, ImportProgress, cache_file_name, import_failure
+from .image_import_progress import DOCKER, ImportProgress, cache_file_name
 from .image_imports import run_importer
 
 STAGING_PREFIX = ".importing-"
@@ -83,9 +83,9 @@ class ImageCache:
 
     async def _digest(self, job_id: str, node: str, uri: str, progress: ImportProgress) -> str:
         argv = digest_step_argv(job_id, node, uri, python=self.python, srun=self.client.command("srun"))
-        status, lines = await run_importer(self.client, argv, progress, env=self.env)
+        status, stderr = await run_importer(self.client, argv, progress, self.env)
         if status != 0 or not progress.digest:
-            message, hint = import_failure(lines, uri)
+            message, hint = progress.failure(uri, stderr)
             raise KernelStartError(f"the kernel's image {uri} cannot be used: {message}", hint)
         return progress.digest
 
@@ -99,9 +99,9 @@ class ImageCache:
         staged = os.path.join(staging, os.path.basename(path))
         try:
             argv = import_step_argv(job_id, node, staged, uri, python=self.python, srun=self.client.command("srun"))
-            status, lines = await run_importer(self.client, argv, progress, env=self.env)
+            status, stderr = await run_importer(self.client, argv, progress, self.env)
             if status != 0 or not await asyncio.to_thread(os.path.isfile, staged):
-                message, hint = import_failure(lines, uri)
+                message, hint = progress.failure(uri, stderr)
                 raise KernelStartError(f"importing the kernel's image {uri} failed: {message}", hint)
             size = await asyncio.to_thread(os.path.getsize, staged)
             await asyncio.to_thread(write_manifest, staged, _manifest(uri, digest, path, size, job_id, node))

@@ -28,7 +28,7 @@ from ..slurm.slurm_client import SlurmClient
 from ..slurm.slurm_commands import holder_comment, import_job_argv, job_name, srun_job_id
 from .container_steps import image_name_problem, importer_command, saved_image_path
 from .image_dir import configured_dir, now, private_staging, publish, write_manifest
-from .image_import_progress import ImportProgress, import_failure, valid_uri_problem
+from .image_import_progress import ImportProgress, valid_uri_problem
 from .images import parse_image_uri
 
 STAGING_PREFIX = ".importing-"  # the private directory enroot writes in: not NAME.sqsh, so never listed
@@ -203,8 +203,13 @@ class ImageImports:
             importer_command(self.policy.keeper_python, "import", staged, found.uri),
             srun=self.client.command("srun"),
         )
-        status, lines = await run_importer(
-            self.client, argv, found.progress, lambda line: self._srun_said(found, line), self.env
+        status, stderr = await run_importer(
+            self.client,
+            argv,
+            found.progress,
+            self.env,
+            srun_said=lambda line: self._srun_said(found, line),
+            progressed=lambda: self._importer_said(found),
         )
         if found.state == "cancelled":
             return
@@ -214,13 +219,18 @@ class ImageImports:
             await asyncio.to_thread(publish, staged, found.path)
             found.state = "imported"
             return
-        found.message, found.hint = import_failure(lines, found.uri)
+        found.message, found.hint = found.progress.failure(found.uri, stderr)
         found.state = "failed"
 
-    def _srun_said(self, found: ImageImport, line: str) -> None:
-        """srun names the job when it waits in the queue; the importer's first line says it runs."""
+    @staticmethod
+    def _srun_said(found: ImageImport, line: str) -> None:
+        """srun names the job when it waits in the queue."""
         if job_id := srun_job_id(line):
             found.job_id = job_id
+
+    @staticmethod
+    def _importer_said(found: ImageImport) -> None:
+        """The importer's first line says where it runs: the import is under way."""
         if found.state == "queued" and found.progress.job_id:
             found.job_id, found.state = found.progress.job_id, "importing"
 
@@ -251,12 +261,14 @@ async def run_importer(
     client: SlurmClient,
     argv: list[str],
     progress: ImportProgress,
-    srun_said: Callable[[str], None] = lambda line: None,
     env: Mapping[str, str] | None = None,
+    srun_said: Callable[[str], None] = lambda line: None,
+    progressed: Callable[[], None] = lambda: None,
 ) -> tuple[int, list[str]]:
     """Run an importer (a job of its own or a step of a kernel's allocation) to its end, its stdout fed into
-    progress as it comes; returns its exit status and what it and srun said (for import_failure). Cancelled, it
-    ends srun (SIGTERM: srun passes it on to the importer, which ends enroot and everything enroot started)."""
+    progress as it comes (progressed told after each line), srun's stderr into srun_said; returns its exit status
+    and srun's stderr (for progress.failure). Cancelled, it ends srun (SIGTERM: srun passes it on to the
+    importer, which ends enroot and everything enroot started)."""
     process = await client.spawn(argv, dict(env) if env is not None else None)
     assert process.stdout is not None and process.stderr is not None
     stderr: list[str] = []
@@ -272,9 +284,9 @@ async def run_importer(
     try:
         async for raw in process.stdout:
             progress.feed(raw.decode(errors="replace").rstrip("\n"))
-            srun_said("")
+            progressed()
         await reader
-        return await process.wait(), progress.log + stderr
+        return await process.wait(), stderr
     finally:
         if process.returncode is None:
             await _end(process)

@@ -156,11 +156,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         """The container's setup while the kernel starts (the import of its registry image, then Pyxis's steps),
         and seconds in it so far."""
         if self.importing is not None:
-            loop_time = asyncio.get_running_loop().time()
-            return (
-                f"importing its image: {self.importing.describe() or 'looking it up'}",
-                loop_time - self._importing_since,
-            )
+            seconds = asyncio.get_running_loop().time() - self._importing_since
+            return f"importing its image: {self.importing.describe()}", seconds
         step = self.step
         if step is None or step.handshake or not step.phase:
             return "", None
@@ -476,10 +473,12 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
 
     async def _start_on_free_ports(self, cmd: list[str], env: dict[str, str]) -> KernelConnectionInfo:
         """Start the step; again on other ports when a kernel starting beside it on the node took one first
-        (the bootstrap picks free ports, the kernel binds them a moment later)."""
+        (the bootstrap picks free ports, the kernel binds them a moment later). Its image is looked up once."""
+        assert self.launch is not None
+        launch = await self._with_cached_image(self.launch, env)
         for _ in range(PORT_ATTEMPTS - 1):
             try:
-                return await self._start_step(cmd, env)
+                return await self._start_step(cmd, env, launch)
             except KernelStartError:
                 if not (self.step and self.step.lost_a_port()):
                     raise
@@ -487,9 +486,9 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                 self.log.warning(
                     "Kernel %s: a port was taken on the node; starting again on other ports", self.kernel_id
                 )
-        return await self._start_step(cmd, env)
+        return await self._start_step(cmd, env, launch)
 
-    async def _start_step(self, cmd: list[str], env: dict[str, str]) -> KernelConnectionInfo:
+    async def _start_step(self, cmd: list[str], env: dict[str, str], launch: LaunchConfig) -> KernelConnectionInfo:
         assert self.launch is not None and self.allocation is not None and self.parent is not None
         session = self.parent.session
         kernelspec_env = {name: env[name] for name in self.kernel_spec.env if name in env}
@@ -505,7 +504,6 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                 **({"ASGARD_RECORDER": RECORDER_SOURCE} if self.record else {}),
             },
         )
-        launch = await self._with_cached_image(self.launch, env)
         argv = kernel_step_argv(
             launch,
             job_id=self.allocation.job_id,
