@@ -3,17 +3,20 @@ cached import pins, and what an import says in a status bar."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
-from jupyter_asgard.containers.image_cache import cached_file, enroot_uri, is_registry_image
+from jupyter_asgard.containers.image_cache import ImageCache, cached_file, enroot_uri, is_registry_image
 from jupyter_asgard.containers.image_dir import usable_dir
+from jupyter_asgard.containers.image_import_progress import ImportProgress, cache_file_name
 from jupyter_asgard.containers.image_imports import ImageImport, default_name
 from jupyter_asgard.containers.images import parse_image_filename
-from jupyter_asgard.errors import ImageRefused
+from jupyter_asgard.errors import ImageRefused, KernelStartError
 from jupyter_asgard.kernel.kernel_env import import_environment
 from jupyter_asgard.node.importer import pinned
+from jupyter_asgard.slurm.slurm_client import SlurmClient
 from jupyter_asgard.slurm.slurm_commands import import_job_argv, srun_job_id
 
 DIGEST = "sha256:" + "ab" * 32
@@ -141,3 +144,20 @@ def test_an_imports_srun_gets_the_users_enroot_settings_but_no_container_or_job_
     env = import_environment(server)
     assert env["ENROOT_CONFIG_PATH"] == "/home/ada/.config/enroot" and env["SLURM_CONF"] == "/etc/slurm/slurm.conf"
     assert "PYXIS_CONTAINER_IMAGE" not in env and "SLURM_JOB_ID" not in env
+
+
+async def test_a_cached_name_something_else_holds_fails_the_start_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever takes the cache's name for a digest (a directory, a link) is never run, and the start does not
+    wait on it: it fails saying what to remove. The digest is what the node's lookup would have said."""
+    digest = "sha256:" + "cd" * 32
+    (tmp_path / cache_file_name(digest)).mkdir()
+
+    async def looked_up(*_args: object) -> str:
+        return digest
+
+    cache = ImageCache(SlurmClient(), str(tmp_path), "python3", {})
+    monkeypatch.setattr(cache, "_digest", looked_up)
+    with pytest.raises(KernelStartError, match="is in the way, and is no image file of yours"):
+        await asyncio.wait_for(cache.image_for("1", "gpu01", "docker://r#i:t", ImportProgress()), 10)

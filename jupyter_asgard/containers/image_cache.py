@@ -72,13 +72,19 @@ class ImageCache:
             raise KernelStartError(f"the kernel's image cannot be imported: {error.message}") from None
         digest = await self._digest(job_id, node, uri, progress)
         path = os.path.join(directory, cache_file_name(digest))
-        while not await asyncio.to_thread(cached_file, path):
-            task = _importing.get(path)
-            if task is None:
-                task = asyncio.ensure_future(self._import(job_id, node, pinned(uri, digest), digest, path, progress))
-                _importing[path] = task
-                task.add_done_callback(lambda _task: _importing.pop(path, None))
-            await asyncio.shield(task)
+        if await asyncio.to_thread(cached_file, path):
+            return path
+        task = _importing.get(path)
+        if task is None:
+            task = asyncio.ensure_future(self._import(job_id, node, pinned(uri, digest), digest, path, progress))
+            _importing[path] = task
+            task.add_done_callback(lambda _task: _importing.pop(path, None))
+        await asyncio.shield(task)
+        if not await asyncio.to_thread(cached_file, path):  # something else has the name: not an image to run
+            raise KernelStartError(
+                f"the kernel's image cannot be imported: {path} is in the way, and is no image file of yours",
+                f"remove {path}; the next start imports the image again",
+            )
         return path
 
     async def _digest(self, job_id: str, node: str, uri: str, progress: ImportProgress) -> str:
