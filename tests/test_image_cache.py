@@ -33,7 +33,11 @@ def server(tmp_path: Path, slurm_cluster: LocalCluster) -> Iterator[JupyterServe
         f"c.PyxisProvisioner.image_cache_dir = {str(tmp_path / 'cache')!r}\n"
         f"c.PyxisProvisioner.start_timeout = {START_TIMEOUT}\n"
     )
-    with running_server(tmp_path / "home", site, {**os.environ, "ENROOT_CONFIG_PATH": str(config_dir)}) as running:
+    with running_server(
+        tmp_path / "home",
+        site,
+        {**os.environ, "ENROOT_CONFIG_PATH": str(config_dir), "ENROOT_CACHE_PATH": str(tmp_path / "enroot-cache")},
+    ) as running:
         yield running
 
 

@@ -34,7 +34,11 @@ def importing_server(tmp_path: Path, slurm_cluster: LocalCluster) -> Iterator[Ju
     config_dir = tmp_path / "enroot"
     slurm_cluster.write_enroot_credentials(config_dir)
     site = f"c.PyxisProvisioner.saved_images_dir = {str(tmp_path / 'images')!r}\nc.PyxisProvisioner.import_cpus = 2\n"
-    with running_server(tmp_path / "home", site, {**os.environ, "ENROOT_CONFIG_PATH": str(config_dir)}) as server:
+    with running_server(
+        tmp_path / "home",
+        site,
+        {**os.environ, "ENROOT_CONFIG_PATH": str(config_dir), "ENROOT_CACHE_PATH": str(tmp_path / "enroot-cache")},
+    ) as server:
         yield server
 
 
@@ -147,7 +151,11 @@ def shared_images(slurm_cluster: LocalCluster, tmp_path: Path) -> Iterator[tuple
     slurm_cluster.write_enroot_credentials(config_dir)
     site = f"c.PyxisProvisioner.saved_images_dir = {str(directory)!r}\nc.PyxisProvisioner.import_cpus = 2\n"
     try:
-        with running_server(tmp_path / "home", site, {**os.environ, "ENROOT_CONFIG_PATH": str(config_dir)}) as server:
+        with running_server(
+            tmp_path / "home",
+            site,
+            {**os.environ, "ENROOT_CONFIG_PATH": str(config_dir), "ENROOT_CACHE_PATH": str(tmp_path / "enroot-cache")},
+        ) as server:
             yield server, directory
     finally:
         subprocess.run(["rm", "-rf", str(directory)], check=True)

@@ -26,13 +26,18 @@ IMPORT_TIMEOUT = 300  # on a loaded 2-core machine
 
 
 def enroot_import(cluster: LocalCluster, config_dir: Path, uri: str, output: Path) -> subprocess.CompletedProcess:
-    """`enroot import -o output uri` on NODE, as a job step, with enroot's settings (.credentials) in config_dir."""
+    """`enroot import -o output uri` on NODE, as a job step, with enroot's settings (.credentials) in config_dir
+    and a layer cache of its own beside it: layers other tests imported on NODE are not fetched again."""
     return subprocess.run(
         ["srun", f"--nodelist={NODE}", "enroot", "import", "-o", str(output), uri],
         capture_output=True,
         text=True,
         timeout=IMPORT_TIMEOUT,
-        env={**os.environ, "ENROOT_CONFIG_PATH": str(config_dir)},
+        env={
+            **os.environ,
+            "ENROOT_CONFIG_PATH": str(config_dir),
+            "ENROOT_CACHE_PATH": str(config_dir.with_name(f"{config_dir.name}-cache")),
+        },
     )
 
 
