@@ -41,11 +41,17 @@ def keys() -> tuple[bytes, bytes]:
 
 
 @pytest.fixture
-def proxied_kernel(keys: tuple[bytes, bytes]) -> Iterator[dict[str, Any]]:
+def private_dir() -> Iterator[str]:
+    """A directory as the bootstrap makes one (short enough for ipc socket paths), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="asgard-kernel-") as directory:
+        yield directory
+
+
+@pytest.fixture
+def proxied_kernel(keys: tuple[bytes, bytes], private_dir: str) -> Iterator[dict[str, Any]]:
     """This machine's ipykernel on ipc in a private directory, behind the proxy on 127.0.0.1: the
     connection info a client gets, as the provisioner builds it from the bootstrap's handshake."""
-    directory = tempfile.mkdtemp(prefix="asgard-kernel-")
-    ipc = os.path.join(directory, "kernel")
+    ipc = os.path.join(private_dir, "kernel")
     ports = free_ports()
     key = new_id_bytes()
     env = {**os.environ, "ASGARD_CURVE_PUBLICKEY": keys[0].decode(), "ASGARD_CURVE_SECRETKEY": keys[1].decode()}
@@ -56,7 +62,7 @@ def proxied_kernel(keys: tuple[bytes, bytes]) -> Iterator[dict[str, Any]]:
     assert proxy.stdout is not None and proxy.stdout.readline().strip() == "proxy"
     assert proxy.stdout.readline().strip() == "ready"
     path = bootstrap.write_connection_file(
-        directory,
+        private_dir,
         {**bootstrap.connection_info("curve-proxy", "127.0.0.1", ports, ipc), "key": key.decode()},
     )
     kernel = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", path])
@@ -74,7 +80,6 @@ def proxied_kernel(keys: tuple[bytes, bytes]) -> Iterator[dict[str, Any]]:
         for process in (kernel, proxy):
             process.kill()
             process.wait()
-        subprocess.run(["rm", "-rf", directory])
 
 
 def connect(info: dict[str, Any]) -> BlockingKernelClient:
@@ -207,7 +212,12 @@ WITHOUT_CURVE = PROXY_SOURCE.replace(
     ],
 )
 def test_the_bootstrap_follows_what_the_proxy_says(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], source: str, policy: str, outcome: str
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    private_dir: str,
+    source: str,
+    policy: str,
+    outcome: str,
 ) -> None:
     """Where an image cannot encrypt, 'auto' starts the kernel in the clear (and says so) and 'required'
     fails the start, naming what is missing and how to fix it."""
@@ -218,7 +228,7 @@ def test_the_bootstrap_follows_what_the_proxy_says(
     monkeypatch.setenv("ASGARD_CURVE_PROXY", source)
     # This machine's ipykernel is 7.4: a kernel of another name takes the proxy's path
     argv = [sys.executable, "-m", "ipykernel_launcher" if outcome == "curve" else "another_kernel", "-f", "x"]
-    ipc = os.path.join(tempfile.mkdtemp(prefix="asgard-kernel-"), "kernel")
+    ipc = os.path.join(private_dir, "kernel")
     try:
         mode, proxy = bootstrap.start_encryption(argv, "127.0.0.1", free_ports(), ipc)
     except SystemExit:
