@@ -295,8 +295,10 @@ def test_a_kernel_shut_down_at_any_moment_of_its_start_leaves_nothing(
     jupyter_server: JupyterServer, kernelspecs: KernelSpecs, request: pytest.FixtureRequest, queued: bool
 ) -> None:
     """DELETE soon after POST, four times over, at moments from before salloc runs to the container starting:
-    each answers at once, each waiting client is told why, no job is left (a salloc killed while it waits would
-    leave its job queued for good), the monitor stops watching and polling, and no error is logged."""
+    each withdraws the start (rather than waiting for it to end, then shutting the kernel down), each waiting
+    client is told why, no job is left (a salloc killed while it waits would leave its job queued for good), the
+    monitor stops watching and polling, and no error is logged. How long a DELETE takes is the benchmarks' to
+    measure: on a loaded machine the granted case's took 20 s once."""
     if queued:
         request.getfixturevalue("gpus_taken")
     # A container of its own: a job cancelled while enroot unpacks a named container leaves it half made.
@@ -314,9 +316,7 @@ def test_a_kernel_shut_down_at_any_moment_of_its_start_leaves_nothing(
         kernel_id = jupyter_server.request("POST", "/api/kernels", {"name": name}, timeout=5).body["id"]
         kernel_ids.append(kernel_id)
         time.sleep(delay)
-        started = time.monotonic()
-        assert jupyter_server.request("DELETE", f"/api/kernels/{kernel_id}", timeout=30).status == 204
-        assert time.monotonic() - started < 15
+        assert jupyter_server.request("DELETE", f"/api/kernels/{kernel_id}", timeout=60).status == 204
     for kernel_id in kernel_ids:
         assert jupyter_server.request("GET", f"/api/kernels/{kernel_id}").status == 404
     assert wait_until_no_kernel_jobs(timeout=20) == []
@@ -327,7 +327,8 @@ def test_a_kernel_shut_down_at_any_moment_of_its_start_leaves_nothing(
         log.seek(log_start)
         logged = log.read()
     assert "[E " not in logged, logged  # a shutdown asked for is no error (jupyter's own logs would say so, thrice)
-    assert "its start is withdrawn" in logged, logged  # at 0 s at least: the moment this test is about
+    withdrawn = [kernel_id for kernel_id in kernel_ids if f"{kernel_id}: shut down while it started" in logged]
+    assert withdrawn == kernel_ids, logged
 
 
 def test_a_kernel_row_names_the_notebook_while_jupyterlab_still_uses_a_placeholder_path(
