@@ -132,6 +132,10 @@ class KernelStartError(AsgardError, HTTPError):
 WITHDRAWN = "the kernel was shut down before it started"
 
 
+class QueueWaitExceeded(KernelStartError):
+    """A kernel's job waited longer than it was given, and was cancelled (placement then asks elsewhere)."""
+
+
 class KernelWithdrawn(KernelStartError):
     """The kernel was shut down while it started, as asked: its start fails, and that is no error to log."""
 

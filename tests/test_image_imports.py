@@ -17,7 +17,7 @@ from jupyter_asgard.errors import ImageRefused, KernelStartError
 from jupyter_asgard.kernel.kernel_env import import_environment
 from jupyter_asgard.node.importer import pinned
 from jupyter_asgard.slurm.slurm_client import SlurmClient
-from jupyter_asgard.slurm.slurm_commands import import_job_argv, srun_job_id
+from jupyter_asgard.slurm.slurm_commands import own_job_argv, srun_job_id
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -41,7 +41,7 @@ def test_an_import_named_by_default_is_listed_as_the_image_it_came_from(uri: str
 
 
 def test_the_import_job_asks_for_the_sites_resources_and_leaves_out_what_it_does_not_set() -> None:
-    argv = import_job_argv(
+    argv = own_job_argv(
         "jupyter-asgard-import-1",
         "jupyter-asgard:login1:42",
         {"--partition": "", "--cpus-per-task": "4", "--mem": "8G", "--time": "2:00:00"},

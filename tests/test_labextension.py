@@ -63,7 +63,14 @@ def test_jupyterlab_has_the_extension_enabled() -> None:
     assert re.search(r"jupyter-asgard v\S+ enabled OK \(python, jupyter-asgard\)", listing), listing
 
 
-TS_TYPES = {"string": "string", "number": "integer", "boolean": "boolean", "null": "null", "IGpus": "object"}
+TS_TYPES = {
+    "string": "string",
+    "number": "integer",
+    "boolean": "boolean",
+    "null": "null",
+    "IGpus": "object",
+    "IContainerMove": "object",
+}
 
 
 def typescript_fields(name: str) -> dict[str, str]:

@@ -30,7 +30,10 @@ def setting_up(phase: str) -> bool:
     return phase.startswith(("importing", "creating", "reusing"))
 
 
+CREATING = "creating container filesystem"  # Pyxis found no container of that name on the node and makes one
+
+
 def half_made(phase: str) -> bool:
     """Whether a step ended in this phase leaves its named container half unpacked: enroot was writing its
     filesystem, and Pyxis would reuse what is there at the next start, which then fails for good."""
-    return phase == "creating container filesystem"
+    return phase == CREATING

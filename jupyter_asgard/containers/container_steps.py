@@ -19,7 +19,7 @@ from typing import Any
 from ..launch.launch_config import LaunchConfig
 from ..launch.mounts import Mount, render_mounts
 from ..node import importer
-from ..slurm.slurm_commands import ONE_TASK
+from ..slurm.slurm_commands import ONE_TASK, own_job_argv
 from .images import MANIFEST_SUFFIX, SQUASHFS_SUFFIX
 
 SAVE_STEP_NAME = "jupyter-save-image"
@@ -87,11 +87,36 @@ def remove_container_argv(job_id: str, node: str, container: str, srun: str = "s
         srun,
         "--job-name=jupyter-asgard-cleanup",
         *node_options(job_id, node),
-        "enroot",
-        "remove",
-        "--force",
-        ENROOT_NAME_PREFIX + container,
+        *remove_container_command(container),
     ]
+
+
+CONTAINER_JOB_WAIT = 60  # seconds a container's own job may wait for room on its node (srun --immediate)
+
+
+def container_job_argv(
+    name: str, comment: str, node: str, partition: str, minutes: int, command: list[str], srun: str = "srun"
+) -> list[str]:
+    """A job of its own on node, outside any kernel's allocation, that fails rather than queue when the node has
+    no room: a container's save (to bring it to another node) or its removal."""
+    options = {
+        "--nodelist": node,
+        "--partition": partition,
+        "--time": str(max(minutes, 1)),
+        "--immediate": str(CONTAINER_JOB_WAIT),
+    }
+    return own_job_argv(name, comment, options, command, srun=srun)
+
+
+def save_container_command(container: str, path: str) -> list[str]:
+    """Pyxis starts the user's named container on its node (without an image: it must be there) and exports its
+    filesystem to path once `true` has run."""
+    return [f"--container-name={container}:no_exec", f"--container-save={path}", "true"]
+
+
+def remove_container_command(container: str) -> list[str]:
+    """enroot, as the user, removes the named container's filesystem from the node's storage."""
+    return ["enroot", "remove", "--force", ENROOT_NAME_PREFIX + container]
 
 
 def node_options(job_id: str, node: str) -> list[str]:

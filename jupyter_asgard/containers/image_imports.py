@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import Conflict, ImageRefused, NotFound, SlurmError
 from ..slurm.slurm_client import SlurmClient
-from ..slurm.slurm_commands import holder_comment, import_job_argv, job_name, srun_job_id
+from ..slurm.slurm_commands import holder_comment, job_name, own_job_argv, srun_job_id
 from .container_steps import image_name_problem, importer_command, saved_image_path
 from .image_dir import configured_dir, now, private_staging, publish, write_manifest
 from .image_import_progress import ImportProgress, valid_uri_problem
@@ -196,7 +196,7 @@ class ImageImports:
             found.finished = now()
 
     async def _import(self, found: ImageImport, staged: str) -> None:
-        argv = import_job_argv(
+        argv = own_job_argv(
             job_name(JOB_PREFIX + found.id),
             holder_comment(socket.gethostname(), os.getpid()),
             self._job_options(),

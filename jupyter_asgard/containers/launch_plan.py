@@ -74,6 +74,13 @@ def container_base_name(name: str) -> str:
     return name.partition(":")[0]
 
 
+def lasting_container_name(config: LaunchConfig, template: str, kernel_name: str) -> str:
+    """The container's name (without flag) where it outlives the job, so that a later kernel meets it again on
+    its node; "" where the name holds the job's id (a container per job)."""
+    names = {container_base_name(container_name(config, template, kernel_name, job)) for job in ("1", "2")}
+    return names.pop() if len(names) == 1 else ""
+
+
 def container_env_names(config: LaunchConfig, kernelspec_env: list[str]) -> list[str]:
     """Names whose value must win over the image's: container_env and the kernelspec's env."""
     return list(dict.fromkeys([*config.container_env, *kernelspec_env]))

@@ -43,15 +43,15 @@ def records_root() -> Path:
     return Path(jupyter_data_dir()) / "asgard" / "detachable"
 
 
-def private_root(root: Path | None = None) -> Path:
-    """The records' directory, made 0700 if new; refused where another user could reach into it."""
+def private_root(root: Path | None = None, holds: str = "the keys of your detachable kernels") -> Path:
+    """The records' directory (or another of the user's private state), made 0700 if new; refused where
+    another user could reach into it."""
     root = root or records_root()
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = root.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         raise AsgardError(
-            f"{root} must be a directory of yours that nobody else can read or write (mode 0700): it holds "
-            "the keys of your detachable kernels",
+            f"{root} must be a directory of yours that nobody else can read or write (mode 0700): it holds {holds}",
             hint=f"chmod 700 {root} (or remove it; it is made again)",
         )
     return root

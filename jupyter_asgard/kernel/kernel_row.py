@@ -74,6 +74,13 @@ class KernelRow:
     encryption: str = ""
     # The kernel outlives the Jupyter server (it runs in a batch job; the next server of its user takes it over)
     detachable: bool = False
+    # The named container the kernel runs in (Pyxis's --container-name without its flag), "" for none
+    container: str = ""
+    # Where the user's container is when the kernel runs away from it (site/placement.py), "" otherwise
+    container_notice: str = ""
+    # "Bring it here" (kernel/container_moves.py): {"state": "saving" | "restarting" | "done" | "failed",
+    # "message": words, "from_node": its node}; None before any
+    container_move: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -50,6 +50,7 @@ class KernelStep:
         self.output: deque[str] = deque(maxlen=200)
         self.phase = ""  # the container's setup, as Pyxis reports it (container_phases.py); "" before any
         self.phase_since = 0.0  # loop time the phase began
+        self.phases: list[str] = []  # every phase of this start, in order (did Pyxis create the container?)
         self._handshake: asyncio.Future[dict[str, Any]] | None = None
         self._nonce = ""  # this start's secret, which only the bootstrap's own handshake carries (handshake.py)
         self._readers: list[asyncio.Task[None]] = []
@@ -210,6 +211,7 @@ class KernelStep:
         phase = "" if handshake else phase_of(line)
         if phase:
             self.phase, self.phase_since = phase, asyncio.get_running_loop().time()
+            self.phases.append(phase)
             self.log.debug("[kernel %s] container: %s", self.kernel_id, phase)
             return
         self.log.info("[kernel %s] %s", self.kernel_id, line)

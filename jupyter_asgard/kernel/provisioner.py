@@ -27,20 +27,30 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets.config import Configurable
 
-from ..containers.container_phases import half_made
+from ..containers.container_phases import CREATING, half_made
 from ..containers.container_starts import CONTAINER_STARTS
 from ..containers.container_steps import ENROOT_NAME_PREFIX, NOTHING_MADE, remove_container_argv
 from ..containers.image_cache import ImageCache, is_registry_image
 from ..containers.image_import_progress import ImportProgress
-from ..containers.launch_plan import container_base_name, container_name, kernel_step_argv
-from ..errors import AsgardError, KernelStartError, KernelWithdrawn, LaunchConfigError, SlurmError, SlurmNotFound
+from ..containers.launch_plan import container_base_name, container_name, kernel_step_argv, lasting_container_name
+from ..errors import (
+    AsgardError,
+    KernelStartError,
+    KernelWithdrawn,
+    LaunchConfigError,
+    QueueWaitExceeded,
+    SlurmError,
+    SlurmNotFound,
+)
 from ..launch.encryption import encryption_problem, stricter, wants_curve
 from ..launch.launch_config import LaunchConfig
 from ..node import bootstrap, curve_proxy, recorder
+from ..site.placement import PLACEMENT_TRAIT, Placement, chooses_nodes, on_node, place, wiped_notice
 from ..site.site_policy import SitePolicy, check_launch, max_detach_grace
 from ..slurm.allocation import Allocation
 from ..slurm.monitor import SlurmMonitor
 from ..slurm.slurm_commands import holder_comment
+from .container_places import ContainerPlace, ContainerPlaces
 from .detach_records import THIS_SERVER, KernelRecord, private_root
 from .kept_allocation import KeptAllocation
 from .kept_process import KeptProcess
@@ -138,6 +148,10 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         self.detached = False  # the server stopped and left the kernel running: nothing more is done to it
         self.while_detached: dict[str, Any] = {}  # what an adopted kernel printed while no server held it
         self.importing: ImportProgress | None = None  # the import of its registry image, while a start does it
+        self.places = ContainerPlaces()
+        self.placement = Placement()  # where the last allocation went, and why not where its container is
+        self.container_notice = ""  # where the user's container is, when the kernel runs away from it
+        self.container_move: dict[str, Any] | None = None  # "bring it here" (container_moves.py), once asked
         self._importing_since = 0.0
 
     # --- what the UI reads ---------------------------------------------------------
@@ -453,9 +467,29 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         await self._release(keep_row=True)
 
     async def _allocate(self, env: dict[str, str]) -> None:
+        """A new allocation: on the node where the kernel's container is, where Slurm would start it there now
+        (site/placement.py), else wherever Slurm puts it."""
         assert self.launch is not None
         if self._withdrawn:
             raise KernelWithdrawn()
+        salloc_env = step_environment(env, {}, {})
+        self.placement = await self._placement()
+        node = self.placement.node
+        if node:
+            self.log.info(
+                "Kernel %s: its container %s is on %s: asking for that node",
+                self.kernel_id,
+                *(self.placement.container, node),
+            )
+            try:
+                return await self._request(on_node(self.launch, node), self.placement.patience, salloc_env)
+            except QueueWaitExceeded:
+                self.placement = self.placement.elsewhere(
+                    f", which was not free within {self.placement.patience:.0f} s"
+                )
+        await self._request(self.launch, self.queue_timeout, salloc_env)
+
+    async def _request(self, launch: LaunchConfig, queue_timeout: float, env: dict[str, str]) -> None:
         if self.outlives_server:
             try:
                 self.record = KernelRecord(await asyncio.to_thread(private_root), self.kernel_id)
@@ -468,8 +502,53 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         else:
             self.allocation = Allocation(self.client, self.monitor, self.log, self.kernel_id)
         comment = holder_comment(socket.gethostname(), os.getpid())
-        salloc_env = step_environment(env, {}, {})
-        await self.allocation.request(self.launch, comment, self.queue_timeout, salloc_env, tuple(self.lost_nodes))
+        await self.allocation.request(launch, comment, queue_timeout, env, tuple(self.lost_nodes))
+
+    async def _placement(self) -> Placement:
+        """Where the kernel's container is, and whether its allocation goes there (site/placement.py)."""
+        assert self.launch is not None
+        name = lasting_container_name(self.launch, self.container_name_template, self._kernel_name())
+        if not (self.containers and name):
+            return Placement()
+        try:
+            places = await asyncio.to_thread(self.places.places, name)
+        except AsgardError as error:
+            self.log.warning("Kernel %s: where its container is stays unknown: %s", self.kernel_id, error)
+            return Placement()
+        placement = Placement(name, tuple(place.node for place in places if place.node not in self.lost_nodes))
+        if not placement.homes:
+            return placement
+        if not self.container_placement:
+            return placement.elsewhere(f" (this server does not place kernels by their containers: {PLACEMENT_TRAIT})")
+        if chooses_nodes(self.launch):
+            return placement.elsewhere(" (this kernel's salloc_args choose its nodes)")
+        return await place(self.client, self.launch, placement, self.container_placement_wait)
+
+    async def _note_container(self, step: KernelStep) -> None:
+        """The kernel runs in its container on its node: recorded (container_places.py), and the user told
+        where their container is if not here, or that the one recorded here was gone."""
+        assert self.launch is not None
+        if not self.container:
+            return
+        fresh = CREATING in step.phases
+        try:
+            place = ContainerPlace(
+                self.container, self.node, self.launch.image, self.launch.container_writable, self.launch.partition
+            )
+            wiped = await asyncio.to_thread(self.places.seen, place, fresh)
+        except AsgardError as error:
+            self.log.warning("Kernel %s: where its container is could not be recorded: %s", self.kernel_id, error)
+            return
+        if wiped is not None:
+            self.log.warning(
+                "Kernel %s: the container %s recorded on %s (last used %s) was gone: forgotten; made anew",
+                *(self.kernel_id, self.container, self.node, wiped.last_use),
+            )
+        self.container_notice = (
+            wiped_notice(self.container, self.node) if wiped else self.placement.notice(self.node, fresh)
+        )
+        if self.container_notice:
+            self.log.warning("Kernel %s: %s", self.kernel_id, self.container_notice)
 
     async def _start_on_free_ports(self, cmd: list[str], env: dict[str, str]) -> KernelConnectionInfo:
         """Start the step; again on other ports when a kernel starting beside it on the node took one first
@@ -535,6 +614,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         curve = curve if self.encryption != "none" else None
         self._hold_curve_keys(curve)
         await self.step.wait_ready(self.start_timeout, curve)
+        await self._note_container(self.step)
         self.log.info(
             "Kernel %s: running on %s (%s), encryption: %s", self.kernel_id, self.node, handshake["ip"], self.encryption
         )

@@ -64,6 +64,9 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
         idle_seconds=idle,
         cull_in_seconds=cull_in,
         detachable=provisioner.outlives_server,
+        container=provisioner.container,
+        container_notice=provisioner.container_notice,
+        container_move=provisioner.container_move,
     )
     # The handler turns the notebook's server-side name into row.path (jupyter_server's sessions know it).
     return {**row.to_json(), "session_name": provisioner.session_name}

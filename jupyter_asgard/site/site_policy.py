@@ -107,6 +107,18 @@ class SitePolicy(LaunchSettings):
         "the container (and what was installed in it) without leaving one per kernel on the node. Fields: "
         "kernel_name, image_hash, user, job_id.",
     ).tag(config=True)
+    container_placement = Bool(
+        True,
+        help="Start a kernel on the node where its named container already is (what the user installed in it "
+        "lives in that node's enroot storage), when Slurm would start it there now (srun --test-only); "
+        "otherwise it starts where Slurm puts it, and the user is told where their container is. False: Slurm "
+        "alone chooses (the user is still told).",
+    ).tag(config=True)
+    container_placement_wait = Float(
+        0.0,
+        help="Seconds a kernel may wait for the node where its container is before it starts elsewhere: that "
+        "node is asked for when Slurm expects it free within this time. 0: never wait for it.",
+    ).tag(config=True)
     bootstrap_python = Unicode("python3", help="The image's Python (3.8+) that runs the bootstrap.").tag(config=True)
     containers = Bool(
         True,

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..errors import KernelStartError, KernelWithdrawn, SlurmError
+from ..errors import KernelStartError, KernelWithdrawn, QueueWaitExceeded, SlurmError
 from ..launch.launch_config import LaunchConfig
 from .monitor import SlurmMonitor
 from .slurm_client import SlurmClient
@@ -39,7 +39,7 @@ HINTS = {
 def queue_wait_exceeded(queue_timeout: float, info: JobInfo | None) -> KernelStartError:
     """A kernel's job cancelled after waiting queue_timeout seconds in the queue: why it waited, and what helps."""
     reason = info.reason if info else "unknown"
-    return KernelStartError(
+    return QueueWaitExceeded(
         f"the kernel's Slurm job waited {queue_timeout:.0f}s in the queue (reason: {reason}) and was cancelled",
         "ask for fewer GPUs or another partition, or raise PyxisProvisioner.queue_timeout",
     )

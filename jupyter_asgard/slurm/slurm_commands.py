@@ -157,11 +157,11 @@ def salloc_argv(
     return argv + list(config.salloc_args) + LEASE_COMMAND
 
 
-def import_job_argv(
+def own_job_argv(
     job_name: str, comment: str, options: dict[str, str], command: list[str], srun: str = "srun"
 ) -> list[str]:
-    """An image import as a job of its own (srun allocates and runs it: one process on one node); options: the
-    site's --partition, --cpus-per-task, --mem and --time of import jobs, those left empty left out."""
+    """A job of its own that srun allocates and runs (one process on one node): an image import, a container's
+    save or removal on its node; options (--partition, --nodelist, --time, ...): those left empty left out."""
     chosen = [f"{option}={value}" for option, value in options.items() if value]
     return [srun, f"--job-name={job_name}", *ONE_TASK, f"--comment={comment}", *chosen, *command]
 

@@ -55,6 +55,19 @@ export interface IKernelRow {
   encryption: string;
   /** The kernel outlives the Jupyter server: the next server of its user takes it over. */
   detachable: boolean;
+  /** The named container the kernel runs in, or "" for none. */
+  container: string;
+  /** Where the user's container is when the kernel runs away from it ("your container my-env ... is on gpu02"), or "". */
+  container_notice: string;
+  /** "Bring it here": the copy of the container from its node to the kernel's, or null before any. */
+  container_move: IContainerMove | null;
+}
+
+/** A copy of the user's container to the kernel's node (save on its node, restart from the saved image). */
+export interface IContainerMove {
+  state: 'saving' | 'restarting' | 'done' | 'failed';
+  message: string;
+  from_node: string;
 }
 
 /** What a detachable kernel printed while no Jupyter server held it, one IOPub output each (keeper.py). */

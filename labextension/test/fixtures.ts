@@ -31,6 +31,9 @@ export function row(changes: Partial<IKernelRow> = {}): IKernelRow {
     phase_seconds: null,
     idle_seconds: null,
     cull_in_seconds: null,
+    container: 'jupyter-asgard-pytorch-1a2b3c4d',
+    container_notice: '',
+    container_move: null,
     ...changes
   };
 }
