@@ -152,6 +152,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         self.placement = Placement()  # where the last allocation went, and why not where its container is
         self.container_notice = ""  # where the user's container is, when the kernel runs away from it
         self.container_move: dict[str, Any] | None = None  # "bring it here" (container_moves.py), once asked
+        self.container_source = ""  # a saved copy of its container that the next start makes the container from
         self._importing_since = 0.0
 
     # --- what the UI reads ---------------------------------------------------------
@@ -554,7 +555,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         """Start the step; again on other ports when a kernel starting beside it on the node took one first
         (the bootstrap picks free ports, the kernel binds them a moment later). Its image is looked up once."""
         assert self.launch is not None
-        launch = await self._with_cached_image(self.launch, env)
+        launch = await self._from_copy() or await self._with_cached_image(self.launch, env)
         for _ in range(PORT_ATTEMPTS - 1):
             try:
                 return await self._start_step(cmd, env, launch)
@@ -636,6 +637,25 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             await asyncio.to_thread(self._write_record, handshake)
         return self.connection_info
 
+    async def _from_copy(self) -> LaunchConfig | None:
+        """The launch that makes the kernel's container anew from a copy brought from another node
+        (container_moves.py): the copy that is on this node removed first, under the container's own name."""
+        source, self.container_source = self.container_source, ""
+        if not source:
+            return None
+        assert self.launch is not None and self.allocation is not None
+        name, node = self.container, self.allocation.node
+        try:
+            await self._remove_container(name)
+        except SlurmError as error:
+            raise KernelStartError(
+                f"the container {name} on {node} could not be replaced by the copy: {error}"
+            ) from None
+        await asyncio.to_thread(self.places.forget, name, node)
+        self.placement = replace(self.placement, homes=(node, *self.placement.homes))
+        self.log.info("Kernel %s: making its container %s on %s from %s", self.kernel_id, name, node, source)
+        return replace(self.launch, image=source, container_name=self.launch.container_name or name)
+
     async def _with_cached_image(self, launch: LaunchConfig, env: dict[str, str]) -> LaunchConfig:
         """The launch with a registry image replaced by its imported squashfs (image_cache.py), where the site
         imports registry images once; as it is otherwise (Pyxis pulls the image itself)."""
@@ -691,10 +711,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         allocation, name = self.allocation, self._starting_container
         if allocation is None or not allocation.node or not name:
             return
-        argv = remove_container_argv(allocation.job_id, allocation.node, name, srun=self.client.command("srun"))
         try:
-            # Stopped before enroot had written anything: nothing to remove.
-            (await self.client.run(argv, timeout=HALF_MADE_REMOVAL_TIMEOUT)).checked(tolerated=(NOTHING_MADE,))
+            await self._remove_container(name)
             self.log.info("Kernel %s: removed the half-made container %s on %s", self.kernel_id, name, allocation.node)
         except SlurmError as error:
             self.log.error(
@@ -708,6 +726,14 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                 ENROOT_NAME_PREFIX,
                 name,
             )
+
+    async def _remove_container(self, name: str) -> None:
+        """The named container's files removed from the allocation's node (none there is no error); SlurmError."""
+        assert self.allocation is not None
+        argv = remove_container_argv(
+            self.allocation.job_id, self.allocation.node, name, srun=self.client.command("srun")
+        )
+        (await self.client.run(argv, timeout=HALF_MADE_REMOVAL_TIMEOUT)).checked(tolerated=(NOTHING_MADE,))
 
     # --- encryption ---------------------------------------------------------------------
 

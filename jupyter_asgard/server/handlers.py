@@ -274,6 +274,20 @@ class SaveImageHandler(KernelRowsHandler):
         self.finish(save.to_json())
 
 
+class BringContainerHandler(KernelRowsHandler):
+    """POST: the user's container brought from the node it is on to the kernel's, the kernel restarted in it
+    (kernel/container_moves.py); the row's container_move follows it."""
+
+    @web.authenticated
+    @authorized_to(EXECUTE)
+    async def post(self, kernel_id: str) -> None:
+        provisioner = self._provisioner(kernel_id)
+        restart = cast(Callable[[str], Awaitable[Any]], self.kernel_manager.restart_kernel)
+        move = await self.asgard.moves.start(provisioner, lambda: restart(kernel_id))
+        self.set_status(202)
+        self.finish({"container_move": move.to_json()})
+
+
 class ImageImportsHandler(AsgardHandler):
     """POST {"uri": URI, "name": NAME}: import a registry image into the user's image directory (202; an import
     of that URI that runs already is answered, 200); GET: this server's imports. Importing runs a Slurm job as
@@ -404,6 +418,7 @@ def handlers() -> list[tuple[str, type]]:
         (f"{API}/kernels/{kernel_id}", KernelHandler),
         (f"{API}/kernels/{kernel_id}/terminal", KernelTerminalHandler),
         (f"{API}/kernels/{kernel_id}/save-image", SaveImageHandler),
+        (f"{API}/kernels/{kernel_id}/container/bring", BringContainerHandler),
         (f"{API}/detached", DetachedHandler),
         (f"{API}/detached/{kernel_id}", DetachedKernelHandler),
         (f"{API}/monitor", MonitorHandler),
