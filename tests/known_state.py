@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from jupyter_asgard.kernel.container_places import places_root
 from tests.cluster import NODES, LocalCluster
 from tests.cluster.cluster import NODE_GRES, alive
 from tests.faults import revive_node
@@ -108,6 +109,8 @@ def restore(cluster: LocalCluster) -> list[str]:
 
 def remove_containers(cluster: LocalCluster, keep: str | None) -> None:
     """Named containers gone (but those whose names start with keep), once no job runs: the next test finds
-    only the suite's shared ones, and the nodes' disks do not fill up over a run."""
+    only the suite's shared ones, and the nodes' disks do not fill up over a run. So is the test process's record
+    of where containers are (placement would send the next test's kernels after what this one made)."""
     for path in containers(cluster, keep):
         shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(places_root(), ignore_errors=True)
