@@ -70,6 +70,38 @@ export interface IContainerMove {
   from_node: string;
 }
 
+/** One of the user's named containers on one node, as the server last saw it there (container_places.py). */
+export interface IContainerPlace {
+  name: string;
+  node: string;
+  /** The image it was made from, as the kernel named it. */
+  image: string;
+  /** --container-writable (true), --container-readonly (false), or Pyxis's default (null). */
+  writable: boolean | null;
+  partition: string;
+  /** When the server saw Pyxis make its filesystem (ISO 8601), or "". */
+  created: string;
+  /** The last start of a kernel in it (ISO 8601), or "". */
+  last_use: string;
+}
+
+/** A named container of the user: its nodes newest first, what its newest place says, and its kernels. */
+export interface IContainer {
+  name: string;
+  nodes: string[];
+  image: string;
+  writable: boolean | null;
+  last_use: string;
+  places: IContainerPlace[];
+  /** This server's kernels that run in it now, and on which node. */
+  kernels: { kernel_id: string; node: string }[];
+}
+
+/** GET /asgard/api/containers. */
+export interface IContainersReply {
+  containers: IContainer[];
+}
+
 /** What a detachable kernel printed while no Jupyter server held it, one IOPub output each (keeper.py). */
 export interface IWhileDetachedEntry {
   kind: 'stream' | 'error' | 'result';
@@ -274,8 +306,27 @@ export class AsgardAPI {
     return this.request<IImageImport>(`images/import/${encodeURIComponent(importId)}`, { method: 'DELETE' });
   }
 
-  private async request<T>(path: string, init: RequestInit = {}): Promise<T> {
-    const url = URLExt.join(this.settings.baseUrl, API, path);
+  /** The user's named containers and the nodes that hold them. */
+  containers(): Promise<IContainersReply> {
+    return this.request<IContainersReply>('containers');
+  }
+
+  /** Delete a named container from a node's storage (from every node that holds it where node is ""). */
+  async removeContainer(name: string, node = ''): Promise<void> {
+    await this.request<unknown>(`containers/${encodeURIComponent(name)}`, { method: 'DELETE' }, node ? { node } : {});
+  }
+
+  /** "Bring it here": save the kernel's container on its node, then restart the kernel in a copy of it. */
+  async bringContainer(kernelId: string): Promise<IContainerMove> {
+    const reply = await this.request<{ container_move: IContainerMove }>(
+      `kernels/${encodeURIComponent(kernelId)}/container/bring`,
+      { method: 'POST' }
+    );
+    return reply.container_move;
+  }
+
+  private async request<T>(path: string, init: RequestInit = {}, query: { [key: string]: string } = {}): Promise<T> {
+    const url = URLExt.join(this.settings.baseUrl, API, path) + URLExt.objectToQueryString(query);
     const response = await ServerConnection.makeRequest(url, init, this.settings);
     const text = await response.text();
     let body: unknown = undefined;

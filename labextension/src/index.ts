@@ -1,6 +1,7 @@
 /**
  * jupyter-asgard's JupyterLab front end: the status bar item, the "Asgard" side panel and the warnings,
- * all fed by one poller of the server extension's API (image imports, which take minutes, by one of their own).
+ * all fed by one poller of the server extension's API (image imports, which take minutes, and the user's named
+ * containers, listed while the panel shows them, by pollers of their own).
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
@@ -13,6 +14,7 @@ import { AsgardAPI, IKernelRow } from './api';
 import { phaseOf } from './format';
 import { IKeyValueStore, SentAlerts } from './sentalerts';
 import { ContainerActions } from './containeractions';
+import { ContainersModel } from './containersmodel';
 import { asgardIcon } from './icon';
 import { endedWords } from './imports';
 import { ImportsModel } from './importsmodel';
@@ -36,10 +38,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const settings = app.serviceManager.serverSettings;
     const model = new AsgardModel(new AsgardAPI(settings), POLL_TIMES, webStorage('localStorage'));
     const imports = new ImportsModel(model.api);
+    const containers = new ContainersModel(model.api);
 
     const panel = new AsgardPanel({
       model,
       imports,
+      containers,
       openPath: path => void app.commands.execute('docmanager:open', { path }),
       openTerminal: async terminal => {
         const widget = (await app.commands.execute('terminal:open', { name: terminal.name })) as Widget | undefined;

@@ -1,8 +1,8 @@
 /**
  * One poller of the API for the whole front end: the status bar item and the side panel read its rows.
  *
- * Every 5 s while the browser tab is visible; every second while a kernel waits in the queue, ends or has
- * less than a minute left; twice a second while a kernel starts (and for a while after someone asks it to
+ * Every 5 s while the browser tab is visible; every second while a kernel waits in the queue, ends, has
+ * less than a minute left or has its container brought to its node; twice a second while a kernel starts (and for a while after someone asks it to
  * hurry: a kernel may be about to start), so that a container phase of a second or two still shows; never
  * while the tab is hidden, and at once when it is shown again; backing off up to a minute while the server
  * does not answer. The cluster's partitions are fetched only while the side panel is shown; detachable
@@ -15,6 +15,7 @@ import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { AsgardAPI, IKernelRow, IKernelsReply, IPartition } from './api';
+import { moveUnderway } from './containers';
 import { DetachedModel } from './detachedmodel';
 import { phaseOf, stateWords } from './format';
 import type { IKeyValueStore } from './sentalerts';
@@ -243,7 +244,7 @@ export class AsgardModel implements IDisposable {
     const busy = this._kernels.some(row => {
       const phase = phaseOf(row.state);
       const endsSoon = phase === 'running' && row.time_left_seconds !== null && row.time_left_seconds < 60;
-      return phase === 'queued' || phase === 'ending' || endsSoon;
+      return phase === 'queued' || phase === 'ending' || endsSoon || moveUnderway(row.container_move);
     });
     return busy ? this.times.fast : this.times.slow;
   }

@@ -1,7 +1,9 @@
 /**
  * The "Asgard" side panel: every Asgard kernel of this server with its Slurm job, a button to shut one
  * down and release its allocation, detachable kernels the server found or that ended while detached
- * (detachedsection.ts), image imports (importsection.ts), and the cluster's partitions with their free GPUs.
+ * (detachedsection.ts), the user's named containers (containersection.ts), image imports (importsection.ts),
+ * and the cluster's partitions with their free GPUs. A kernel that runs away from its container says so on its
+ * card, with "Bring it here" (containermove.ts).
  */
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { refreshIcon } from '@jupyterlab/ui-components';
@@ -10,6 +12,9 @@ import { Widget } from '@lumino/widgets';
 
 import { IKernelRow, IPartition, ITerminalReply, IWhileDetachedEntry } from './api';
 import { ContainerActions } from './containeractions';
+import { ContainerMoveBox } from './containermove';
+import { ContainerSection } from './containersection';
+import { ContainersModel } from './containersmodel';
 import { DETACHABLE_TOOLTIP, omittedWords, shownOutput, whileDetachedTitle } from './detach';
 import { DetachedSection } from './detachedsection';
 import { ImportSection } from './importsection';
@@ -34,6 +39,8 @@ export interface IPanelOptions {
   model: AsgardModel;
   /** This server's image imports (their own poll). */
   imports: ImportsModel;
+  /** The user's named containers (their own poll). */
+  containers: ContainersModel;
   /** Open a notebook (by its path relative to the server root). */
   openPath: (path: string) => void;
   /** Open a terminal the server made in a kernel's container. */
@@ -48,6 +55,8 @@ interface ICard {
   fields: { [label: string]: HTMLElement };
   button: HTMLButtonElement;
   container: ContainerActions;
+  /** Where the kernel's container is when not on its node, "Bring it here" and how that goes. */
+  move: ContainerMoveBox;
   /** The "detachable" tag, shown for a detachable kernel. */
   tag: HTMLElement;
   /** "While detached:" and what the kernel printed then, shown once there is any. */
@@ -63,6 +72,7 @@ export class AsgardPanel extends Widget {
     super();
     this.model = options.model;
     this.imports = options.imports;
+    this.containers = options.containers;
     this.openPath = options.openPath;
     this.openTerminal = options.openTerminal;
     this.addClass('jp-asgard-Panel');
@@ -77,6 +87,7 @@ export class AsgardPanel extends Widget {
       this.model.resourcesWanted = true; // fetches the partitions again too
       void this.model.refresh();
       void this.imports.refresh();
+      void this.containers.refresh();
     });
     header.append(title, refresh);
 
@@ -84,11 +95,13 @@ export class AsgardPanel extends Widget {
     this.partitionBox.className = 'jp-asgard-Partitions';
     this.detachedSection = new DetachedSection(this.model.detached, this.openPath);
     this.importSection = new ImportSection(this.imports);
+    this.containerSection = new ContainerSection(this.containers, () => this.model.kernels);
     this.node.append(
       header,
       this.banner,
       section('Kernels', this.kernelList),
       this.detachedSection.node,
+      this.containerSection.node,
       this.importSection.node,
       section('Partitions', this.partitionBox)
     );
@@ -107,12 +120,14 @@ export class AsgardPanel extends Widget {
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
     this.model.resourcesWanted = true;
+    this.containers.wanted = true;
     void this.imports.refresh();
   }
 
   protected onAfterHide(msg: Message): void {
     super.onAfterHide(msg);
     this.model.resourcesWanted = false;
+    this.containers.wanted = false;
   }
 
   private render(): void {
@@ -126,6 +141,7 @@ export class AsgardPanel extends Widget {
     this.banner.hidden = !problem;
     this.renderKernels(model.kernels);
     this.detachedSection.render();
+    this.renderContainers(model.kernels);
     this.renderPartitions(model.partitions, model.resourcesError);
   }
 
@@ -162,6 +178,21 @@ export class AsgardPanel extends Widget {
     }
   }
 
+  /** The containers' kernels (names, nodes), and the listing anew when kernels came or went: it lists theirs. */
+  private renderContainers(rows: readonly IKernelRow[]): void {
+    const kernels = rows
+      .filter(row => row.container && row.node)
+      .map(row => `${row.kernel_id}@${row.node}`)
+      .join(' ');
+    if (kernels !== this.containerKernels) {
+      this.containerKernels = kernels;
+      if (this.isVisible) {
+        void this.containers.refresh();
+      }
+    }
+    this.containerSection.render();
+  }
+
   private createCard(kernelId: string): ICard {
     const node = element('div', 'jp-asgard-Kernel');
     node.dataset.kernelId = kernelId;
@@ -188,12 +219,13 @@ export class AsgardPanel extends Widget {
       fields[label] = value;
     }
     const container = new ContainerActions(kernelId, { api: this.model.api, openTerminal: this.openTerminal });
+    const move = new ContainerMoveBox(kernelId, { api: this.model.api, follow: () => this.model.hurry() });
     const actions = element('div', 'jp-asgard-Kernel-actions');
     actions.append(container.terminal, container.save, button);
     const whileDetached = element('div', 'jp-asgard-WhileDetached');
     whileDetached.hidden = true;
-    node.append(head, state, list, whileDetached, actions, container.status);
-    return { node, name, state, fields, button, container, tag, whileDetached, shownEntries: null };
+    node.append(head, state, move.node, list, whileDetached, actions, container.status);
+    return { node, name, state, fields, button, container, move, tag, whileDetached, shownEntries: null };
   }
 
   /** The container actions of a kernel's card (the status bar's menu uses them), if the panel shows it. */
@@ -285,6 +317,8 @@ export class AsgardPanel extends Widget {
   private readonly imports: ImportsModel;
   private readonly detachedSection: DetachedSection;
   private readonly importSection: ImportSection;
+  private readonly containers: ContainersModel;
+  private readonly containerSection: ContainerSection;
   private readonly openPath: (path: string) => void;
   private readonly openTerminal: (terminal: ITerminalReply) => Promise<void>;
   private readonly banner = document.createElement('div');
@@ -294,6 +328,8 @@ export class AsgardPanel extends Widget {
   private readonly cards = new Map<string, ICard>();
   private readonly shuttingDown = new Set<string>();
   private partitionsKey = '';
+  /** The kernels in containers as of the last render ("id@node ..."). */
+  private containerKernels = '';
 }
 
 function updateCard(card: ICard, row: IKernelRow, shuttingDown: boolean): void {
@@ -321,6 +357,7 @@ function updateCard(card: ICard, row: IKernelRow, shuttingDown: boolean): void {
   card.button.textContent = shuttingDown ? 'Shutting down…' : 'Shut down';
   card.button.title = 'Shut the kernel down and release its Slurm allocation';
   card.container.update(row);
+  card.move.update(row);
   card.tag.hidden = !row.detachable;
 }
 

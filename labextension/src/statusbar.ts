@@ -1,6 +1,8 @@
 /**
  * The status bar item: where the active notebook's or console's Asgard kernel stands in Slurm.
- * Hidden for every other kernel; a click opens the side panel.
+ * Hidden for every other kernel; a click opens the side panel. A kernel that runs away from its named container
+ * (what the user installed in it is on another node) is marked: "⚠ container on gpu02", the notice in full as
+ * its tooltip.
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { ISessionContext } from '@jupyterlab/apputils';
@@ -8,6 +10,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import { IKernelRow } from './api';
+import { NOTICE_MARK, shortNotice } from './containers';
 import { describe, details, phaseOf, stateWords } from './format';
 import { asgardIcon } from './icon';
 import { AsgardModel } from './model';
@@ -37,8 +40,10 @@ export class AsgardStatus extends Widget {
     this.node.setAttribute('role', 'button');
     this.node.tabIndex = 0;
     asgardIcon.element({ container: this.iconNode, tag: 'span', className: 'jp-asgard-StatusItem-icon' });
-    this.node.append(this.iconNode, this.textNode);
+    this.node.append(this.iconNode, this.textNode, this.noticeNode);
     this.textNode.className = 'jp-asgard-StatusItem-text';
+    this.noticeNode.className = 'jp-asgard-StatusItem-notice';
+    this.noticeNode.hidden = true;
     this.node.addEventListener('click', onClick);
     this.node.addEventListener('keydown', event => {
       if (event.key === 'Enter' || event.key === ' ') {
@@ -84,7 +89,11 @@ export class AsgardStatus extends Widget {
     this.row = row;
     if (row) {
       this.textNode.textContent = describe(row);
-      this.node.title = `${details(row)}\nClick for the Asgard panel.`;
+      const notice = shortNotice(row);
+      this.noticeNode.hidden = !notice;
+      this.noticeNode.textContent = notice ? `${NOTICE_MARK} ${notice.text}` : '';
+      this.noticeNode.title = notice?.title ?? '';
+      this.node.title = [notice?.title, details(row), 'Click for the Asgard panel.'].filter(line => line).join('\n');
       this.node.dataset.phase = phaseOf(row.state);
     }
     if (wasActive !== (row !== undefined)) {
@@ -141,5 +150,7 @@ export class AsgardStatus extends Widget {
   private row: IKernelRow | undefined = undefined;
   private readonly iconNode = document.createElement('span');
   private readonly textNode = document.createElement('span');
+  /** The kernel's container notice, in short. */
+  private readonly noticeNode = document.createElement('span');
   private _activeChanged = new Signal<this, void>(this);
 }
