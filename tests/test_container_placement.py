@@ -86,6 +86,37 @@ def test_a_kernel_goes_to_the_node_where_its_container_is_and_starts_warm(
         shut_down(jupyter_server, kernel_id)
 
 
+@pytest.fixture
+def gpu02_busy(placed: tuple[str, str]) -> Iterator[None]:
+    """gpu02's GPUs held by another job (its CPUs not), once the container is placed there."""
+    answer = subprocess.run(
+        ["salloc", "--no-shell", "--gpus=2", "--nodelist=gpu02", "-J", "other-user"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    yield
+    subprocess.run(["scancel", answer.stderr.split()[-1]], capture_output=True)
+
+
+def bring(server: JupyterServer, kernel_id: str) -> dict[str, Any]:
+    answer = server.request("POST", f"/asgard/api/kernels/{kernel_id}/container/bring")
+    assert answer.status == 202, answer.body
+    move: dict[str, Any] = answer.body["container_move"]
+    return move
+
+
+def move_ended(server: JupyterServer, kernel_id: str) -> dict[str, Any]:
+    """The kernel's move once it is done or failed."""
+
+    def ended() -> dict[str, Any] | None:
+        move: dict[str, Any] = row(server, kernel_id)["container_move"]
+        return move if move["state"] in ("done", "failed") else None
+
+    return wait_for(ended, 300, "the move to end")
+
+
+@pytest.mark.usefixtures("gpu02_busy")
 def test_with_its_node_busy_a_kernel_starts_elsewhere_is_told_where_its_container_is_and_brings_it_here(
     jupyter_server: JupyterServer, slurm_cluster: LocalCluster, placed: tuple[str, str]
 ) -> None:
@@ -94,49 +125,55 @@ def test_with_its_node_busy_a_kernel_starts_elsewhere_is_told_where_its_containe
     (its GPUs still busy: the save needs none) and restarts the kernel on gpu01, in its allocation, with the
     marker; then the container is on both nodes and the notice is gone."""
     container, name = placed
-    other = subprocess.run(
-        ["salloc", "--no-shell", "--gpus=2", "--nodelist=gpu02", "-J", "other-user"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stderr.split()[-1]
+    kernel_id = jupyter_server.start_kernel(name)
     try:
-        kernel_id = jupyter_server.start_kernel(name)
-        try:
-            started = row(jupyter_server, kernel_id)
-            assert started["node"] == "gpu01"
-            notice = started["container_notice"]
-            assert notice.startswith(f"your container {container}, with what you installed, is on gpu02, which is busy")
-            assert notice.endswith("this kernel runs on gpu01 in a fresh copy of the image"), notice
-            assert notice in jupyter_server.log_path.read_text()
-            assert execute_via_websocket(jupyter_server, kernel_id, READ_MARKER).strip() == "no marker"
+        started = row(jupyter_server, kernel_id)
+        assert started["node"] == "gpu01"
+        notice = started["container_notice"]
+        assert notice.startswith(f"your container {container}, with what you installed, is on gpu02, which is busy")
+        assert notice.endswith("this kernel runs on gpu01 in a fresh copy of the image"), notice
+        assert notice in jupyter_server.log_path.read_text()
+        assert execute_via_websocket(jupyter_server, kernel_id, READ_MARKER).strip() == "no marker"
 
-            answer = jupyter_server.request("POST", f"/asgard/api/kernels/{kernel_id}/container/bring")
-            assert answer.status == 202, answer.body
-            assert answer.body["container_move"]["state"] == "saving"
-            again = jupyter_server.request("POST", f"/asgard/api/kernels/{kernel_id}/container/bring")
-            assert again.status == 409, again.body
-            moved = wait_for(
-                lambda: (
-                    (found := row(jupyter_server, kernel_id)["container_move"])["state"] in ("done", "failed") and found
-                ),
-                300,
-                "the move to end",
-            )
-            assert moved["state"] == "done", moved
-            assert jupyter_server.await_kernel(kernel_id, 60) == ""
-            assert execute_via_websocket(jupyter_server, kernel_id, READ_MARKER).strip() == "made on gpu02"
-            after = row(jupyter_server, kernel_id)
-            assert (after["node"], after["job_id"], after["container_notice"]) == ("gpu01", started["job_id"], "")
-            assert sorted(place["node"] for place in places(jupyter_server, container)) == ["gpu01", "gpu02"]
-            nothing_left = jupyter_server.request("POST", f"/asgard/api/kernels/{kernel_id}/container/bring")
-            assert nothing_left.status == 409 and "nothing to bring" in nothing_left.body["message"]
-        finally:
-            shut_down(jupyter_server, kernel_id)
+        assert bring(jupyter_server, kernel_id)["state"] == "saving"
+        again = jupyter_server.request("POST", f"/asgard/api/kernels/{kernel_id}/container/bring")
+        assert again.status == 409, again.body
+        moved = move_ended(jupyter_server, kernel_id)
+        assert moved["state"] == "done", moved
+        assert jupyter_server.await_kernel(kernel_id, 60) == ""
+        assert execute_via_websocket(jupyter_server, kernel_id, READ_MARKER).strip() == "made on gpu02"
+        after = row(jupyter_server, kernel_id)
+        assert (after["node"], after["job_id"], after["container_notice"]) == ("gpu01", started["job_id"], "")
+        assert sorted(place["node"] for place in places(jupyter_server, container)) == ["gpu01", "gpu02"]
+        nothing_left = jupyter_server.request("POST", f"/asgard/api/kernels/{kernel_id}/container/bring")
+        assert nothing_left.status == 409 and "nothing to bring" in nothing_left.body["message"]
     finally:
-        subprocess.run(["scancel", other], capture_output=True)
+        shut_down(jupyter_server, kernel_id)
     staging = list((slurm_cluster.netscratch / "root" / "images").glob(".moving-*"))
     assert staging == []  # the saved copy goes once the kernel runs in the container made from it
+
+
+@pytest.mark.usefixtures("gpu02_busy")
+def test_bringing_a_container_that_is_gone_from_its_node_fails_in_pyxiss_words(
+    jupyter_server: JupyterServer, slurm_cluster: LocalCluster, placed: tuple[str, str]
+) -> None:
+    """The container was wiped from gpu02 after the kernel started on gpu01: the move fails saying so (Pyxis's
+    words beside Asgard's), forgets gpu02, and leaves the kernel running as it was."""
+    container, name = placed
+    kernel_id = jupyter_server.start_kernel(name)
+    try:
+        execute_via_websocket(jupyter_server, kernel_id, "x = 42")
+        for path in container_storage(slurm_cluster, "gpu02", container):
+            shutil.rmtree(path)
+        bring(jupyter_server, kernel_id)
+        failed = move_ended(jupyter_server, kernel_id)
+        assert failed["state"] == "failed", failed
+        assert f"{container} is no longer on gpu02" in failed["message"]
+        assert "does not exist, and --container-image is not set" in failed["message"]
+        assert [place["node"] for place in places(jupyter_server, container)] == ["gpu01"]
+        assert execute_via_websocket(jupyter_server, kernel_id, "print(x)").strip() == "42"
+    finally:
+        shut_down(jupyter_server, kernel_id)
 
 
 def test_a_container_removed_from_its_node_behind_the_servers_back_is_noticed_at_the_next_start(

@@ -139,9 +139,12 @@ class ContainerMoves:
         finally:
             await self.client.run(scancel_named_argv(name))  # a save srun gave up on (timeout, cancel) ends too
         lines = result.stderr.splitlines() + result.stdout.splitlines()
-        if any(GONE in line for line in lines):
+        if gone := next((line for line in lines if GONE in line), ""):
             await asyncio.to_thread(self.places.forget, container, node)
-            raise SlurmError(f"{container} is no longer on {node} (removed from the node's storage): nothing to bring")
+            raise SlurmError(
+                f"{container} is no longer on {node} (removed from the node's storage; {gone.strip()}): there is "
+                "nothing to bring, and it is forgotten there"
+            )
         if result.returncode != 0 or not await asyncio.to_thread(os.path.isfile, saved):
             text, hint = summarize(lines)
             raise SlurmError(f"saving {container} on {node} failed: {text}" + (f". {hint}" if hint else ""))
