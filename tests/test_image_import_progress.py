@@ -769,7 +769,7 @@ def test_what_ignores_sigterm_is_killed_after_the_grace() -> None:
     end_session(child, grace=0.5)
 
     assert session_members(child.pid) == [] and child.returncode == -signal.SIGKILL
-    assert 0.5 <= time.monotonic() - started < 5
+    assert time.monotonic() - started >= 0.5  # the grace was given (how long past it is for no test to time)
 
 
 # --- what the server makes of the lines --------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -18,11 +18,10 @@ NO_PATH_CHECKS = Config({"PyxisProvisioner": {"check_paths": False}})  # what Py
 
 
 async def start_fails(kernel_name: str, cwd: Path, site: Config | None = None) -> str:
-    """Start the kernel, expect KernelStartError within seconds, return its message."""
-    started = time.monotonic()
+    """Start the kernel, expect KernelStartError (not a wait for the start timeout: 120 s guards a hang), return
+    its message."""
     with pytest.raises(KernelStartError) as failure:
-        await start(kernel_name, cwd, site=site)
-    assert time.monotonic() - started < 30
+        await asyncio.wait_for(start(kernel_name, cwd, site=site), 120)
     return str(failure.value)
 
 
