@@ -306,9 +306,9 @@ async def measure(cluster: LocalCluster, runners: list[Runner[Any]], rounds: int
     return results
 
 
-def remove_container(cluster: LocalCluster, name: str) -> None:
+def remove_container(cluster: LocalCluster, name: str, node: str = NODE) -> None:
     """Each cold start's container costs the node an unpacked image (hundreds of MB): once measured, it goes."""
-    for path in container_storage(cluster, NODE, name):
+    for path in container_storage(cluster, node, name):
         shutil.rmtree(path)
 
 

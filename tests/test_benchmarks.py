@@ -18,6 +18,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 SMALLEST = {
+    "benchmarks.container_placement": (
+        ["--rounds", "1"],
+        [
+            r"^ +bare warm +[\d.]+ +gpu02 warm +pinned",  # the benchmark checks each start's node and temperature
+            r"^ +with placement +[\d.]+ +gpu02 warm +no node named",
+            r"^ +without placement +[\d.]+ +gpu01 cold +no node named",
+            r"^ +with placement / bare warm +[\d.]+x \((meets|misses) the 1\.15x target\)$",
+            r"^ +without placement / bare warm +[\d.]+x$",
+        ],
+    ),
     "benchmarks.kernel_start": (
         ["--rounds", "1"],
         [rf"^ +{phase} +bare +[\d.]+ +asgard +[\d.]+ +ratio +[\d.]+x" for phase in ("cold", "warm", "restart")],

@@ -104,6 +104,9 @@ INLINE = {
     "sudo python3 -m benchmarks.registry_start [--rounds 3]": (
         "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures"
     ),
+    "sudo python3 -m benchmarks.container_placement [--rounds 5]": (
+        "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures"
+    ),
     "scancel --signal=INT": "tests/test_provisioner.py::test_signal_interrupt_reaches_the_kernel_through_slurm",
     "scontrol show job": (
         "tests/test_security.py::TestServerKernel::test_the_keys_are_in_no_command_line_slurm_record_or_log"
