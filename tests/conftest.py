@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,6 +31,14 @@ CLUSTER_FIXTURES = {"slurm_cluster", "fresh_cluster_prerequisites"}
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster: needs a real Slurm test cluster (root, Slurm, Pyxis, enroot)")
+    # Kernels started in this process keep their state in the Jupyter data directory (where each named container
+    # is, which steers placement): one of this process's own, not the user's, which other runs and the other
+    # worker (with a cluster of its own, whose nodes have the same names) would share.
+    os.environ["JUPYTER_DATA_DIR"] = tempfile.mkdtemp(prefix="asgard-test-data-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ["JUPYTER_DATA_DIR"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from jupyter_asgard.containers.launch_plan import lasting_container_name
+from jupyter_asgard.kernel.container_places import ContainerPlace, newest_first
 from jupyter_asgard.launch.launch_config import LaunchConfig
 from jupyter_asgard.site.estimates import Estimate
 from jupyter_asgard.site.placement import (
@@ -105,3 +106,24 @@ def test_only_a_container_that_outlives_its_job_is_placed() -> None:
     )
     assert lasting_container_name(LaunchConfig(image=IMAGE, container_name="my-env:auto"), "x", "k") == "my-env"
     assert lasting_container_name(config, "jupyter-{kernel_name}-{job_id}", "asgard-pytorch") == ""
+
+
+def test_a_busy_home_with_a_free_fresh_copy_sends_the_kernel_to_the_copy_saying_what_it_lacks() -> None:
+    """The fresh copy on gpu01 was made from the image when gpu02 was busy before: a warm start there beats a cold
+    one on a third node, and the user is told it lacks what they installed on gpu02."""
+    placement = Placement("my-env", ("gpu02",), copies=("gpu01",))
+    chosen = choose(placement, [IN_TEN_MINUTES, Estimate("gpu01", seconds=0, nodes="gpu01")], wait=0)
+    assert chosen.node == "gpu01"
+    assert chosen.notice("gpu01", fresh=False) == (
+        "your container my-env, with what you installed, is on gpu02, which is busy (Slurm: expected to start at "
+        "10:10 (in ~10 min) on gpu02): this kernel runs on gpu01 in the copy of my-env made there from the image "
+        "earlier"
+    )
+
+
+def test_copies_with_what_was_installed_come_before_fresh_copies() -> None:
+    """The fresh copy is the most recently used, yet the node with what the user installed is tried first."""
+    original = ContainerPlace("my-env", "gpu02", last_use="2026-12-01T10:00:00+00:00")
+    fresh = ContainerPlace("my-env", "gpu01", last_use="2026-12-02T10:00:00+00:00", fresh_copy=True)
+    older = ContainerPlace("my-env", "gpu03", last_use="2026-11-01T10:00:00+00:00")
+    assert [place.node for place in newest_first([fresh, older, original])] == ["gpu02", "gpu03", "gpu01"]

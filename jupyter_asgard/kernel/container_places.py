@@ -45,6 +45,9 @@ class ContainerPlace:
     image: str = ""  # the image it was created from, as the kernel named it
     writable: bool | None = None  # --container-writable (True), --container-readonly (False), Pyxis's default
     partition: str = ""  # the kernel's partition there: a job on that node (a save, a removal) asks for it
+    # Made from the image because the container's node could not take the kernel: without what the user had
+    # installed there, so placement prefers the other (a copy brought here is no fresh copy)
+    fresh_copy: bool = False
     created: str = ""  # when the server saw Pyxis create its filesystem ("" where it was there already)
     last_use: str = ""  # the last start of a kernel in it
 
@@ -63,13 +66,15 @@ class ContainerPlace:
             image=str(data.get("image") or ""),
             writable=writable if isinstance(writable, bool) else None,
             partition=str(data.get("partition") or ""),
+            fresh_copy=data.get("fresh_copy") is True,
             created=str(data.get("created") or ""),
             last_use=str(data.get("last_use") or ""),
         )
 
 
 def newest_first(places: list[ContainerPlace]) -> list[ContainerPlace]:
-    return sorted(places, key=lambda place: (place.last_use, place.node), reverse=True)
+    """Copies with what the user installed before fresh copies, each the most recently used first."""
+    return sorted(places, key=lambda place: (not place.fresh_copy, place.last_use, place.node), reverse=True)
 
 
 def grouped(places: list[ContainerPlace]) -> list[dict[str, Any]]:
@@ -104,14 +109,16 @@ class ContainerPlaces:
 
     def seen(self, place: ContainerPlace, created: bool) -> ContainerPlace | None:
         """A kernel started in container place.name on place.node (created: Pyxis made its filesystem in that
-        start), now. Returns the record this replaces where the container was recorded there but had been made
-        anew: the one recorded was removed behind the server's back."""
+        start, and place says whether as a fresh copy), now. Returns the record this replaces where the container
+        was recorded there but had been made anew: the one recorded was removed behind the server's back."""
         with self._locked() as path:
             places = self._read(path)
             old = next((known for known in places if (known.name, known.node) == (place.name, place.node)), None)
             stamp = now()
-            kept = old.created if old is not None and not created else ""
-            place = replace(place, created=stamp if created else kept, last_use=stamp)
+            if old is not None and not created:
+                place = replace(place, created=old.created, fresh_copy=old.fresh_copy, last_use=stamp)
+            else:
+                place = replace(place, created=stamp if created else "", last_use=stamp)
             self._write(path, [other for other in places if other is not old] + [place])
         return old if old is not None and created else None
 

@@ -516,7 +516,10 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         except AsgardError as error:
             self.log.warning("Kernel %s: where its container is stays unknown: %s", self.kernel_id, error)
             return Placement()
-        placement = Placement(name, tuple(place.node for place in places if place.node not in self.lost_nodes))
+        usable = [place for place in places if place.node not in self.lost_nodes]
+        homes = tuple(place.node for place in usable if not place.fresh_copy)
+        copies = tuple(place.node for place in usable if place.fresh_copy)
+        placement = Placement(name, homes, copies) if homes else Placement(name, copies)
         if not placement.homes:
             return placement
         if not self.container_placement:
@@ -532,9 +535,11 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         if not self.container:
             return
         fresh = CREATING in step.phases
+        away = self.placement.notice(self.node, fresh)
         try:
             place = ContainerPlace(
-                self.container, self.node, self.launch.image, self.launch.container_writable, self.launch.partition
+                *(self.container, self.node, self.launch.image, self.launch.container_writable, self.launch.partition),
+                fresh_copy=fresh and bool(away),
             )
             wiped = await asyncio.to_thread(self.places.seen, place, fresh)
         except AsgardError as error:
@@ -545,9 +550,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
                 "Kernel %s: the container %s recorded on %s (last used %s) was gone: forgotten; made anew",
                 *(self.kernel_id, self.container, self.node, wiped.last_use),
             )
-        self.container_notice = (
-            wiped_notice(self.container, self.node) if wiped else self.placement.notice(self.node, fresh)
-        )
+        self.container_notice = wiped_notice(self.container, self.node) if wiped else away
         if self.container_notice:
             self.log.warning("Kernel %s: %s", self.kernel_id, self.container_notice)
 

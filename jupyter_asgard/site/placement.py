@@ -39,7 +39,8 @@ class Placement:
     """Where a kernel's allocation is asked for, and why not where its container is."""
 
     container: str = ""  # the named container, "" where the kernel has none of a stable name
-    homes: tuple[str, ...] = ()  # the nodes holding it, newest first
+    homes: tuple[str, ...] = ()  # the nodes holding it with what the user installed, newest first
+    copies: tuple[str, ...] = ()  # nodes holding a fresh copy of it made from the image (container_places)
     node: str = ""  # the node asked for ("" Slurm chooses)
     patience: float = 0.0  # seconds to wait for node before starting elsewhere
     why_not: str = ""  # why not on a home node, as the notice says it (", which is busy (...)")
@@ -53,7 +54,13 @@ class Placement:
         if not self.homes or node in self.homes:
             return ""
         where = " and ".join(self.homes)
-        copy = "a fresh copy of the image" if fresh else f"the copy of {self.container} that was on {node} already"
+        copy = (
+            "a fresh copy of the image"
+            if fresh
+            else f"the copy of {self.container} made there from the image earlier"
+            if node in self.copies
+            else f"the copy of {self.container} that was on {node} already"
+        )
         return (
             f"your container {self.container}, with what you installed, is on {where}{self.why_not}: this kernel "
             f"runs on {node} in {copy}"
@@ -79,21 +86,26 @@ def why_busy(estimate: Estimate, several: bool) -> str:
 
 
 def choose(placement: Placement, estimates: list[Estimate], wait: float) -> Placement:
-    """The first home whose estimate (labelled with its node) starts within wait seconds (now, for 0), else
-    where Slurm puts it."""
+    """The first node holding the container (homes, then fresh copies) whose estimate (labelled with its node)
+    starts within wait seconds (now, for 0), else where Slurm puts it; why not a home, where not one."""
+    homes = estimates[: len(placement.homes)]
+    first = next((estimate for estimate in homes if not estimate.error), homes[0] if homes else None)
+    why_not = why_busy(first, len(placement.homes) > 1) if first else ""
     for estimate in estimates:
         if not estimate.error and estimate.seconds is not None and (estimate.now or estimate.seconds <= wait):
-            return replace(placement, node=estimate.label, patience=max(wait, GRANT_PATIENCE), why_not="")
-    latest = next((estimate for estimate in estimates if not estimate.error), estimates[0] if estimates else None)
-    return placement.elsewhere(why_busy(latest, len(placement.homes) > 1) if latest else "")
+            home = estimate.label in placement.homes
+            patience = max(wait, GRANT_PATIENCE)
+            return replace(placement, node=estimate.label, patience=patience, why_not="" if home else why_not)
+    return placement.elsewhere(why_not)
 
 
 async def place(client: SlurmClient, config: LaunchConfig, placement: Placement, wait: float) -> Placement:
-    """Slurm asked, once per home node (at most MOST_ESTIMATED, at once), whether it would start config there."""
-    homes = placement.homes[:MOST_ESTIMATED]
-    if not homes:
+    """Slurm asked, once per node holding the container (at most MOST_ESTIMATED, at once), whether it would start
+    config there."""
+    nodes = (placement.homes + placement.copies)[:MOST_ESTIMATED]
+    if not nodes:
         return placement
     estimates = await asyncio.gather(
-        *(estimate_one(client, on_node(config, node), node, {}, nullcontext()) for node in homes)
+        *(estimate_one(client, on_node(config, node), node, {}, nullcontext()) for node in nodes)
     )
     return choose(placement, list(estimates), wait)
