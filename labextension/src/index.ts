@@ -21,7 +21,7 @@ import { ImportsModel } from './importsmodel';
 import { AsgardModel, POLL_TIMES } from './model';
 import { AsgardPanel } from './panel';
 import { StartErrors } from './starterrors';
-import { AsgardStatus } from './statusbar';
+import { AsgardStatus, sessionContextOf } from './statusbar';
 
 const PANEL_ID = 'jupyter-asgard-panel';
 const OPEN_PANEL = 'jupyter-asgard:open-panel';
@@ -49,6 +49,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const widget = (await app.commands.execute('terminal:open', { name: terminal.name })) as Widget | undefined;
         if (widget) {
           keepTitle(widget, terminal.title);
+        }
+      },
+      reconnect: kernelId => {
+        for (const widget of app.shell.widgets('main')) {
+          const kernel = sessionContextOf(widget)?.session?.kernel;
+          if (kernel?.id === kernelId) {
+            kernel.reconnect().catch(error => console.warn(`jupyter-asgard: reconnecting to ${kernelId}:`, error));
+          }
         }
       }
     });
