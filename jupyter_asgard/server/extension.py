@@ -15,6 +15,7 @@ from tornado.ioloop import IOLoop
 from ..containers.image_imports import ImageImports
 from ..containers.image_saves import ImageSaves
 from ..errors import SlurmError
+from ..kernel.container_removal import ContainerRemoval
 from ..kernel.kernel_env import import_environment
 from ..kernel.provisioner import PyxisProvisioner, live_provisioner
 from ..site.site import AsgardSite
@@ -39,6 +40,7 @@ class AsgardExtension(ExtensionApp):
             self.monitor.client, self.site.policy, self.site.forget_images, import_environment(os.environ)
         )
         self.terminals = KernelTerminals()
+        self.containers = ContainerRemoval(self.monitor.client)
         kernel_manager = self.serverapp.kernel_manager
         pending_kernels.install(kernel_manager)
         # Wraps the method of this server's kernel manager only (an instance attribute, not its class's method).
