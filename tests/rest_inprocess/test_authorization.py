@@ -1,7 +1,8 @@
-"""Save-image and the container terminal run commands in a kernel's container: under an authorizer that grants
-writing kernels and terminals but not executing (as JupyterHub's roles or a site's own authorizer may), both
-are refused with 403 before anything else is looked at; with execute they reach the kernel (none runs here,
-so 404). With real kernels on the test cluster: test_load_limits.py."""
+"""Save-image and the container terminal run commands in a kernel's container, and a container's removal runs
+enroot as the user: under an authorizer that grants writing kernels and terminals but not executing (as
+JupyterHub's roles or a site's own authorizer may), they are refused with 403 before anything else is looked
+at; with execute they reach the kernel or the record (none here, so 404). With real kernels on the test
+cluster: test_load_limits.py, test_container_removal_jobs.py."""
 
 from __future__ import annotations
 
@@ -63,3 +64,26 @@ async def test_with_execute_on_kernels_the_request_reaches_the_kernel(jp_fetch: 
 async def test_the_container_terminal_still_needs_writing_terminals(jp_fetch: Any) -> None:
     GrantedAuthorizer.granted = {("execute", "kernels"), ("write", "kernels")}
     assert await status(jp_fetch, "terminal") == 403
+
+
+async def container_status(jp_fetch: Any, method: str, *path: str) -> int:
+    try:
+        answer = await jp_fetch("asgard", "api", "containers", *path, method=method)
+    except HTTPClientError as error:
+        assert error.response is not None and json.loads(error.response.body)["message"]
+        return error.code
+    return answer.code
+
+
+async def test_removing_a_container_needs_execute_on_kernels(jp_fetch: Any) -> None:
+    GrantedAuthorizer.granted = WRITE
+    assert await container_status(jp_fetch, "DELETE", "env") == 403
+    GrantedAuthorizer.granted = WRITE | {("execute", "kernels")}
+    assert await container_status(jp_fetch, "DELETE", "env") == 404
+
+
+async def test_listing_containers_needs_reading_kernels(jp_fetch: Any) -> None:
+    GrantedAuthorizer.granted = {("read", "kernelspecs")}
+    assert await container_status(jp_fetch, "GET") == 403
+    GrantedAuthorizer.granted = {("read", "kernels")}
+    assert await container_status(jp_fetch, "GET") == 200
