@@ -41,7 +41,19 @@ NO_ENROOT = CommandResult(
     "srun",
 )
 NO_ROOM = CommandResult(
-    1, "", "srun: error: Unable to allocate resources: Requested node configuration is not available\n", "srun"
+    1,
+    "",
+    "srun: job 3 queued and waiting for resources\n"
+    "srun: error: Unable to allocate resources: Requested nodes are busy\n",
+    "srun",
+)
+NO_NODE = CommandResult(1, "", "srun: error: Unable to allocate resources: Invalid node name specified\n", "srun")
+NO_MUNGE = CommandResult(
+    1,
+    "",
+    'srun: error: Munge encode failed: Failed to access "/run/munge/munge.socket.2": Permission denied\n'
+    "srun: error: Unable to allocate resources: Protocol authentication error\n",
+    "srun",
 )
 
 
@@ -162,12 +174,33 @@ async def test_a_node_without_enroot_is_a_failure_in_slurm_s_words_and_the_recor
     assert nodes_of(places, "env") == ["gpu01", "gpu02"]
 
 
-async def test_a_node_without_room_is_said_with_what_to_do(places: ContainerPlaces, tmp_path: Path) -> None:
-    srun = FakeSrun({"gpu01": NO_ROOM})
+@pytest.mark.parametrize(
+    ("answer", "words", "hint"),
+    [
+        (NO_ROOM, "Unable to allocate resources: Requested nodes are busy", "gpu01 has no room for the short"),
+        (NO_MUNGE, "Protocol authentication error", "Slurm did not accept this host's credentials (munge)"),
+    ],
+)
+async def test_a_job_slurm_does_not_run_is_said_in_its_words_with_what_to_do(
+    places: ContainerPlaces, tmp_path: Path, answer: CommandResult, words: str, hint: str
+) -> None:
+    srun = FakeSrun({"gpu01": answer})
     with pytest.raises(SlurmError) as failed:
         await removal(places, srun, tmp_path).remove("env", "gpu01", none)
-    assert "Unable to allocate resources: Requested node configuration is not available" in failed.value.message
-    assert "try again later" in failed.value.hint
+    assert failed.value.message.startswith("removing env from gpu01 failed: ") and words in failed.value.message
+    assert failed.value.hint.startswith(hint)
+    assert nodes_of(places, "env") == ["gpu01", "gpu02"]
+
+
+async def test_a_node_slurm_no_longer_has_is_forgotten_with_its_containers(
+    places: ContainerPlaces, tmp_path: Path
+) -> None:
+    srun = FakeSrun({"gpu01": NO_NODE})
+    removals = await removal(places, srun, tmp_path).remove("env", "gpu01", none)
+    assert removal_json("env", removals)["message"] == (
+        "env was no longer on gpu01 (Slurm has no such node any more): forgotten"
+    )
+    assert nodes_of(places, "env") == ["gpu02"]
 
 
 async def test_one_node_failing_says_so_and_what_went_from_the_other(places: ContainerPlaces, tmp_path: Path) -> None:
@@ -176,7 +209,7 @@ async def test_one_node_failing_says_so_and_what_went_from_the_other(places: Con
         await removal(places, srun, tmp_path).remove("env", None, none)
     assert failed.value.problems[0].startswith("removing env from gpu01 failed:")
     assert failed.value.problems[1:] == ["removed env from gpu02"]
-    assert failed.value.status == 503 and "try again later" in failed.value.hint
+    assert failed.value.status == 503 and failed.value.hint.startswith("gpu01 has no room")
     assert nodes_of(places, "env") == ["gpu01"]
 
 

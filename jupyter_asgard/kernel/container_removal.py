@@ -45,15 +45,21 @@ JOB_PREFIX = "remove-"  # the job is job_name(JOB_PREFIX + id): an Asgard job, s
 REMOVAL_MINUTES = 10  # the job's time limit: a container of many files on a slow disk takes minutes to delete
 REMOVAL_TIMEOUT = CONTAINER_JOB_WAIT + REMOVAL_MINUTES * 60 + 30  # seconds for srun: room, the job, its end
 LISTED = "`jupyter asgard containers` lists your containers and their nodes"
-# What srun and enroot say, and what to do about it (the first that matches).
+# What srun says when the job cannot run, and what to do about it (the first that matches; {node}, {partition}
+# and {name} filled in).
 REMOVAL_HINTS = {
-    "Unable to allocate resources": "Slurm has no room on the node for the short removal job now, or the node "
-    "is not in the partition the container's kernel ran in: try again later",
-    "Invalid partition": "the partition the container's kernel ran in is gone: remove the container by hand "
-    "(srun -w NODE enroot remove --force pyxis_NAME)",
-    "Permission denied": "some of the container's files are not yours to delete (made inside it as root "
-    "with --container-remap-root): ask your site's admins to remove it",
+    "Requested nodes are busy": "{node} has no room for the short removal job now (other jobs hold all of its "
+    "CPUs or memory): try again later",
+    "Invalid partition name": "the partition its kernel ran in ({partition}) is gone: remove the container by "
+    f"hand with: srun -w {{node}} enroot remove --force {ENROOT_NAME_PREFIX}{{name}}",
+    "Requested node configuration is not available": "{node} is down, or not in the partition its kernel ran in "
+    "({partition}): see sinfo -n {node}",
+    "authentication": "Slurm did not accept this host's credentials (munge): ask your site's admins",
+    "Permission denied": "some of the container's files are not yours to delete (made as root inside it with "
+    "--container-remap-root): ask your site's admins to remove it",
 }
+# srun's words for a node Slurm no longer has: its containers went with it.
+NODE_GONE = "Invalid node name specified"
 
 
 @dataclass(frozen=True)
@@ -80,19 +86,24 @@ def listing(places: list[ContainerPlace], kernels: list[ContainerKernel]) -> lis
     ]
 
 
+GONE_FROM_STORAGE = "removed from the node's storage before"
+NODE_LEFT = "Slurm has no such node any more"
+
+
 @dataclass(frozen=True)
 class Removal:
     """The container's removal from one node."""
 
     node: str
-    gone_already: bool  # enroot found nothing of it there: it had been removed before, and is forgotten
+    gone_already: bool  # nothing of it was there: it had been removed before (or the node is gone), forgotten
+    why_gone: str = GONE_FROM_STORAGE
 
     def to_json(self) -> dict[str, Any]:
         return {"node": self.node, "gone_already": self.gone_already}
 
     def words(self, name: str) -> str:
         if self.gone_already:
-            return f"{name} was no longer on {self.node} (removed from the node's storage before): forgotten"
+            return f"{name} was no longer on {self.node} ({self.why_gone}): forgotten"
         return f"removed {name} from {self.node}"
 
 
@@ -147,12 +158,13 @@ def removal_failure(place: ContainerPlace, result: CommandResult) -> SlurmError:
     """The failed removal from one node, in srun's and enroot's words, with what to do."""
     lines = result.stderr.splitlines() + result.stdout.splitlines()
     text, _start_hint = summarize(lines)  # step_failures' hints are a kernel start's: not this job's
-    hint = next((hint for needle, hint in REMOVAL_HINTS.items() if needle in text), "")
+    hint = next((hint for needle, hint in REMOVAL_HINTS.items() if needle in text), "") or (
+        "see whether {node} is up (sinfo -n {node}) and try again, or remove the container by hand: "
+        f"srun -w {{node}} enroot remove --force {ENROOT_NAME_PREFIX}{{name}}"
+    )
     return SlurmError(
         f"removing {place.name} from {place.node} failed: {text or f'srun exited with {result.returncode}'}",
-        hint=hint
-        or f"see whether {place.node} is up (sinfo -n {place.node}) and try again, or remove the container by hand: "
-        f"srun -w {place.node} enroot remove --force {ENROOT_NAME_PREFIX}{place.name}",
+        hint=hint.format(node=place.node, partition=place.partition or "Slurm's default", name=place.name),
     )
 
 
@@ -209,11 +221,16 @@ class ContainerRemoval:
                 raise in_use(place.name, busy)
             result = await self._job(place)
         lines = result.stderr.splitlines() + result.stdout.splitlines()
-        gone = result.returncode != 0 and gone_already(lines, place.name)
-        if result.returncode != 0 and not gone:
+        if result.returncode == 0:
+            removal = Removal(place.node, False)
+        elif gone_already(lines, place.name):
+            removal = Removal(place.node, True)
+        elif any(NODE_GONE in line for line in lines):
+            removal = Removal(place.node, True, NODE_LEFT)
+        else:
             raise removal_failure(place, result)
         await asyncio.to_thread(self.places.forget, place.name, place.node)
-        return Removal(place.node, gone)
+        return removal
 
     async def _job(self, place: ContainerPlace) -> CommandResult:
         """enroot remove as the user, in a job of its own on the container's node; its srun's result."""
