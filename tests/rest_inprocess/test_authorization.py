@@ -40,13 +40,18 @@ def jp_server_config(tmp_path: Path) -> dict[str, Any]:
     }
 
 
-async def status(jp_fetch: Any, *path: str) -> int:
+async def answer_code(jp_fetch: Any, method: str, *path: str) -> int:
+    """The HTTP status of a request under /asgard/api/ (a refusal must say why, in JSON)."""
     try:
-        answer = await jp_fetch("asgard", "api", "kernels", "no-such-kernel", *path, method="POST", body=b"{}")
+        answer = await jp_fetch("asgard", "api", *path, method=method, body=b"{}" if method == "POST" else None)
     except HTTPClientError as error:
         assert error.response is not None and json.loads(error.response.body)["message"]
         return error.code
     return answer.code
+
+
+async def status(jp_fetch: Any, *path: str) -> int:
+    return await answer_code(jp_fetch, "POST", "kernels", "no-such-kernel", *path)
 
 
 @pytest.mark.parametrize("path", ["terminal", "save-image"])
@@ -66,24 +71,15 @@ async def test_the_container_terminal_still_needs_writing_terminals(jp_fetch: An
     assert await status(jp_fetch, "terminal") == 403
 
 
-async def container_status(jp_fetch: Any, method: str, *path: str) -> int:
-    try:
-        answer = await jp_fetch("asgard", "api", "containers", *path, method=method)
-    except HTTPClientError as error:
-        assert error.response is not None and json.loads(error.response.body)["message"]
-        return error.code
-    return answer.code
-
-
 async def test_removing_a_container_needs_execute_on_kernels(jp_fetch: Any) -> None:
     GrantedAuthorizer.granted = WRITE
-    assert await container_status(jp_fetch, "DELETE", "env") == 403
+    assert await answer_code(jp_fetch, "DELETE", "containers", "env") == 403
     GrantedAuthorizer.granted = WRITE | {("execute", "kernels")}
-    assert await container_status(jp_fetch, "DELETE", "env") == 404
+    assert await answer_code(jp_fetch, "DELETE", "containers", "env") == 404
 
 
 async def test_listing_containers_needs_reading_kernels(jp_fetch: Any) -> None:
     GrantedAuthorizer.granted = {("read", "kernelspecs")}
-    assert await container_status(jp_fetch, "GET") == 403
+    assert await answer_code(jp_fetch, "GET", "containers") == 403
     GrantedAuthorizer.granted = {("read", "kernels")}
-    assert await container_status(jp_fetch, "GET") == 200
+    assert await answer_code(jp_fetch, "GET", "containers") == 200
