@@ -6,6 +6,7 @@ tests/test_container_removal_jobs.py; the command's own checks and table in test
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import cast
 
@@ -315,6 +316,42 @@ async def test_a_start_that_comes_during_a_removal_waits_for_its_job_and_is_a_fi
     await asyncio.gather(removing, *starting)
     assert jobs_ended_at_start == [1, 1]
     assert overlaps == [1, 1]  # Pyxis makes the container anew: one start at a time until it has
+
+
+async def test_the_record_is_forgotten_before_a_start_waiting_for_the_removal_may_make_the_container_anew(
+    tmp_path: Path,
+) -> None:
+    """A start that came while the job ran records the container it makes afresh: the removal must not forget
+    that record after it, so it forgets its own before the start goes on."""
+    starts = ContainerStarts(lambda: tmp_path / "starts")
+    entered: list[str] = []
+    forgotten_with_start_inside: list[bool] = []
+
+    class Record(ContainerPlaces):
+        def forget(self, name: str, node: str | None = None) -> list[ContainerPlace]:
+            time.sleep(0.2)  # a slow disk: time enough for a start that is free to go on to get in
+            forgotten_with_start_inside.append(bool(entered))
+            return super().forget(name, node)
+
+    record = Record(lambda: tmp_path / "containers")
+    record.seen(ContainerPlace("env", "gpu02"), False)
+
+    async def start() -> None:
+        async with starts.starting("gpu02", "env"):
+            entered.append("start")
+
+    class StartingMeanwhile(FakeSrun):
+        async def run(
+            self, argv: list[str], timeout: float | None = None, env: dict[str, str] | None = None
+        ) -> CommandResult:
+            self.later = asyncio.ensure_future(start())  # comes while the job runs
+            await asyncio.sleep(0.05)
+            return await super().run(argv, timeout, env)
+
+    srun = StartingMeanwhile({"gpu02": REMOVED})
+    await ContainerRemoval(cast(SlurmClient, srun), record, starts, env={}).remove("env", "gpu02", none)
+    await srun.later
+    assert forgotten_with_start_inside == [False] and entered == ["start"]
 
 
 async def test_a_kernel_that_started_meanwhile_is_seen_once_the_node_is_locked(

@@ -156,8 +156,8 @@ def gone_already(lines: list[str], name: str) -> bool:
 
 def removal_failure(place: ContainerPlace, result: CommandResult) -> SlurmError:
     """The failed removal from one node, in srun's and enroot's words, with what to do."""
-    lines = result.stderr.splitlines() + result.stdout.splitlines()
-    text, _start_hint = summarize(lines)  # step_failures' hints are a kernel start's: not this job's
+    # step_failures' hints are a kernel start's, not this job's: its words only.
+    text, _start_hint = summarize(result.stderr.splitlines() + result.stdout.splitlines())
     hint = next((hint for needle, hint in REMOVAL_HINTS.items() if needle in text), "") or (
         "see whether {node} is up (sinfo -n {node}) and try again, or remove the container by hand: "
         f"srun -w {{node}} enroot remove --force {ENROOT_NAME_PREFIX}{{name}}"
@@ -166,6 +166,18 @@ def removal_failure(place: ContainerPlace, result: CommandResult) -> SlurmError:
         f"removing {place.name} from {place.node} failed: {text or f'srun exited with {result.returncode}'}",
         hint=hint.format(node=place.node, partition=place.partition or "Slurm's default", name=place.name),
     )
+
+
+def outcome(place: ContainerPlace, result: CommandResult) -> Removal:
+    """What the removal job did on its node; the failure raised where it did not remove the container."""
+    lines = result.stderr.splitlines() + result.stdout.splitlines()
+    if result.returncode == 0:
+        return Removal(place.node, False)
+    if gone_already(lines, place.name):
+        return Removal(place.node, True)
+    if any(NODE_GONE in line for line in lines):
+        return Removal(place.node, True, NODE_LEFT)
+    raise removal_failure(place, result)
 
 
 def combined(name: str, removals: list[Removal], failures: list[AsgardError]) -> AsgardError:
@@ -191,7 +203,7 @@ class ContainerRemoval:
     ) -> None:
         self.client = client
         self.places = places or ContainerPlaces()
-        self.starts = starts  # the process's first starts: a removal waits for none, and none starts meanwhile
+        self.starts = starts  # the process's container starts: none may be under way, and new ones wait
         self.env = dict(env) if env is not None else step_environment(os.environ, {}, {})
 
     async def listing(self, kernels: list[ContainerKernel]) -> list[dict[str, Any]]:
@@ -216,20 +228,13 @@ class ContainerRemoval:
         return removals
 
     async def _remove(self, place: ContainerPlace, kernels: Kernels) -> Removal:
+        """The removal from one node, under the node's start locks until it is forgotten: a start that made the
+        container anew right after would be recorded, and must not be forgotten with the removed one."""
         async with self.starts.removing(place.node, place.name):
             if busy := kernels_in(place.name, {place.node}, kernels()):  # one started since remove() looked
                 raise in_use(place.name, busy)
-            result = await self._job(place)
-        lines = result.stderr.splitlines() + result.stdout.splitlines()
-        if result.returncode == 0:
-            removal = Removal(place.node, False)
-        elif gone_already(lines, place.name):
-            removal = Removal(place.node, True)
-        elif any(NODE_GONE in line for line in lines):
-            removal = Removal(place.node, True, NODE_LEFT)
-        else:
-            raise removal_failure(place, result)
-        await asyncio.to_thread(self.places.forget, place.name, place.node)
+            removal = outcome(place, await self._job(place))
+            await asyncio.to_thread(self.places.forget, place.name, place.node)
         return removal
 
     async def _job(self, place: ContainerPlace) -> CommandResult:
