@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +43,19 @@ class JupyterServer:
     """`jupyter server` or `jupyter lab` on 127.0.0.1 with a token; stop() ends it and its kernels."""
 
     def __init__(
-        self, root_dir: Path, log_path: Path, app: str = "server", extra_args: list[str] | None = None
+        self,
+        root_dir: Path,
+        log_path: Path,
+        app: str = "server",
+        extra_args: list[str] | None = None,
+        runner: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
+        """runner: the server's command line as it is run (as another user: tests.unix_users.UnixUser.command)."""
         self.root_dir = root_dir
         self.log_path = log_path
         self.app = app
         self.extra_args = extra_args or []
+        self.runner = runner
         self.token = secrets.token_hex(16)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -80,6 +87,9 @@ class JupyterServer:
             *self.extra_args,
         ]
         self.env = env or dict(os.environ)
+        process_env = self.env
+        if self.runner is not None:  # the runner gives the server its environment (env -i ...); ours finds it
+            argv, process_env = self.runner(argv), dict(os.environ)
         stdin = None
         if terminal:
             self.terminal, stdin = pty.openpty()
@@ -88,7 +98,7 @@ class JupyterServer:
                 argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env=process_env,
                 stdin=stdin,
                 start_new_session=terminal,
             )

@@ -10,11 +10,14 @@ import pytest
 
 from jupyter_asgard.containers.container_steps import (
     PACKAGES,
+    container_job_argv,
+    container_name_problem,
     container_problem,
     image_name_problem,
     manifest_path,
     packages_of,
     remove_container_argv,
+    remove_container_command,
     save_argv,
     saved_image_path,
     terminal_argv,
@@ -103,3 +106,39 @@ def test_a_half_made_container_is_removed_by_a_step_outside_any_container() -> N
     assert argv[0] == "/opt/slurm/bin/srun" and "--jobid=42" in argv and "--nodelist=gpu02" in argv
     assert "--overlap" in argv and not [arg for arg in argv if arg.startswith("--container")]
     assert argv[-4:] == ["enroot", "remove", "--force", "pyxis_my-env"]  # Pyxis's name for it (global scope)
+
+
+def test_a_container_s_removal_is_a_job_of_its_own_on_its_node_that_fails_rather_than_queue() -> None:
+    command = remove_container_command("my-env")
+    argv = container_job_argv("jupyter-asgard-remove-1a2b", "jupyter-asgard:login1:42", "gpu02", "gpu", 10, command)
+    assert argv == [
+        "srun",
+        "--job-name=jupyter-asgard-remove-1a2b",
+        "--nodes=1",
+        "--ntasks=1",
+        "--comment=jupyter-asgard:login1:42",
+        "--nodelist=gpu02",
+        "--partition=gpu",
+        "--time=10",
+        "--immediate=60",
+        "enroot",
+        "remove",
+        "--force",
+        "pyxis_my-env",
+    ]
+
+
+def test_a_container_job_without_a_recorded_partition_leaves_it_to_slurm_and_asks_a_minute_at_least() -> None:
+    argv = container_job_argv("name", "comment", "gpu01", "", 0, ["true"], srun="/opt/slurm/bin/srun")
+    assert argv[0] == "/opt/slurm/bin/srun"
+    assert not [arg for arg in argv if arg.startswith("--partition")] and "--time=1" in argv
+
+
+@pytest.mark.parametrize("name", ["my-env", "jupyter-asgard-pytorch-1a2b3c4d", "torch2.1_cuda12", "..", "-x"])
+def test_container_names_a_kernelspec_can_give_can_be_named_to_remove_them(name: str) -> None:
+    assert container_name_problem(name) == ""
+
+
+@pytest.mark.parametrize("name", ["", "env:no_exec", "a/b", "../x", "a b", "env\n", "ümlaut"])
+def test_anything_else_never_reaches_enroot(name: str) -> None:
+    assert "is not a container's name" in container_name_problem(name)

@@ -55,6 +55,10 @@ COMMAND_LANGUAGES = {"", "bash", "sh", "shell", "console", "shell-session", "zsh
 NOT_COMMANDS = {"python", "json"}  # configuration and code: kernelspec JSON, jupyter_server_config.py, a cell
 
 # (b) Commands that another test module runs as users run them: command -> that test's node id.
+CONTAINERS_COMMAND_TEST = (
+    "tests/test_container_removal_jobs.py::test_the_command_lists_and_removes_through_the_server_and_on_its_own_"
+    "without_one"
+)
 EXERCISED_ELSEWHERE = {
     "jupyter asgard status": "tests/test_status.py::test_the_table_shows_a_server_kernel_and_a_job_no_server_knows",
     "jupyter asgard site-check": "tests/test_cli.py::test_site_check_says_which_limits_slurm_enforces",
@@ -68,6 +72,8 @@ EXERCISED_ELSEWHERE = {
         "tests/test_kernel_container.py::"
         "test_an_environment_built_in_a_kernel_is_saved_as_an_image_a_new_kernel_starts_from"
     ),
+    "jupyter asgard containers": CONTAINERS_COMMAND_TEST,
+    "jupyter asgard containers remove my-env": CONTAINERS_COMMAND_TEST,
 }
 
 # (c) Commands CI runs itself: command -> (file, what that file runs, why this module does not run it).
@@ -130,6 +136,8 @@ INLINE = {
         "test_a_terminal_runs_in_the_kernels_container_on_its_node_and_ends_with_the_kernel"
     ),
     "jupyter asgard status": "tests/test_status.py::test_the_table_shows_a_server_kernel_and_a_job_no_server_knows",
+    "jupyter asgard containers": CONTAINERS_COMMAND_TEST,
+    "jupyter asgard containers remove NAME [--node NODE]": CONTAINERS_COMMAND_TEST,
     "pip freeze": "the form of the saved image's package list, which the save step makes with importlib.metadata "
     "(no pip needed): tests/test_kernel_container.py checks the manifest",
     "pip install": "what users do in a writable named container: tests/test_kernel_container.py does it offline, "

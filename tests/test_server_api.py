@@ -31,6 +31,8 @@ ENDPOINTS = [
     ("POST", "/asgard/api/kernels/0000/terminal"),
     ("POST", "/asgard/api/kernels/0000/save-image"),
     ("GET", "/asgard/api/kernels/0000/save-image"),
+    ("GET", "/asgard/api/containers"),
+    ("DELETE", "/asgard/api/containers/x"),
     ("GET", "/asgard/api/kernelspecs"),
     ("GET", "/asgard/api/kernelspecs/x"),
     ("PUT", "/asgard/api/kernelspecs/x"),

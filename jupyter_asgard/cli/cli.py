@@ -220,6 +220,30 @@ def _import(args: argparse.Namespace) -> int:
     return run_import(args.uri, args.name, args.json, f"{PROG} import")
 
 
+def _containers_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help='print JSON: {"containers": [...]}, as the REST API')
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    remove = actions.add_parser(
+        "remove",
+        help="remove a container from its node(s), with what was installed in it (a short Slurm job per node)",
+        description="Remove a named container from the node(s) it is on, with what was installed in it: a short "
+        "Slurm job per node runs `enroot remove` as you. Refused while a kernel of yours runs in it there.",
+    )
+    remove.add_argument("name", metavar="NAME", help="the container's name, as `jupyter asgard containers` lists it")
+    remove.add_argument("--node", metavar="NODE", help="remove it from this node only (default: from every node)")
+    # Suppressed default: `containers --json remove NAME` keeps the --json given before the action.
+    remove.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the removal's JSON")
+
+
+def _containers(args: argparse.Namespace) -> int:
+    """Through the running servers (they know their kernels), else from the user's record (containers.py)."""
+    from .containers import run_list, run_remove
+
+    if args.action == "remove":
+        return run_remove(args.name, args.node, args.json, f"{PROG} containers remove")
+    return run_list(args.json)
+
+
 COMMANDS: dict[str, Command] = {
     "install": Command("install the Asgard PyTorch kernelspec with this site's settings", _install_arguments, _install),
     "kernelspecs": Command(
@@ -247,6 +271,12 @@ COMMANDS: dict[str, Command] = {
         "saying how it goes; Ctrl-C cancels it",
         _import_arguments,
         _import,
+    ),
+    "containers": Command(
+        "list your named containers, the nodes each is on and the kernels running in it; `containers remove "
+        "NAME` removes one",
+        _containers_arguments,
+        _containers,
     ),
     "site-check": Command(
         "for admins: which of the site's kernel limits (max_gpus, allowed_partitions) Slurm "

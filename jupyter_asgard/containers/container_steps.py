@@ -16,7 +16,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ..launch.launch_config import LaunchConfig
+from ..launch.launch_config import CONTAINER_BASE_NAME, LaunchConfig
 from ..launch.mounts import Mount, render_mounts
 from ..node import importer
 from ..slurm.slurm_commands import ONE_TASK, own_job_argv
@@ -26,6 +26,7 @@ SAVE_STEP_NAME = "jupyter-save-image"
 IMPORT_STEP_NAME = "jupyter-asgard-import"  # an image's import, or its digest's lookup (node/importer.py)
 IMPORTER_SOURCE = Path(importer.__file__).read_text()
 IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+CONTAINER_NAME = re.compile(rf"{CONTAINER_BASE_NAME}\Z")
 # What a save step runs in the container while Pyxis exports it: the installed distributions, as
 # `pip freeze` lists them, without needing pip (the image's python3 runs the kernel, so it is there).
 PACKAGES = (
@@ -189,6 +190,18 @@ def image_name_problem(name: str) -> str:
     return (
         f"the image name {name!r} is not allowed: use 1 to 64 letters, digits, '.', '_' or '-', starting with a "
         "letter or digit (it becomes the file name NAME.sqsh)"
+    )
+
+
+def container_name_problem(name: str) -> str:
+    """Why name cannot be a named container's, without Pyxis's flag ("" when it can): the kernelspec's rule for
+    container_name, so that every container a kernel can make is one that can be named to remove it, and
+    nothing else reaches enroot (no path, no option)."""
+    if CONTAINER_NAME.match(name):
+        return ""
+    return (
+        f"{name!r} is not a container's name: it has letters, digits, '.', '_' and '-' only (the kernelspec's "
+        "container_name without its :flag)"
     )
 
 

@@ -31,7 +31,9 @@ MEMORY = re.compile(r"^\d+[KMGT]?\Z", re.IGNORECASE | re.ASCII)
 TIME = re.compile(
     r"^(?:UNLIMITED|INFINITE|\d+(?::\d{1,2}){0,2}|\d+-\d{1,2}(?::\d{1,2}){0,2})\Z", re.IGNORECASE | re.ASCII
 )
-CONTAINER_NAME = re.compile(r"^[A-Za-z0-9_.-]+(?::(?:auto|create|exec|no_exec))?\Z")
+# A named container's own name (what its filesystem on a node is called, pyxis_NAME), then Pyxis's optional flag.
+CONTAINER_BASE_NAME = r"[A-Za-z0-9_.-]+"
+CONTAINER_NAME = re.compile(rf"^{CONTAINER_BASE_NAME}(?::(?:auto|create|exec|no_exec))?\Z")
 # enroot imports these, but Pyxis puts docker:// before any image that is neither a path nor docker(d)://.
 ENROOT_ONLY_SCHEMES = ("podman",)
 IMAGE_URI = re.compile(

@@ -16,6 +16,7 @@ from ..containers.image_imports import ImageImports
 from ..containers.image_saves import ImageSaves
 from ..errors import SlurmError
 from ..kernel.container_moves import ContainerMoves
+from ..kernel.container_removal import ContainerRemoval
 from ..kernel.kernel_env import import_environment
 from ..kernel.provisioner import PyxisProvisioner, live_provisioner
 from ..site.site import AsgardSite
@@ -41,6 +42,7 @@ class AsgardExtension(ExtensionApp):
         )
         self.terminals = KernelTerminals()
         self.moves = ContainerMoves(self.monitor.client)
+        self.containers = ContainerRemoval(self.monitor.client)
         kernel_manager = self.serverapp.kernel_manager
         pending_kernels.install(kernel_manager)
         # Wraps the method of this server's kernel manager only (an instance attribute, not its class's method).

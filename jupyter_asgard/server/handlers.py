@@ -21,8 +21,9 @@ from tornado import web
 
 from ..containers.container_steps import container_problem
 from ..errors import AsgardError, BadRequest, Conflict, NotFound, TooLarge
+from ..kernel.container_removal import ContainerKernel, removal_json
 from ..kernel.kernelspec_store import KernelspecStore
-from ..kernel.provisioner import PyxisProvisioner, live_provisioner
+from ..kernel.provisioner import PyxisProvisioner, live_provisioner, live_provisioners
 from ..launch.launch_config import LaunchConfig, json_schema
 from ..site.site_policy import check_launch
 from .extension import AsgardExtension
@@ -331,6 +332,42 @@ class ImageImportHandler(AsgardHandler):
         self.finish((await self.asgard.imports.cancel(import_id)).to_json())
 
 
+def container_kernels() -> list[ContainerKernel]:
+    """This server's kernels that run in a named container, and on which node (those whose job has ended run
+    in nothing)."""
+    return [
+        ContainerKernel(provisioner.kernel_id, provisioner.container, provisioner.node)
+        for provisioner in live_provisioners()
+        if provisioner.container and provisioner.node and not provisioner.end_state
+    ]
+
+
+class ContainersHandler(AsgardHandler):
+    """GET: the user's named containers, the nodes each is on and this server's kernels in it
+    (kernel/container_removal.py)."""
+
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish({"containers": await self.asgard.containers.listing(container_kernels())})
+
+
+class ContainerHandler(AsgardHandler):
+    """DELETE [?node=NODE]: remove the container from that node, or from every node it is on: a short Slurm job
+    per node runs enroot as the user, as a kernel does, so it needs the right to execute in kernels."""
+
+    auth_resource = "kernels"
+
+    @web.authenticated
+    @authorized_to(EXECUTE)
+    async def delete(self, name: str) -> None:
+        node = self.get_query_argument("node", "") or None
+        removals = await self.asgard.containers.remove(name, node, container_kernels)
+        self.finish(removal_json(name, removals))
+
+
 class DetachedHandler(AsgardHandler):
     """GET: detached kernels this server found and did not take over, and those that ended while detached."""
 
@@ -419,6 +456,8 @@ def handlers() -> list[tuple[str, type]]:
         (f"{API}/kernels/{kernel_id}/terminal", KernelTerminalHandler),
         (f"{API}/kernels/{kernel_id}/save-image", SaveImageHandler),
         (f"{API}/kernels/{kernel_id}/container/bring", BringContainerHandler),
+        (f"{API}/containers", ContainersHandler),
+        (f"{API}/containers/{name}", ContainerHandler),
         (f"{API}/detached", DetachedHandler),
         (f"{API}/detached/{kernel_id}", DetachedKernelHandler),
         (f"{API}/monitor", MonitorHandler),

@@ -397,7 +397,9 @@ class LocalCluster:
             *(f"state/slurmd-{node}" for node in NODES),
         ):
             (self.root / sub).mkdir(exist_ok=True)
-        (self.root / "munge").chmod(0o700)
+        # As on a real cluster, every user of the machine reaches munged's socket (Slurm's clients authenticate
+        # through it): other users' commands are theirs to Slurm, and refused or allowed as such. The key is 0400.
+        (self.root / "munge").chmod(0o755)
         self.netscratch.mkdir(exist_ok=True)
         self.netscratch.chmod(0o1777)
         self._make_nodes()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from jupyter_asgard.kernel.container_places import ContainerPlace, ContainerPlaces
 from jupyter_asgard.kernel.kernelspec_store import KernelspecStore
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -120,3 +121,26 @@ async def test_a_users_kernelspec_is_listed_read_and_deleted(jp_fetch: Any, jp_d
     await jp_fetch("asgard", "api", "kernelspecs", "mine", method="DELETE")
     status, answer = await refused(jp_fetch, "kernelspecs", "mine")
     assert (status, answer["message"]) == (404, "no kernelspec named 'mine'")
+
+
+async def test_containers_are_listed_from_the_user_s_record_and_a_removal_not_possible_is_refused_before_any_job(
+    jp_fetch: Any, jp_data_dir: Path
+) -> None:
+    record = ContainerPlaces(lambda: jp_data_dir / "asgard" / "containers")
+    record.seen(ContainerPlace("env", "gpu02", "/enroot/pt.sqsh", True, "gpu"), True)
+    [entry] = (await fetch_json(jp_fetch, "containers"))["containers"]
+    assert (entry["name"], entry["nodes"], entry["image"], entry["writable"], entry["kernels"]) == (
+        "env",
+        ["gpu02"],
+        "/enroot/pt.sqsh",
+        True,
+        [],  # no kernel of this server runs in it
+    )
+    assert entry["places"][0]["partition"] == "gpu" and entry["last_use"] == entry["places"][0]["created"]
+    status, body = await refused(jp_fetch, "containers", "env:no_exec", method="DELETE")
+    assert status == 400 and "'env:no_exec' is not a container's name" in body["message"]
+    status, body = await refused(jp_fetch, "containers", "nothing", method="DELETE")
+    assert status == 404 and "no container 'nothing' of yours is recorded" in body["message"] and body["hint"]
+    status, body = await refused(jp_fetch, "containers", "env", method="DELETE", params={"node": "gpu01"})
+    assert (status, body["message"]) == (404, "your container env is not recorded on gpu01: it is on gpu02")
+    assert [place.node for place in record.places()] == ["gpu02"]
