@@ -103,6 +103,13 @@ INLINE = {
     "srun --test-only": (
         "tests/test_estimates.py::test_the_estimate_matches_slurm_and_the_cheaper_alternative_starts_at_once"
     ),
+    "srun --test-only --nodelist=NODE": (
+        "tests/test_container_placement.py::test_a_kernel_goes_to_the_node_where_its_container_is_and_starts_warm"
+    ),
+    "srun --immediate": (
+        "tests/test_container_placement.py::"
+        "test_with_its_node_busy_a_kernel_starts_elsewhere_is_told_where_its_container_is_and_brings_it_here"
+    ),
     "python3 -m benchmarks.kernel_messages": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.slurm_load": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "python3 -m benchmarks.start_storm": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
