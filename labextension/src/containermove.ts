@@ -58,7 +58,7 @@ export class ContainerMoveBox {
     this.bring.textContent = this.posting ? 'Bringing…' : 'Bring it here';
     this.state.hidden = !move;
     this.state.textContent = move ? moveWords(move) : '';
-    this.state.dataset.state = move?.state ?? '';
+    this.state.dataset.state = this.node.dataset.state = move?.state ?? '';
     this.problem.replaceChildren(...(this.refusal ? [problemNode('jp-asgard-Kernel-move', this.refusal)] : []));
     this.node.hidden = !row.container_notice && !move && !this.refusal;
   }
