@@ -66,8 +66,8 @@ class ContainerMoves:
         """Checks, then starts the move and returns at once; Conflict or ImageRefused for anything in the way."""
         if problem := container_problem(provisioner, "brought here"):
             raise Conflict(problem)
-        homes = provisioner.placement.homes
-        if not homes or provisioner.node in homes:
+        home = provisioner.container_home
+        if not home:
             raise Conflict(
                 f"kernel {provisioner.kernel_id} runs where its container {provisioner.container} is: there is "
                 "nothing to bring here"
@@ -78,7 +78,7 @@ class ContainerMoves:
         directory = configured_dir("saved_images_dir", provisioner.saved_images_dir)
         await asyncio.to_thread(usable_dir, directory, "saved_images_dir")
         staging = await asyncio.to_thread(tempfile.mkdtemp, prefix=STAGING_PREFIX, dir=directory)
-        move = ContainerMove("saving", f"saving {provisioner.container} on {homes[0]}", homes[0])
+        move = ContainerMove("saving", f"saving {provisioner.container} on {home}", home)
         provisioner.container_move = move.to_json()
         task = asyncio.create_task(self._run(move, provisioner, restart, staging))
         self._tasks[provisioner.kernel_id] = task

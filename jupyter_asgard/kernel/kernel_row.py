@@ -78,6 +78,9 @@ class KernelRow:
     container: str = ""
     # Where the user's container is when the kernel runs away from it (site/placement.py), "" otherwise
     container_notice: str = ""
+    # The node whose copy of the container has what the user installed, while the kernel runs away from it (what
+    # "Bring it here" brings it from); "" otherwise
+    container_home: str = ""
     # "Bring it here" (kernel/container_moves.py): {"state": "saving" | "restarting" | "done" | "failed",
     # "message": words, "from_node": its node}; None before any
     container_move: dict[str, Any] | None = None

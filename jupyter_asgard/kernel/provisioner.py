@@ -179,6 +179,12 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         return step.phase, asyncio.get_running_loop().time() - step.phase_since
 
     @property
+    def container_home(self) -> str:
+        """The node with the user's container, while the kernel runs away from it ("" otherwise)."""
+        homes = self.placement.homes
+        return homes[0] if self.container_notice and homes and self.node not in homes else ""
+
+    @property
     def pending_reason(self) -> str:
         info = self.allocation.info if self.allocation else None
         return info.reason if info and info.state == "PENDING" else ""

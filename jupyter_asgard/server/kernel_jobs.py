@@ -66,6 +66,7 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
         detachable=provisioner.outlives_server,
         container=provisioner.container,
         container_notice=provisioner.container_notice,
+        container_home=provisioner.container_home,
         container_move=provisioner.container_move,
     )
     # The handler turns the notebook's server-side name into row.path (jupyter_server's sessions know it).

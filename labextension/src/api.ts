@@ -59,6 +59,8 @@ export interface IKernelRow {
   container: string;
   /** Where the user's container is when the kernel runs away from it ("your container my-env ... is on gpu02"), or "". */
   container_notice: string;
+  /** The node with the user's container while the kernel runs away from it (where Bring it here brings it from), or "". */
+  container_home: string;
   /** "Bring it here": the copy of the container from its node to the kernel's, or null before any. */
   container_move: IContainerMove | null;
 }

@@ -53,7 +53,7 @@ export class ContainerMoveBox {
     }
     this.notice.textContent = row.container_notice;
     this.notice.hidden = !row.container_notice;
-    this.bring.hidden = !canBring({ container_notice: row.container_notice, container_move: move });
+    this.bring.hidden = !canBring({ container_home: row.container_home, container_move: move });
     this.bring.disabled = this.posting;
     this.bring.textContent = this.posting ? 'Bringing…' : 'Bring it here';
     this.state.hidden = !move;

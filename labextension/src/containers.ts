@@ -17,17 +17,8 @@ export function moveUnderway(move: IContainerMove | null | undefined): boolean {
 }
 
 /** Whether a kernel's card offers "Bring it here": its container is on another node, and no move runs. */
-export function canBring(row: Pick<IKernelRow, 'container_notice' | 'container_move'>): boolean {
-  return !!row.container_notice && !moveUnderway(row.container_move);
-}
-
-/**
- * The node(s) a notice says the container is on: "gpu02", "gpu01 and gpu02"; "" where it names none (a
- * container that was no longer where it was recorded, or words this version does not know).
- */
-export function containerHome(notice: string): string {
-  const match = /, is on ([\w.-]+(?: and [\w.-]+)*)/.exec(notice);
-  return match ? match[1] : '';
+export function canBring(row: Pick<IKernelRow, 'container_home' | 'container_move'>): boolean {
+  return !!row.container_home && !moveUnderway(row.container_move);
 }
 
 /** The status bar's short form of a kernel's container notice (its text, without the mark) and its tooltip. */
@@ -40,7 +31,9 @@ export interface IShortNotice {
  * The status bar's words for the kernel's container: "container on gpu02" while it runs away from it, "bringing
  * container from gpu02" while a move runs; null when there is nothing to tell.
  */
-export function shortNotice(row: Pick<IKernelRow, 'container_notice' | 'container_move'>): IShortNotice | null {
+export function shortNotice(
+  row: Pick<IKernelRow, 'container_notice' | 'container_home' | 'container_move'>
+): IShortNotice | null {
   const move = row.container_move;
   if (move && moveUnderway(move)) {
     return { text: `bringing container from ${move.from_node}`, title: moveWords(move) };
@@ -49,7 +42,7 @@ export function shortNotice(row: Pick<IKernelRow, 'container_notice' | 'containe
   if (!notice) {
     return null;
   }
-  const home = containerHome(notice);
+  const home = row.container_home;
   const text = home ? `container on ${home}` : /\bno longer on\b/.test(notice) ? 'container made anew' : 'container';
   const failed = move?.state === 'failed' ? `\n${moveWords(move)}` : '';
   return { text, title: `${capitalized(notice)}${failed}` };
@@ -74,9 +67,9 @@ export function moveWords(move: IContainerMove): string {
 
 /** What "Bring it here" does, asked before it does it. */
 export function bringQuestion(
-  row: Pick<IKernelRow, 'kernel_id' | 'path' | 'node' | 'container' | 'container_notice'>
+  row: Pick<IKernelRow, 'kernel_id' | 'path' | 'node' | 'container' | 'container_home'>
 ): string {
-  const from = containerHome(row.container_notice) || 'its node';
+  const from = row.container_home || 'its node';
   const here = row.node || 'its node';
   return (
     `Your container ${row.container} is saved on ${from}, and the kernel of ${detachedName(row)} restarts on ` +

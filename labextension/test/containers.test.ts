@@ -8,7 +8,6 @@ import {
   bringQuestion,
   canBring,
   containerFields,
-  containerHome,
   kernelsWords,
   lastUseWords,
   moveUnderway,
@@ -26,6 +25,9 @@ const AWAY =
 const WIPED =
   "your container my-env was no longer on gpu01 (it was removed from the node's storage): this kernel runs in a " +
   'fresh copy of the image, without what was installed in it';
+
+// The row of a kernel away from its container: the notice, and the node the server names for Bring it here.
+const AWAY_ROW = { container_notice: AWAY, container_home: 'gpu02' };
 
 function move(state: IContainerMove['state'], message = ''): IContainerMove {
   return { state, message, from_node: 'gpu02' };
@@ -53,30 +55,9 @@ function container(changes: Partial<IContainer> = {}): IContainer {
   };
 }
 
-group('containerHome', () => {
-  test('the node or nodes the notice says the container is on', () => {
-    assert.equal(containerHome(AWAY), 'gpu02');
-    assert.equal(
-      containerHome('your container my-env, with what you installed, is on gpu02 and gpu03.x, which are busy (…)'),
-      'gpu02 and gpu03.x'
-    );
-    assert.equal(
-      containerHome(
-        "your container a, with what you installed, is on gpu02 (this kernel's salloc_args choose its nodes): ..."
-      ),
-      'gpu02'
-    );
-  });
-
-  test('none where the notice names no node where the container is', () => {
-    assert.equal(containerHome(WIPED), '');
-    assert.equal(containerHome(''), '');
-  });
-});
-
 group('shortNotice', () => {
   test('where the container is, with the whole notice as the tooltip', () => {
-    assert.deepEqual(shortNotice(row({ container_notice: AWAY })), {
+    assert.deepEqual(shortNotice(row({ ...AWAY_ROW })), {
       text: 'container on gpu02',
       title: `Y${AWAY.slice(1)}`
     });
@@ -84,6 +65,7 @@ group('shortNotice', () => {
 
   test('a container made anew, and other words, still marked', () => {
     assert.equal(shortNotice(row({ container_notice: WIPED }))?.text, 'container made anew');
+    assert.equal(canBring(row({ container_notice: WIPED })), false, 'nothing to bring: the container was lost');
     assert.equal(shortNotice(row({ container_notice: 'something new' }))?.text, 'container');
   });
 
@@ -93,14 +75,12 @@ group('shortNotice', () => {
   });
 
   test('a move under way instead of the notice; a failed one after it', () => {
-    const moving = shortNotice(
-      row({ container_notice: AWAY, container_move: move('saving', 'saving my-env on gpu02') })
-    );
+    const moving = shortNotice(row({ ...AWAY_ROW, container_move: move('saving', 'saving my-env on gpu02') }));
     assert.deepEqual(moving, {
       text: 'bringing container from gpu02',
       title: 'Bringing it here (1 of 2): saving my-env on gpu02…'
     });
-    const failed = shortNotice(row({ container_notice: AWAY, container_move: move('failed', 'no room on gpu02') }));
+    const failed = shortNotice(row({ ...AWAY_ROW, container_move: move('failed', 'no room on gpu02') }));
     assert.equal(failed?.text, 'container on gpu02');
     assert.ok(failed?.title.endsWith('\nNot brought here: no room on gpu02'), failed?.title);
   });
@@ -116,9 +96,9 @@ group('moves', () => {
   });
 
   test('Bring it here is offered while the kernel runs away from its container and no move runs', () => {
-    assert.equal(canBring(row({ container_notice: AWAY })), true);
-    assert.equal(canBring(row({ container_notice: AWAY, container_move: move('restarting') })), false);
-    assert.equal(canBring(row({ container_notice: AWAY, container_move: move('failed') })), true, 'try again');
+    assert.equal(canBring(row({ ...AWAY_ROW })), true);
+    assert.equal(canBring(row({ ...AWAY_ROW, container_move: move('restarting') })), false);
+    assert.equal(canBring(row({ ...AWAY_ROW, container_move: move('failed') })), true, 'try again');
     assert.equal(canBring(row({ container_move: move('done') })), false);
     assert.equal(canBring(row()), false);
   });
@@ -141,7 +121,7 @@ group('moves', () => {
   });
 
   test('the question says the kernel restarts, what is lost and what comes along', () => {
-    const question = bringQuestion(row({ container: 'my-env', container_notice: AWAY }));
+    const question = bringQuestion(row({ container: 'my-env', ...AWAY_ROW }));
     assert.equal(
       question,
       'Your container my-env is saved on gpu02, and the kernel of analysis.ipynb restarts on gpu01 in a copy of ' +

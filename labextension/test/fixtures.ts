@@ -33,6 +33,7 @@ export function row(changes: Partial<IKernelRow> = {}): IKernelRow {
     cull_in_seconds: null,
     container: 'jupyter-asgard-pytorch-1a2b3c4d',
     container_notice: '',
+    container_home: '',
     container_move: null,
     ...changes
   };
