@@ -95,7 +95,9 @@ INLINE_START = re.compile(
     r"|sacct |papermill |curl )"
 )
 INLINE = {
-    "python3 -m benchmarks.kernel_start": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "python3 -m benchmarks.kernel_start": (
+        "tests/test_benchmarks_kernels.py::test_kernel_benchmark_runs_and_prints_its_figures"
+    ),
     "srun --slurmd-debug=1": (
         "tests/test_container_phases.py::"
         "test_a_cold_start_shows_creating_the_container_filesystem_before_the_kernel_is_ready"
@@ -110,15 +112,19 @@ INLINE = {
         "tests/test_container_placement.py::"
         "test_with_its_node_busy_a_kernel_starts_elsewhere_is_told_where_its_container_is_and_brings_it_here"
     ),
-    "python3 -m benchmarks.kernel_messages": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "python3 -m benchmarks.kernel_messages": (
+        "tests/test_benchmarks_kernels.py::test_kernel_benchmark_runs_and_prints_its_figures"
+    ),
     "python3 -m benchmarks.slurm_load": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
-    "python3 -m benchmarks.start_storm": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
+    "python3 -m benchmarks.start_storm": (
+        "tests/test_benchmarks_kernels.py::test_kernel_benchmark_runs_and_prints_its_figures"
+    ),
     "python3 -m benchmarks.readoption": "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures",
     "sudo python3 -m benchmarks.registry_start [--rounds 3]": (
         "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures"
     ),
     "sudo python3 -m benchmarks.container_placement [--rounds 5]": (
-        "tests/test_benchmarks.py::test_benchmark_runs_and_prints_its_figures"
+        "tests/test_benchmarks_kernels.py::test_kernel_benchmark_runs_and_prints_its_figures"
     ),
     "scancel --signal=INT": "tests/test_provisioner.py::test_signal_interrupt_reaches_the_kernel_through_slurm",
     "scontrol show job": (
