@@ -505,6 +505,11 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             await asyncio.to_thread(self.record.remove)  # what a job of this kernel on a lost node left
             await asyncio.to_thread(self.record.create)
             await asyncio.to_thread(self.record.hold, THIS_SERVER)
+        if self._withdrawn:  # withdrawn during an await above or placement's: it found no allocation to cancel
+            if self.record is not None:
+                await asyncio.to_thread(self.record.remove)
+            raise KernelWithdrawn()
+        if self.record is not None and self.outlives_server:
             self.allocation = self._kept_allocation(self.record)
         else:
             self.allocation = Allocation(self.client, self.monitor, self.log, self.kernel_id)
