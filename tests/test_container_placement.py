@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import LocalCluster
-from tests.kernels import KernelSpecs, container_storage
+from tests.kernels import KernelSpecs, container_storage, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, execute_via_websocket
 from tests.waiting import wait_for
 
@@ -64,6 +64,9 @@ def placed(jupyter_server: JupyterServer, kernelspecs: KernelSpecs) -> Iterator[
         assert row(jupyter_server, kernel_id)["container"] == container
     finally:
         shut_down(jupyter_server, kernel_id)
+    # Its job ended, not only asked to: the container's last processes (ipykernel writing its history) are gone
+    # before a test wipes the container's files.
+    assert wait_until_no_kernel_jobs(60) == []
     yield container, kernelspecs.make(f"asgard-placed-{tag}", container_name=container)
 
 
