@@ -509,7 +509,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             if self.record is not None:
                 await asyncio.to_thread(self.record.remove)
             raise KernelWithdrawn()
-        if self.record is not None and self.outlives_server:
+        if self.outlives_server:
+            assert self.record is not None  # made above
             self.allocation = self._kept_allocation(self.record)
         else:
             self.allocation = Allocation(self.client, self.monitor, self.log, self.kernel_id)
