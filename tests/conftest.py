@@ -18,7 +18,7 @@ from tests.browser import CHROMIUM, launch
 from tests.cluster import NODES, ClusterUnavailable, LocalCluster, check_prerequisites
 from tests.cluster.images import ensure_images
 from tests.detaching import GRACE, release_left_kernels
-from tests.kernels import TEST_CONTAINER, KernelSpecs, wait_until_no_kernel_jobs
+from tests.kernels import TEST_CONTAINER, KernelSpecs, cluster_site, wait_until_no_kernel_jobs
 from tests.server import JupyterServer, running_lab, running_server
 from tests.unix_users import UnixUser, throwaway_user
 
@@ -232,16 +232,7 @@ def jupyter_server(
     kernelspecs: KernelSpecs, slurm_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[JupyterServer]:
     """A real `jupyter server` with the jupyter_asgard extension, configured for the test cluster."""
-    scratch = slurm_cluster.netscratch
-    with running_server(
-        tmp_path_factory.mktemp("server"),
-        "c.SlurmMonitor.poll_interval = 0.5\n"
-        f"c.AsgardSite.image_dirs = [{str(slurm_cluster.images_dir)!r}, '/no/such/image/dir']\n"
-        "c.AsgardSite.registry_images = ['docker://nvcr.io#nvidia/pytorch:24.05-py3']\n"
-        "c.AsgardSite.resources_cache_seconds = 0.5\n"
-        "c.AsgardSite.estimate_cache_seconds = 0\n"  # estimates are held to what Slurm does at that moment
-        f"c.PyxisProvisioner.saved_images_dir = '{scratch}/$USER/images'\n",
-    ) as server:
+    with running_server(tmp_path_factory.mktemp("server"), cluster_site(slurm_cluster)) as server:
         yield server
 
 

@@ -73,6 +73,18 @@ class KernelSpecs:
         return name
 
 
+def cluster_site(cluster: LocalCluster) -> str:
+    """The site configuration (jupyter_server_config.py) of the session's servers on the test cluster."""
+    return (
+        "c.SlurmMonitor.poll_interval = 0.5\n"
+        f"c.AsgardSite.image_dirs = [{str(cluster.images_dir)!r}, '/no/such/image/dir']\n"
+        "c.AsgardSite.registry_images = ['docker://nvcr.io#nvidia/pytorch:24.05-py3']\n"
+        "c.AsgardSite.resources_cache_seconds = 0.5\n"
+        "c.AsgardSite.estimate_cache_seconds = 0\n"  # estimates are held to what Slurm does at that moment
+        f"c.PyxisProvisioner.saved_images_dir = '{cluster.netscratch}/$USER/images'\n"
+    )
+
+
 def slurm(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
 

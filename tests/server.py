@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import os
@@ -14,12 +15,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+if TYPE_CHECKING:
+    from tornado.httpclient import HTTPRequest
+
+T = TypeVar("T")
 GONE = "the kernel is gone (shut down)"  # await_kernel's answer when the server no longer has the kernel
 
 
@@ -39,7 +46,71 @@ class Response:
         return self.body.get("message", "") if isinstance(self.body, dict) else ""
 
 
-class JupyterServer:
+class ServerClient(ABC):
+    """What a test asks of a Jupyter server over HTTP and its websockets, as its clients do, with self.token:
+    JupyterServer runs one of its own; tests/hub.py reaches one behind a JupyterHub's proxy."""
+
+    token: str
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """Where the server's URLs start: its own address, or its path behind a proxy."""
+
+    @abstractmethod
+    def log(self) -> str:
+        """The end of what the server logged, to show with a failure."""
+
+    def start_kernel(self, name: str, timeout: float = 120) -> str:
+        """POST /api/kernels, then wait until the kernel answers on its websocket as JupyterLab's does: with
+        pending kernels (Asgard's default) the POST answers before the kernel has started."""
+        answer = self.request("POST", "/api/kernels", {"name": name})
+        assert answer.status == 201, (answer.status, answer.body)
+        kernel_id: str = answer.body["id"]
+        error = self.await_kernel(kernel_id, timeout)
+        assert not error, f"kernel {name} did not start: {error}\n{self.log()}"
+        return kernel_id
+
+    def await_kernel(self, kernel_id: str, timeout: float = 120) -> str:
+        """Wait for a kernel's start as a client's websocket does: "" once it answers, else why it did not."""
+        try:
+            execute_via_websocket(self, kernel_id, "", timeout)
+        except Exception as error:
+            model = self.request("GET", f"/api/kernels/{kernel_id}")
+            if model.status == 404:
+                return f"{GONE}: {_error_page_message(error)}"
+            return model.body.get("reason") or _error_page_message(error)
+        return ""
+
+    def failed_start(self, kernel_id: str, timeout: float = 120) -> str:
+        """The reason a pending kernel's start failed, as its kernel model carries it (no websocket asked)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.request("GET", f"/api/kernels/{kernel_id}").body
+            if model["execution_state"] == "dead":
+                return str(model.get("reason", ""))
+            time.sleep(0.2)
+        raise AssertionError(f"kernel {kernel_id} still starting after {timeout:.0f}s: {model}")
+
+    def request(
+        self, method: str, path: str, body: Any = None, token: str | None = "", timeout: float = 120
+    ) -> Response:
+        """One HTTP request; token "" means the server's token, None means no credentials at all; a body of
+        bytes goes as it is, any other as JSON."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if token is not None:
+            request.add_header("Authorization", f"token {token or self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return Response(answer.status, _decode(answer.read()))
+        except urllib.error.HTTPError as error:
+            return Response(error.code, _decode(error.read()))
+
+
+class JupyterServer(ServerClient):
     """`jupyter server` or `jupyter lab` on 127.0.0.1 with a token; stop() ends it and its kernels."""
 
     def __init__(
@@ -138,56 +209,8 @@ class JupyterServer:
             os.close(self.terminal)
             self.terminal = None
 
-    def start_kernel(self, name: str, timeout: float = 120) -> str:
-        """POST /api/kernels, then wait until the kernel answers on its websocket as JupyterLab's does: with
-        pending kernels (Asgard's default) the POST answers before the kernel has started."""
-        answer = self.request("POST", "/api/kernels", {"name": name})
-        assert answer.status == 201, (answer.status, answer.body)
-        kernel_id: str = answer.body["id"]
-        error = self.await_kernel(kernel_id, timeout)
-        assert not error, f"kernel {name} did not start: {error}\n{self.log()}"
-        return kernel_id
-
-    def await_kernel(self, kernel_id: str, timeout: float = 120) -> str:
-        """Wait for a kernel's start as a client's websocket does: "" once it answers, else why it did not."""
-        try:
-            execute_via_websocket(self, kernel_id, "", timeout)
-        except Exception as error:
-            model = self.request("GET", f"/api/kernels/{kernel_id}")
-            if model.status == 404:
-                return f"{GONE}: {_error_page_message(error)}"
-            return model.body.get("reason") or _error_page_message(error)
-        return ""
-
-    def failed_start(self, kernel_id: str, timeout: float = 120) -> str:
-        """The reason a pending kernel's start failed, as its kernel model carries it (no websocket asked)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            model = self.request("GET", f"/api/kernels/{kernel_id}").body
-            if model["execution_state"] == "dead":
-                return str(model.get("reason", ""))
-            time.sleep(0.2)
-        raise AssertionError(f"kernel {kernel_id} still starting after {timeout:.0f}s: {model}")
-
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
-
-    def request(
-        self, method: str, path: str, body: Any = None, token: str | None = "", timeout: float = 120
-    ) -> Response:
-        """One HTTP request; token "" means the server's token, None means no credentials at all; a body of
-        bytes goes as it is, any other as JSON."""
-        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        if token is not None:
-            request.add_header("Authorization", f"token {token or self.token}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as answer:
-                return Response(answer.status, _decode(answer.read()))
-        except urllib.error.HTTPError as error:
-            return Response(error.code, _decode(error.read()))
 
 
 def started_server(home: Path, config: str, environ: dict[str, str] | None = None) -> JupyterServer:
@@ -232,17 +255,22 @@ def checkout_labextensions(home: Path) -> list[str]:
     return [str(extensions)]
 
 
+def lab_config(home: Path) -> str:
+    """A test's JupyterLab: without JupyterLab's news and update checks, with the checkout's own extension (a
+    link to it below home)."""
+    return (
+        "c.LabApp.news_url = None\nc.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
+        f"c.LabApp.extra_labextensions_path = {checkout_labextensions(home)!r}\n"
+    )
+
+
 def started_lab(home: Path, config: str) -> JupyterServer:
     """A JupyterLab of its own below home, configured by config (jupyter_server_config.py in
     JUPYTER_CONFIG_DIR, where notebook kernels read it too), without JupyterLab's news and update checks, with
     the checkout's own extension (the caller stops it). Its data is home/data: make that a link to share it."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "config").mkdir()
-    (home / "config" / "jupyter_server_config.py").write_text(
-        config
-        + "c.LabApp.news_url = None\nc.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
-        + f"c.LabApp.extra_labextensions_path = {checkout_labextensions(home)!r}\n"
-    )
+    (home / "config" / "jupyter_server_config.py").write_text(config + lab_config(home))
     (home / "root").mkdir()
     env = {
         **os.environ,
@@ -278,18 +306,37 @@ def _decode(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-def execute_via_websocket(server: JupyterServer, kernel_id: str, code: str, timeout: float = 60) -> str:
+def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """asyncio.run(main()), in a thread of its own where this one runs an event loop already: Playwright's sync
+    API keeps one while a test's browser is open, and asyncio.run refuses to run in it."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(lambda: asyncio.run(main())).result()
+
+
+def websocket_request(server: ServerClient, path: str, timeout: float = 60) -> HTTPRequest:
+    """The opening request of a websocket at path, as a program's client sends it: the token in the
+    Authorization header, which jupyter_server and a JupyterHub's single-user server both read (such a server
+    reads a token in a websocket's URL only from a browser, which says so in its Sec-Fetch-Mode header)."""
+    from tornado.httpclient import HTTPRequest
+
+    url = "ws" + server.url.removeprefix("http") + path
+    headers = {"Authorization": f"token {server.token}"}
+    # tornado's own request timeout (20 s by default) would cut the wait for a kernel still in the queue
+    return HTTPRequest(url, headers=headers, connect_timeout=timeout, request_timeout=timeout)
+
+
+def execute_via_websocket(server: ServerClient, kernel_id: str, code: str, timeout: float = 60) -> str:
     """Run code the way JupyterLab does, through the server's kernel websocket; return the stream output."""
-    import asyncio
     import uuid
 
-    from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
     async def go() -> str:
-        url = f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels?token={server.token}"
-        # tornado's own request timeout (20 s by default) would cut the wait for a kernel still in the queue
-        request = HTTPRequest(url, connect_timeout=timeout, request_timeout=timeout)
+        request = websocket_request(server, f"/api/kernels/{kernel_id}/channels", timeout)
         connection = await asyncio.wait_for(websocket_connect(request), timeout)
         msg_id = uuid.uuid4().hex
         header = {
@@ -330,24 +377,37 @@ def execute_via_websocket(server: JupyterServer, kernel_id: str, code: str, time
                 connection.close()
                 return "".join(output)
 
-    return asyncio.run(go())
+    return run_async(go)
 
 
-def terminal_url(server: JupyterServer, name: str) -> str:
-    """jupyter_server's websocket of terminal name (terminado's protocol), with the server's token."""
-    return f"ws://127.0.0.1:{server.port}/terminals/websocket/{name}?token={server.token}"
+def terminal_websocket(server: ServerClient, name: str, timeout: float = 60) -> HTTPRequest:
+    """The opening request of terminal name's websocket (terminado's protocol), as websocket_request."""
+    return websocket_request(server, f"/terminals/websocket/{name}", timeout)
 
 
-def terminal_session(server: JupyterServer, name: str, typed: str, until: str, timeout: float = 60) -> str:
+def websocket_status(request: HTTPRequest) -> int:
+    """101 where the websocket opens, else the HTTP status that refused it."""
+    from tornado.httpclient import HTTPClientError
+    from tornado.websocket import websocket_connect
+
+    async def connect() -> int:
+        try:
+            connection = await websocket_connect(request)
+        except HTTPClientError as error:
+            return error.code
+        connection.close()
+        return 101
+
+    return run_async(connect)
+
+
+def terminal_session(server: ServerClient, name: str, typed: str, until: str, timeout: float = 60) -> str:
     """Type into a jupyter_server terminal as JupyterLab's does (terminado's websocket) and return what it
     shows until `until` appears; "" in the answer if the terminal ended (its disconnect) first."""
-    import asyncio
-
     from tornado.websocket import websocket_connect
 
     async def go() -> str:
-        url = terminal_url(server, name)
-        connection = await asyncio.wait_for(websocket_connect(url), timeout)
+        connection = await asyncio.wait_for(websocket_connect(terminal_websocket(server, name, timeout)), timeout)
         await connection.write_message(json.dumps(["set_size", 40, 200, 600, 2000]))
         await connection.write_message(json.dumps(["stdin", typed]))
         shown = ""
@@ -365,19 +425,16 @@ def terminal_session(server: JupyterServer, name: str, typed: str, until: str, t
             connection.close()
         return shown
 
-    return asyncio.run(go())
+    return run_async(go)
 
 
-def terminal_ends(server: JupyterServer, name: str, timeout: float = 60) -> bool:
+def terminal_ends(server: ServerClient, name: str, timeout: float = 60) -> bool:
     """Whether the terminal's process ends within timeout: its websocket says disconnect, or closes."""
-    import asyncio
-
     from tornado.websocket import websocket_connect
 
     async def go() -> bool:
-        url = terminal_url(server, name)
         try:
-            connection = await asyncio.wait_for(websocket_connect(url), 30)
+            connection = await asyncio.wait_for(websocket_connect(terminal_websocket(server, name, 30)), 30)
         except Exception:
             return True  # gone already
         try:
@@ -394,4 +451,4 @@ def terminal_ends(server: JupyterServer, name: str, timeout: float = 60) -> bool
         except asyncio.TimeoutError:
             return False
 
-    return asyncio.run(bounded())
+    return run_async(bounded)

@@ -6,7 +6,6 @@ them while the test says so (to fill the server's estimate slots without any tim
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import threading
@@ -16,12 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tornado.httpclient import HTTPClientError
-from tornado.websocket import websocket_connect
 
 from tests.cluster import LocalCluster
 from tests.kernels import KernelSpecs
-from tests.server import JupyterServer, Response, running_server, terminal_session, terminal_url
+from tests.server import (
+    JupyterServer,
+    Response,
+    running_server,
+    terminal_session,
+    terminal_websocket,
+    websocket_status,
+)
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
@@ -83,20 +87,6 @@ def site(
         shutil.rmtree(images, ignore_errors=True)
 
 
-def websocket_status(server: JupyterServer, name: str) -> int:
-    """101 where the terminal's websocket opens, else the status that refused it."""
-
-    async def connect() -> int:
-        try:
-            connection = await websocket_connect(terminal_url(server, name))
-        except HTTPClientError as error:
-            return error.code
-        connection.close()
-        return 101
-
-    return asyncio.run(connect())
-
-
 def open_terminal(server: JupyterServer, kernel_id: str) -> Response:
     return server.request("POST", f"/asgard/api/kernels/{kernel_id}/terminal")
 
@@ -114,7 +104,7 @@ def test_save_image_and_the_container_terminal_need_execute_on_kernels(site: Sit
             assert refused.status == 403 and "execute on resource: kernels" in refused.message
             saved = server.request("POST", f"/asgard/api/kernels/{kernel_id}/save-image", {"name": "env"})
             assert saved.status == 403 and "execute on resource: kernels" in saved.message
-            assert websocket_status(server, opened.body["name"]) == 403
+            assert websocket_status(terminal_websocket(server, opened.body["name"])) == 403
             assert not site.images.exists()  # the refused save wrote nothing
         finally:
             site.deny_execute.unlink()
