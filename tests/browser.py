@@ -60,8 +60,9 @@ def make_notebook(server: Any, name: str, kernel_name: str) -> str:
     return name
 
 
-def open_notebook(page: Any, server: Any, path: str) -> None:
-    """Open a notebook of the server in JupyterLab, in a workspace of its own."""
+def open_notebook(page: Any, server: Any, path: str, token: bool = True) -> None:
+    """Open a notebook of the server in JupyterLab, in a workspace of its own; token=False: without the server's
+    token in the URL, for a browser that logged in (to a JupyterHub) already."""
     # The answer a person gives to JupyterLab's first question ("notified about official Jupyter news?"),
     # so that its toast does not cover the status bar.
     server.request(
@@ -70,7 +71,7 @@ def open_notebook(page: Any, server: Any, path: str) -> None:
     # A workspace of its own: JupyterLab would otherwise reopen (and restart the kernels of) the notebooks
     # earlier tests left open in the default workspace of the shared server.
     workspace = f"{Path(path).stem}-{uuid.uuid4().hex[:8]}"
-    page.goto(f"{server.url}/lab/workspaces/{workspace}/tree/{path}?token={server.token}")
+    page.goto(f"{server.url}/lab/workspaces/{workspace}/tree/{path}" + (f"?token={server.token}" if token else ""))
     page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
     page.wait_for_selector(".jp-NotebookPanel", timeout=60_000)
 

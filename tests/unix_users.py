@@ -145,10 +145,17 @@ class UnixUser:
 
     def command(self, *argv: str, env: dict[str, str] | None = None, netns: str | None = None) -> list[str]:
         variables = [f"{key}={value}" for key, value in {**self.env, **(env or {})}.items()]
-        command = ["runuser", "-u", self.name, "--", "env", "-i", "-C", str(REPO), *variables, *argv]
+        return self.seeing(
+            "runuser", "-u", self.name, "--", "env", "-i", "-C", str(REPO), *variables, *argv, netns=netns
+        )
+
+    def seeing(self, *argv: str, netns: str | None = None) -> list[str]:
+        """argv, as whoever runs it, with the user's view of the machine (the mount namespace of the module's
+        docstring): what it starts as the user (a JupyterHub run as root spawning the user's server) runs
+        this Python and checkout too. In network namespace netns where given."""
         namespaces = [f"--mount=/proc/{self.holder.pid}/ns/mnt"] if self.holder is not None else []
         namespaces += [f"--net=/run/netns/{netns}"] if netns else []
-        return ["nsenter", *namespaces, "--", *command] if namespaces else command
+        return ["nsenter", *namespaces, "--", *argv] if namespaces else list(argv)
 
     def processes(self) -> dict[int, str]:
         """The user's live processes (zombies waiting for their reaper do not count)."""
