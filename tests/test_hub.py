@@ -1,0 +1,202 @@
+"""jupyter-asgard behind a real JupyterHub (tests/hub.py), as most clusters serve Jupyter: two Unix users' servers,
+spawned by the hub as those users, run Asgard kernels on the test cluster's GPU nodes; everything goes through the
+hub's proxy and its authentication, as a browser's or a program's requests do.
+
+Who may do what on the first user's server is what the hub's roles grant, no more: the second user, granted
+nothing there, is refused everywhere (the websockets too) and sees none of its kernels; a reader granted read
+there lists its kernels but shuts none down and opens no terminal in it; a writer may shut a kernel down but
+neither open a terminal in its container nor save it as an image, which run commands in the kernel (execute).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser import PANEL, STATUS, make_notebook, open_notebook, run_cell, screenshot, wait_for_idle_kernel
+from tests.cluster import NODES, LocalCluster
+from tests.detaching import job_listed
+from tests.hub import Hub, HubUserServer, running_hub
+from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
+from tests.server import (
+    execute_via_websocket,
+    terminal_session,
+    terminal_websocket,
+    websocket_request,
+    websocket_status,
+)
+from tests.unix_users import throwaway_user
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("no_kernel_jobs_left"), pytest.mark.timeout(600)]
+
+READER, WRITER = "reader", "writer"  # hub users granted read, and write, on the first user's servers
+CULL_AFTER = 15  # seconds unused after which the culler stops a server (a site would say an hour or more)
+NODE_CELL = "import os; print('node', os.environ['SLURMD_NODENAME'])"
+
+
+@pytest.fixture(scope="module")
+def hub(slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, detachable_kernelspec: str) -> Iterator[Hub]:
+    """One hub for the module (it and the users' servers take a while to start), with two Unix users, whose
+    servers offer the session's kernelspecs, a detachable one among them."""
+    with throwaway_user("asghuba") as first, throwaway_user("asghubb") as second:
+        with running_hub(
+            slurm_cluster, kernelspecs.kernels_dir, [first, second], {READER: "read", WRITER: "write"}
+        ) as hub:
+            yield hub
+
+
+@pytest.fixture
+def owner(hub: Hub) -> Iterator[HubUserServer]:
+    """The first user's server, running, as the first user reaches it; its kernels shut down after the test."""
+    for user in hub.users:
+        hub.start_server(user.name)
+    server = hub.server(hub.owner.name)
+    yield server
+    for kernel in server.request("GET", "/api/kernels").body:
+        server.request("DELETE", f"/api/kernels/{kernel['id']}")
+
+
+def job_users(kernel_id: str) -> list[str]:
+    """The users of the Slurm jobs of the Asgard kernel (squeue's names carry the kernel's id)."""
+    queue = subprocess.run(["squeue", "-h", "-o", "%u %j"], capture_output=True, text=True, timeout=30).stdout
+    return [line.split()[0] for line in queue.splitlines() if kernel_id in line]
+
+
+def kernel_rows(server: HubUserServer) -> list[dict[str, Any]]:
+    answer = server.request("GET", "/asgard/api/kernels")
+    assert answer.status == 200, (answer.status, answer.body)
+    rows: list[dict[str, Any]] = answer.body["kernels"]
+    return rows
+
+
+def test_a_user_s_server_runs_an_asgard_kernel_on_a_gpu_node_as_that_user(hub: Hub, owner: HubUserServer) -> None:
+    kernel_id = owner.start_kernel("asgard-test")
+    assert job_users(kernel_id) == [owner.owner]  # the job is the user's, not root's (the hub's)
+    printed = execute_via_websocket(owner, kernel_id, NODE_CELL).split()
+    assert printed[0] == "node" and printed[1] in NODES, printed
+    rows = kernel_rows(owner)
+    assert [(row["kernel_id"], row["node"], row["state"]) for row in rows] == [(kernel_id, printed[1], "RUNNING")]
+
+    assert owner.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
+    assert wait_until_no_kernel_jobs(60) == []
+    assert kernel_rows(owner) == []
+
+
+def test_another_user_is_refused_everywhere_on_the_first_user_s_server_and_sees_none_of_its_kernels(
+    hub: Hub, owner: HubUserServer
+) -> None:
+    kernel_id = owner.start_kernel("asgard-test")
+    opened = owner.request("POST", f"/asgard/api/kernels/{kernel_id}/terminal")
+    assert opened.status == 201, (opened.status, opened.body)
+    terminal = opened.body["name"]
+    # The owner's terminal in the kernel's container, through the proxy: on the kernel's node.
+    node = kernel_rows(owner)[0]["node"]
+    assert node in terminal_session(owner, terminal, "echo on-$SLURMD_NODENAME\r", f"on-{node}")
+    channels = f"/api/kernels/{kernel_id}/channels"
+    assert websocket_status(websocket_request(owner, channels)) == 101
+
+    other = hub.users[1].name
+    intruder = hub.server(owner.owner, as_user=other)
+    for method, path in [
+        ("GET", "/asgard/api/kernels"),
+        ("GET", f"/asgard/api/kernels/{kernel_id}"),
+        ("DELETE", f"/asgard/api/kernels/{kernel_id}"),
+        ("POST", f"/asgard/api/kernels/{kernel_id}/terminal"),
+        ("POST", f"/asgard/api/kernels/{kernel_id}/save-image"),
+        ("GET", "/api/kernels"),
+    ]:
+        assert intruder.request(method, path, {} if method == "POST" else None).status == 403, (method, path)
+    assert websocket_status(websocket_request(intruder, channels)) == 403
+    assert websocket_status(terminal_websocket(intruder, terminal)) == 403
+
+    own = hub.server(other)  # the second user's own server: nothing of the first user's there
+    assert kernel_rows(own) == []
+    assert own.request("GET", "/api/kernels").body == []
+    assert own.request("GET", f"/asgard/api/kernels/{kernel_id}").status == 404
+    assert [row["kernel_id"] for row in kernel_rows(owner)] == [kernel_id]  # untouched by all that
+    assert execute_via_websocket(owner, kernel_id, "print('still mine')") == "still mine\n"
+
+
+def test_a_granted_reader_lists_the_kernels_and_a_writer_shuts_one_down_but_neither_runs_anything_in_it(
+    hub: Hub, owner: HubUserServer
+) -> None:
+    kernel_id = owner.start_kernel("asgard-test")
+    reader = hub.server(owner.owner, as_user=READER)
+    writer = hub.server(owner.owner, as_user=WRITER)
+    channels = f"/api/kernels/{kernel_id}/channels"
+
+    assert [row["kernel_id"] for row in kernel_rows(reader)] == [kernel_id]
+    assert reader.request("GET", f"/asgard/api/kernels/{kernel_id}").status == 200
+    for refused in (
+        reader.request("DELETE", f"/asgard/api/kernels/{kernel_id}"),
+        reader.request("DELETE", f"/api/kernels/{kernel_id}"),
+    ):
+        assert refused.status == 403 and "write on resource: kernels" in refused.message, refused
+    for granted in (reader, writer):
+        terminal = granted.request("POST", f"/asgard/api/kernels/{kernel_id}/terminal")
+        assert terminal.status == 403 and "execute on resource: kernels" in terminal.message, terminal
+        saved = granted.request("POST", f"/asgard/api/kernels/{kernel_id}/save-image", {"name": "theirs"})
+        assert saved.status == 403 and "execute on resource: kernels" in saved.message, saved
+        assert websocket_status(websocket_request(granted, channels)) == 403
+    assert execute_via_websocket(owner, kernel_id, "print('still mine')") == "still mine\n"
+
+    assert writer.request("DELETE", f"/asgard/api/kernels/{kernel_id}").status == 204
+    assert wait_until_no_kernel_jobs(60) == []
+    assert kernel_rows(owner) == []
+
+
+def test_a_user_logs_in_through_the_hub_and_runs_a_notebook_on_a_gpu_node_listed_in_the_side_panel(
+    hub: Hub, owner: HubUserServer, browser: Any
+) -> None:
+    expect = pytest.importorskip("playwright.sync_api").expect
+    hub.stop_server(owner.owner)  # logging in starts it, as for a user who comes back
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    try:
+        page.goto(f"{hub.url}/hub/login")
+        page.fill("#username_input", owner.owner)
+        page.fill("#password_input", "any password: the dummy authenticator takes it")
+        page.click("#login_submit")
+        page.wait_for_url(re.compile(rf"/user/{owner.owner}/lab"), timeout=120_000)
+        assert hub.user_model(owner.owner)["servers"][""]["ready"]
+
+        path = make_notebook(owner, "through-the-hub.ipynb", "asgard-test")
+        open_notebook(page, owner, path, token=False)  # the hub's login is all the browser has
+        wait_for_idle_kernel(page)
+        run_cell(page, NODE_CELL)
+        output = page.locator(".jp-OutputArea-output").last
+        output.wait_for(timeout=60_000)
+        assert re.fullmatch(r"node gpu0[12]", output.inner_text().strip()), output.inner_text()
+
+        page.locator(STATUS).click()  # the side panel
+        card = page.locator(f"{PANEL} .jp-asgard-Kernel")
+        expect(card).to_have_count(1)
+        expect(card.locator(".jp-asgard-Kernel-name")).to_have_text(path)
+        expect(card.locator("dd[data-field='Node']")).to_have_text(output.inner_text().split()[1])
+        screenshot(page, "hub-side-panel")
+    finally:
+        page.close()
+        for session in owner.request("GET", "/api/sessions").body or []:
+            owner.request("DELETE", f"/api/sessions/{session['id']}")
+
+
+def test_the_idle_culler_stops_an_idle_server_its_kernel_s_allocation_released_and_a_detachable_one_is_back_after(
+    hub: Hub, owner: HubUserServer
+) -> None:
+    released = owner.start_kernel("asgard-test")
+    kept = owner.start_kernel("asgard-detachable")
+    assert execute_via_websocket(owner, kept, "x = 'kept'; print(x)") == "kept\n"
+    jobs = {row["kernel_id"]: row["job_id"] for row in kernel_rows(owner)}
+
+    with hub.culling(timeout=CULL_AFTER, every=5):
+        wait_for(lambda: "" not in hub.user_model(owner.owner)["servers"], 180, "the culler to stop the idle server")
+    wait_for(lambda: not job_listed(jobs[released]), 60, "the allocation of the kernel that is not detachable to end")
+    assert job_listed(jobs[kept]), "the detachable kernel ended with the server"
+
+    hub.start_server(owner.owner)  # the user is back
+    assert [(row["kernel_id"], row["job_id"]) for row in kernel_rows(owner)] == [(kept, jobs[kept])]
+    assert execute_via_websocket(owner, kept, "print(x)") == "kept\n"
