@@ -218,3 +218,20 @@ def test_a_notebook_s_session_is_kept_from_the_moment_its_new_kernel_runs(detach
         assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
     finally:
         server.stop()
+
+
+def test_a_kernel_shut_down_as_its_server_stops_ends_and_is_not_left_detached(detach_home: Path) -> None:
+    """A user's shutdown that is under way when the server stops (the hub stopping it, its culler) ends the kernel:
+    the kernel is not left for the next server with its allocation held until its grace."""
+    server = started_server(detach_home, SITE)
+    try:
+        kernel_id = server.start_kernel("asgard-detachable")
+        job = kernel_row(server, kernel_id)["job_id"]
+        # answered at once: with pending kernels, jupyter_server shuts the kernel down after it answers
+        assert server.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
+        killed(server, signal.SIGTERM)
+        assert "detachable kernel(s) running" not in server.log()
+        assert not (records(server) / kernel_id).exists()
+        wait_for(lambda: not job_listed(job), 30, "the kernel's job to end")
+    finally:
+        server.stop()

@@ -294,7 +294,9 @@ class DetachedKernels:
         if self._refresher is not None:
             self._refresher.cancel()
         await self.refresh()
-        held = self._held()
+        # A kernel whose shutdown is under way (jupyter_server answers a DELETE before its kernel is down) ends
+        # with the server, as was asked: left here, it would hold its allocation until its grace.
+        held = [provisioner for provisioner in self._held() if not getattr(provisioner.parent, "shutting_down", False)]
         for provisioner in held:
             await self._leave(provisioner)
         if held:
