@@ -1,6 +1,7 @@
 """jupyter-asgard behind a real JupyterHub (tests/hub.py), as most clusters serve Jupyter: two Unix users' servers,
 spawned by the hub as those users, run Asgard kernels on the test cluster's GPU nodes; everything goes through the
-hub's proxy and its authentication, as a browser's or a program's requests do.
+hub's proxy and its authentication, as a browser's or a program's requests do. The hub's idle culler stops an idle
+server (a detachable kernel lives on for the next one), and a user's named servers each have kernels of their own.
 
 Who may do what on the first user's server is what the hub's roles grant, no more: the second user, granted
 nothing there, is refused everywhere (the websockets too) and sees none of its kernels; a reader granted read
@@ -35,6 +36,7 @@ from tests.waiting import wait_for
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("no_kernel_jobs_left"), pytest.mark.timeout(600)]
 
 READER, WRITER = "reader", "writer"  # hub users granted read, and write, on the first user's servers
+SECOND = "second"  # the name of the first user's second server
 CULL_AFTER = 15  # seconds unused after which the culler stops a server (a site would say an hour or more)
 NODE_CELL = "import os; print('node', os.environ['SLURMD_NODENAME'])"
 
@@ -61,10 +63,29 @@ def owner(hub: Hub) -> Iterator[HubUserServer]:
         server.request("DELETE", f"/api/kernels/{kernel['id']}")
 
 
+@pytest.fixture
+def second(hub: Hub, owner: HubUserServer) -> Iterator[HubUserServer]:
+    """The first user's named server SECOND, running; afterwards its kernels are shut down, those it left
+    detached released, and it is stopped."""
+    hub.start_server(owner.owner, SECOND)
+    server = hub.server(owner.owner, SECOND)
+    yield server
+    hub.start_server(owner.owner, SECOND)  # a test may have stopped it
+    for kernel in server.request("GET", "/api/kernels").body:
+        server.request("DELETE", f"/api/kernels/{kernel['id']}")
+    for found in server.request("GET", "/asgard/api/detached").body["found"]:
+        server.request("DELETE", f"/asgard/api/detached/{found['kernel_id']}")
+    hub.stop_server(owner.owner, SECOND)
+
+
 def job_users(kernel_id: str) -> list[str]:
     """The users of the Slurm jobs of the Asgard kernel (squeue's names carry the kernel's id)."""
     queue = subprocess.run(["squeue", "-h", "-o", "%u %j"], capture_output=True, text=True, timeout=30).stdout
     return [line.split()[0] for line in queue.splitlines() if kernel_id in line]
+
+
+def kernel_ids(server: HubUserServer) -> list[str]:
+    return [row["kernel_id"] for row in kernel_rows(server)]
 
 
 def kernel_rows(server: HubUserServer) -> list[dict[str, Any]]:
@@ -200,3 +221,26 @@ def test_the_idle_culler_stops_an_idle_server_its_kernel_s_allocation_released_a
     hub.start_server(owner.owner)  # the user is back
     assert [(row["kernel_id"], row["job_id"]) for row in kernel_rows(owner)] == [(kept, jobs[kept])]
     assert execute_via_websocket(owner, kept, "print(x)") == "kept\n"
+
+
+def test_two_servers_of_one_user_have_their_own_kernels_and_tell_their_detached_kernels_apart(
+    hub: Hub, owner: HubUserServer, second: HubUserServer
+) -> None:
+    mine = owner.start_kernel("asgard-test")
+    theirs = second.start_kernel("asgard-detachable")
+    assert kernel_ids(owner) == [mine] and kernel_ids(second) == [theirs]  # what each side panel lists
+    assert [kernel["id"] for kernel in second.request("GET", "/api/kernels").body] == [theirs]
+    job = kernel_rows(second)[0]["job_id"]
+
+    hub.stop_server(owner.owner, SECOND)  # its detachable kernel runs on without it
+    assert job_listed(job)
+    hub.stop_server(owner.owner)  # the default server starts again: the kernel is not its own to take over
+    hub.start_server(owner.owner)
+    assert kernel_ids(owner) == []
+    found = owner.request("GET", "/asgard/api/detached").body["found"]
+    assert [(kernel["kernel_id"], kernel["hub_server"]) for kernel in found] == [(theirs, SECOND)]
+    assert f"your server '{SECOND}'" in found[0]["why"], found
+
+    hub.start_server(owner.owner, SECOND)  # its own server takes it back
+    assert kernel_ids(second) == [theirs]
+    assert second.request("GET", "/asgard/api/detached").body["found"] == []

@@ -7,6 +7,9 @@ Curve keys. The server writes ``kernel.json`` (what a new server needs to reconn
 session, launch settings) and ``held``; the keeper, the kernel's batch script on the node (keeper.py), writes
 the rest. The file protocol between the two is described there.
 
+Under JupyterHub, ``kernel.json`` also names the user's server the kernel belongs to (``hub_server``: one user may
+run several named servers, each with kernels of its own); a server takes over at its start only its own.
+
 Who holds a kernel is ``held``: the holding server's id, refreshed (its mtime) every HOLD_REFRESH seconds.
 A server that stops on purpose writes it with no holder. A kernel is free to adopt when nobody holds it, its
 holder is a process of this host that is gone, or its holder has not refreshed it for HOLD_STALE seconds (a
@@ -55,6 +58,19 @@ def private_root(root: Path | None = None, holds: str = "the keys of your detach
             hint=f"chmod 700 {root} (or remove it; it is made again)",
         )
     return root
+
+
+def hub_server() -> str | None:
+    """This server's name among its user's JupyterHub servers ("" for the default one, as the hub's spawner says
+    in JUPYTERHUB_SERVER_NAME); None for a server no JupyterHub started. A detachable kernel's record keeps the
+    name of the server it belongs to: that server, when it starts again, takes it over, not another of the user's
+    named servers."""
+    return os.environ.get("JUPYTERHUB_SERVER_NAME", "") if "JUPYTERHUB_USER" in os.environ else None
+
+
+def hub_server_label(name: str) -> str:
+    """How a user knows one of their JupyterHub servers."""
+    return f"your server '{name}'" if name else "your default server"
 
 
 def server_id() -> str:

@@ -51,7 +51,7 @@ from ..slurm.allocation import Allocation
 from ..slurm.monitor import SlurmMonitor
 from ..slurm.slurm_commands import holder_comment
 from .container_places import ContainerPlace, ContainerPlaces
-from .detach_records import THIS_SERVER, KernelRecord, private_root
+from .detach_records import THIS_SERVER, KernelRecord, hub_server, private_root
 from .kept_allocation import KeptAllocation
 from .kept_process import KeptProcess
 from .kernel_address import address, keep_connection_file, rewatch_activity
@@ -372,6 +372,7 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             start=self.step.process.number,
             handshake=handshake,
             connection=connection,
+            hub_server=hub_server(),
         )
 
     def resolve_path(self, path: str) -> str | None:

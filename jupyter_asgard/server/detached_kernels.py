@@ -7,9 +7,10 @@
   nothing to do: the kernels run on in their batch jobs, and their records say who held them last.
 - When a server starts, before it serves its first request, it takes over every detachable kernel of its
   user that nobody holds, under the same kernel id, with its session, so that JupyterLab's open tabs find
-  their kernels where they were. Kernels it finds but cannot take (held by a running server, kernelspec gone)
-  are listed in /asgard/api/detached, with Adopt and Release. Kernels that ended while detached are reported
-  once, with why, and forgotten.
+  their kernels where they were; under JupyterHub, only those of its own server (a user's named servers each
+  have kernels of their own). Kernels it finds but does not take (another of the user's servers', held by a
+  running server, kernelspec gone) are listed in /asgard/api/detached, with Adopt and Release. Kernels that
+  ended while detached are reported once, with why, and forgotten.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from ..kernel.detach_records import (
     THIS_SERVER,
     KernelRecord,
     all_records,
+    hub_server,
+    hub_server_label,
     private_root,
     records_root,
 )
@@ -73,6 +76,7 @@ def found_row(record: KernelRecord, data: dict[str, Any], why: str) -> dict[str,
         "node": data.get("node", ""),
         "path": session.get("path", ""),
         "held_by": holder.host if holder.server else "",
+        "hub_server": data.get("hub_server"),
         "why": why,
     }
 
@@ -113,7 +117,7 @@ class DetachedKernels:
     async def _try_adopt(self, kernel_id: str, data: dict[str, Any]) -> None:
         """adopt, at the server's start: a kernel it cannot take is listed in found, with why, not an error."""
         with contextlib.suppress(AsgardError):
-            await self.adopt(kernel_id, data)
+            await self.adopt(kernel_id, data, at_start=True)
 
     async def _jobs(self, job_ids: list[str]) -> dict[str, JobInfo] | None:
         """Slurm's word on these jobs; None where Slurm cannot be asked (then each kernel's answer tells)."""
@@ -123,13 +127,15 @@ class DetachedKernels:
             self.log.warning("Detached kernels: Slurm did not answer (%s); trying to reach them directly", error)
             return None
 
-    async def adopt(self, kernel_id: str, data: dict[str, Any] | None = None) -> None:
-        """Take one detached kernel over under its own id, with its notebook session; Conflict where it cannot."""
+    async def adopt(self, kernel_id: str, data: dict[str, Any] | None = None, at_start: bool = False) -> None:
+        """Take one detached kernel over under its own id, with its notebook session; Conflict where it cannot.
+        at_start: the server's own taking over, which leaves another server's kernels to it; a user's Adopt
+        moves a kernel to this server from whichever it belonged to."""
         record = KernelRecord(await asyncio.to_thread(private_root), kernel_id)
         data = data if data is not None else await asyncio.to_thread(record.read)
         if not data:
             raise NotFound(f"no detached kernel {kernel_id} of yours")
-        why = await asyncio.to_thread(self._unadoptable, record, data)
+        why = await asyncio.to_thread(self._unadoptable, record, data, at_start)
         if why:
             self.found[kernel_id] = found_row(record, data, why)
             raise Conflict(f"the detached kernel {kernel_id} cannot be taken over: {why}")
@@ -145,22 +151,28 @@ class DetachedKernels:
             self.found[kernel_id] = found_row(record, data, f"it did not answer when taken over ({error})")
             raise Conflict(f"the detached kernel {kernel_id} did not answer when taken over: {error}") from None
         self.found.pop(kernel_id, None)
+        if data.get("hub_server") != hub_server():
+            await asyncio.to_thread(record.update, hub_server=hub_server())  # it is this server's from now on
         provisioner = manager.provisioner
         state = provisioner.while_detached.get("execution_state") if isinstance(provisioner, PyxisProvisioner) else ""
         manager.execution_state = "busy" if state == "busy" else "idle"
         await self._restore_session(kernel_id, data.get("session") or {})
         self.log.info("Took over detached kernel %s (Slurm job %s on %s)", kernel_id, data["job_id"], data["node"])
 
-    def _unadoptable(self, record: KernelRecord, data: dict[str, Any]) -> str:
+    def _unadoptable(self, record: KernelRecord, data: dict[str, Any], at_start: bool = False) -> str:
         """Why this server may not take the kernel over ("" where it may), claiming it where it may."""
         kernelspecs = self.serverapp.kernel_spec_manager.find_kernel_specs()
         if data.get("kernel_name") not in kernelspecs:
             return (
                 f"its kernelspec {data.get('kernel_name')!r} no longer exists; release it, or make the kernelspec again"
             )
+        owner, here = data.get("hub_server"), hub_server()
+        others = hub_server_label(owner) if isinstance(owner, str) and here is not None and owner != here else ""
+        if at_start and others:
+            return f"it belongs to {others}, which takes it over when it starts; Adopt moves it here"
         holder = record.holder()
         if not holder.gone(time.time()) or not record.claim(THIS_SERVER, holder):
-            return f"another Jupyter server of yours holds it (on {holder.host or 'another host'})"
+            return f"{others or 'another Jupyter server of yours'} holds it (on {holder.host or 'another host'})"
         return ""
 
     async def _restore_session(self, kernel_id: str, session: dict[str, Any]) -> None:
