@@ -1,7 +1,8 @@
 """jupyter-asgard behind a real JupyterHub (tests/hub.py), as most clusters serve Jupyter: two Unix users' servers,
 spawned by the hub as those users, run Asgard kernels on the test cluster's GPU nodes; everything goes through the
 hub's proxy and its authentication, as a browser's or a program's requests do. The hub's idle culler stops an idle
-server (a detachable kernel lives on for the next one), and a user's named servers each have kernels of their own.
+server (a detachable kernel lives on for the next one), a user's named servers each have kernels of their own, and
+a server the hub stops shuts down in order.
 
 Who may do what on the first user's server is what the hub's roles grant, no more: the second user, granted
 nothing there, is refused everywhere (the websockets too) and sees none of its kernels; a reader granted read
@@ -59,6 +60,7 @@ def owner(hub: Hub) -> Iterator[HubUserServer]:
         hub.start_server(user.name)
     server = hub.server(hub.owner.name)
     yield server
+    hub.start_server(hub.owner.name)  # a test may have stopped it
     for kernel in server.request("GET", "/api/kernels").body:
         server.request("DELETE", f"/api/kernels/{kernel['id']}")
 
@@ -244,3 +246,19 @@ def test_two_servers_of_one_user_have_their_own_kernels_and_tell_their_detached_
     hub.start_server(owner.owner, SECOND)  # its own server takes it back
     assert kernel_ids(second) == [theirs]
     assert second.request("GET", "/asgard/api/detached").body["found"] == []
+
+
+def test_a_server_the_hub_stops_shuts_down_in_order_ending_a_kernel_whose_shutdown_was_under_way(
+    hub: Hub, owner: HubUserServer
+) -> None:
+    """The hub stops a server with SIGINT (a server with no terminal): it stops as on SIGTERM, shutting its kernels
+    down; a detachable kernel the user was shutting down ends with it instead of waiting out its grace."""
+    kernel_id = owner.start_kernel("asgard-detachable")
+    job = kernel_rows(owner)[0]["job_id"]
+    record = hub.owner.home / ".local/share/jupyter/asgard/detachable" / kernel_id
+    assert record.is_dir()
+    # answered at once: with pending kernels, jupyter_server shuts the kernel down after it answers
+    assert owner.request("DELETE", f"/api/kernels/{kernel_id}").status == 204
+    hub.stop_server(owner.owner)
+    assert not record.exists()
+    wait_for(lambda: not job_listed(job), 30, "the kernel's job to end")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -53,6 +55,19 @@ class AsgardExtension(ExtensionApp):
         self.detached = DetachedKernels(self.serverapp, self.monitor, self.log)
         self._take_over_detached()
         self.detached.watch_sessions()
+        self._stop_on_sigint()
+
+    def _stop_on_sigint(self) -> None:
+        """SIGINT stops the server in order, as SIGTERM does, where jupyter_server leaves it to Python (without a
+        terminal, where it would ask whether to stop). A JupyterHub's spawner stops a user's server with SIGINT
+        first (its culler, the user's Stop): as a KeyboardInterrupt, the server would end without its cleanup,
+        its kernels not shut down (one whose shutdown was under way cut short) and its detachable kernels not
+        let go."""
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            assert self.serverapp is not None
+            signal.signal(signal.SIGINT, self.serverapp._signal_stop)
 
     def _take_over_detached(self) -> None:
         """Before the server answers its first request: JupyterLab marks a kernel it asks about and the server
