@@ -26,6 +26,7 @@ from ..slurm.monitor import SlurmMonitor
 from ..slurm.slurm_commands import orphaned_jobs, orphans_argv, pid_alive
 from . import pending_kernels
 from .detached_kernels import DetachedKernels
+from .kernel_activity import KernelActivity
 from .kernel_terminals import KernelTerminals
 
 
@@ -55,6 +56,7 @@ class AsgardExtension(ExtensionApp):
         self.detached = DetachedKernels(self.serverapp, self.monitor, self.log)
         self._take_over_detached()
         self.detached.watch_sessions()
+        self.activity = KernelActivity(self.serverapp.web_app.settings, kernel_manager)
         self._stop_on_sigint()
 
     def _stop_on_sigint(self) -> None:
@@ -80,6 +82,7 @@ class AsgardExtension(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self.detached.start_holding()
+        self.activity.start()
 
     async def cancel_orphans(self) -> None:
         """Allocations whose holder (a server or nbclient process of this host) died without releasing
@@ -99,6 +102,7 @@ class AsgardExtension(ExtensionApp):
         shutdown (or, should that not happen, by their lease ending with the server's process). Detachable
         kernels leave the kernel manager first, and run on for the next server. Image imports are cancelled: nobody
         would see them end."""
+        self.activity.stop()
         await self.detached.detach_all()
         await self.imports.cancel_all()
         await self.moves.cancel_all()
