@@ -130,6 +130,8 @@ export interface IFoundKernel {
   path: string;
   /** The host of the Jupyter server that holds it, or "". */
   held_by: string;
+  /** Under JupyterHub, the user's server it belongs to ("" the default one); null outside a hub. */
+  hub_server: string | null;
   /** Why this server did not take it over, in the server's words. */
   why: string;
 }

@@ -123,6 +123,16 @@ export function foundDetails(kernel: IFoundKernel): string {
   return [job, spec].filter(part => part).join(', ');
 }
 
+/** A found kernel's tooltip: its notebook, the server holding it, and the JupyterHub server it belongs to. */
+export function foundTooltip(kernel: IFoundKernel): string {
+  const hubServer =
+    kernel.hub_server === null || kernel.hub_server === undefined
+      ? ''
+      : `started in ${kernel.hub_server ? `your JupyterHub server '${kernel.hub_server}'` : 'your default JupyterHub server'}`;
+  const holder = kernel.held_by ? `held by a Jupyter server on ${kernel.held_by}` : '';
+  return [kernel.path, holder, hubServer].filter(part => part).join('\n');
+}
+
 /** "ended while detached: it was released": an ended kernel's line. */
 export function endedLine(kernel: IEndedKernel): string {
   return `ended while detached: ${kernel.why}`;

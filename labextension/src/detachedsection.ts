@@ -6,7 +6,7 @@
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 
 import { IEndedKernel, IFoundKernel, IProblem, problemOf } from './api';
-import { detachedName, endedLine, foundDetails, releaseQuestion } from './detach';
+import { detachedName, endedLine, foundDetails, foundTooltip, releaseQuestion } from './detach';
 import type { DetachedModel } from './detachedmodel';
 import { cardButton, element, problemNode, section } from './dom';
 
@@ -62,9 +62,10 @@ export class DetachedSection {
     if (details) {
       node.append(element('div', 'jp-asgard-Detached-details', details));
     }
-    node.title = [kernel.path, kernel.held_by ? `held by a Jupyter server on ${kernel.held_by}` : '']
-      .filter(part => part)
-      .join('\n');
+    node.title = foundTooltip(kernel);
+    if (kernel.hub_server !== null && kernel.hub_server !== undefined) {
+      node.dataset.hubServer = kernel.hub_server;
+    }
     const problem = this.problems.get(kernel.kernel_id);
     if (problem) {
       node.append(problemNode('jp-asgard-Detached', problem));

@@ -13,6 +13,7 @@ import {
   endedLine,
   ERROR_MARK,
   foundDetails,
+  foundTooltip,
   IDetailFetch,
   MAX_SHOWN_CHARS,
   omittedWords,
@@ -37,6 +38,7 @@ function found(changes: Partial<IFoundKernel> = {}): IFoundKernel {
     node: 'gpu02',
     path: 'work/train.ipynb',
     held_by: 'login1',
+    hub_server: null,
     why: 'another Jupyter server of yours holds it (on login1)',
     ...changes
   };
@@ -140,6 +142,18 @@ group('found and ended kernels', () => {
     assert.equal(foundDetails(found({ path: '' })), 'Slurm job 77 on gpu02');
     assert.equal(foundDetails(found({ node: '' })), 'Slurm job 77, asgard-detachable');
     assert.equal(foundDetails(found({ job_id: '', path: '' })), '');
+  });
+
+  test('a found kernel’s tooltip: notebook, holder, and the JupyterHub server it belongs to', () => {
+    assert.equal(foundTooltip(found()), 'work/train.ipynb\nheld by a Jupyter server on login1');
+    assert.equal(
+      foundTooltip(found({ held_by: '', hub_server: 'second' })),
+      "work/train.ipynb\nstarted in your JupyterHub server 'second'"
+    );
+    assert.equal(
+      foundTooltip(found({ path: '', held_by: '', hub_server: '' })),
+      'started in your default JupyterHub server'
+    );
   });
 
   test('an ended kernel says why, and Release says what it ends before it does', () => {
