@@ -8,16 +8,21 @@ The hub runs in the mount namespace that gives the first user a way to this Pyth
 spawns see the machine as the users' own commands do and run this Python and checkout too, with no environment
 of their own to install.
 
+The hub's configuration is the README's (its `jupyterhub_config.py` for a login node, and what the users'
+servers add to the site's configuration), followed by what only a test sets: addresses, the test cluster's
+environment, the dummy authenticator, the tests' roles and services.
+
 A test reaches the hub's REST API with the token of a service the hub knows (SERVICE: admin of users, servers and
 tokens), and a user's server through the hub's proxy as a program does, with a token the hub made for that user.
 Who may do what on whose server is the hub's roles' say, through the custom scopes that
-tests.authorizers.HubScopesAuthorizer reads in every single-user server: each user may do everything on their own
+jupyter_asgard.server.hub_authorizer reads in every single-user server: each user may do everything on their own
 servers; the grantees (hub users without a Unix account, who never start a server) get access to the first
 user's servers with the one action they are granted there.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -31,35 +36,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.authorizers import SERVER_SCOPE
+from jupyter_asgard.server.hub_authorizer import SCOPE_PREFIX
 from tests.cluster import LocalCluster
 from tests.cluster.cluster import alive
 from tests.kernels import cluster_site
+from tests.readme_blocks import readme_python
 from tests.server import ServerClient, free_port, lab_config
-from tests.unix_users import REPO, UnixUser
+from tests.unix_users import REPO, UnixUser, throwaway_user
 from tests.waiting import wait_for
 
 HUB_PROXY = Path("/opt/jupyter-asgard/hub-proxy/node_modules/.bin/configurable-http-proxy")  # as dev/install puts it
 SERVICE = "asgard-tests"
-CULLER = "idle-culler"
-# What jupyterhub-idle-culler's documentation has a hub grant it: find users' servers and their activity, stop them.
-CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+CULLER = "idle-culler"  # the README's name for jupyterhub-idle-culler's service
 # Seconds between the reports of a server's activity to the hub, and between the hub's looks at its proxy's: the
 # hub knows when each server was last used within them (JupyterHub's defaults, 300, would have it stale for minutes).
 ACTIVITY_INTERVAL = 5
-ACTIONS = ("read", "write", "execute")  # jupyter_server's, each including those before it
-
-
-def custom_scopes() -> dict[str, dict[str, Any]]:
-    """The custom scopes HubScopesAuthorizer reads: one per action, on all of a server's resources, each with
-    the actions before it as subscopes (who may execute may also write and read)."""
-    return {
-        f"{SERVER_SCOPE}:{action}:*": {
-            "description": f"{action} on a Jupyter server",
-            **({"subscopes": [f"{SERVER_SCOPE}:{lesser}:*" for lesser in ACTIONS[:index]]} if index else {}),
-        }
-        for index, action in enumerate(ACTIONS)
-    }
+HUB_CONFIG = "# /etc/jupyterhub/jupyterhub_config.py on a login node"  # the README's blocks, by their first lines
+SERVER_CONFIG = "# /etc/jupyter/jupyter_server_config.py: kernels of servers the hub stops"
 
 
 class HubUserServer(ServerClient):
@@ -80,10 +73,12 @@ class HubUserServer(ServerClient):
 
 class Hub(ServerClient):
     """The hub, its proxy and the servers it spawns for users; as a ServerClient, its proxy's address with the
-    service's token (its REST API is below /hub/api). grants: hub user -> the action (ACTIONS) they are granted
-    on the first user's servers."""
+    service's token (its REST API is below /hub/api). grants: hub user -> the action (read, write or execute)
+    they are granted on the first user's servers."""
 
-    def __init__(self, cluster: LocalCluster, kernels_dir: Path, users: list[UnixUser], grants: dict[str, str]):
+    def __init__(
+        self, cluster: LocalCluster, kernels_dir: Path, users: list[UnixUser], grants: dict[str, str], port: int = 0
+    ):
         self.cluster, self.kernels_dir, self.users, self.grants = cluster, kernels_dir, users, grants
         # What the users' servers read (their configuration and kernelspecs): open to them, unlike pytest's
         # temporary directories. The hub's own state (its database, cookie secret and tokens) is not.
@@ -91,7 +86,7 @@ class Hub(ServerClient):
         self.directory.chmod(0o755)
         self.state = self.directory / "state"
         self.state.mkdir(mode=0o700)
-        self.port, self.hub_port, self.proxy_api_port = free_port(), free_port(), free_port()
+        self.port, self.hub_port, self.proxy_api_port = port or free_port(), free_port(), free_port()
         self.token = secrets.token_hex(32)
         self.culler_token = secrets.token_hex(32)
         self.tokens: dict[str, str] = {}  # hub user -> token_of(user)
@@ -123,26 +118,22 @@ class Hub(ServerClient):
             "JUPYTERHUB_ACTIVITY_INTERVAL": str(ACTIVITY_INTERVAL),
         }
 
-    def roles(self) -> list[dict[str, Any]]:
+    def roles(self) -> str:
+        """The README's culler role, and the grants on the first user's servers (instead of the README's example)."""
         owner = self.owner.name
-        own = {"name": "user", "scopes": ["self", f"{SERVER_SCOPE}:execute:*!user"]}  # every user, on their servers
-        service = {
-            "name": SERVICE,
-            "services": [SERVICE],
-            "scopes": ["admin:users", "admin:servers", "tokens"],
-        }
+        service = {"name": SERVICE, "services": [SERVICE], "scopes": ["admin:users", "admin:servers", "tokens"]}
         granted = [
             {
                 "name": f"{action}-{owner}-{grantee}",
                 "users": [grantee],
-                "scopes": [f"access:servers!user={owner}", f"{SERVER_SCOPE}:{action}:*!user={owner}"],
+                "scopes": [f"access:servers!user={owner}", f"{SCOPE_PREFIX}:{action}:*!user={owner}"],
             }
             for grantee, action in self.grants.items()
         ]
-        culler = {"name": CULLER, "services": [CULLER], "scopes": CULLER_SCOPES}
-        return [own, service, culler, *granted]
+        return f"[role for role in c.JupyterHub.load_roles if role['name'] == {CULLER!r}] + {[service, *granted]!r}"
 
     def hub_config(self) -> str:
+        """The README's jupyterhub_config.py, then what a test sets."""
         settings: dict[str, Any] = {
             "JupyterHub.ip": "127.0.0.1",
             "JupyterHub.port": self.port,
@@ -152,10 +143,6 @@ class Hub(ServerClient):
             "JupyterHub.cookie_secret_file": str(self.state / "cookie_secret"),
             "JupyterHub.authenticator_class": "dummy",
             "Authenticator.allow_all": True,
-            "JupyterHub.spawner_class": "localprocess",
-            "JupyterHub.allow_named_servers": True,
-            "JupyterHub.custom_scopes": custom_scopes(),
-            "JupyterHub.load_roles": self.roles(),
             # The culler is a service the hub knows but does not start: a test runs it (culling) when it wants
             # servers culled, and no other test's server is stopped under it.
             "JupyterHub.services": [
@@ -167,27 +154,15 @@ class Hub(ServerClient):
             "ConfigurableHTTPProxy.api_url": f"http://127.0.0.1:{self.proxy_api_port}",
             "ConfigurableHTTPProxy.auth_token": secrets.token_hex(32),
             "ConfigurableHTTPProxy.pid_file": str(self.state / "proxy.pid"),
-            "Spawner.cmd": [sys.executable, "-m", "jupyterhub.singleuser"],
-            "Spawner.default_url": "/lab",
             "Spawner.environment": self.server_environment(),
-            "Spawner.start_timeout": 120,
-            "Spawner.http_timeout": 120,
-            # What a server's OAuth client may ask for whoever logs in to it with a browser: on that server (the
-            # hub fills in which), any action; the browser's token gets those the hub's roles grant the user.
-            # A list: JupyterHub 6.1 fails to start a server whose spawner has a callable here.
-            "Spawner.oauth_client_allowed_scopes": [f"{SERVER_SCOPE}:{action}:*!server" for action in ACTIONS],
         }
-        return "".join(f"c.{name} = {value!r}\n" for name, value in settings.items())
+        ours = "".join(f"c.{name} = {value!r}\n" for name, value in settings.items())
+        return f"{readme_python(HUB_CONFIG)}\n{ours}c.JupyterHub.load_roles = {self.roles()}\n"
 
     def server_config(self) -> str:
         """The single-user servers' jupyter_server_config.py: the session's site (one that allows detachable
-        kernels), JupyterLab as in the tests' own, and the hub's roles deciding what each request may do."""
-        return (
-            cluster_site(self.cluster)
-            + lab_config(self.directory)
-            + "c.ServerApp.authorizer_class = 'tests.authorizers.HubScopesAuthorizer'\n"
-            + "c.PyxisProvisioner.detach = 'allowed'\n"
-        )
+        kernels), JupyterLab as in the tests' own, and what the README has a hub's servers add."""
+        return cluster_site(self.cluster) + lab_config(self.directory) + readme_python(SERVER_CONFIG)
 
     def prepare(self) -> None:
         """The files the hub and the users' servers read, and each user's scratch directory (as a site makes it)."""
@@ -316,12 +291,46 @@ class Hub(ServerClient):
 
 @contextmanager
 def running_hub(
-    cluster: LocalCluster, kernels_dir: Path, users: list[UnixUser], grants: dict[str, str]
+    cluster: LocalCluster, kernels_dir: Path, users: list[UnixUser], grants: dict[str, str], port: int = 0
 ) -> Iterator[Hub]:
     """A started Hub (see Hub), stopped afterwards: a failure if anything of it was left running."""
-    hub = Hub(cluster, kernels_dir, users, grants)
+    hub = Hub(cluster, kernels_dir, users, grants, port)
     try:
         yield hub.start()
     finally:
         left = hub.stop()
     assert not left, f"the hub left {left}"
+
+
+def demo(root: Path, kernels_dir: Path, notebooks: Path, port: int) -> None:
+    """dev/demo-hub: a hub in front of the cluster in root, with two throwaway users to log in as (any password),
+    each with the example notebooks in their home, until Ctrl-C (or SIGTERM) stops it all."""
+    cluster = LocalCluster.attach(root)
+    with throwaway_user("alice") as first, throwaway_user("bob") as second:
+        for user in (first, second):
+            for notebook in sorted(notebooks.glob("*.ipynb")):
+                shutil.copy(notebook, user.home / notebook.name)
+                os.chown(user.home / notebook.name, user.uid, -1)
+        with running_hub(cluster, kernels_dir, [first, second], {}, port) as hub:
+            print(f"JupyterHub: {hub.url}/hub/login  users: {first.name}, {second.name} (any password)", flush=True)
+            print("Ctrl-C stops the hub, the users' servers and their kernels.", flush=True)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                print("stopping the hub", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m tests.hub", description=demo.__doc__)
+    parser.add_argument("--root", type=Path, required=True, help="the running test cluster's directory")
+    parser.add_argument("--kernels", type=Path, required=True, help="the kernelspecs the users' servers offer")
+    parser.add_argument("--notebooks", type=Path, required=True, help="notebooks to put in each user's home")
+    parser.add_argument("--port", type=int, default=8000, help="the hub's port on 127.0.0.1")
+    args = parser.parse_args(argv)
+    demo(args.root, args.kernels, args.notebooks, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

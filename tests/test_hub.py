@@ -1,8 +1,8 @@
 """jupyter-asgard behind a real JupyterHub (tests/hub.py), as most clusters serve Jupyter: two Unix users' servers,
 spawned by the hub as those users, run Asgard kernels on the test cluster's GPU nodes; everything goes through the
-hub's proxy and its authentication, as a browser's or a program's requests do. The hub's idle culler stops an idle
-server (a detachable kernel lives on for the next one), a user's named servers each have kernels of their own, and
-a server the hub stops shuts down in order.
+hub's proxy and its authentication, as a browser's or a program's requests do. The hub's idle culler leaves a
+server whose kernel runs a silent cell alone and stops an idle one (a detachable kernel lives on for the next
+one), a user's named servers each have kernels of their own, and a server the hub stops shuts down in order.
 
 Who may do what on the first user's server is what the hub's roles grant, no more: the second user, granted
 nothing there, is refused everywhere (the websockets too) and sees none of its kernels; a reader granted read
@@ -12,9 +12,13 @@ neither open a terminal in its container nor save it as an image, which run comm
 
 from __future__ import annotations
 
+import pwd
 import re
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -26,12 +30,13 @@ from tests.hub import Hub, HubUserServer, running_hub
 from tests.kernels import KernelSpecs, wait_until_no_kernel_jobs
 from tests.server import (
     execute_via_websocket,
+    free_port,
     terminal_session,
     terminal_websocket,
     websocket_request,
     websocket_status,
 )
-from tests.unix_users import throwaway_user
+from tests.unix_users import REPO, throwaway_user
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("no_kernel_jobs_left"), pytest.mark.timeout(600)]
@@ -40,6 +45,7 @@ READER, WRITER = "reader", "writer"  # hub users granted read, and write, on the
 SECOND = "second"  # the name of the first user's second server
 CULL_AFTER = 15  # seconds unused after which the culler stops a server (a site would say an hour or more)
 NODE_CELL = "import os; print('node', os.environ['SLURMD_NODENAME'])"
+SILENT_CELL = f"import time; time.sleep({CULL_AFTER * 3}); print('done')"
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +213,62 @@ def test_a_user_logs_in_through_the_hub_and_runs_a_notebook_on_a_gpu_node_listed
             owner.request("DELETE", f"/api/sessions/{session['id']}")
 
 
-def test_the_idle_culler_stops_an_idle_server_its_kernel_s_allocation_released_and_a_detachable_one_is_back_after(
+def log_in(browser: Any, hub: Hub, user: str, to: str) -> Any:
+    """A browser page of its own (its own cookies) logged in to the hub as user and sent on to the path to, which
+    authorizes the hub's OAuth request of another user's server where the hub asks."""
+    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    page.goto(f"{hub.url}/hub/login?next={to}")
+    page.fill("#username_input", user)
+    page.fill("#password_input", "any password: the dummy authenticator takes it")
+    page.click("#login_submit")
+    page.wait_for_load_state()
+    if page.get_by_role("button", name="Authorize").count():  # the hub asks before it lets another user in
+        page.get_by_role("button", name="Authorize").click()
+        page.wait_for_load_state()
+    return page
+
+
+def open_side_panel(page: Any) -> Any:
+    page.wait_for_selector("#jp-main-dock-panel", timeout=60_000)
+    page.locator(".lm-TabBar-tab[data-id='jupyter-asgard-panel']").click()
+    return page.locator(PANEL)
+
+
+def test_in_a_browser_a_reader_sees_the_kernel_but_cannot_shut_it_down_and_another_user_sees_nothing_of_it(
+    hub: Hub, owner: HubUserServer, browser: Any
+) -> None:
+    expect = pytest.importorskip("playwright.sync_api").expect
+    kernel_id = owner.start_kernel("asgard-test")
+    lab = f"/user/{owner.owner}/lab/workspaces/reader"
+    reader = log_in(browser, hub, READER, lab)
+    try:
+        card = open_side_panel(reader).locator(".jp-asgard-Kernel")
+        expect(card).to_have_count(1)
+        expect(card.locator("dd[data-field='Node']")).to_have_text(kernel_rows(owner)[0]["node"])
+        card.get_by_role("button", name="Shut down").click()
+        reader.locator(".jp-Dialog").get_by_role("button", name="Shut Down").click()
+        refused = reader.locator(".Toastify__toast", has_text="Could not shut down the kernel")
+        expect(refused).to_contain_text("not authorized to write on resource: kernels")
+        screenshot(reader, "hub-reader-refused")
+        expect(card).to_have_count(1)
+        assert kernel_ids(owner) == [kernel_id] and job_users(kernel_id) == [owner.owner]
+    finally:
+        reader.context.close()
+
+    other = hub.users[1].name
+    intruder = log_in(browser, hub, other, f"/user/{other}/lab/workspaces/own")
+    try:
+        panel = open_side_panel(intruder)
+        expect(panel).to_contain_text("No Asgard kernels run on this server.")
+        expect(panel.locator(".jp-asgard-Kernel")).to_have_count(0)
+        refused_page = intruder.goto(f"{hub.url}{lab}")
+        assert refused_page is not None and refused_page.status == 403, refused_page and refused_page.status
+    finally:
+        intruder.context.close()
+    assert execute_via_websocket(owner, kernel_id, "print('still mine')") == "still mine\n"
+
+
+def test_the_idle_culler_lets_a_cell_run_then_stops_the_idle_server_releasing_its_kernel_a_detachable_one_back_after(
     hub: Hub, owner: HubUserServer
 ) -> None:
     released = owner.start_kernel("asgard-test")
@@ -215,7 +276,10 @@ def test_the_idle_culler_stops_an_idle_server_its_kernel_s_allocation_released_a
     assert execute_via_websocket(owner, kept, "x = 'kept'; print(x)") == "kept\n"
     jobs = {row["kernel_id"]: row["job_id"] for row in kernel_rows(owner)}
 
-    with hub.culling(timeout=CULL_AFTER, every=5):
+    with hub.culling(timeout=CULL_AFTER, every=5), ThreadPoolExecutor(1) as cell:
+        # A cell that prints nothing for longer than the culler's timeout: the server is in use all along.
+        silent = cell.submit(execute_via_websocket, owner, released, SILENT_CELL, 120)
+        assert silent.result(timeout=150) == "done\n", "the culler stopped the server while a cell ran"
         wait_for(lambda: "" not in hub.user_model(owner.owner)["servers"], 180, "the culler to stop the idle server")
     wait_for(lambda: not job_listed(jobs[released]), 60, "the allocation of the kernel that is not detachable to end")
     assert job_listed(jobs[kept]), "the detachable kernel ended with the server"
@@ -262,3 +326,38 @@ def test_a_server_the_hub_stops_shuts_down_in_order_ending_a_kernel_whose_shutdo
     hub.stop_server(owner.owner)
     assert not record.exists()
     wait_for(lambda: not job_listed(job), 30, "the kernel's job to end")
+
+
+def test_the_demo_behind_a_hub_lets_its_users_log_in_to_their_notebooks_and_ctrl_c_stops_it_all(
+    slurm_cluster: LocalCluster, kernelspecs: KernelSpecs, browser: Any
+) -> None:
+    """dev/demo-hub's hub (python3 -m tests.hub), on the session's cluster instead of one of its own."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    port = free_port()
+    argv = [sys.executable, "-m", "tests.hub", "--root", str(slurm_cluster.root), "--port", str(port)]
+    argv += ["--kernels", str(kernelspecs.kernels_dir), "--notebooks", str(REPO / "examples")]
+    demo = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert demo.stdout is not None
+        said = demo.stdout.readline()
+        assert said.startswith(f"JupyterHub: http://127.0.0.1:{port}/hub/login  users: "), said
+        users = re.findall(r"(alice\d+|bob\d+)", said)
+        assert len(users) == 2, said
+        page = browser.new_context().new_page()
+        try:
+            page.goto(f"http://127.0.0.1:{port}/hub/login")
+            page.fill("#username_input", users[0])
+            page.fill("#password_input", "anything")
+            page.click("#login_submit")
+            page.wait_for_url(re.compile(rf"/user/{users[0]}/lab"), timeout=120_000)
+            expect(page.locator(".jp-DirListing-item", has_text="hello-asgard.ipynb")).to_have_count(1)
+        finally:
+            page.context.close()
+    finally:
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=180)
+    assert demo.returncode == 0, rest
+    assert "stopping the hub" in rest
+    for user in users:
+        with pytest.raises(KeyError):
+            pwd.getpwnam(user)

@@ -95,6 +95,9 @@ INLINE_START = re.compile(
     r"|sacct |papermill |curl )"
 )
 INLINE = {
+    "./dev/demo-hub": (
+        "tests/test_hub.py::test_the_demo_behind_a_hub_lets_its_users_log_in_to_their_notebooks_and_ctrl_c_stops_it_all"
+    ),
     "python3 -m benchmarks.kernel_start": (
         "tests/test_benchmarks_kernels.py::test_kernel_benchmark_runs_and_prints_its_figures"
     ),
