@@ -11,14 +11,23 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from traitlets.config import Config
 
 from jupyter_asgard.errors import AsgardError
 from jupyter_asgard.kernel import detach_records
-from jupyter_asgard.kernel.detach_records import HOLD_STALE, Holder, KernelRecord, all_records, private_root
+from jupyter_asgard.kernel.detach_records import (
+    HOLD_STALE,
+    Holder,
+    KernelRecord,
+    all_records,
+    private_root,
+    sent_before,
+)
 from jupyter_asgard.kernel.kept_allocation import KEEPER_SOURCE, keeper_script
 from jupyter_asgard.kernel.kept_process import KeptProcess, last_start
 from jupyter_asgard.launch.launch_config import LaunchConfig, detach_problems
@@ -98,8 +107,11 @@ def test_a_claim_on_a_holder_that_changed_since_it_was_seen_is_void(record: Kern
 
 def test_only_what_came_after_the_kernel_was_let_go_counts_as_printed_while_detached(record: KernelRecord) -> None:
     entries = [{"kind": "stream", "text": "old", "time": 10.0}, {"kind": "stream", "text": "new", "time": 20.0}]
-    record.path("while-detached.json").write_text(json.dumps({"entries": entries, "execution_state": "busy"}))
-    assert record.while_detached(15.0) == {"entries": [entries[1]], "execution_state": "busy"}
+    done = [{"kind": "done", "cell": "m1", "time": 12.0}, {"kind": "done", "cell": "m2", "time": 21.0}]
+    record.path("while-detached.json").write_text(
+        json.dumps({"entries": entries, "done": done, "execution_state": "busy"})
+    )
+    assert record.while_detached(15.0) == {"entries": [entries[1]], "done": [done[1]], "execution_state": "busy"}
 
 
 def test_a_removed_record_is_gone_whole_and_not_listed(record: KernelRecord) -> None:
@@ -153,6 +165,92 @@ def test_the_recorder_keeps_what_a_person_reads_and_the_state_of_cells() -> None
     assert recorder.entry({"msg_type": "status"}, execute, {"execution_state": "busy"})["text"] == "busy"
     assert recorder.entry({"msg_type": "status"}, {"msg_type": "kernel_info_request"}, {}) is None
     assert recorder.RECORD == keeper.RECORD
+
+
+def test_the_recorder_says_which_request_an_output_answers_and_when_a_request_is_done() -> None:
+    """A request's start (its execute_input) and outputs name it (cell: its msg_id); once the kernel is idle
+    after it, it is done, with the execution count its execute_input gave, whether it raised and when it was
+    sent."""
+    requests = recorder.Requests()
+
+    def seen(kind: str, cell: str, **content: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        header = {"msg_type": kind}
+        parent = {"msg_type": "execute_request", "msg_id": cell, "date": f"2026-12-07T10:00:0{int(cell == 'b')}Z"}
+        return recorder.entry(header, parent, content), requests.done(header, parent, content)
+
+    assert seen("execute_input", "a", execution_count=7) == ({"kind": "input", "text": "", "cell": "a"}, None)
+    assert seen("execute_input", "b", execution_count=8)[1] is None
+    assert seen("stream", "a", name="stdout", text="hi") == (
+        {"kind": "stream", "name": "stdout", "text": "hi", "cell": "a"},
+        None,
+    )
+    assert seen("error", "b", ename="E", evalue="x")[0] == {"kind": "error", "text": "E: x", "cell": "b"}
+    assert seen("status", "a", execution_state="idle")[1] == {
+        "kind": "done",
+        "cell": "a",
+        "count": 7,
+        "status": "ok",
+        "sent": "2026-12-07T10:00:00Z",
+    }
+    assert seen("status", "b", execution_state="idle")[1] == {
+        "kind": "done",
+        "cell": "b",
+        "count": 8,
+        "status": "error",
+        "sent": "2026-12-07T10:00:01Z",
+    }
+    assert requests.counts == {} and requests.failed == set()  # nothing kept of ended requests
+    assert seen("status", "c", execution_state="busy")[1] is None
+    assert recorder.entry({"msg_type": "stream"}, {"msg_type": "comm_msg", "msg_id": "d"}, {"text": "w"}) == {
+        "kind": "stream",
+        "name": "stdout",
+        "text": "w",
+    }
+
+
+def test_the_requests_sent_before_the_take_over_that_ended_after_the_let_go_with_what_they_printed(
+    record: KernelRecord,
+) -> None:
+    at = datetime(2026, 12, 7, 10, 0, 0, tzinfo=timezone.utc).timestamp()
+
+    def sent(seconds: int) -> str:
+        return f"2026-12-07T10:00:{seconds:02d}Z"
+
+    entries = [
+        {"kind": "stream", "text": "lost start", "cell": "a", "time": at + 1},  # its input dropped: incomplete
+        {"kind": "input", "text": "", "cell": "b", "time": at + 2},
+        {"kind": "stream", "text": "b1", "cell": "b", "time": at + 3},
+        {"kind": "result", "text": "42", "cell": "b", "time": at + 30},
+        {"kind": "stream", "text": "other", "cell": "c", "time": at + 31},
+    ]
+    done = [
+        {"kind": "done", "cell": "old", "sent": sent(0), "time": at + 5},  # ended before the let-go
+        {"kind": "done", "cell": "a", "sent": sent(1), "time": at + 20},
+        {"kind": "done", "cell": "b", "sent": sent(2), "time": at + 40},  # ended after the take-over
+        {"kind": "done", "cell": "new", "sent": sent(55), "time": at + 60},  # sent through the new server
+    ]
+    record.path("while-detached.json").write_text(json.dumps({"entries": entries, "done": done}))
+    found = record.unanswered(since=at + 10, before=at + 50)
+    assert [(request["cell"], request["complete"]) for request in found] == [("a", False), ("b", True)]
+    assert [entry["text"] for entry in found[1]["outputs"]] == ["b1", "42"]
+    assert [entry["kind"] for entry in record.while_detached(at)["entries"]] == ["stream", "stream", "result", "stream"]
+
+
+def test_a_request_was_sent_before_a_moment_by_its_header_s_date() -> None:
+    moment = datetime(2026, 12, 7, 10, 0, 5, tzinfo=timezone.utc).timestamp()
+    assert sent_before({"sent": "2026-12-07T10:00:04.999Z"}, moment)
+    assert sent_before({"sent": "2026-12-07T10:00:04"}, moment)  # no zone: UTC, as Jupyter's dates are
+    assert not sent_before({"sent": "2026-12-07T10:00:05.001+00:00"}, moment)
+    assert not sent_before({"sent": ""}, moment) and not sent_before({}, moment)
+
+
+def test_the_keeper_keeps_the_newest_ended_requests_apart_from_the_output() -> None:
+    recorded = keeper.Recorded()
+    for index in range(keeper.MAX_DONE + 5):
+        recorded.take(json.dumps({"kind": "done", "cell": f"m{index}", "count": index, "time": index}))
+    recorded.take(json.dumps({"kind": "stream", "text": "hi", "cell": "m1", "time": 1}))
+    assert [item["cell"] for item in recorded.done] == [f"m{index}" for index in range(5, keeper.MAX_DONE + 5)]
+    assert recorded.entries == [{"kind": "stream", "text": "hi", "cell": "m1", "time": 1}]
 
 
 def run_keeper(directory: Path, grace: float) -> subprocess.Popen[bytes]:

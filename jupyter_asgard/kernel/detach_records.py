@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -210,12 +211,34 @@ class KernelRecord:
         return found if isinstance(found, dict) else {}
 
     def while_detached(self, since: float) -> dict[str, Any]:
-        """The kernel's recorded outputs after since, and its execution state as last recorded."""
+        """The kernel's recorded outputs after since, the execute requests that ended after since (``done``),
+        and its execution state as last recorded."""
         found = read_json(self.path("while-detached.json"))
         if not isinstance(found, dict):
-            return {"entries": [], "execution_state": ""}
-        entries = [entry for entry in found.get("entries") or [] if float(entry.get("time", 0)) > since]
-        return {"entries": entries, "execution_state": str(found.get("execution_state") or "")}
+            return {"entries": [], "done": [], "execution_state": ""}
+
+        def after(key: str) -> list[dict[str, Any]]:
+            return [item for item in found.get(key) or [] if float(item.get("time", 0)) > since]
+
+        printed = [entry for entry in after("entries") if entry.get("kind") != "input"]
+        return {"entries": printed, "done": after("done"), "execution_state": str(found.get("execution_state") or "")}
+
+    def unanswered(self, since: float, before: float) -> list[dict[str, Any]]:
+        """The execute requests sent before `before` that ended after `since` (the recorder's ``done``), each with
+        what it printed (``outputs``, oldest first) and whether that is all of it (``complete``: its start is
+        still in the record, which drops its oldest entries first)."""
+        found = read_json(self.path("while-detached.json"))
+        if not isinstance(found, dict):
+            return []
+        entries = found.get("entries") or []
+        requests = []
+        for request in found.get("done") or []:
+            if float(request.get("time", 0)) <= since or not sent_before(request, before):
+                continue
+            own = [entry for entry in entries if entry.get("cell") == request.get("cell")]
+            outputs = [entry for entry in own if entry.get("kind") != "input"]
+            requests.append({**request, "outputs": outputs, "complete": len(outputs) < len(own)})
+        return requests
 
     def release(self) -> None:
         """Tell the keeper to end the job now."""
@@ -231,6 +254,16 @@ class KernelRecord:
         except FileNotFoundError:
             return
         shutil.rmtree(doomed, ignore_errors=True)
+
+
+def sent_before(request: dict[str, Any], moment: float) -> bool:
+    """Whether an ended execute request (the recorder's ``done``) was sent before moment (seconds since the
+    epoch), by the date its header carries; one without a date was not."""
+    try:
+        sent = datetime.fromisoformat(str(request.get("sent") or "").replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (sent if sent.tzinfo else sent.replace(tzinfo=timezone.utc)).timestamp() < moment
 
 
 def all_records(root: Path) -> list[KernelRecord]:

@@ -74,6 +74,8 @@ class KernelRow:
     encryption: str = ""
     # The kernel outlives the Jupyter server (it runs in a batch job; the next server of its user takes it over)
     detachable: bool = False
+    # When this server took the detachable kernel over (whole seconds since the epoch); None for one it started
+    taken_over_at: int | None = None
     # The named container the kernel runs in (Pyxis's --container-name without its flag), "" for none
     container: str = ""
     # Where the user's container is when the kernel runs away from it (site/placement.py), "" otherwise

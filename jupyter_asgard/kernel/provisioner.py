@@ -17,6 +17,7 @@ import asyncio
 import os
 import signal
 import socket
+import time
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -147,6 +148,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         self.record: KernelRecord | None = None  # a detachable kernel's directory (detach_records.py)
         self.detached = False  # the server stopped and left the kernel running: nothing more is done to it
         self.while_detached: dict[str, Any] = {}  # what an adopted kernel printed while no server held it
+        self.taken_over_at: float | None = None  # when this server took the kernel over (seconds since the epoch)
+        self.detached_since = 0.0  # when the server before it let go of it, as its record says
         self.importing: ImportProgress | None = None  # the import of its registry image, while a start does it
         self.places = ContainerPlaces()
         self.placement = Placement()  # where the last allocation went, and why not where its container is
@@ -299,6 +302,14 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
         """A detachable kernel (its settings say so): it runs in a batch job the next server takes over."""
         return bool(self.launch and self.launch.detachable)
 
+    async def unanswered(self) -> list[dict[str, Any]]:
+        """The execute requests sent through an earlier server that ended after it let go of this kernel, with what
+        they printed (KernelRecord.unanswered, read anew: one may end after the take-over). Their replies went to
+        that server's connection to the kernel, which is gone: the tabs that sent them still wait for them."""
+        if self.record is None or self.taken_over_at is None:
+            return []
+        return await asyncio.to_thread(self.record.unanswered, self.detached_since, self.taken_over_at)
+
     async def let_go(self, say_so: bool = True) -> None:
         """The server stops and leaves this detachable kernel running for the next one: stop following it, and
         (say_so) say it is free (its grace runs from now)."""
@@ -341,7 +352,8 @@ class PyxisProvisioner(KernelProvisionerBase, SitePolicy):  # type: ignore[metac
             process.forget()
             raise
         self._ports = {name: int(connection[name]) for name in PORT_NAMES}
-        self.while_detached = await asyncio.to_thread(record.while_detached, record.claimed_after)
+        self.detached_since, self.taken_over_at = record.claimed_after, time.time()
+        self.while_detached = await asyncio.to_thread(record.while_detached, self.detached_since)
         connection["key"] = connection["key"].encode()
         self.connection_info = cast(KernelConnectionInfo, connection)
         if self.parent is not None:  # what a connection file the last server left says may match: use it all

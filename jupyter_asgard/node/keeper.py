@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 RECORD = "ASGARD-IOPUB "  # the recorder's (recorder.py) prefix on the step's stdout; a test keeps them equal
 MAX_OUTPUT = 1024 * 1024  # bytes of srun's stdout, and of its stderr, kept per start
 MAX_RECORDED = 64 * 1024  # characters of recorded output kept
+MAX_DONE = 100  # execute requests that ended, kept (the newest)
 POLL = 0.1  # seconds between looks at the directory
 FLUSH = 0.5  # seconds between writes of while-detached.json
 SIGNALS = {"TERM": signal.SIGTERM, "KILL": signal.SIGKILL, "INT": signal.SIGINT}
@@ -52,10 +53,12 @@ def write_whole(directory: str, name: str, data: Any) -> None:
 
 
 class Recorded:
-    """The kernel's recorded outputs, newest last, within MAX_RECORDED characters, and its execution state."""
+    """The kernel's recorded outputs, newest last, within MAX_RECORDED characters, its execution state, and the
+    execute requests that ended (the last MAX_DONE)."""
 
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
+        self.done: list[dict[str, Any]] = []
         self.state = ""
         self.state_since = 0.0
         self.dirty = False
@@ -71,6 +74,8 @@ class Recorded:
         with self.lock:
             if entry.get("kind") == "status":
                 self.state, self.state_since = str(entry.get("text", "")), float(entry.get("time", 0))
+            elif entry.get("kind") == "done":
+                self.done = [*self.done, entry][-MAX_DONE:]
             else:
                 self.entries.append(entry)
                 while sum(len(str(item.get("text", ""))) for item in self.entries) > MAX_RECORDED:
@@ -81,7 +86,12 @@ class Recorded:
         with self.lock:
             if not self.dirty:
                 return
-            data = dict(entries=list(self.entries), execution_state=self.state, state_since=self.state_since)
+            data = dict(
+                entries=list(self.entries),
+                done=list(self.done),
+                execution_state=self.state,
+                state_since=self.state_since,
+            )
             self.dirty = False
         write_whole(directory, "while-detached.json", data)
 

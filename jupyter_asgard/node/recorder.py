@@ -6,6 +6,12 @@ errors, results as text/plain) and each change of its execution state as one lin
 ``ASGARD-IOPUB {json}``, with when it came; the keeper on the node (keeper.py) keeps the last of them for the
 next server, which shows those that came after the last server let go.
 
+Each output names the execute request it answers (``cell``: the request's msg_id), a request's start is an
+``input`` entry (while it is kept, so is everything the request printed), and a request that ends
+(the kernel idle after it) is printed as ``done`` with its execution count, whether it raised and when it was
+sent: the reply to a request sent through a server that has gone reaches nobody, so the browser tab that sent
+it would wait for it forever; with these, it shows the cell finished.
+
 Started by the bootstrap as ``PYTHON -c <this source> CONFIG_JSON`` (the IOPub address), with the Curve keys
 in its environment where the kernel encrypts (never on a command line). It ends with the step.
 """
@@ -29,7 +35,15 @@ IGNORED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")  # the kernel's 
 
 def entry(header: dict[str, Any], parent: dict[str, Any], content: dict[str, Any]) -> dict[str, Any] | None:
     """What one IOPub message says to a person, or None for one that says nothing to them."""
-    kind = header.get("msg_type")
+    found = _entry(header.get("msg_type"), parent, content)
+    if found is not None and parent.get("msg_type") == "execute_request" and parent.get("msg_id"):
+        found["cell"] = str(parent["msg_id"])
+    return found
+
+
+def _entry(kind: Any, parent: dict[str, Any], content: dict[str, Any]) -> dict[str, Any] | None:
+    if kind == "execute_input":  # where a cell's outputs start: kept, the record holds all of them
+        return dict(kind="input", text="")
     if kind == "stream":
         return dict(kind="stream", name=content.get("name", "stdout"), text=str(content.get("text", "")))
     if kind == "error":
@@ -40,6 +54,32 @@ def entry(header: dict[str, Any], parent: dict[str, Any], content: dict[str, Any
     if kind == "status" and parent.get("msg_type") == "execute_request":
         return dict(kind="status", text=str(content.get("execution_state", "")))
     return None
+
+
+class Requests:
+    """What each execute request came to, until the kernel is idle after it: its execution count (from
+    execute_input) and whether it raised."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, Any] = {}
+        self.failed: set[str] = set()
+
+    def done(self, header: dict[str, Any], parent: dict[str, Any], content: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``done`` entry of the request this message ends, else None."""
+        cell = str(parent.get("msg_id") or "") if parent.get("msg_type") == "execute_request" else ""
+        kind = header.get("msg_type")
+        if not cell:
+            return None
+        if kind == "execute_input":
+            self.counts[cell] = content.get("execution_count")
+        elif kind == "error":
+            self.failed.add(cell)
+        elif kind == "status" and content.get("execution_state") == "idle":
+            status = "error" if cell in self.failed else "ok"
+            self.failed.discard(cell)
+            count, sent = self.counts.pop(cell, None), str(parent.get("date") or "")
+            return dict(kind="done", cell=cell, count=count, status=status, sent=sent)
+        return None
 
 
 def main() -> None:
@@ -58,6 +98,7 @@ def main() -> None:
         )
     socket.setsockopt(zmq.SUBSCRIBE, b"")
     socket.connect(config["url"])
+    requests = Requests()
     while True:
         frames = socket.recv_multipart()
         if DELIMITER not in frames:
@@ -67,10 +108,10 @@ def main() -> None:
             header, parent, _metadata, content = (json.loads(part) for part in parts[:4])
         except ValueError:
             continue
-        found = entry(header, parent, content)
-        if found is not None:
-            found["time"] = time.time()
-            print(RECORD + json.dumps(found), flush=True)
+        for found in (entry(header, parent, content), requests.done(header, parent, content)):
+            if found is not None:
+                found["time"] = time.time()
+                print(RECORD + json.dumps(found), flush=True)
 
 
 if __name__ == "__main__":

@@ -195,9 +195,17 @@ class KernelHandler(KernelRowsHandler):
     @web.authenticated
     @authorized
     async def get(self, kernel_id: str) -> None:
-        """The kernel's row, and for a kernel taken over after it ran detached what it printed meanwhile."""
+        """The kernel's row, and for a kernel taken over after it ran detached what it printed meanwhile and the
+        requests sent through its earlier server that have ended (the tab that sent one shows it finished)."""
         rows = await self.located([self._row(kernel_id)])
-        self.finish({**rows[0], "while_detached": self._provisioner(kernel_id).while_detached.get("entries", [])})
+        provisioner = self._provisioner(kernel_id)
+        self.finish(
+            {
+                **rows[0],
+                "while_detached": provisioner.while_detached.get("entries", []),
+                "unanswered": await provisioner.unanswered(),
+            }
+        )
 
     @web.authenticated
     @authorized

@@ -64,6 +64,7 @@ def kernel_job(provisioner: PyxisProvisioner, monitor: SlurmMonitor) -> dict[str
         idle_seconds=idle,
         cull_in_seconds=cull_in,
         detachable=provisioner.outlives_server,
+        taken_over_at=None if provisioner.taken_over_at is None else int(provisioner.taken_over_at),
         container=provisioner.container,
         container_notice=provisioner.container_notice,
         container_home=provisioner.container_home,

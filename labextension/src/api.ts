@@ -55,6 +55,8 @@ export interface IKernelRow {
   encryption: string;
   /** The kernel outlives the Jupyter server: the next server of its user takes it over. */
   detachable: boolean;
+  /** When this server took the detachable kernel over (seconds since the epoch); null for one it started. */
+  taken_over_at: number | null;
   /** The named container the kernel runs in, or "" for none. */
   container: string;
   /** Where the user's container is when the kernel runs away from it ("your container my-env ... is on gpu02"), or "". */
@@ -113,11 +115,35 @@ export interface IWhileDetachedEntry {
   text: string;
   /** When it came, in seconds since the epoch. */
   time: number;
+  /** The msg_id of the execute request it answers (the cell that ran), where it answers one. */
+  cell?: string;
+}
+
+/**
+ * An execute request sent through an earlier Jupyter server that ended after that server let go of the kernel:
+ * its reply went to that server's connection, which is gone.
+ */
+export interface IUnanswered {
+  /** The request's msg_id. */
+  cell: string;
+  /** Its execution count, or null where the kernel did not say. */
+  count: number | null;
+  status: 'ok' | 'error';
+  /** When it ended, in seconds since the epoch. */
+  time: number;
+  /** When it was sent (its header's date). */
+  sent: string;
+  /** What it printed, oldest first, as the record on the node holds it. */
+  outputs: IWhileDetachedEntry[];
+  /** Whether that is all it printed (the record drops its oldest entries past 64 KiB). */
+  complete: boolean;
 }
 
 /** GET /asgard/api/kernels/{id}: the kernel's row, and what it printed while detached (after a take-over). */
 export interface IKernelDetail extends IKernelRow {
   while_detached: IWhileDetachedEntry[];
+  /** The requests sent through the earlier server that have ended (a tab that sent one still waits for it). */
+  unanswered?: IUnanswered[];
 }
 
 /** A detachable kernel of this user that this server found and did not take over (held elsewhere, ...). */

@@ -27,6 +27,7 @@ export function row(changes: Partial<IKernelRow> = {}): IKernelRow {
     path: 'projects/analysis.ipynb',
     encryption: 'curve-proxy',
     detachable: false,
+    taken_over_at: null,
     phase: '',
     phase_seconds: null,
     idle_seconds: null,
