@@ -1,7 +1,8 @@
 """Detachable kernels in a real JupyterLab (headless Chromium) on the real test cluster: an open notebook finds
-its kernel again after its JupyterLab was killed and started again, and the side panel shows what the kernel
-printed meanwhile; the panel's "Detached kernels" lists a kernel held by another server of the user (Adopt
-refused in the server's words, Release ends it) and one that ended while detached (dismissable)."""
+its kernel again after its JupyterLab was killed and started again, the side panel shows what the kernel
+printed meanwhile, and the cells whose replies went to the server that was killed are finished; the panel's
+"Detached kernels" lists a kernel held by another server of the user (Adopt refused in the server's words,
+Release ends it) and one that ended while detached (dismissable)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from tests.server import JupyterServer, started_lab, started_server
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("detachable_kernelspec")]
 
 expect: Any = pytest.importorskip("playwright.sync_api").expect
+# A cell that ends within the 4 s its server is down (TICKS runs on for 30 s, longer than a server's restart)
+SHORT = "import time\nprint('tick 0', flush=True)\ntime.sleep(2)\nprint('slept', flush=True)"
 
 
 @pytest.fixture
@@ -121,8 +124,8 @@ def test_an_open_notebook_finds_its_detachable_kernel_again_after_its_jupyterlab
         # before that, it would leave the kernel without it, and the tab would not find its kernel again.
         record = records(lab) / kernel_id / "kernel.json"
         wait_for(lambda: json.loads(record.read_text()).get("session", {}).get("path") == path, 30, "session kept")
-        run_cell(page, TICKS)  # a cell that prints on while no server holds the kernel
-        expect(output(page)).to_contain_text("tick 1", timeout=30_000)
+        run_cell(page, SHORT)  # a cell that ends while no server holds the kernel
+        expect(output(page)).to_contain_text("tick 0", timeout=30_000)
         killed(lab)
         before = len(sockets)
         page.wait_for_timeout(4_000)
@@ -131,18 +134,32 @@ def test_an_open_notebook_finds_its_detachable_kernel_again_after_its_jupyterlab
         kernels = [kernel["id"] for kernel in lab.request("GET", "/api/kernels").body]
         assert kernels == [kernel_id], f"{kernels} (before: {kernel_id})\n{lab.log()}"
 
-        # The same tab: JupyterLab reconnects its kernel (idle once the cell has ended), and the card says what
-        # the kernel printed while no server held it. (The cell's own prompt stays [*]: its reply went out while
-        # no server held the kernel.)
+        # The same tab: JupyterLab reconnects its kernel (idle, the cell having ended), the card says what the
+        # kernel printed while no server held it, and the cell, whose reply went to nobody, is finished: its
+        # count, and the rest of what it printed, once.
         expect(kernel_status(page)).to_have_text(re.compile(r"\| Idle$"), timeout=120_000)
         dismiss_connection_error(page)
         printed = card.locator(".jp-asgard-WhileDetached")
         expect(printed).to_contain_text("While detached:", timeout=90_000)
-        expect(printed.locator(".jp-asgard-WhileDetached-output")).to_contain_text(re.compile(r"tick \d+"))
+        expect(printed.locator(".jp-asgard-WhileDetached-output")).to_contain_text("slept")
+        expect(prompt).to_have_text(re.compile(r"^\[\d+\]:$"), timeout=30_000)
+        expect(output(page)).to_have_text("tick 0\nslept")
         expect(tag).to_be_visible()
         screenshot(page, "asgard-detachable-kernel-taken-over")
         run_cell(page, "print(x)")
         expect(output(page)).to_have_text("42", timeout=60_000)
+
+        # A cell still running when the next server takes the kernel over: its reply goes to the connection of
+        # the server it was sent through, which is gone, and its tab missed what it printed until it reconnected;
+        # once it ends, the cell shows its count and all it printed all the same.
+        run_cell(page, TICKS)
+        expect(output(page)).to_contain_text("tick 1", timeout=30_000)
+        killed(lab)
+        lab = again(lab)
+        expect(prompt).to_have_text(re.compile(r"^\[\d+\]:$"), timeout=120_000)
+        dismiss_connection_error(page)
+        expect(output(page)).to_have_text("\n".join(f"tick {tick}" for tick in range(30)))  # each once, in order
+        expect(kernel_status(page)).to_have_text(re.compile(r"\| Idle$"))
         channels = [url for url in sockets[before:] if "/api/kernels/" in url and "/channels" in url]
         assert channels and all(f"/api/kernels/{kernel_id}/channels" in url for url in channels), channels
         (session,) = [item for item in lab.request("GET", "/api/sessions").body if item["path"] == path]

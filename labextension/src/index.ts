@@ -19,6 +19,7 @@ import { asgardIcon } from './icon';
 import { endedWords } from './imports';
 import { ImportsModel } from './importsmodel';
 import { AsgardModel, POLL_TIMES } from './model';
+import { codeCellsOf, UnansweredCells } from './detachedcells';
 import { AsgardPanel } from './panel';
 import { StartErrors } from './starterrors';
 import { AsgardStatus, sessionContextOf } from './statusbar';
@@ -60,6 +61,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       }
     });
+    const unanswered = new UnansweredCells(model.api, kernelId =>
+      [...app.shell.widgets('main')]
+        .filter(widget => sessionContextOf(widget)?.session?.kernel?.id === kernelId)
+        .flatMap(codeCellsOf)
+    );
+    model.changed.connect(() => void unanswered.check(model.kernels));
     panel.id = PANEL_ID;
     panel.title.icon = asgardIcon;
     panel.title.caption = 'Asgard: kernels on Slurm';
