@@ -119,6 +119,8 @@ def test_a_removed_record_is_gone_whole_and_not_listed(record: KernelRecord) -> 
     assert [found.kernel_id for found in all_records(root)] == ["k1"]
     record.remove()
     assert list(root.iterdir()) == [] and all_records(root) == []
+    record.let_go()  # its server stopping after another released it: nobody to tell, nothing made anew
+    assert list(root.iterdir()) == []
 
 
 def test_the_batch_job_is_never_requeued_and_marked_detachable() -> None:

@@ -166,8 +166,10 @@ class KernelRecord:
         return True
 
     def let_go(self) -> None:
-        """The holding server stops on purpose: the kernel is free at once (its grace starts now)."""
-        write_private(self.path("held"), {"server": "", "detached_at": time.time()})
+        """The holding server stops on purpose: the kernel is free at once (its grace starts now). A record
+        removed meanwhile (the kernel released through another server) has nobody left to tell."""
+        with contextlib.suppress(FileNotFoundError):
+            write_private(self.path("held"), {"server": "", "detached_at": time.time()})
 
     def holder(self) -> Holder:
         held = self.path("held")

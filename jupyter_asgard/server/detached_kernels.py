@@ -310,7 +310,10 @@ class DetachedKernels:
         # with the server, as was asked: left here, it would hold its allocation until its grace.
         held = [provisioner for provisioner in self._held() if not getattr(provisioner.parent, "shutting_down", False)]
         for provisioner in held:
-            await self._leave(provisioner)
+            try:
+                await self._leave(provisioner)
+            except Exception:  # the stop goes on: a failed extension stop left the server running until killed
+                self.log.exception("Kernel %s: could not be left running detached", provisioner.kernel_id)
         if held:
             self.log.info("Left %d detachable kernel(s) running for your next Jupyter server", len(held))
 
