@@ -36,6 +36,7 @@ from tests.server import (
     websocket_request,
     websocket_status,
 )
+from tests.terminal_signals import AS_FROM_A_TERMINAL
 from tests.unix_users import REPO, throwaway_user
 from tests.waiting import wait_for
 
@@ -334,7 +335,8 @@ def test_the_demo_behind_a_hub_lets_its_users_log_in_to_their_notebooks_and_ctrl
     """dev/demo-hub's hub (python3 -m tests.hub), on the session's cluster instead of one of its own."""
     expect = pytest.importorskip("playwright.sync_api").expect
     port = free_port()
-    argv = [sys.executable, "-m", "tests.hub", "--root", str(slurm_cluster.root), "--port", str(port)]
+    argv = [*AS_FROM_A_TERMINAL, sys.executable, "-m", "tests.hub", "--root", str(slurm_cluster.root)]
+    argv += ["--port", str(port)]
     argv += ["--kernels", str(kernelspecs.kernels_dir), "--notebooks", str(REPO / "examples")]
     demo = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -355,7 +357,12 @@ def test_the_demo_behind_a_hub_lets_its_users_log_in_to_their_notebooks_and_ctrl
             page.context.close()
     finally:
         demo.send_signal(signal.SIGINT)
-        rest, _ = demo.communicate(timeout=180)
+        try:
+            rest, _ = demo.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            demo.terminate()  # the hub, its servers and the throwaway users go as on Ctrl-C
+            demo.communicate(timeout=180)
+            raise
     assert demo.returncode == 0, rest
     assert "stopping the hub" in rest
     for user in users:

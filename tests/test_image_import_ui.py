@@ -25,6 +25,7 @@ from tests.browser import PANEL, open_lab, screenshot
 from tests.cluster import LocalCluster
 from tests.kernels import wait_until_no_kernel_jobs
 from tests.server import JupyterServer, started_lab
+from tests.terminal_signals import AS_FROM_A_TERMINAL
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
 
@@ -75,7 +76,7 @@ def import_lab(enroot_config: Path, tmp_path: Path) -> Iterator[JupyterServer]:
 def jupyter_asgard_import(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     """`jupyter asgard import ARGS` as a user types it, its stdout and stderr piped."""
     return subprocess.Popen(
-        [shutil.which("jupyter") or "jupyter", "asgard", "import", *args],
+        [*AS_FROM_A_TERMINAL, shutil.which("jupyter") or "jupyter", "asgard", "import", *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

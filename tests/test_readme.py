@@ -45,6 +45,7 @@ from tests.cluster import NODES, LocalCluster
 from tests.cluster.cluster import leftovers
 from tests.kernels import CONTAINER_PROBE
 from tests.server import JupyterServer, execute_via_websocket
+from tests.terminal_signals import AS_FROM_A_TERMINAL
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,22 +263,6 @@ def readme_commands() -> tuple[Command, ...]:
     commands, problems = extract_commands(README.read_text())
     assert not problems, "\n".join(problems)
     return tuple(commands)
-
-
-# Runs argv with SIGINT and SIGQUIT (and SIGPIPE and SIGXFSZ, which Python ignores for itself) at their
-# defaults, as a terminal's shell runs a command. A child inherits
-# the dispositions of the process that starts it, and this one may have both ignored at that moment (glibc's
-# system(), which some library may call in another thread, ignores exactly these two while it runs): then
-# Ctrl-C would reach neither dev/demo's bash (a script cannot undo an ignored signal) nor its JupyterLab,
-# whose /proc status showed them ignored when the test's Ctrl-C went unanswered.
-AS_FROM_A_TERMINAL = [
-    sys.executable,
-    "-c",
-    "import os, signal, sys\n"
-    "for name in ('SIGINT', 'SIGQUIT', 'SIGPIPE', 'SIGXFSZ'):\n"
-    "    signal.signal(getattr(signal, name), signal.SIG_DFL)\n"
-    "os.execvp(sys.argv[1], sys.argv[1:])",
-]
 
 
 def readme_argv(command: str, replace: dict[str, str] | None = None) -> list[str]:
