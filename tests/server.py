@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from tornado.httpclient import HTTPRequest
+    from tornado.websocket import WebSocketClientConnection
 
 T = TypeVar("T")
 GONE = "the kernel is gone (shut down)"  # await_kernel's answer when the server no longer has the kernel
@@ -329,53 +331,53 @@ def websocket_request(server: ServerClient, path: str, timeout: float = 60) -> H
     return HTTPRequest(url, headers=headers, connect_timeout=timeout, request_timeout=timeout)
 
 
-def execute_via_websocket(server: ServerClient, kernel_id: str, code: str, timeout: float = 60) -> str:
-    """Run code the way JupyterLab does, through the server's kernel websocket; return the stream output."""
-    import uuid
+def execute_request(code: str, session: str) -> tuple[str, str]:
+    """An execute_request as JupyterLab sends it on a kernel websocket: its msg_id, and the message."""
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "username": "test", "session": session, "msg_type": "execute_request", "version": "5.3"}
+    content = {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False}
+    message = {"header": header, "parent_header": {}, "metadata": {}, "channel": "shell", "content": content}
+    return msg_id, json.dumps(message)
 
+
+async def kernel_websocket(
+    server: ServerClient, kernel_id: str, session: str, timeout: float = 60
+) -> WebSocketClientConnection:
+    """The kernel's channels websocket, opened as JupyterLab opens it: its client session in the URL."""
     from tornado.websocket import websocket_connect
 
+    request = websocket_request(server, f"/api/kernels/{kernel_id}/channels?session_id={session}", timeout)
+    return await asyncio.wait_for(websocket_connect(request), timeout)
+
+
+async def execute_on(connection: WebSocketClientConnection, code: str, session: str, timeout: float = 60) -> str:
+    """Run code through an open kernel websocket; its stream output. ConnectionError where the server closes it."""
+    msg_id, message = execute_request(code, session)
+    await connection.write_message(message)
+    output = []
+    while True:
+        raw = await asyncio.wait_for(connection.read_message(), timeout)
+        if raw is None:
+            raise ConnectionError(f"the server closed the kernel websocket ({connection.close_code})")
+        reply = json.loads(raw)
+        if reply.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if reply["msg_type"] == "stream":
+            output.append(reply["content"]["text"])
+        if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
+            return "".join(output)
+
+
+def execute_via_websocket(server: ServerClient, kernel_id: str, code: str, timeout: float = 60) -> str:
+    """Run code the way JupyterLab does, through the server's kernel websocket; return the stream output."""
+
     async def go() -> str:
-        request = websocket_request(server, f"/api/kernels/{kernel_id}/channels", timeout)
-        connection = await asyncio.wait_for(websocket_connect(request), timeout)
-        msg_id = uuid.uuid4().hex
-        header = {
-            "msg_id": msg_id,
-            "username": "test",
-            "session": uuid.uuid4().hex,
-            "msg_type": "execute_request",
-            "version": "5.3",
-        }
-        await connection.write_message(
-            json.dumps(
-                {
-                    "header": header,
-                    "parent_header": {},
-                    "metadata": {},
-                    "channel": "shell",
-                    "content": {
-                        "code": code,
-                        "silent": False,
-                        "store_history": False,
-                        "user_expressions": {},
-                        "allow_stdin": False,
-                    },
-                }
-            )
-        )
-        output = []
-        while True:
-            raw = await asyncio.wait_for(connection.read_message(), timeout)
-            if raw is None:
-                raise ConnectionError("the server closed the kernel websocket")
-            message = json.loads(raw)
-            if message.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if message["msg_type"] == "stream":
-                output.append(message["content"]["text"])
-            if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
-                connection.close()
-                return "".join(output)
+        session = uuid.uuid4().hex
+        connection = await kernel_websocket(server, kernel_id, session, timeout)
+        try:
+            return await execute_on(connection, code, session, timeout)
+        finally:
+            connection.close()
 
     return run_async(go)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -10,16 +11,18 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jupyter_client import BlockingKernelClient
 
+from jupyter_asgard.server.kernel_websockets import SERVICE_RESTART
 from tests.cluster import NODES, LocalCluster
 from tests.faults import kill_node, revive_node, start_controller, stop_controller
 from tests.kernels import KernelSpecs, kernel_jobs, running_steps, slurm, wait_until_no_kernel_jobs
-from tests.server import JupyterServer, execute_via_websocket
+from tests.server import JupyterServer, execute_on, execute_via_websocket, kernel_websocket, run_async
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.usefixtures("no_kernel_jobs_left")
@@ -130,9 +133,13 @@ def moved_kernel(server: JupyterServer, cluster: LocalCluster) -> tuple[str, dic
     """Start a kernel, kill its node; return the kernel id, its first row and the node it must move to."""
     kernel_id = server.start_kernel("asgard-test")
     first = row(server, kernel_id)
-    other = next(node for node in NODES if node != first["node"])
+    return kernel_id, first, node_killed_under(cluster, first)
+
+
+def node_killed_under(cluster: LocalCluster, first: dict[str, Any]) -> str:
+    """Kill the node of the kernel whose row is first; the node it must move to."""
     kill_node(cluster, first["node"])
-    return kernel_id, first, other
+    return next(node for node in NODES if node != first["node"])
 
 
 def test_a_dead_node_costs_the_allocation_and_the_kernel_comes_back_elsewhere(
@@ -158,15 +165,30 @@ def test_a_dead_node_costs_the_allocation_and_the_kernel_comes_back_elsewhere(
 def test_after_a_node_move_the_server_websocket_reaches_the_kernel(
     jupyter_server: JupyterServer, slurm_cluster: LocalCluster
 ) -> None:
-    kernel_id, first, other = moved_kernel(jupyter_server, slurm_cluster)
-    try:
-        wait_for(lambda: row(jupyter_server, kernel_id).get("node") == other, 120, "no move")
+    """A websocket open across the move is closed once the kernel is back elsewhere (its channels were on the
+    dead node), and reopened in the same session, as JupyterLab reconnects, it reaches the kernel there."""
+    kernel_id = jupyter_server.start_kernel("asgard-test")
+    first = row(jupyter_server, kernel_id)
+    session = uuid.uuid4().hex
+
+    async def across_the_move() -> tuple[int | None, str, str]:
+        connection = await kernel_websocket(jupyter_server, kernel_id, session)
+        other = await asyncio.to_thread(node_killed_under, slurm_cluster, first)
+        while await asyncio.wait_for(connection.read_message(), 180) is not None:
+            pass  # the kernel's status as it restarts, until the server closes the websocket
         # The websocket's nudge waits for jupyter_server's activity watch to see the kernel leave "starting":
         # that watch must have followed the kernel to its new address.
-        where = execute_via_websocket(
-            jupyter_server, kernel_id, "import os; print(os.environ['SLURMD_NODENAME'])", timeout=30
-        )
-        assert where.strip() == other
+        again = await kernel_websocket(jupyter_server, kernel_id, session, timeout=30)
+        try:
+            where = await execute_on(again, "import os; print(os.environ['SLURMD_NODENAME'])", session, 30)
+            return connection.close_code, other, where.strip()
+        finally:
+            again.close()
+
+    try:
+        closed, other, where = run_async(across_the_move)
+        assert (closed, where) == (SERVICE_RESTART, other)
+        assert row(jupyter_server, kernel_id)["node"] == other
         wait_for(lambda: execution_state(jupyter_server, kernel_id) == "idle", 10, "a stale execution_state")
         info = connection_info(jupyter_server, kernel_id)
         assert info["ip"] == slurm_cluster.node_addr(other)

@@ -28,6 +28,7 @@ from . import pending_kernels
 from .detached_kernels import DetachedKernels
 from .kernel_activity import KernelActivity
 from .kernel_terminals import KernelTerminals
+from .kernel_websockets import KernelWebsockets
 
 
 class AsgardExtension(ExtensionApp):
@@ -57,6 +58,8 @@ class AsgardExtension(ExtensionApp):
         self._take_over_detached()
         self.detached.watch_sessions()
         self.activity = KernelActivity(self.serverapp.web_app.settings, kernel_manager)
+        assert self.serverapp.event_logger is not None  # made before the extensions are initialized
+        self.websockets = KernelWebsockets(self.serverapp.event_logger, kernel_manager, self.log)
         self._stop_on_sigint()
 
     def _stop_on_sigint(self) -> None:
