@@ -3,9 +3,8 @@
  * "Bring it here" (asked first: the kernel restarts, what is in its memory is lost, what was installed in the
  * container comes along), then how the move goes as the kernel's row tells it, and how it ended.
  *
- * The server restarts the kernel itself, on new ports: JupyterLab's connections to it (this page's notebooks and
- * consoles) still listen to the old ones, so once a move this page saw under way ends, they reconnect, as
- * JupyterLab does after a restart it asked for.
+ * The server restarts the kernel itself, on new ports, and closes the websockets left on the old ones
+ * (server/kernel_websockets.py): JupyterLab's connections to it reconnect by themselves.
  */
 import { Dialog, showDialog } from '@jupyterlab/apputils';
 
@@ -17,8 +16,6 @@ export interface IContainerMoveOptions {
   api: AsgardAPI;
   /** Poll the kernels soon and fast: the move's progress shows in the kernel's row. */
   follow: () => void;
-  /** The server restarted the kernel (a move ended): this page's connections to it connect anew. */
-  reconnect: () => void;
 }
 
 export class ContainerMoveBox {
@@ -45,12 +42,6 @@ export class ContainerMoveBox {
     this.row = row;
     // The POST's answer stands until the row shows a move (the next poll).
     const move = row.container_move ?? this.asked;
-    if (moveUnderway(move)) {
-      this.underway = true;
-    } else if (this.underway && move) {
-      this.underway = false;
-      this.options.reconnect();
-    }
     this.notice.textContent = row.container_notice;
     this.notice.hidden = !row.container_notice;
     this.bring.hidden = !canBring({ container_home: row.container_home, container_move: move });
@@ -99,8 +90,6 @@ export class ContainerMoveBox {
   /** The move as the POST answered it (until the kernel's row carries one). */
   private asked: IContainerMove | null = null;
   private posting = false;
-  /** A move was seen under way (its end has not been seen yet). */
-  private underway = false;
   /** The server's refusal of the last "Bring it here" (409: nothing to bring, a move under way). */
   private refusal: IProblem | null = null;
 }

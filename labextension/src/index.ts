@@ -51,14 +51,6 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (widget) {
           keepTitle(widget, terminal.title);
         }
-      },
-      reconnect: kernelId => {
-        for (const widget of app.shell.widgets('main')) {
-          const kernel = sessionContextOf(widget)?.session?.kernel;
-          if (kernel?.id === kernelId) {
-            kernel.reconnect().catch(error => console.warn(`jupyter-asgard: reconnecting to ${kernelId}:`, error));
-          }
-        }
       }
     });
     const unanswered = new UnansweredCells(model.api, kernelId =>

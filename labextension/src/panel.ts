@@ -45,8 +45,6 @@ export interface IPanelOptions {
   openPath: (path: string) => void;
   /** Open a terminal the server made in a kernel's container. */
   openTerminal: (terminal: ITerminalReply) => Promise<void>;
-  /** Connect this page's connections to a kernel anew (the server restarted it on other ports). */
-  reconnect: (kernelId: string) => void;
 }
 
 /** The elements of one kernel's card that change between polls. */
@@ -77,7 +75,6 @@ export class AsgardPanel extends Widget {
     this.containers = options.containers;
     this.openPath = options.openPath;
     this.openTerminal = options.openTerminal;
-    this.reconnect = options.reconnect;
     this.addClass('jp-asgard-Panel');
 
     const header = element('div', 'jp-asgard-Panel-header');
@@ -224,8 +221,7 @@ export class AsgardPanel extends Widget {
     const container = new ContainerActions(kernelId, { api: this.model.api, openTerminal: this.openTerminal });
     const move = new ContainerMoveBox(kernelId, {
       api: this.model.api,
-      follow: () => this.model.hurry(),
-      reconnect: () => this.reconnect(kernelId)
+      follow: () => this.model.hurry()
     });
     const actions = element('div', 'jp-asgard-Kernel-actions');
     actions.append(container.terminal, container.save, button);
@@ -328,7 +324,6 @@ export class AsgardPanel extends Widget {
   private readonly containerSection: ContainerSection;
   private readonly openPath: (path: string) => void;
   private readonly openTerminal: (terminal: ITerminalReply) => Promise<void>;
-  private readonly reconnect: (kernelId: string) => void;
   private readonly banner = document.createElement('div');
   private readonly kernelList = document.createElement('div');
   private readonly partitionBox = document.createElement('div');
