@@ -13,6 +13,7 @@ kernel connections do so at once), and its new websocket has channels to where t
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import zmq
@@ -37,7 +38,7 @@ def stale_connections(kernel_id: str, kernel: Any) -> list[Any]:
 class KernelWebsockets:
     """Closes the websockets a restart left on an old address (stale_connections), after each restart."""
 
-    def __init__(self, event_logger: EventLogger, kernel_manager: Any, log: Any) -> None:
+    def __init__(self, event_logger: EventLogger, kernel_manager: Any, log: logging.Logger) -> None:
         self.kernel_manager, self.log = kernel_manager, log
         event_logger.add_listener(schema_id=KERNEL_ACTIONS, listener=self.on_kernel_action)
 
