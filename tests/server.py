@@ -331,13 +331,23 @@ def websocket_request(server: ServerClient, path: str, timeout: float = 60) -> H
     return HTTPRequest(url, headers=headers, connect_timeout=timeout, request_timeout=timeout)
 
 
-def execute_request(code: str, session: str) -> tuple[str, str]:
-    """An execute_request as JupyterLab sends it on a kernel websocket: its msg_id, and the message."""
+def shell_request(msg_type: str, content: dict[str, Any], session: str) -> tuple[str, str]:
+    """A shell-channel request as JupyterLab sends it on a kernel websocket: its msg_id, and the message."""
     msg_id = uuid.uuid4().hex
-    header = {"msg_id": msg_id, "username": "test", "session": session, "msg_type": "execute_request", "version": "5.3"}
-    content = {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False}
+    header = {"msg_id": msg_id, "username": "test", "session": session, "msg_type": msg_type, "version": "5.3"}
     message = {"header": header, "parent_header": {}, "metadata": {}, "channel": "shell", "content": content}
     return msg_id, json.dumps(message)
+
+
+def execute_request(code: str, session: str) -> tuple[str, str]:
+    """An execute_request, as shell_request."""
+    content = {"code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False}
+    return shell_request("execute_request", content, session)
+
+
+def kernel_info_request(session: str) -> tuple[str, str]:
+    """A kernel_info_request, as shell_request."""
+    return shell_request("kernel_info_request", {}, session)
 
 
 async def kernel_websocket(

@@ -6,15 +6,19 @@ it was (a local one) keeps its websockets open."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from jupyter_asgard.server.kernel_websockets import SERVICE_RESTART
 from tests.browser import make_notebook, open_notebook, run_cell, wait_for_idle_kernel
-from tests.server import JupyterServer, execute_on, kernel_websocket, run_async
+from tests.server import JupyterServer, execute_on, kernel_info_request, kernel_websocket, run_async
+
+if TYPE_CHECKING:
+    from tornado.websocket import WebSocketClientConnection
 
 pytestmark = pytest.mark.cluster
 
@@ -32,6 +36,7 @@ def restarted_by_another_client(server: JupyterServer, kernel_id: str) -> tuple[
         answer = await asyncio.to_thread(server.request, "POST", f"/api/kernels/{kernel_id}/restart")
         assert answer.status == 200, answer.body
         try:
+            await iopub_subscribed(connection, session)
             same = await execute_on(connection, "print('same websocket')", session, timeout=30)
         except ConnectionError:
             same = ""
@@ -43,6 +48,34 @@ def restarted_by_another_client(server: JupyterServer, kernel_id: str) -> tuple[
             again.close()
 
     return run_async(go)
+
+
+async def iopub_subscribed(connection: WebSocketClientConnection, session: str, timeout: float = 30) -> None:
+    """Where a websocket outlives a restart on the same ports, its iopub subscription to the new kernel process
+    is made again by ZeroMQ in the background, and what the kernel publishes before that is lost (the slow
+    joiner). jupyter_server nudges a websocket's iopub at its open, not after a restart; this nudges as it does:
+    kernel_info requests until one's busy status comes back on iopub. ConnectionError where the server closes."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        msg_id, message = kernel_info_request(session)
+        await connection.write_message(message)
+        try:
+            await asyncio.wait_for(status_of(connection, msg_id), 1)
+            return
+        except asyncio.TimeoutError:
+            continue
+    raise AssertionError(f"no iopub message from the kernel in {timeout} s through a websocket left open")
+
+
+async def status_of(connection: WebSocketClientConnection, msg_id: str) -> None:
+    """Read until an iopub status message answering msg_id."""
+    while True:
+        raw = await connection.read_message()
+        if raw is None:
+            raise ConnectionError(f"the server closed the kernel websocket ({connection.close_code})")
+        reply = json.loads(raw)
+        if reply["msg_type"] == "status" and reply.get("parent_header", {}).get("msg_id") == msg_id:
+            return
 
 
 def test_a_websocket_open_across_another_clients_restart_is_told_to_reconnect_and_reaches_the_kernel(
