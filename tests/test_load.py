@@ -97,7 +97,10 @@ def test_a_start_storm_waits_in_the_queue_and_drains_as_gpus_free_up(
     jupyter_server: JupyterServer, kernelspecs: KernelSpecs, storm: Storm
 ) -> None:
     server = jupyter_server
-    storm.start("asgard-test", STORM)  # 1 GPU each
+    # A name of this test alone: kernel_files finds its kernels' processes by it, not those of another worker's
+    # cluster on the machine.
+    kernel_name = kernelspecs.make(f"asgard-storm-{uuid.uuid4().hex[:8]}")
+    storm.start(kernel_name, STORM)  # 1 GPU each
 
     def queue_formed() -> dict[str, list[dict[str, Any]]] | None:
         rows = kernel_rows(server)
@@ -162,7 +165,7 @@ def test_a_start_storm_waits_in_the_queue_and_drains_as_gpus_free_up(
     # With pending kernels (on under Asgard), jupyter_client drops a shut-down kernel from its list in a task of
     # its own, moments after the allocation is released: jupyter_server's own DELETE answers before that too.
     wait_for(lambda: server.request("GET", "/api/kernels").body == [], 30, "jupyter_server dropping every kernel")
-    assert kernel_files(kernelspecs.cluster, "asgard-test") == []  # no proxy, ipc socket or connection file
+    assert kernel_files(kernelspecs.cluster, kernel_name) == []  # no proxy, ipc socket or connection file
 
 
 # --- fifty kernels: nothing leaks ------------------------------------------------------------------------------
