@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -360,22 +360,41 @@ async def kernel_websocket(
     return await asyncio.wait_for(websocket_connect(request), timeout)
 
 
-async def execute_on(connection: WebSocketClientConnection, code: str, session: str, timeout: float = 60) -> str:
-    """Run code through an open kernel websocket; its stream output. ConnectionError where the server closes it."""
-    msg_id, message = execute_request(code, session)
-    await connection.write_message(message)
-    output = []
+def closed_by_server(connection: WebSocketClientConnection) -> ConnectionError:
+    return ConnectionError(f"the server closed the kernel websocket ({connection.close_code})")
+
+
+async def request_on(
+    connection: WebSocketClientConnection, request: tuple[str, str], timeout: float = 60
+) -> AsyncIterator[dict[str, Any]]:
+    """Send a request (shell_request's msg_id and message) through an open kernel websocket and yield what comes
+    back for it, each read within timeout. ConnectionError where the server has closed the websocket, before the
+    request was sent or after."""
+    from tornado.websocket import WebSocketClosedError
+
+    msg_id, message = request
+    try:
+        await connection.write_message(message)
+    except WebSocketClosedError as error:
+        raise closed_by_server(connection) from error
     while True:
         raw = await asyncio.wait_for(connection.read_message(), timeout)
         if raw is None:
-            raise ConnectionError(f"the server closed the kernel websocket ({connection.close_code})")
+            raise closed_by_server(connection)
         reply = json.loads(raw)
-        if reply.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
+        if reply.get("parent_header", {}).get("msg_id") == msg_id:
+            yield reply
+
+
+async def execute_on(connection: WebSocketClientConnection, code: str, session: str, timeout: float = 60) -> str:
+    """Run code through an open kernel websocket; its stream output. ConnectionError where the server closes it."""
+    output = []
+    async for reply in request_on(connection, execute_request(code, session), timeout):
         if reply["msg_type"] == "stream":
             output.append(reply["content"]["text"])
-        if reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
-            return "".join(output)
+        elif reply["msg_type"] == "status" and reply["content"]["execution_state"] == "idle":
+            break  # request_on yields until then, or raises
+    return "".join(output)
 
 
 def execute_via_websocket(server: ServerClient, kernel_id: str, code: str, timeout: float = 60) -> str:

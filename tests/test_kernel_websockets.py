@@ -6,7 +6,6 @@ it was (a local one) keeps its websockets open."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ import pytest
 
 from jupyter_asgard.server.kernel_websockets import SERVICE_RESTART
 from tests.browser import make_notebook, open_notebook, run_cell, wait_for_idle_kernel
-from tests.server import JupyterServer, execute_on, kernel_info_request, kernel_websocket, run_async
+from tests.server import JupyterServer, execute_on, kernel_info_request, kernel_websocket, request_on, run_async
 
 if TYPE_CHECKING:
     from tornado.websocket import WebSocketClientConnection
@@ -54,28 +53,20 @@ async def iopub_subscribed(connection: WebSocketClientConnection, session: str, 
     """Where a websocket outlives a restart on the same ports, its iopub subscription to the new kernel process
     is made again by ZeroMQ in the background, and what the kernel publishes before that is lost (the slow
     joiner). jupyter_server nudges a websocket's iopub at its open, not after a restart; this nudges as it does:
-    kernel_info requests until one's busy status comes back on iopub. ConnectionError where the server closes."""
+    kernel_info requests until one's status comes back on iopub. ConnectionError where the server closes."""
+
+    async def status(request: tuple[str, str]) -> None:
+        async for reply in request_on(connection, request):
+            if reply["msg_type"] == "status":
+                return
+
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
-        msg_id, message = kernel_info_request(session)
-        await connection.write_message(message)
         try:
-            await asyncio.wait_for(status_of(connection, msg_id), 1)
-            return
+            return await asyncio.wait_for(status(kernel_info_request(session)), 1)
         except asyncio.TimeoutError:
             continue
     raise AssertionError(f"no iopub message from the kernel in {timeout} s through a websocket left open")
-
-
-async def status_of(connection: WebSocketClientConnection, msg_id: str) -> None:
-    """Read until an iopub status message answering msg_id."""
-    while True:
-        raw = await connection.read_message()
-        if raw is None:
-            raise ConnectionError(f"the server closed the kernel websocket ({connection.close_code})")
-        reply = json.loads(raw)
-        if reply["msg_type"] == "status" and reply.get("parent_header", {}).get("msg_id") == msg_id:
-            return
 
 
 def test_a_websocket_open_across_another_clients_restart_is_told_to_reconnect_and_reaches_the_kernel(
