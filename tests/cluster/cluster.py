@@ -138,25 +138,13 @@ def _slot_lock() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-SLOTS = range(1, 60)
-
-
 def _free_slot() -> int:
     """A slot number whose bridge, veths, namespaces and ports no other cluster uses (nor a crashed one
-    left behind: a namespace kept alive by a stray process keeps its veth on the host). Called under
-    _slot_lock. Slots are taken in turn after the last one taken (kept next to the lock), not lowest first: the
-    slot of a cluster just stopped stays unused for a while, so that a check that nothing of it is left
-    (which looks by name) does not find the next cluster's on the machine, as it did with three test workers."""
+    left behind: a namespace kept alive by a stray process keeps its veth on the host)."""
     links = {name.split("@")[0].rstrip(":") for name in _run("ip", "-o", "link", "show").stdout.split()}
-    last_taken = Path(tempfile.gettempdir()) / "asgard-cluster-slots.last"
-    try:
-        last = int(last_taken.read_text())
-    except (OSError, ValueError):
-        last = 0
-    for slot in sorted(SLOTS, key=lambda slot: (slot - last - 1) % len(SLOTS)):
+    for slot in range(1, 60):
         names = {f"asgbr{slot}", *(f"va{slot}{node}" for node in NODES)}
         if not names & links and not any(Path(f"/run/netns/asg{slot}-{node}").exists() for node in NODES):
-            last_taken.write_text(str(slot))
             return slot
     raise ClusterUnavailable("no free cluster slot: stop old clusters with `python -m tests.cluster down`")
 
